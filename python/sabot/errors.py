@@ -1,0 +1,154 @@
+"""Sabot's exception hierarchy.
+
+Every class derives from :class:`SabotError` and also from the builtin a caller would
+naturally catch (``ConfigError`` is a ``ValueError``, ``JobTimeoutError`` a ``TimeoutError``),
+so code that does not know Sabot still handles its errors correctly. Messages say what was
+wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from typing import Any
+
+
+class SabotError(Exception):
+    """Base class of every error Sabot raises."""
+
+
+class ConfigError(ValueError, SabotError):
+    """A configuration value (environment variable, argument or flag) is invalid."""
+
+    def __init__(self, variable: str, value: Any, accepted: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"{variable}={value!r} is invalid: expected {accepted}")
+
+
+class NativeError(RuntimeError, SabotError):
+    """The native core failed (a C++ exception or an Arrow status that is not an input error)."""
+
+
+class ArrowInputError(ValueError, SabotError):
+    """Arrow rejected the input: wrong types, unknown column, invalid expression."""
+
+
+class SchedulerError(RuntimeError, SabotError):
+    """A task run by the native scheduler raised; carries the task's message."""
+
+
+class CancelledError(SabotError):
+    """A running job was cancelled before it finished.
+
+    Deliberately not an ``asyncio.CancelledError``: cancelling a Sabot job must not cancel the
+    asyncio task that awaited it.
+    """
+
+
+class ProcessingError(RuntimeError, SabotError):
+    """A user function failed while processing data.
+
+    ``index`` is the position of the failing item in the input (or None when only the morsel
+    is known), ``morsel`` the morsel number, ``original`` the exception the function raised and
+    ``remote_traceback`` its formatted traceback (also for failures in other processes/nodes).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        morsel: int | None = None,
+        original: BaseException | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        self.index = index
+        self.morsel = morsel
+        self.original = original
+        if remote_traceback is None and original is not None and original.__traceback__:
+            remote_traceback = "".join(
+                _traceback.format_exception(type(original), original, original.__traceback__)
+            )
+        self.remote_traceback = remote_traceback
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.remote_traceback:
+            return f"{base}\n\nOriginal traceback:\n{self.remote_traceback}"
+        return base
+
+
+class WorkerLostError(ProcessingError):
+    """A worker process or node died while running a morsel (os._exit, signal, crash)."""
+
+
+class UnknownProcessorError(KeyError, SabotError):
+    """A named processor is not registered."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return f"unknown processor {self.name!r}; registered processors: {', '.join(self.known)}"
+
+
+class ProtocolError(ValueError, SabotError):
+    """A message on the wire is malformed, truncated, unknown or replayed."""
+
+
+class VersionMismatchError(ProtocolError):
+    """The peer speaks another protocol version."""
+
+
+class ClusterMismatchError(ProtocolError):
+    """The peer belongs to another cluster (CLUSTER_NAME differs)."""
+
+
+class AuthenticationError(PermissionError, SabotError):
+    """A peer or HTTP client failed authentication (cluster key or bearer token)."""
+
+
+class CoordinatorUnavailableError(ConnectionError, SabotError):
+    """The coordinator cannot be reached at the configured address."""
+
+
+class JobNotFoundError(LookupError, SabotError):
+    """No job with this id exists (or it expired after SABOT_RESULT_TTL_S)."""
+
+
+class JobFailedError(RuntimeError, SabotError):
+    """A distributed job failed; ``error`` holds the job's error text."""
+
+    def __init__(self, job_id: str, error: str) -> None:
+        self.job_id = job_id
+        self.error = error
+        super().__init__(f"job {job_id} failed: {error}")
+
+
+class JobTimeoutError(TimeoutError, SabotError):
+    """Waiting for a job's result took longer than the given timeout."""
+
+
+__all__ = [
+    "SabotError",
+    "ConfigError",
+    "NativeError",
+    "ArrowInputError",
+    "SchedulerError",
+    "CancelledError",
+    "ProcessingError",
+    "WorkerLostError",
+    "UnknownProcessorError",
+    "ProtocolError",
+    "VersionMismatchError",
+    "ClusterMismatchError",
+    "AuthenticationError",
+    "CoordinatorUnavailableError",
+    "JobNotFoundError",
+    "JobFailedError",
+    "JobTimeoutError",
+]

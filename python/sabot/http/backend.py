@@ -1,0 +1,61 @@
+"""The contract between the HTTP API and the node it serves.
+
+The HTTP layer knows nothing of engines or clusters: it calls a :class:`NodeBackend`. The
+single-node launcher, the coordinator and the worker each provide one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+#: Job states, in the order a job moves through them.
+JOB_STATES = ("pending", "running", "completed", "failed", "cancelled")
+FINISHED_STATES = ("completed", "failed", "cancelled")
+
+
+@runtime_checkable
+class NodeBackend(Protocol):
+    """What a node offers its HTTP API.
+
+    Job dicts have the keys ``job_id, status, progress, result, error, created_at,
+    finished_at`` (plus ``priority``, ``processor``, ``items``, and for paged results
+    ``result_offset``, ``result_total``, ``next_offset``). ``progress`` is
+    ``{"done": int, "total": int, "fraction": float}``; times are UNIX seconds (float) or None.
+    """
+
+    role: str  #: "single-node", "coordinator" or "worker"
+    node_id: str
+
+    def is_ready(self) -> bool:
+        """True once the node can take work (GET /ready answers 200)."""
+
+    def health(self) -> dict[str, Any]:
+        """Liveness details for GET /health."""
+
+    def cluster_info(self) -> dict[str, Any] | None:
+        """What a worker needs to join (GET /cluster); None where this node is no coordinator."""
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Known nodes (GET /nodes)."""
+
+    def stats(self) -> dict[str, Any]:
+        """GET /stats: at least ``nodes``, ``jobs`` and ``system_resources``."""
+
+    async def submit_job(
+        self, data: Any, processor: str, *, priority: int = 0
+    ) -> dict[str, Any]:
+        """Accept a job running the named processor; returns ``{"job_id", "status"}``.
+
+        Raises UnknownProcessorError for an unknown name; the job is durable (where the node
+        journals) before this returns."""
+
+    async def get_job(
+        self, job_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> dict[str, Any]:
+        """The job dict, with ``result[offset:offset+limit]``; raises JobNotFoundError."""
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a pending or running job; returns the job dict. Raises JobNotFoundError."""
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent jobs, newest first, without their results."""

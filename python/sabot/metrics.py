@@ -1,17 +1,75 @@
 """Prometheus metrics: one registry per process, the README's names plus the usual counters.
 
 Every metric carries ``cluster`` (CLUSTER_NAME) and ``node`` labels. Call :func:`get_metrics`
-once the node knows its name; parts of Sabot record through the returned object.
+once the node knows its name; parts of Sabot record through the returned object:
+
+- whoever runs work calls :meth:`Metrics.record_items` / :meth:`Metrics.record_morsel`, which
+  feed the counters and the sliding window behind the throughput gauge;
+- whoever owns job and node state calls :meth:`Metrics.record_job` when a job reaches a state
+  and registers a *load source* (:meth:`Metrics.set_load_source`): a callable returning the
+  live queue depth, utilization and counts by state. The gauges are refreshed from it on every
+  scrape, so ``/metrics`` never shows a stale or placeholder value.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import time
+from collections import deque
+from typing import Any, Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+log = logging.getLogger(__name__)
+
 _MORSEL_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120)
+_HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
+
+#: Seconds of history behind the throughput gauge ("the last few seconds").
+THROUGHPUT_WINDOW_S = 5.0
+_BUCKET_S = 0.25
+
+#: What a load source returns (every key optional).
+LOAD_KEYS = ("queue_depth", "utilization_percent", "jobs", "nodes")
+
+LoadSource = Callable[[], Mapping[str, Any]]
+
+
+class _RateWindow:
+    """Counts in small time buckets, so a rate over the last seconds costs O(window)."""
+
+    def __init__(self, horizon_s: float = 60.0) -> None:
+        self._buckets: deque[list[float]] = deque()
+        self._horizon = horizon_s
+        self._lock = threading.Lock()
+        self.total = 0.0
+
+    def add(self, n: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        start = now - (now % _BUCKET_S)
+        with self._lock:
+            self.total += n
+            if self._buckets and self._buckets[-1][0] == start:
+                self._buckets[-1][1] += n
+            else:
+                self._buckets.append([start, n])
+            self._prune(now)
+
+    def rate(self, window_s: float = THROUGHPUT_WINDOW_S, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._prune(now)
+            # Buckets that started inside the window; the current one is partly filled, which
+            # is why the divisor is the full window rather than the covered span.
+            count = sum(n for start, n in self._buckets if start > now - window_s - _BUCKET_S)
+        return count / window_s
+
+    def _prune(self, now: float) -> None:
+        while self._buckets and self._buckets[0][0] < now - self._horizon:
+            self._buckets.popleft()
 
 
 class Metrics:
@@ -21,19 +79,23 @@ class Metrics:
         self.cluster = cluster
         self.node = node
         self.registry = CollectorRegistry()
+        self._load_source: LoadSource | None = None
+        self._items_window = _RateWindow()
+        self._known_states: dict[str, set[str]] = {"jobs": set(), "nodes": set()}
         r = self.registry
         labels = ["cluster", "node"]
         # The README's three names.
         self.throughput = Gauge(
             "sabot_processing_throughput_items_per_second",
-            "Items processed per second, averaged over the last few seconds",
+            f"Items processed per second, averaged over the last {THROUGHPUT_WINDOW_S:g} seconds",
             labels, registry=r)
         self.queue_depth = Gauge(
             "sabot_queue_depth", "Morsels waiting to run (queued, not yet assigned)",
             labels, registry=r)
         self.utilization = Gauge(
             "sabot_worker_utilization_percent",
-            "Busy share of this node's worker slots, in percent", labels, registry=r)
+            "Busy share of this node's worker slots (CPU of its processes over its cores), "
+            "in percent", labels, registry=r)
         # What a Prometheus user expects beside them.
         self.items = Counter(
             "sabot_items_processed_total", "Items processed, by outcome",
@@ -47,22 +109,145 @@ class Metrics:
         self.jobs = Counter(
             "sabot_jobs_total", "Jobs that reached a state", labels + ["state"], registry=r)
         self.jobs_active = Gauge(
-            "sabot_jobs", "Jobs currently in each state", labels + ["state"], registry=r)
+            "sabot_jobs_by_state", "Jobs currently in each state (finished ones until they expire)", labels + ["state"], registry=r)
         self.nodes = Gauge(
             "sabot_nodes", "Worker nodes known to the coordinator, by state",
             labels + ["state"], registry=r)
         self.errors = Counter(
             "sabot_errors_total", "Errors, by kind", labels + ["kind"], registry=r)
+        self.http_requests = Counter(
+            "sabot_http_requests_total", "HTTP requests served, by route, method and status",
+            labels + ["route", "method", "status"], registry=r)
+        self.http_duration = Histogram(
+            "sabot_http_request_duration_seconds", "Time to answer one HTTP request",
+            labels + ["route"], buckets=_HTTP_BUCKETS, registry=r)
         self.info = Gauge(
             "sabot_node_info", "Constant 1, labelled with this node's role and version",
             labels + ["role", "version"], registry=r)
+        # The README's gauges exist (at 0) from the start, so a scrape always finds them.
+        for gauge in (self.throughput, self.queue_depth, self.utilization):
+            gauge.labels(**self.lbl()).set(0)
 
     def lbl(self, **extra: str) -> dict[str, str]:
         return {"cluster": self.cluster, "node": self.node, **extra}
 
+    # -- recording ----------------------------------------------------------------------------
+    def record_items(self, n: int, state: str = "completed") -> None:
+        """``n`` items finished with ``state`` (completed, failed); completed ones count
+        towards the throughput gauge."""
+        if n <= 0:
+            return
+        self.items.labels(**self.lbl(state=state)).inc(n)
+        if state == "completed":
+            self._items_window.add(n)
+
+    def record_morsel(self, duration_s: float, state: str = "completed") -> None:
+        self.morsels.labels(**self.lbl(state=state)).inc()
+        self.morsel_duration.labels(**self.lbl()).observe(max(0.0, duration_s))
+
+    def record_job(self, state: str) -> None:
+        self.jobs.labels(**self.lbl(state=state)).inc()
+
+    def record_error(self, kind: str) -> None:
+        self.errors.labels(**self.lbl(kind=kind)).inc()
+
+    def record_http(self, route: str, method: str, status: int, duration_s: float) -> None:
+        self.http_requests.labels(**self.lbl(route=route, method=method, status=str(status))).inc()
+        self.http_duration.labels(**self.lbl(route=route)).observe(max(0.0, duration_s))
+
+    def set_role(self, role: str, version: str) -> None:
+        self.info.labels(**self.lbl(role=role, version=version)).set(1)
+
+    def set_load_source(self, source: LoadSource | None) -> None:
+        """Register the callable the gauges are refreshed from (see :data:`LOAD_KEYS`):
+        ``queue_depth`` (int), ``utilization_percent`` (float), ``jobs`` and ``nodes``
+        (dicts state -> count)."""
+        self._load_source = source
+
+    # -- reading ------------------------------------------------------------------------------
+    def throughput_now(self, window_s: float = THROUGHPUT_WINDOW_S) -> float:
+        """Completed items per second over the last ``window_s`` seconds."""
+        return self._items_window.rate(window_s)
+
+    @property
+    def items_completed(self) -> float:
+        """Items completed since the process started."""
+        return self._items_window.total
+
+    def refresh(self) -> dict[str, Any]:
+        """Recompute the gauges from the throughput window and the load source; returns the
+        values set (also used by the status page)."""
+        values: dict[str, Any] = {"throughput": self.throughput_now()}
+        self.throughput.labels(**self.lbl()).set(values["throughput"])
+        source = self._load_source
+        if source is None:
+            return values
+        try:
+            load = dict(source())
+        except Exception:  # a broken source must not break /metrics
+            log.exception("metrics load source failed")
+            self.record_error("metrics_load_source")
+            return values
+        if "queue_depth" in load:
+            values["queue_depth"] = load["queue_depth"]
+            self.queue_depth.labels(**self.lbl()).set(load["queue_depth"])
+        if "utilization_percent" in load:
+            values["utilization_percent"] = load["utilization_percent"]
+            self.utilization.labels(**self.lbl()).set(load["utilization_percent"])
+        for key, gauge in (("jobs", self.jobs_active), ("nodes", self.nodes)):
+            counts = load.get(key)
+            if counts is None:
+                continue
+            values[key] = dict(counts)
+            # States seen before but absent now go back to 0 rather than keeping old values.
+            known = self._known_states[key]
+            known.update(counts)
+            for state in known:
+                gauge.labels(**self.lbl(state=state)).set(counts.get(state, 0))
+        return values
+
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for GET /metrics."""
+        self.refresh()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class CpuSampler:
+    """Utilization of this process and its children, as a share of the node's cores.
+
+    Non-blocking: each call compares CPU times with the previous call (psutil's
+    ``cpu_percent(interval=None)``), so sample it periodically or per scrape.
+    """
+
+    def __init__(self, cores: int) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._cores = max(1, cores)
+        self._me = psutil.Process(os.getpid())
+        self._procs: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self._me.cpu_percent(interval=None)
+
+    def percent(self) -> float:
+        psutil = self._psutil
+        with self._lock:
+            total = self._me.cpu_percent(interval=None)
+            try:
+                children = self._me.children(recursive=True)
+            except psutil.Error:
+                children = []
+            alive = {}
+            for child in children:
+                proc = self._procs.get(child.pid, child)
+                try:
+                    # A child seen for the first time reports 0 (no previous sample yet).
+                    total += proc.cpu_percent(interval=None)
+                    alive[child.pid] = proc
+                except psutil.Error:
+                    continue
+            self._procs = alive
+        return max(0.0, min(100.0, total / self._cores))
 
 
 _lock = threading.Lock()
@@ -70,7 +255,8 @@ _metrics: Metrics | None = None
 
 
 def get_metrics(cluster: str | None = None, node: str | None = None) -> Metrics:
-    """The process's metrics. The first call with names fixes them; later calls reuse them."""
+    """The process's metrics. The first call with names fixes them; later calls reuse them
+    (a call with other names replaces them: a process serves one node)."""
     global _metrics
     with _lock:
         if _metrics is None or (
@@ -79,3 +265,6 @@ def get_metrics(cluster: str | None = None, node: str | None = None) -> Metrics:
         ):
             _metrics = Metrics(cluster or "sabot-cluster", node or "local")
         return _metrics
+
+
+__all__ = ["Metrics", "CpuSampler", "get_metrics", "THROUGHPUT_WINDOW_S", "LOAD_KEYS"]

@@ -1,0 +1,2 @@
+"""Sabot's HTTP API: ``server.HttpApi`` over a ``backend.NodeBackend`` (``local_backend.LocalBackend``
+for a single node; the cluster's coordinator and worker bring their own)."""

@@ -46,6 +46,10 @@ class NodeBackend(Protocol):
     ) -> dict[str, Any]:
         """Accept a job running the named processor; returns ``{"job_id", "status"}``.
 
+        ``data`` is a list of JSON values, or a ``pyarrow.Array`` when the client named an
+        input file on the node (``{"input": {"path", "format", "column"}}``, read by the HTTP
+        layer from SABOT_DATA_DIR).
+
         Raises UnknownProcessorError for an unknown name; the job is durable (where the node
         journals) before this returns."""
 
@@ -59,3 +63,19 @@ class NodeBackend(Protocol):
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
         """Recent jobs, newest first, without their results."""
+
+
+class LoadReporter(Protocol):
+    """Optional: a backend with ``load()`` feeds the live gauges (``sabot_queue_depth``,
+    ``sabot_worker_utilization_percent``, ``sabot_jobs_by_state``, ``sabot_nodes``); register it
+    with ``Metrics.set_load_source(backend.load)``. Keys (all optional): ``queue_depth`` (int),
+    ``utilization_percent`` (float), ``jobs`` and ``nodes`` (dicts state -> count)."""
+
+    def load(self) -> dict[str, Any]: ...
+
+
+class HttpStartedListener(Protocol):
+    """Optional: ``HttpApi.start`` calls ``backend.on_http_started(host, port)`` with the
+    bound address (useful with port 0), when the backend has that method."""
+
+    def on_http_started(self, host: str, port: int) -> None: ...

@@ -1,0 +1,106 @@
+"""Job input from a file already on the node (``{"input": {"path", "format", "column"}}``).
+
+Only files inside SABOT_DATA_DIR can be named: the path is resolved (``..`` and symbolic links
+included) and refused when it leaves that directory, so an HTTP client cannot read arbitrary
+files of the node.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+#: format name -> file name endings that imply it
+FORMATS: dict[str, tuple[str, ...]] = {
+    "parquet": (".parquet", ".pq"),
+    "csv": (".csv",),
+    "arrow": (".arrow", ".feather", ".ipc"),
+    "jsonl": (".jsonl", ".ndjson"),
+}
+
+
+class InputError(ValueError):
+    """The input description is wrong; the message says what is accepted (HTTP 400)."""
+
+
+def resolve_input_path(root: Path, path: str) -> Path:
+    """``path`` (relative to ``root``, or absolute inside it) as a real path inside ``root``."""
+    if not path or "\x00" in path:
+        raise InputError("input.path must be a non-empty file path inside SABOT_DATA_DIR")
+    base = Path(os.path.realpath(root))
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    real = Path(os.path.realpath(candidate))
+    if real != base and base not in real.parents:
+        raise InputError(
+            f"input.path {path!r} is outside SABOT_DATA_DIR; only files under the node's data "
+            "directory can be read")
+    if not real.is_file():
+        raise InputError(f"input.path {path!r} does not name a file under SABOT_DATA_DIR")
+    return real
+
+
+def detect_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise InputError(
+                f"input.format {fmt!r} is not supported; accepted: {', '.join(FORMATS)}")
+        return fmt
+    name = path.name.lower()
+    for known, endings in FORMATS.items():
+        if name.endswith(endings):
+            return known
+    raise InputError(
+        f"cannot tell the format of {path.name!r} from its name; give input.format "
+        f"(one of {', '.join(FORMATS)})")
+
+
+def read_table(path: Path, fmt: str) -> Any:
+    """The file as a pyarrow Table."""
+    import pyarrow as pa
+
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+        if fmt == "jsonl":
+            import pyarrow.json as pjson
+
+            return pjson.read_json(path)
+        with pa.memory_map(str(path)) as source:
+            try:
+                return pa.ipc.open_file(source).read_all()
+            except pa.ArrowInvalid:
+                source.seek(0)
+                return pa.ipc.open_stream(source).read_all()
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read {path.name!r} as {fmt}: {exc}") from None
+
+
+def load_input_column(root: Path, spec: dict[str, Any]) -> Any:
+    """The column a job runs over, as a pyarrow Array. ``spec`` is already type-checked."""
+    path = resolve_input_path(root, spec["path"])
+    table = read_table(path, detect_format(path, spec.get("format")))
+    column = spec.get("column")
+    if column is None:
+        if table.num_columns != 1:
+            raise InputError(
+                f"{path.name!r} has {table.num_columns} columns ({', '.join(table.column_names)}); "
+                "name one with input.column")
+        return table.column(0).combine_chunks()
+    if column not in table.column_names:
+        raise InputError(
+            f"input.column {column!r} is not in {path.name!r}; columns: "
+            f"{', '.join(table.column_names)}")
+    return table.column(column).combine_chunks()
+
+
+__all__ = ["FORMATS", "InputError", "resolve_input_path", "detect_format", "read_table",
+           "load_input_column"]

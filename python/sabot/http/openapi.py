@@ -1,0 +1,323 @@
+"""The OpenAPI 3 document of the HTTP API, kept by hand beside the routes in ``server.py``.
+
+tests/http/test_openapi.py fuzzes the running server against it (schemathesis), so a route and
+its description cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .. import __version__
+from .backend import JOB_STATES
+from .validation import MAX_PAGE, PRIORITY_MAX, PRIORITY_MIN
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_NULLABLE_TIME = {"type": "number", "nullable": True, "description": "UNIX seconds"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json(_ERROR, description)
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "status"],
+        "properties": {
+            "error": {"type": "string", "description": "what was wrong and what is accepted"},
+            "status": {"type": "integer", "description": "the HTTP status, repeated"},
+        },
+        "additionalProperties": True,
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "role", "node_id", "cluster_name", "version", "uptime_s"],
+        "properties": {
+            "status": {"type": "string", "example": "ok"},
+            "role": {"type": "string", "enum": ["single-node", "coordinator", "worker"]},
+            "node_id": {"type": "string"},
+            "cluster_name": {"type": "string"},
+            "version": {"type": "string"},
+            "uptime_s": {"type": "number"},
+        },
+        "additionalProperties": True,
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["ready", "role", "node_id"],
+        "properties": {"ready": {"type": "boolean"}, "role": {"type": "string"},
+                       "node_id": {"type": "string"}},
+    },
+    "Node": {
+        "type": "object",
+        "required": ["node_id", "status"],
+        "properties": {
+            "node_id": {"type": "string"},
+            "role": {"type": "string"},
+            "status": {"type": "string", "description": "alive, suspect, dead, stopping"},
+            "address": {"type": "string"},
+            "cores": {"type": "integer"},
+            "utilization_percent": {"type": "number"},
+            "queue_depth": {"type": "integer"},
+            "last_seen": {"type": "number", "description": "UNIX seconds"},
+        },
+        "additionalProperties": True,
+    },
+    "NodeList": {
+        "type": "object",
+        "required": ["nodes", "count"],
+        "properties": {"nodes": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
+                       "count": {"type": "integer"}},
+    },
+    "Stats": {
+        "type": "object",
+        "required": ["nodes", "jobs", "system_resources"],
+        "properties": {
+            "nodes": {"description": "node counts (or the nodes) this node knows"},
+            "jobs": {"description": "job counts by state"},
+            "system_resources": {"type": "object", "additionalProperties": True},
+        },
+        "additionalProperties": True,
+    },
+    "InputFile": {
+        "type": "object",
+        "required": ["path"],
+        "properties": {
+            "path": {"type": "string", "minLength": 1,
+                     "description": "a file under the node's SABOT_DATA_DIR (relative to it)"},
+            "format": {"type": "string", "enum": ["parquet", "csv", "arrow", "jsonl"],
+                       "description": "default: from the file name's ending"},
+            "column": {"type": "string", "description": "needed when the file has several"},
+        },
+        "additionalProperties": False,
+    },
+    "SubmitInline": {
+        "type": "object",
+        "required": ["processor_func", "data"],
+        "properties": {
+            "processor_func": {"type": "string", "minLength": 1,
+                               "description": "a registered processor (square, double, ...)"},
+            "data": {"type": "array", "items": {}, "description": "the items, any JSON values"},
+            "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX,
+                         "default": 0, "description": "higher runs first"},
+        },
+        "additionalProperties": False,
+    },
+    "SubmitFile": {
+        "type": "object",
+        "required": ["processor_func", "input"],
+        "properties": {
+            "processor_func": {"type": "string", "minLength": 1},
+            "input": {"$ref": "#/components/schemas/InputFile"},
+            "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX,
+                         "default": 0},
+        },
+        "additionalProperties": False,
+    },
+    "JobAccepted": {
+        "type": "object",
+        "required": ["job_id", "status"],
+        "properties": {"job_id": {"type": "string"},
+                       "status": {"type": "string", "enum": list(JOB_STATES)}},
+        "additionalProperties": True,
+    },
+    "Progress": {
+        "type": "object",
+        "required": ["done", "total", "fraction"],
+        "properties": {"done": {"type": "integer"}, "total": {"type": "integer"},
+                       "fraction": {"type": "number", "minimum": 0, "maximum": 1}},
+        "additionalProperties": True,
+    },
+    "JobSummary": {
+        "type": "object",
+        "required": ["job_id", "status", "progress", "error", "created_at", "finished_at"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {"type": "string", "enum": list(JOB_STATES)},
+            "processor": {"type": "string"},
+            "priority": {"type": "integer"},
+            "items": {"type": "integer"},
+            "progress": {"$ref": "#/components/schemas/Progress"},
+            "error": {"type": "string", "nullable": True},
+            "created_at": {"type": "number"},
+            "started_at": _NULLABLE_TIME,
+            "finished_at": _NULLABLE_TIME,
+        },
+        "additionalProperties": True,
+    },
+    "Job": {
+        "allOf": [
+            {"$ref": "#/components/schemas/JobSummary"},
+            {
+                "type": "object",
+                "required": ["result"],
+                "properties": {
+                    "result": {"type": "array", "items": {}, "nullable": True,
+                               "description": "result[result_offset:next_offset]; null until "
+                                              "the job completed"},
+                    "result_offset": {"type": "integer"},
+                    "result_total": {"type": "integer", "nullable": True},
+                    "next_offset": {"type": "integer", "nullable": True,
+                                    "description": "offset of the next page; null on the last"},
+                },
+            },
+        ],
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "count"],
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/JobSummary"}},
+            "count": {"type": "integer"},
+        },
+    },
+    "ClusterInfo": {
+        "type": "object",
+        "description": "what a worker needs to join (coordinator only)",
+        "required": ["cluster_name"],
+        "properties": {"cluster_name": {"type": "string"}},
+        "additionalProperties": True,
+    },
+    "History": {
+        "type": "object",
+        "required": ["interval_s", "samples"],
+        "properties": {
+            "interval_s": {"type": "number"},
+            "samples": {"type": "array", "items": {
+                "type": "object", "required": ["time", "items_per_second"],
+                "properties": {"time": {"type": "number"},
+                               "items_per_second": {"type": "number"}}}},
+        },
+    },
+}
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _paths() -> dict[str, Any]:
+    unauthorized = {"401": _err("missing or wrong bearer token (when SABOT_AUTH_TOKEN is set)")}
+    return {
+        "/": {"get": {
+            "summary": "Status page (HTML): nodes, jobs with progress, throughput",
+            "security": [],
+            "responses": {"200": {"description": "the page",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+        "/health": {"get": {
+            "summary": "Liveness", "security": [],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive")},
+        }},
+        "/ready": {"get": {
+            "summary": "Readiness: 200 once the node takes work, 503 before",
+            "security": [],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Ready"}, "ready"),
+                          "503": _json({"$ref": "#/components/schemas/Ready"}, "not ready")},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format)", "security": [],
+            "responses": {"200": {"description": "metrics", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}},
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document", "security": [],
+            "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+        }},
+        "/nodes": {"get": {
+            "summary": "Nodes this node knows (the cluster's workers on a coordinator)",
+            "responses": {"200": _json({"$ref": "#/components/schemas/NodeList"}, "nodes"),
+                          **unauthorized},
+        }},
+        "/stats": {"get": {
+            "summary": "Node or cluster statistics",
+            "responses": {"200": _json({"$ref": "#/components/schemas/Stats"}, "statistics"),
+                          **unauthorized},
+        }},
+        "/history": {"get": {
+            "summary": "Throughput samples of the last minutes (for the status page)",
+            "responses": {"200": _json({"$ref": "#/components/schemas/History"}, "samples"),
+                          **unauthorized},
+        }},
+        "/cluster": {"get": {
+            "summary": "What a worker needs to join; 404 on nodes that are not coordinators",
+            "responses": {"200": _json({"$ref": "#/components/schemas/ClusterInfo"}, "cluster"),
+                          "404": _err("this node is not a coordinator"), **unauthorized},
+        }},
+        "/submit_job": {"post": {
+            "summary": "Run a named processor over inline data or a file under SABOT_DATA_DIR",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "oneOf": [{"$ref": "#/components/schemas/SubmitInline"},
+                          {"$ref": "#/components/schemas/SubmitFile"}]}}}},
+            "responses": {
+                "200": _json({"$ref": "#/components/schemas/JobAccepted"}, "accepted"),
+                "400": _err("malformed JSON, wrong types, unknown processor (the error lists "
+                            "the known ones), bad input file"),
+                "408": _err("the body did not arrive in time"),
+                "413": _err("the body is larger than SABOT_MAX_REQUEST_MB"),
+                **unauthorized,
+            },
+        }},
+        "/jobs": {"get": {
+            "summary": "Recent jobs, newest first, without results",
+            "parameters": [{"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10000,
+                                       "default": 100}}],
+            "responses": {"200": _json({"$ref": "#/components/schemas/JobList"}, "jobs"),
+                          "400": _err("bad limit"), **unauthorized},
+        }},
+        "/job/{job_id}": {
+            "get": {
+                "summary": "A job's state, progress and (a page of) its result",
+                "parameters": [
+                    _JOB_ID,
+                    {"name": "offset", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}},
+                ],
+                "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "the job"),
+                              "400": _err("bad offset or limit"),
+                              "404": _err("no such job (or it expired after SABOT_RESULT_TTL_S)"),
+                              **unauthorized},
+            },
+            "delete": {
+                "summary": "Cancel a pending or running job (a finished job stays as it is)",
+                "parameters": [_JOB_ID],
+                "responses": {"200": _json({"$ref": "#/components/schemas/JobSummary"},
+                                           "the job after the cancel"),
+                              "404": _err("no such job"), **unauthorized},
+            },
+        },
+    }
+
+
+def openapi_document(auth: bool) -> dict[str, Any]:
+    """The document; ``auth`` says whether this node requires the bearer token."""
+    doc: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Sabot node HTTP API",
+            "version": __version__,
+            "description": "Single-node, coordinator and worker nodes serve this API. Errors "
+                           "are JSON objects {\"error\": ..., \"status\": ...}.",
+        },
+        "paths": _paths(),
+        "components": {"schemas": copy.deepcopy(_SCHEMAS)},
+    }
+    if auth:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"bearer": []}]
+    else:
+        for item in doc["paths"].values():
+            for op in item.values():
+                op.pop("security", None)
+                op["responses"].pop("401", None)
+    return doc
+
+
+__all__ = ["openapi_document"]

@@ -1,0 +1,351 @@
+"""Sabot's HTTP API (aiohttp): one server for single-node, coordinator and worker nodes.
+
+The routes only translate HTTP to calls on a :class:`~sabot.http.backend.NodeBackend` and back;
+what a node does lives in its backend. Every error is a JSON object ``{"error": "...", ...}``
+with a fitting status. The API runs named processors only, never code a client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hmac
+import ipaddress
+import logging
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from .. import __version__
+from ..config import Config
+from ..errors import AuthenticationError, JobNotFoundError, UnknownProcessorError
+from ..metrics import Metrics, get_metrics
+from .backend import NodeBackend
+from .inputs import InputError, load_input_column
+from .openapi import openapi_document
+from .results import dumps
+from .status_page import STATIC_DIR, render_status_page
+from .validation import (DEFAULT_PAGE, MAX_PAGE, BadRequest, parse_json, parse_submit,
+                         query_int)
+
+log = logging.getLogger(__name__)
+
+#: Paths served without a bearer token: probes and scrapes carry none, and the status page
+#: shell and the API description hold no data (the page asks for the token itself).
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/", "/openapi.json"})
+OPEN_PREFIXES = ("/static/",)
+
+#: Seconds between throughput samples for the status page, and how many are kept (10 minutes).
+HISTORY_INTERVAL_S = 2.0
+HISTORY_LEN = 300
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(text=dumps(payload), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   **details: Any) -> web.Response:
+    return json_response({"error": message, "status": status, **details}, status, headers)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpApi:
+    """The HTTP API of one node.
+
+    ``port = await api.start(host, port)`` binds (port 0: an ephemeral port) and returns the
+    bound port; ``await api.stop()`` closes it. Settings come from ``config``: the bearer token
+    (SABOT_AUTH_TOKEN), the largest body (SABOT_MAX_REQUEST_MB), the input directory
+    (SABOT_DATA_DIR) and the cluster name of the metrics.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        backend: NodeBackend,
+        metrics: Metrics | None = None,
+        *,
+        request_timeout_s: float = 30.0,
+        idle_timeout_s: float = 75.0,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.metrics = metrics or get_metrics(config.cluster_name, backend.node_id)
+        self.request_timeout_s = request_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self.max_body = int(config.max_request_mb * 1024 * 1024)
+        self._token = config.auth_token.encode() if config.auth_token else None
+        self._runner: web.AppRunner | None = None
+        self._sampler: asyncio.Task[None] | None = None
+        self._started = time.time()
+        self.port: int | None = None
+        self.host: str | None = None
+        #: (UNIX time, items/s) every HISTORY_INTERVAL_S, for the status page
+        self.history: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=HISTORY_LEN)
+        self.app = self._make_app()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Serve on ``host:port`` (defaults: SABOT_HOST, SABOT_PORT); returns the bound port."""
+        if self._runner is not None:
+            raise RuntimeError("this HttpApi is already serving")
+        host = self.config.host if host is None else host
+        port = self.config.port if port is None else port
+        # keepalive_timeout also bounds how long a connection may take to send its headers.
+        runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.idle_timeout_s)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.host = host
+        self.port = _bound_port(runner, port)
+        self.metrics.set_role(self.backend.role, __version__)
+        started = getattr(self.backend, "on_http_started", None)
+        if callable(started):
+            started(host, self.port)
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_forever())
+        if self._token is None and not is_loopback(host):
+            log.warning(
+                "\n" + "!" * 78 + "\n"
+                "!! Sabot's HTTP API listens on %s:%s beyond loopback WITHOUT authentication.\n"
+                "!! Anyone who reaches this port can submit and cancel jobs. Set\n"
+                "!! SABOT_AUTH_TOKEN to require 'Authorization: Bearer <token>', or bind\n"
+                "!! SABOT_HOST=127.0.0.1.\n" + "!" * 78, host, self.port)
+        log.info("HTTP API (%s) serving on http://%s:%s", self.backend.role, host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+            self._sampler = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> "HttpApi":
+        if self._runner is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        host = self.host or self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    async def _sample_forever(self) -> None:
+        while True:
+            try:
+                values = self.metrics.refresh()
+                self.history.append((time.time(), float(values.get("throughput", 0.0))))
+            except Exception:  # the sampler must survive whatever a backend does
+                log.exception("metrics sampling failed")
+            await asyncio.sleep(HISTORY_INTERVAL_S)
+
+    # -- application ----------------------------------------------------------------------
+    def _make_app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self.max_body,
+            middlewares=[self._errors_mw, self._auth_mw],
+        )
+        r = app.router
+        r.add_get("/", self.status_page)
+        r.add_get("/health", self.health)
+        r.add_get("/ready", self.ready)
+        r.add_get("/nodes", self.nodes)
+        r.add_get("/stats", self.stats)
+        r.add_get("/cluster", self.cluster)
+        r.add_get("/metrics", self.metrics_endpoint)
+        r.add_get("/openapi.json", self.openapi)
+        r.add_get("/history", self.history_endpoint)
+        r.add_post("/submit_job", self.submit_job)
+        r.add_get("/jobs", self.jobs)
+        r.add_get("/job/{job_id}", self.get_job)
+        r.add_delete("/job/{job_id}", self.cancel_job)
+        r.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
+        return app
+
+    @web.middleware
+    async def _errors_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        t0 = time.monotonic()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            resp = self._http_exception(request, exc)
+        except BadRequest as exc:
+            resp = error_response(400, str(exc), **exc.details)
+        except InputError as exc:
+            resp = error_response(400, str(exc))
+        except UnknownProcessorError as exc:
+            resp = error_response(400, str(exc), processor=exc.name, known_processors=exc.known)
+        except JobNotFoundError as exc:
+            resp = error_response(404, str(exc.args[0]) if exc.args else "no such job",
+                                  job_id=request.match_info.get("job_id"))
+        except AuthenticationError as exc:
+            resp = error_response(401, str(exc),
+                                  headers={"WWW-Authenticate": 'Bearer realm="sabot"'})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            self.metrics.record_error("http_internal")
+            resp = error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+        self.metrics.record_http(route, request.method, resp.status, time.monotonic() - t0)
+        return resp
+
+    def _http_exception(self, request: web.Request, exc: web.HTTPException) -> web.Response:
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            return error_response(
+                413, f"the request body is larger than SABOT_MAX_REQUEST_MB="
+                f"{self.config.max_request_mb:g} ({self.max_body} bytes)",
+                max_bytes=self.max_body)
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = sorted(exc.allowed_methods)
+            return error_response(
+                405, f"{request.method} is not allowed on {request.path}; allowed: "
+                f"{', '.join(allowed)}", headers={"Allow": ", ".join(allowed)},
+                allowed_methods=allowed)
+        if isinstance(exc, web.HTTPNotFound):
+            return error_response(404, f"no such endpoint: {request.path} (see /openapi.json)")
+        if exc.status < 400:
+            return exc  # redirects and the like pass through
+        return error_response(exc.status, exc.reason or "error")
+
+    @web.middleware
+    async def _auth_mw(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is not None and not (
+                request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES)):
+            header = request.headers.get("Authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given:
+                raise AuthenticationError(
+                    "this node requires a bearer token: send 'Authorization: Bearer <token>' "
+                    "(the node's SABOT_AUTH_TOKEN)")
+            if not hmac.compare_digest(given.strip().encode(), self._token):
+                raise AuthenticationError("the bearer token is wrong")
+        return await handler(request)
+
+    async def _body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self.max_body:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_body, actual_size=length)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text="", reason=f"the request body did not arrive within "
+                f"{self.request_timeout_s:g} s") from None
+
+    # -- endpoints ------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        details = dict(self.backend.health())
+        body = {
+            "status": "ok", "role": self.backend.role, "node_id": self.backend.node_id,
+            "cluster_name": self.config.cluster_name, "version": __version__,
+            "uptime_s": round(time.time() - self._started, 3),
+        }
+        body.update(details)
+        return json_response(body)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = bool(self.backend.is_ready())
+        return json_response({"ready": ready, "role": self.backend.role,
+                              "node_id": self.backend.node_id}, 200 if ready else 503)
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        nodes = list(self.backend.nodes())
+        return json_response({"nodes": nodes, "count": len(nodes)})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return json_response(self.backend.stats())
+
+    async def cluster(self, request: web.Request) -> web.Response:
+        info = self.backend.cluster_info()
+        if info is None:
+            return error_response(
+                404, f"this node is a {self.backend.role}, not a coordinator: workers join a "
+                "node started with SABOT_MODE=coordinator", role=self.backend.role)
+        return json_response(info)
+
+    async def metrics_endpoint(self, request: web.Request) -> web.Response:
+        body, content_type = self.metrics.exposition()
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return json_response(openapi_document(self._token is not None))
+
+    async def history_endpoint(self, request: web.Request) -> web.Response:
+        return json_response({
+            "interval_s": HISTORY_INTERVAL_S,
+            "samples": [{"time": t, "items_per_second": v} for t, v in self.history],
+        })
+
+    async def status_page(self, request: web.Request) -> web.Response:
+        html = render_status_page(self, with_data=self._token is None)
+        return web.Response(text=html, content_type="text/html")
+
+    async def submit_job(self, request: web.Request) -> web.Response:
+        req = parse_submit(parse_json(await self._body(request)))
+        if req.input is not None:
+            data: Any = await asyncio.to_thread(
+                load_input_column, Path(self.config.data_dir), req.input)
+        else:
+            data = req.data
+        accepted = await self.backend.submit_job(data, req.processor, priority=req.priority)
+        return json_response(accepted)
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        limit = query_int(request.query, "limit", 100, 1, 10_000)
+        jobs = list(self.backend.list_jobs(limit=limit or 100))
+        return json_response({"jobs": jobs, "count": len(jobs)})
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        offset = query_int(request.query, "offset", 0, 0, 2**62) or 0
+        limit = query_int(request.query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        job = await self.backend.get_job(request.match_info["job_id"], offset=offset,
+                                         limit=limit)
+        return json_response(job)
+
+    async def cancel_job(self, request: web.Request) -> web.Response:
+        job = await self.backend.cancel_job(request.match_info["job_id"])
+        return json_response(job)
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or ():
+            return int(sock.getsockname()[1])
+    return requested
+
+
+__all__ = ["HttpApi", "OPEN_PATHS", "is_loopback", "json_response", "error_response"]

@@ -1,0 +1,268 @@
+"""Engines for per-item work: Sabot and the engines users would pick instead.
+
+Each engine applies a per-item function to a list and returns the results as a list in input
+order. Pools and clusters are started in ``setup`` and stopped in ``teardown`` (untimed), as a
+user starts them once and reuses them; ``run`` is what is timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import time
+from typing import Any, Callable, Sequence
+
+from .harness import Engine, peer_status, sabot_status
+from .workloads import Opaque, chunks_of, map_chunk, map_opaque
+
+# Chunk-based peers get this many chunks per worker: enough to balance two workers, few enough
+# that per-task overhead (their weak point) stays small ("large chunks", as their docs advise).
+CHUNKS_PER_WORKER = 4
+
+
+def _flatten(parts: Sequence[Sequence[Any]]) -> list[Any]:
+    return list(itertools.chain.from_iterable(parts))
+
+
+class SerialEngine(Engine):
+    """``[func(x) for x in data]``: what parallelism has to beat."""
+
+    name = "list comprehension"
+
+    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any]) -> None:
+        super().__init__(workers=1)
+        self.data, self.func = data, func
+
+    def run(self) -> list[Any]:
+        func = self.func
+        return [func(x) for x in self.data]
+
+
+class PoolEngine(Engine):
+    """``multiprocessing.Pool(workers).map(func, data, chunksize)`` with the best chunksize.
+
+    The chunksize is chosen in setup (untimed) by timing each candidate once on the same input.
+    """
+
+    name = "multiprocessing.Pool"
+
+    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int,
+                 candidates: Sequence[int] | None = None) -> None:
+        super().__init__(workers=workers)
+        self.data, self.func, self.workers = data, func, workers
+        n = max(1, len(data))
+        base = candidates or sorted({max(1, n // (workers * k)) for k in (1, 4, 16, 64)}
+                                    | {c for c in (1000, 10000) if c < n})
+        self.candidates = list(base)
+        self.pool: Any = None
+        self.chunksize = self.candidates[0]
+
+    def setup(self) -> None:
+        self.pool = multiprocessing.get_context().Pool(self.workers)
+        self.pool.map(abs, range(self.workers * 4))  # start the children before timing
+        best = math.inf
+        tried = {}
+        for cs in self.candidates:
+            t0 = time.perf_counter()
+            self.pool.map(self.func, self.data, chunksize=cs)
+            dt = time.perf_counter() - t0
+            tried[cs] = round(dt, 4)
+            if dt < best:
+                best, self.chunksize = dt, cs
+        self.params.update(chunksize=self.chunksize, chunksizes_tried=tried)
+
+    def run(self) -> list[Any]:
+        return self.pool.map(self.func, self.data, chunksize=self.chunksize)
+
+    def teardown(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+            self.pool = None
+
+
+class JoblibEngine(Engine):
+    """``joblib.Parallel(n_jobs=workers)`` (loky processes) over large chunks."""
+
+    name = "joblib"
+
+    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int) -> None:
+        super().__init__(workers=workers, chunks=workers * CHUNKS_PER_WORKER)
+        self.data, self.func, self.workers = data, func, workers
+        self.parallel: Any = None
+
+    def availability(self) -> tuple[bool, str]:
+        return peer_status("joblib")
+
+    def setup(self) -> None:
+        import joblib
+
+        self.parallel = joblib.Parallel(n_jobs=self.workers, backend="loky")
+        self.parallel.__enter__()
+        self.parallel(joblib.delayed(abs)(i) for i in range(self.workers * 2))  # warm the pool
+
+    def run(self) -> list[Any]:
+        import joblib
+
+        chunks = chunks_of(self.data, self.params["chunks"])
+        parts = self.parallel(joblib.delayed(map_chunk)(self.func, c) for c in chunks)
+        return _flatten(parts)
+
+    def teardown(self) -> None:
+        if self.parallel is not None:
+            self.parallel.__exit__(None, None, None)
+            self.parallel = None
+
+
+class DaskEngine(Engine):
+    """Dask distributed: a LocalCluster of ``workers`` processes (one thread each), Client.map
+    over large chunks (each wrapped in ``Opaque``, see there), gather."""
+
+    name = "dask"
+
+    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int) -> None:
+        super().__init__(workers=workers, chunks=workers * CHUNKS_PER_WORKER)
+        self.data, self.func, self.workers = data, func, workers
+        self.cluster: Any = None
+        self.client: Any = None
+
+    def availability(self) -> tuple[bool, str]:
+        return peer_status("distributed", "distributed")
+
+    def setup(self) -> None:
+        from distributed import Client, LocalCluster
+
+        self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, silence_logs=logging.ERROR)
+        self.client = Client(self.cluster)
+        self.client.gather(self.client.map(abs, range(self.workers * 2)))
+
+    def run(self) -> list[Any]:
+        chunks = [Opaque(c) for c in chunks_of(self.data, self.params["chunks"])]
+        futures = self.client.map(map_opaque, [self.func] * len(chunks), chunks, pure=False)
+        parts = self.client.gather(futures)
+        for f in futures:
+            f.release()
+        return _flatten([p.items for p in parts])
+
+    def teardown(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
+def ray_init(workers: int) -> Any:
+    """Start a local Ray with ``workers`` CPUs, quietly, with the repository importable."""
+    import ray
+
+    from .harness import REPO_ROOT
+
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR, configure_logging=True,
+             object_store_memory=1 << 30,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    return ray
+
+
+class RayEngine(Engine):
+    """Ray tasks over large chunks (``ray.init(num_cpus=workers)``), ``ray.get``."""
+
+    name = "ray"
+
+    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int) -> None:
+        super().__init__(workers=workers, chunks=workers * CHUNKS_PER_WORKER)
+        self.data, self.func, self.workers = data, func, workers
+        self.ray: Any = None
+        self.remote: Any = None
+
+    def availability(self) -> tuple[bool, str]:
+        return peer_status("ray")
+
+    def setup(self) -> None:
+        self.ray = ray_init(self.workers)
+        self.remote = self.ray.remote(map_chunk)
+        # start the worker processes before timing
+        self.ray.get([self.remote.remote(abs, [i]) for i in range(self.workers * 2)])
+
+    def run(self) -> list[Any]:
+        chunks = chunks_of(self.data, self.params["chunks"])
+        parts = self.ray.get([self.remote.remote(self.func, c) for c in chunks])
+        return _flatten(parts)
+
+    def teardown(self) -> None:
+        if self.ray is not None:
+            self.ray.shutdown()
+            self.ray = None
+
+
+class SabotLauncherEngine(Engine):
+    """Sabot as the README shows it: a started launcher, ``await launcher.process_data(data, f)``.
+
+    The launcher is started in setup (as a user's program does once); its adaptive controller
+    picks the executor and the number of worker processes.
+    """
+
+    name = "sabot"
+
+    def __init__(self, data: Any, func: Callable[[Any], Any], **config: Any) -> None:
+        super().__init__(**{"config": config} if config else {})
+        self.data, self.func, self.config = data, func, config
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.launcher: Any = None
+
+    def availability(self) -> tuple[bool, str]:
+        return sabot_status("create_composable_launcher")
+
+    def setup(self) -> None:
+        import sabot
+
+        self.loop = asyncio.new_event_loop()
+        self.launcher = sabot.create_composable_launcher(**self.config)
+        self.loop.run_until_complete(self.launcher.start())
+
+    def run(self) -> Any:
+        assert self.loop is not None
+        return self.loop.run_until_complete(self.launcher.process_data(self.data, self.func))
+
+    def controller(self) -> dict[str, Any]:
+        """The controller's decisions (executor, workers), for the report."""
+        try:
+            stats = self.launcher.get_stats()
+        except Exception:
+            return {}
+        ctl = stats.get("controller") if isinstance(stats, dict) else None
+        if not isinstance(ctl, dict):
+            return {}
+        return {k: ctl[k] for k in ("executor", "workers") if k in ctl}
+
+    def teardown(self) -> None:
+        if self.launcher is not None and self.loop is not None:
+            try:
+                self.params.update({f"controller_{k}": v for k, v in self.controller().items()})
+                self.loop.run_until_complete(self.launcher.stop())
+            finally:
+                self.launcher = None
+        if self.loop is not None:
+            self.loop.close()
+            self.loop = None
+
+
+def per_item_engines(data: Sequence[Any], func: Callable[[Any], Any],
+                     workers: int) -> list[Engine]:
+    """Sabot and every peer for one per-item case, in the order they alternate."""
+    return [
+        SabotLauncherEngine(data, func),
+        SerialEngine(data, func),
+        PoolEngine(data, func, workers),
+        JoblibEngine(data, func, workers),
+        DaskEngine(data, func, workers),
+        RayEngine(data, func, workers),
+    ]

@@ -30,7 +30,6 @@ _HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 
 #: Seconds of history behind the throughput gauge ("the last few seconds").
 THROUGHPUT_WINDOW_S = 5.0
-_BUCKET_S = 0.25
 
 #: What a load source returns (every key optional).
 LOAD_KEYS = ("queue_depth", "utilization_percent", "jobs", "nodes")
@@ -38,38 +37,40 @@ LOAD_KEYS = ("queue_depth", "utilization_percent", "jobs", "nodes")
 LoadSource = Callable[[], Mapping[str, Any]]
 
 
-class _RateWindow:
-    """Counts in small time buckets, so a rate over the last seconds costs O(window)."""
+class _CounterRate:
+    """Rate of a counter over the last seconds, from (time, total) samples taken on refresh.
+
+    Computed from the counter itself, like Prometheus's ``rate()``, so it is right whichever
+    part of Sabot increments the counter.
+    """
 
     def __init__(self, horizon_s: float = 60.0) -> None:
-        self._buckets: deque[list[float]] = deque()
+        self._samples: deque[tuple[float, float]] = deque()
         self._horizon = horizon_s
         self._lock = threading.Lock()
-        self.total = 0.0
 
-    def add(self, n: float, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        start = now - (now % _BUCKET_S)
-        with self._lock:
-            self.total += n
-            if self._buckets and self._buckets[-1][0] == start:
-                self._buckets[-1][1] += n
-            else:
-                self._buckets.append([start, n])
-            self._prune(now)
-
-    def rate(self, window_s: float = THROUGHPUT_WINDOW_S, now: float | None = None) -> float:
+    def rate(self, total: float, window_s: float, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._prune(now)
-            # Buckets that started inside the window; the current one is partly filled, which
-            # is why the divisor is the full window rather than the covered span.
-            count = sum(n for start, n in self._buckets if start > now - window_s - _BUCKET_S)
-        return count / window_s
-
-    def _prune(self, now: float) -> None:
-        while self._buckets and self._buckets[0][0] < now - self._horizon:
-            self._buckets.popleft()
+            samples = self._samples
+            while samples and samples[0][0] < now - self._horizon:
+                samples.popleft()
+            if samples and total < samples[-1][1]:
+                samples.clear()  # the counter was reset (metrics renamed)
+            # The newest sample at least window_s old, else the oldest there is.
+            then = None
+            for t, v in samples:
+                if t <= now - window_s:
+                    then = (t, v)
+                else:
+                    break
+            if then is None and samples:
+                then = samples[0]
+            samples.append((now, total))
+            if then is None:
+                return 0.0
+            # Never divide by less than the window: a young node would show spikes otherwise.
+            return max(0.0, (total - then[1]) / max(now - then[0], window_s))
 
 
 class Metrics:
@@ -79,8 +80,9 @@ class Metrics:
         self.cluster = cluster
         self.node = node
         self.registry = CollectorRegistry()
+        self._lock = threading.Lock()
         self._load_source: LoadSource | None = None
-        self._items_window = _RateWindow()
+        self._items_rate = _CounterRate()
         self._known_states: dict[str, set[str]] = {"jobs": set(), "nodes": set()}
         r = self.registry
         labels = ["cluster", "node"]
@@ -124,24 +126,41 @@ class Metrics:
         self.info = Gauge(
             "sabot_node_info", "Constant 1, labelled with this node's role and version",
             labels + ["role", "version"], registry=r)
+        self._families = (
+            self.throughput, self.queue_depth, self.utilization, self.items, self.morsels,
+            self.morsel_duration, self.jobs, self.jobs_active, self.nodes, self.errors,
+            self.http_requests, self.http_duration, self.info)
+        self._init_gauges()
+
+    def _init_gauges(self) -> None:
         # The README's gauges exist (at 0) from the start, so a scrape always finds them.
         for gauge in (self.throughput, self.queue_depth, self.utilization):
             gauge.labels(**self.lbl()).set(0)
+
+    def rename(self, cluster: str, node: str) -> None:
+        """Give this process's metrics their cluster and node names. Series recorded under the
+        old names are dropped; objects holding this instance keep working."""
+        with self._lock:
+            if (cluster, node) == (self.cluster, self.node):
+                return
+            self.cluster, self.node = cluster, node
+            for family in self._families:
+                family.clear()
+            self._items_rate = _CounterRate()
+            self._known_states = {"jobs": set(), "nodes": set()}
+            self._init_gauges()
 
     def lbl(self, **extra: str) -> dict[str, str]:
         return {"cluster": self.cluster, "node": self.node, **extra}
 
     # -- recording ----------------------------------------------------------------------------
-    def record_items(self, n: int, state: str = "completed") -> None:
-        """``n`` items finished with ``state`` (completed, failed); completed ones count
-        towards the throughput gauge."""
-        if n <= 0:
-            return
-        self.items.labels(**self.lbl(state=state)).inc(n)
-        if state == "completed":
-            self._items_window.add(n)
+    def record_items(self, n: int, state: str = "ok") -> None:
+        """``n`` items finished with ``state`` (ok, failed); all but failed ones count towards
+        the throughput gauge."""
+        if n > 0:
+            self.items.labels(**self.lbl(state=state)).inc(n)
 
-    def record_morsel(self, duration_s: float, state: str = "completed") -> None:
+    def record_morsel(self, duration_s: float, state: str = "ok") -> None:
         self.morsels.labels(**self.lbl(state=state)).inc()
         self.morsel_duration.labels(**self.lbl()).observe(max(0.0, duration_s))
 
@@ -166,13 +185,19 @@ class Metrics:
 
     # -- reading ------------------------------------------------------------------------------
     def throughput_now(self, window_s: float = THROUGHPUT_WINDOW_S) -> float:
-        """Completed items per second over the last ``window_s`` seconds."""
-        return self._items_window.rate(window_s)
+        """Items processed per second over about the last ``window_s`` seconds."""
+        return self._items_rate.rate(self.items_completed, window_s)
 
     @property
     def items_completed(self) -> float:
-        """Items completed since the process started."""
-        return self._items_window.total
+        """Items processed (any state but failed) on this node since the metrics were named."""
+        total = 0.0
+        for family in self.items.collect():
+            for sample in family.samples:
+                if (sample.name.endswith("_total") and sample.labels.get("node") == self.node
+                        and sample.labels.get("state") != "failed"):
+                    total += sample.value
+        return total
 
     def refresh(self) -> dict[str, Any]:
         """Recompute the gauges from the throughput window and the load source; returns the
@@ -255,15 +280,14 @@ _metrics: Metrics | None = None
 
 
 def get_metrics(cluster: str | None = None, node: str | None = None) -> Metrics:
-    """The process's metrics. The first call with names fixes them; later calls reuse them
-    (a call with other names replaces them: a process serves one node)."""
+    """The process's metrics (always the same object). A call with both names sets them (a
+    process serves one node); a call without names reuses whatever is set ("local" at first)."""
     global _metrics
     with _lock:
-        if _metrics is None or (
-            cluster is not None and node is not None
-            and (_metrics.cluster, _metrics.node) != (cluster, node)
-        ):
+        if _metrics is None:
             _metrics = Metrics(cluster or "sabot-cluster", node or "local")
+        elif cluster is not None and node is not None:
+            _metrics.rename(cluster, node)
         return _metrics
 
 

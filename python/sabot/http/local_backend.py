@@ -86,6 +86,7 @@ class LocalBackend:
         metrics: Metrics | None = None,
         max_concurrent_jobs: int = 2,
         max_jobs_kept: int = 10_000,
+        engine_records_metrics: bool | None = None,
     ) -> None:
         if max_concurrent_jobs < 1:
             raise ValueError(f"max_concurrent_jobs must be >= 1, got {max_concurrent_jobs}")
@@ -102,6 +103,11 @@ class LocalBackend:
         self._started_at = time.time()
         self._closed = False
         self._cpu = CpuSampler(config.effective_max_workers)
+        # The LocalEngine counts items and morsels itself; any other process function is
+        # counted here, so the counters are right either way and never counted twice.
+        if engine_records_metrics is None:
+            engine_records_metrics = _is_local_engine_method(process)
+        self._count_here = not engine_records_metrics
         self._address = f"{config.advertise_host or config.host}:{config.port}"
         self.metrics.set_load_source(self.load)
 
@@ -301,8 +307,9 @@ class LocalBackend:
                 results.extend(part)
                 job.done += len(chunk)
                 job.chunks_left -= 1
-                self.metrics.record_items(len(chunk))
-                self.metrics.record_morsel(time.monotonic() - t0)
+                if self._count_here:
+                    self.metrics.record_items(len(chunk))
+                    self.metrics.record_morsel(time.monotonic() - t0)
             if job.status != "running":
                 return
             # Checked once here so GET /job never meets a result it cannot send.
@@ -314,7 +321,8 @@ class LocalBackend:
                 self._finish(job, "cancelled", error="cancelled")
         except Exception as exc:
             if job.status == "running":
-                self.metrics.record_items(max(0, job.total - job.done), "failed")
+                if self._count_here:
+                    self.metrics.record_items(max(0, job.total - job.done), "failed")
                 self.metrics.record_error(type(exc).__name__)
                 self._finish(job, "failed", error=_error_text(exc))
         finally:
@@ -331,6 +339,17 @@ class LocalBackend:
         if status != "running" and job.task is None:
             job.data = None
         self.metrics.record_job(status)
+
+
+def _is_local_engine_method(process: Any) -> bool:
+    owner = getattr(process, "__self__", None)
+    if owner is None:
+        return False
+    try:
+        from ..engine.local_engine import LocalEngine
+    except ImportError:
+        return False
+    return isinstance(owner, LocalEngine)
 
 
 def _error_text(exc: BaseException) -> str:

@@ -1,0 +1,62 @@
+"""The inline executor: run a per-item function in the calling process.
+
+It uses ``sabot.apply.apply_items`` (the Cython per-item loop, with its own pure-Python
+fallback) when that module is available, and a local fallback otherwise, so the engine works in
+every build. Both raise :class:`~sabot.errors.ProcessingError` naming the failing item's index.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from ..errors import ProcessingError
+
+try:  # the native-core helper's module; optional so the engine works without it
+    from ..apply import apply_items as _native_apply_items  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the build
+    _native_apply_items = None
+
+
+def _fallback_apply_items(
+    func: Callable[[Any], Any], items: Sequence[Any], offset: int = 0
+) -> list[Any]:
+    # ``list(map(...))`` is the fastest pure-Python loop; on failure the iterator's remaining
+    # length tells which item failed without a per-item counter on the hot path.
+    it = iter(items)
+    try:
+        return list(map(func, it))
+    except Exception as exc:
+        remaining = it.__length_hint__() if hasattr(it, "__length_hint__") else None
+        index = None if remaining is None else offset + len(items) - remaining - 1
+        where = f"item {index}" if index is not None else "an item"
+        raise ProcessingError(
+            f"{_name(func)} failed on {where}: {type(exc).__name__}: {exc}",
+            index=index,
+            original=exc,
+        ) from exc
+
+
+def _name(func: Any) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+
+def native_loop_available() -> bool:
+    """True when the compiled Cython per-item loop is loaded."""
+    if _native_apply_items is None:
+        return False
+    try:
+        from .. import apply as _apply
+
+        return bool(getattr(_apply, "NATIVE", getattr(_apply, "CYTHON", False)))
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def apply_items(func: Callable[[Any], Any], items: Sequence[Any], offset: int = 0) -> list[Any]:
+    """``[func(x) for x in items]``; a failure raises ProcessingError with ``offset + i``."""
+    if _native_apply_items is not None:
+        return _native_apply_items(func, items, offset)
+    return _fallback_apply_items(func, items, offset)
+
+
+__all__ = ["apply_items", "native_loop_available"]

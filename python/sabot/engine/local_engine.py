@@ -1,0 +1,545 @@
+"""LocalEngine: process_data on one machine (single-node mode, and inside every cluster worker).
+
+One call goes: resolve the function kind -> adapt the input -> time a small sample of the first
+items -> let the controller choose the executor (inline, processes, threads, native, async) ->
+run the rest in morsels -> assemble the output of the input's type, in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import pickle
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Callable, Sequence
+
+from ..config import Config, load_config
+from ..errors import ProcessingError
+from ..system import system_resources, usable_cores
+from . import adapters
+from .adapters import Source, adapt, rows_per_morsel
+from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveController, Plan, Reading
+from .functions import ASYNC as FN_ASYNC
+from .functions import BATCH, EXPRESSION, FunctionSpec, resolve_function
+from .inline import apply_items, native_loop_available
+from .processes import CallGroup, ProcessPool, ShippedFunction, Task
+
+log = logging.getLogger("sabot.engine")
+
+#: Time budget of the first-items sample the controller plans from.
+SAMPLE_S = 0.005
+#: Inline work runs on a helper thread in slices of about this long, so the event loop stays
+#: responsive (HTTP, heartbeats) and a cancelled call stops between slices.
+INLINE_SLICE_S = 0.1
+#: Inline work shorter than this runs directly on the event loop (a thread hop costs more).
+INLINE_DIRECT_S = 0.01
+#: Concurrent awaits of an ``async def`` per-item function.
+ASYNC_CONCURRENCY = 128
+
+
+class _Counters:
+    __slots__ = ("calls", "items", "morsels", "errors", "busy_s", "executors", "last_call",
+                 "workers_lost", "lock")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.items = 0
+        self.morsels = 0
+        self.errors = 0
+        self.busy_s = 0.0
+        self.executors: dict[str, int] = {}
+        self.last_call: dict[str, Any] | None = None
+        self.workers_lost = 0
+        self.lock = threading.Lock()
+
+
+class LocalEngine:
+    """Runs ``process(data, func)`` on this machine. Create one per process and reuse it."""
+
+    def __init__(self, config: Config | None = None, *, node: str | None = None) -> None:
+        self.config = config if config is not None else load_config()
+        self.node = node
+        self.controller = AdaptiveController(
+            usable_cores=usable_cores(),
+            max_workers=self.config.effective_max_workers,
+            target_utilization=self.config.target_utilization,
+        )
+        self._pool: ProcessPool | None = None
+        self._pool_lock = threading.Lock()
+        self._sampler: Any = None
+        self._inline_thread: ThreadPoolExecutor | None = None
+        self._batch_threads: ThreadPoolExecutor | None = None
+        self._stats = _Counters()
+        self._closed = False
+        self._metrics: Any = None
+        self._streams_active = 0
+        self.started_at = time.time()
+
+    # -- public API ------------------------------------------------------------------------
+    async def process(self, data: Any, func: Any) -> Any:
+        """Apply ``func`` to ``data``; results in input order, typed like the input."""
+        self._check_open()
+        spec = resolve_function(func)
+        t0 = time.perf_counter()
+        try:
+            if spec.kind == EXPRESSION:
+                out, n, morsels = await self._run_expression(data, spec)
+            else:
+                src = adapt(data)
+                if spec.kind == BATCH:
+                    out, morsels = await self._run_batches(src, spec)
+                else:
+                    items = src.items()
+                    if spec.kind == FN_ASYNC:
+                        results, morsels = await self._run_async(items, spec)
+                    else:
+                        rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
+                        results, morsels = await self._run_items(items, spec, rows)
+                    out = _build(src, results)
+                n = len(src)
+        except ProcessingError:
+            self._count_error()
+            raise
+        self._count_call(n, morsels, time.perf_counter() - t0)
+        return out
+
+    def process_stream(self, source: Any, func: Any, *, max_in_flight: int | None = None,
+                       morsel_rows: int | None = None) -> AsyncIterator[Any]:
+        """Results of ``func`` over ``source`` (sync/async iterable or Arrow reader), in order."""
+        from .streaming import stream
+
+        self._check_open()
+        return stream(self, source, func, max_in_flight=max_in_flight, morsel_rows=morsel_rows)
+
+    def get_stats(self) -> dict[str, Any]:
+        s = self._stats
+        with s.lock:
+            out: dict[str, Any] = {
+                "calls": s.calls,
+                "items_processed": s.items,
+                "morsels_processed": s.morsels,
+                "errors": s.errors,
+                "busy_seconds": round(s.busy_s, 6),
+                "throughput_items_per_second": (round(s.items / s.busy_s, 1) if s.busy_s else 0.0),
+                "executors": dict(s.executors),
+                "last_call": dict(s.last_call) if s.last_call else None,
+                "streams_active": self._streams_active,
+            }
+        pool = self._pool
+        ctl = self.controller.snapshot()
+        ctl["pool_size"] = pool.size if pool is not None else 0
+        ctl["pool_pids"] = pool.pids() if pool is not None else []
+        ctl["workers_lost"] = pool.workers_lost if pool is not None else 0
+        out["controller"] = ctl
+        out["cython_optimization"] = native_loop_available()
+        out["native"] = _native_info()
+        out["morsel_size_kb"] = self.config.morsel_size_kb
+        out["system_resources"] = system_resources()
+        return out
+
+    async def close(self) -> None:
+        """Stop the worker pool and helper threads. The engine cannot be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._close_sync)
+
+    def close_sync(self) -> None:
+        """``close`` for code without an event loop (atexit, tests)."""
+        self._closed = True
+        self._close_sync()
+
+    # -- internals -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this LocalEngine is closed; create a new one")
+
+    def _close_sync(self) -> None:
+        with self._pool_lock:
+            sampler, self._sampler = self._sampler, None
+            pool, self._pool = self._pool, None
+        if sampler is not None:
+            sampler.stop()
+        if pool is not None:
+            pool.close()
+        for ex in (self._inline_thread, self._batch_threads):
+            if ex is not None:
+                ex.shutdown(wait=True, cancel_futures=True)
+        self._inline_thread = self._batch_threads = None
+
+    @property
+    def metrics(self) -> Any:
+        if self._metrics is None:
+            try:
+                from ..metrics import get_metrics
+
+                self._metrics = (get_metrics(self.config.cluster_name, self.node)
+                                 if self.node else get_metrics())
+            except Exception:  # metrics are optional for a library user
+                log.debug("metrics unavailable", exc_info=True)
+                self._metrics = False
+        return self._metrics
+
+    def _count_call(self, items: int, morsels: int, seconds: float) -> None:
+        plan = self.controller.last_plan
+        executor = plan.executor if plan else INLINE
+        s = self._stats
+        with s.lock:
+            s.calls += 1
+            s.items += items
+            s.morsels += morsels
+            s.busy_s += seconds
+            s.executors[executor] = s.executors.get(executor, 0) + 1
+            s.last_call = {
+                "items": items, "morsels": morsels, "seconds": round(seconds, 6),
+                "executor": executor, "workers": plan.workers if plan else 1,
+                "items_per_second": round(items / seconds, 1) if seconds > 0 else None,
+            }
+        m = self.metrics
+        if m:
+            m.items.labels(**m.lbl(state="ok")).inc(items)
+            m.morsels.labels(**m.lbl(state="ok")).inc(morsels)
+            if seconds > 0 and items:
+                m.throughput.labels(**m.lbl()).set(items / seconds)
+
+    def _count_error(self) -> None:
+        with self._stats.lock:
+            self._stats.errors += 1
+        m = self.metrics
+        if m:
+            m.errors.labels(**m.lbl(kind="processing")).inc()
+            m.morsels.labels(**m.lbl(state="failed")).inc()
+
+    def _observe_morsel(self, seconds: float) -> None:
+        m = self.metrics
+        if m:
+            m.morsel_duration.labels(**m.lbl()).observe(seconds)
+
+    # ---- per-item functions ----
+    async def _run_items(self, items: Sequence[Any], spec: FunctionSpec,
+                         morsel_rows: int) -> tuple[list[Any], int]:
+        func = spec.func
+        n = len(items)
+        results: list[Any] = []
+        done, size, elapsed = 0, 1, 0.0
+        # Sample: 1, 2, 4, ... items until the time budget or the first morsel is used up.
+        sample_cap = min(n, morsel_rows)
+        while done < sample_cap and elapsed < SAMPLE_S:
+            k = min(size, sample_cap - done)
+            t = time.perf_counter()
+            results.extend(apply_items(func, items[done:done + k], done))
+            elapsed += time.perf_counter() - t
+            done += k
+            size *= 2
+        remaining = n - done
+        if remaining == 0:
+            self.controller.note(Plan(INLINE, 1, f"{n} item(s): all ran in the sample",
+                                      elapsed / max(1, done), 0.0, n))
+            self._observe_morsel(elapsed)
+            return results, 1 if n else 0
+        per_item = elapsed / max(1, done)
+        ship, picklable = 0.0, True
+        if remaining * per_item >= 0.03:
+            ship, picklable = _ship_cost(items[:done], results, spec)
+        plan = self.controller.plan_items(
+            items=remaining, per_item_s=per_item, ship_item_s=ship,
+            pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=morsel_rows)
+        if plan.executor == PROCESSES:
+            try:
+                rest, morsels = await self._run_items_in_pool(items, done, spec, plan)
+            except _PoolUnavailable as exc:
+                log.warning("process pool unavailable (%s); running inline", exc)
+                self.controller.note(Plan(INLINE, 1, f"process pool unavailable: {exc}",
+                                          per_item, ship, remaining))
+                rest, morsels = await self._run_inline(func, items, done, per_item), 0
+        else:
+            rest = await self._run_inline(func, items, done, per_item)
+            morsels = math.ceil(remaining / morsel_rows)
+        results.extend(rest)
+        return results, 1 + morsels
+
+    async def _run_inline(self, func: Callable[[Any], Any], items: Sequence[Any], start: int,
+                          per_item: float) -> list[Any]:
+        n = len(items)
+        estimate = (n - start) * per_item
+        if estimate < INLINE_DIRECT_S:
+            t = time.perf_counter()
+            out = apply_items(func, items[start:], start)
+            self._observe_morsel(time.perf_counter() - t)
+            return out
+        loop = asyncio.get_running_loop()
+        inline = self._inline_executor()
+        step = max(1, int(INLINE_SLICE_S / per_item)) if per_item > 0 else n
+        out: list[Any] = []
+        for a in range(start, n, step):
+            b = min(n, a + step)
+            t = time.perf_counter()
+            part = await loop.run_in_executor(inline, apply_items, func,
+                                              items[a:b], a)
+            self._observe_morsel(time.perf_counter() - t)
+            if a == start:
+                out = part
+            else:
+                out.extend(part)
+        return out
+
+    def _inline_executor(self) -> ThreadPoolExecutor:
+        if self._inline_thread is None:
+            self._inline_thread = ThreadPoolExecutor(1, thread_name_prefix="sabot-inline")
+        return self._inline_thread
+
+    def _ensure_pool(self, workers: int) -> ProcessPool:
+        with self._pool_lock:
+            if self._closed:
+                raise _PoolUnavailable("the engine is closed")
+            if self._pool is None:
+                t = time.perf_counter()
+                try:
+                    pool = ProcessPool(
+                        workers, max_attempts=self.config.max_attempts,
+                        morsel_timeout_s=self.config.morsel_timeout_s,
+                        processor_modules=self.config.processors)
+                except Exception as exc:  # no processes allowed here (sandbox, limits)
+                    raise _PoolUnavailable(f"{type(exc).__name__}: {exc}") from exc
+                self.controller.startup_s = max(0.05, time.perf_counter() - t)
+                self._pool = pool
+                log.debug("process pool started with %d workers in %.3f s", workers,
+                          self.controller.startup_s)
+                from .sampler import UtilizationSampler
+
+                self._sampler = UtilizationSampler(
+                    self.controller, pids=pool.pids, pool_busy=pool.busy_fraction,
+                    on_resize=self._resize_pool, on_reading=self._on_reading)
+                self._sampler.start()
+            elif self._pool.size != workers:
+                self._pool.resize(workers)
+            return self._pool
+
+    def _resize_pool(self, workers: int) -> None:
+        pool = self._pool
+        if pool is not None:
+            pool.resize(workers)
+
+    def _on_reading(self, reading: Reading) -> None:
+        m = self.metrics
+        if m:
+            if reading.pool_busy is not None:
+                m.utilization.labels(**m.lbl()).set(reading.pool_busy * 100.0)
+            pool = self._pool
+            if pool is not None:
+                m.queue_depth.labels(**m.lbl()).set(pool.tasks.qsize())
+
+    async def _run_items_in_pool(self, items: Sequence[Any], start: int, spec: FunctionSpec,
+                                 plan: Plan) -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        pool = await loop.run_in_executor(None, self._ensure_pool, plan.workers)
+        shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
+        step = max(1, plan.items_per_task)
+        call = CallGroup()
+        tasks = [Task(shipped, a, items[a:min(len(items), a + step)], i + 1, call)
+                 for i, a in enumerate(range(start, len(items), step))]
+        return await self._gather_tasks(pool, tasks, call), len(tasks)
+
+    async def _gather_tasks(self, pool: ProcessPool, tasks: list[Task],
+                            call: CallGroup) -> list[Any]:
+        futures = [asyncio.wrap_future(pool.submit(t)) for t in tasks]
+        out: list[Any] = []
+        ok = False
+        try:
+            # In input order: the first failure reported is the lowest failing index.
+            for fut in futures:
+                part = await fut
+                if not out:
+                    out = part if isinstance(part, list) else list(part)
+                else:
+                    out.extend(part)
+            ok = True
+            return out
+        finally:
+            if not ok:
+                call.cancelled = True
+                for f in futures:
+                    f.cancel()
+
+    # ---- async per-item functions ----
+    async def _run_async(self, items: Sequence[Any], spec: FunctionSpec,
+                         offset: int = 0) -> tuple[list[Any], int]:
+        func = spec.func
+        n = len(items)
+        results: list[Any] = [None] * n
+        indices = iter(range(n))
+        failure: list[tuple[int, BaseException]] = []
+
+        async def runner() -> None:
+            for i in indices:
+                if failure:
+                    return
+                try:
+                    results[i] = await func(items[i])
+                except Exception as exc:
+                    failure.append((i, exc))
+                    return
+
+        t = time.perf_counter()
+        await asyncio.gather(*(runner() for _ in range(min(ASYNC_CONCURRENCY, n))))
+        self.controller.note(Plan(ASYNC, min(ASYNC_CONCURRENCY, n),
+                                  f"async def function: awaited on the event loop, up to "
+                                  f"{ASYNC_CONCURRENCY} at a time",
+                                  (time.perf_counter() - t) / max(1, n), 0.0, n))
+        if failure:
+            index, exc = min(failure, key=lambda f: f[0])
+            index += offset
+            raise ProcessingError(
+                f"{spec.name} failed on item {index}: {type(exc).__name__}: {exc}",
+                index=index, original=exc) from exc
+        return results, 1 if n else 0
+
+    # ---- batch functions ----
+    async def _run_batches(self, src: Source, spec: FunctionSpec) -> tuple[Any, int]:
+        func = spec.func
+        rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
+        morsels = list(src.morsels(rows))
+        if not morsels:
+            return src.build_batches([]), 0
+        t = time.perf_counter()
+        first = _run_batch(func, spec.name, 0, *morsels[0])
+        per_morsel = time.perf_counter() - t
+        self._observe_morsel(per_morsel)
+        plan = self.controller.plan_batches(morsels=len(morsels), per_morsel_s=per_morsel)
+        outs = [first]
+        rest = morsels[1:]
+        loop = asyncio.get_running_loop()
+        if plan.executor == THREADS:
+            if self._batch_threads is None:
+                self._batch_threads = ThreadPoolExecutor(
+                    self.controller.max_workers, thread_name_prefix="sabot-batch")
+            futs = [loop.run_in_executor(self._batch_threads, _run_batch, func, spec.name,
+                                         i + 1, off, m) for i, (off, m) in enumerate(rest)]
+            try:
+                for f in futs:
+                    outs.append(await f)
+            finally:
+                for f in futs:
+                    f.cancel()
+        elif rest:
+            if per_morsel * len(rest) < INLINE_DIRECT_S:
+                outs.extend(_run_batch(func, spec.name, i + 1, off, m)
+                            for i, (off, m) in enumerate(rest))
+            else:
+                inline = self._inline_executor()
+                for i, (off, m) in enumerate(rest):
+                    outs.append(await loop.run_in_executor(
+                        inline, _run_batch, func, spec.name, i + 1, off, m))
+        try:
+            return src.build_batches(outs), len(morsels)
+        except (TypeError, ValueError, adapters.pa.ArrowException) as exc:
+            raise ProcessingError(
+                f"the results of batch function {spec.name} cannot be combined: {exc}",
+                original=exc) from exc
+
+    # ---- Arrow expressions ----
+    async def _run_expression(self, data: Any, spec: FunctionSpec) -> tuple[Any, int, int]:
+        loop = asyncio.get_running_loop()
+        self.controller.note(Plan(NATIVE, self.controller.cores,
+                                  "Arrow compute expression: evaluated by the native core"))
+        out = await loop.run_in_executor(None, _evaluate_expression, data, spec.func)
+        n = _num_rows(data)
+        return out, n, max(1, math.ceil(n * 8 / self.config.morsel_size_bytes)) if n else 0
+
+
+class _PoolUnavailable(RuntimeError):
+    pass
+
+
+def _build(src: Source, results: list[Any]) -> Any:
+    try:
+        return src.build_items(results)
+    except TypeError as exc:
+        raise ProcessingError(str(exc), original=exc) from exc
+
+
+def _run_batch(func: Callable[[Any], Any], name: str, morsel: int, offset: int,
+               data: Any) -> Any:
+    try:
+        out = func(data)
+    except Exception as exc:
+        raise ProcessingError(
+            f"batch function {name} failed on morsel {morsel} (items {offset}.."
+            f"{offset + len(data) - 1}): {type(exc).__name__}: {exc}",
+            morsel=morsel, original=exc) from exc
+    try:
+        n_out = len(out)
+    except TypeError:
+        n_out = None
+    if n_out != len(data):
+        exc2 = ValueError(
+            f"batch function {name} returned {n_out if n_out is not None else 'a non-sequence'} "
+            f"for morsel {morsel} of {len(data)} items; it must return one result per item")
+        raise ProcessingError(str(exc2), morsel=morsel, original=exc2)
+    return out
+
+
+def _ship_cost(sample_items: Sequence[Any], sample_results: list[Any],
+               spec: FunctionSpec) -> tuple[float, bool]:
+    """Parent-side seconds per item to send items to a worker and take results back."""
+    n = max(1, len(sample_items))
+    try:
+        if spec.processor is None:
+            import cloudpickle
+
+            cloudpickle.dumps(spec.func)
+        t = time.perf_counter()
+        pickle.dumps(list(sample_items), protocol=5)
+        pickle.loads(pickle.dumps(sample_results, protocol=5))
+        return (time.perf_counter() - t) / n, True
+    except Exception:
+        return 0.0, False
+
+
+def _num_rows(data: Any) -> int:
+    n = getattr(data, "num_rows", None)
+    if n is not None:
+        return int(n)
+    try:
+        return len(data)
+    except TypeError:
+        return 0
+
+
+def _evaluate_expression(data: Any, expr: Any) -> Any:
+    try:
+        from ..columnar import evaluate  # the native columnar helper's API
+    except ImportError:
+        evaluate = None
+    if evaluate is not None:
+        return evaluate(data, expr)
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if isinstance(data, pa.RecordBatchReader):
+        data = data.read_all()
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    if not isinstance(data, pa.Table):
+        raise TypeError(
+            "an Arrow compute expression needs tabular input (pyarrow Table, RecordBatch or "
+            f"RecordBatchReader); got {type(data).__name__}")
+    return ds.dataset(data).to_table(columns={"result": expr}).column("result")
+
+
+def _native_info() -> dict[str, Any]:
+    try:
+        from .. import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return {"available": False}
+    try:
+        info = _native.get_stats()
+        return info if isinstance(info, dict) else {"available": bool(info)}
+    except Exception as exc:  # pragma: no cover - depends on the native build
+        return {"available": False, "error": str(exc)}
+
+
+__all__ = ["LocalEngine", "SAMPLE_S", "ASYNC_CONCURRENCY"]

@@ -1,0 +1,446 @@
+"""The process executor: a resizable pool of worker processes for per-item Python functions.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot be resized while running, and a
+worker that dies breaks the whole pool without saying which morsel it ran. Here each worker has
+its own pipe and a dispatcher thread in the parent, so the parent knows exactly which task a dead
+worker held (it is retried up to SABOT_MAX_ATTEMPTS times on a fresh worker, then fails with
+:class:`~sabot.errors.WorkerLostError`), the pool grows and shrinks one worker at a time, and the
+event loop never blocks on a pipe.
+
+Children are fresh interpreters (``python -c``) talking over a socket pair: forking the
+multi-threaded parent is unsafe, and unlike ``multiprocessing``'s spawn they never re-import the
+user's ``__main__`` (no ``if __name__ == "__main__"`` guard needed). A child that dies closes its
+end of the socket, which is how the parent notices at once. Functions travel with cloudpickle
+(lambdas and closures, also those defined in ``__main__``), once per worker per call; named
+processors travel by name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing.connection
+import os
+import pickle
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from ..errors import ProcessingError, WorkerLostError
+from .worker_process import FN_PICKLED, FN_PROCESSOR
+
+log = logging.getLogger("sabot.engine.processes")
+
+class ShippedFunction:
+    """A function prepared for the children: pickled once per call, sent once per worker."""
+
+    _tokens = itertools.count(1)
+
+    def __init__(self, func: Any, *, batch: bool, processor: str | None = None) -> None:
+        self.token = next(self._tokens)
+        self.batch = batch
+        if processor is not None:
+            self.kind, self.payload = FN_PROCESSOR, processor
+        else:
+            import cloudpickle
+
+            self.kind, self.payload = FN_PICKLED, cloudpickle.dumps(func, protocol=5)
+
+
+class Task:
+    """One unit sent to a worker: a run of consecutive items starting at ``offset``."""
+
+    __slots__ = ("fn", "offset", "data", "morsel", "future", "attempts", "call")
+
+    def __init__(self, fn: ShippedFunction, offset: int, data: Any, morsel: int,
+                 call: "CallGroup") -> None:
+        self.fn = fn
+        self.offset = offset
+        self.data = data
+        self.morsel = morsel
+        self.future: Future[Any] = Future()
+        self.attempts = 0
+        self.call = call
+
+
+class CallGroup:
+    """The tasks of one process_data call; cancelling it drops its queued tasks."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+_RETIRE = object()
+
+
+def _signal_name(code: int | None) -> str:
+    if code is None:
+        return "unknown exit"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class _Worker:
+    def __init__(self, pool: "ProcessPool", wid: int) -> None:
+        self.pool = pool
+        self.wid = wid
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.conn: Any = None
+        self.ready = False
+        self.spawned_at = 0.0
+        self.tokens: set[int] = set()
+        self.busy_s = 0.0
+        self.busy_since: float | None = None
+        self.cpu_s = 0.0
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(
+            target=self._loop, name=f"sabot-dispatch-{wid}", daemon=True)
+
+    # -- child process -------------------------------------------------------------------
+    def spawn(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            fd = child_sock.fileno()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_MAIN, str(fd)],
+                pass_fds=(fd,), env=_child_env(), stdin=subprocess.DEVNULL, close_fds=True)
+        finally:
+            child_sock.close()
+        conn = multiprocessing.connection.Connection(parent_sock.detach())
+        conn.send(("init", list(sys.path), self.pool.processor_modules))
+        with self.lock:
+            self.proc, self.conn, self.tokens, self.ready = proc, conn, set(), False
+        self.spawned_at = time.perf_counter()
+
+    def kill(self) -> None:
+        with self.lock:
+            proc, conn = self.proc, self.conn
+            self.proc = self.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - unkillable child
+                log.warning("worker process %d did not exit after SIGKILL", proc.pid)
+
+    def stop(self) -> None:
+        with self.lock:
+            conn, proc = self.conn, self.proc
+        if conn is not None:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        if proc is not None:
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def exitcode(self) -> int | None:
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # -- dispatch ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        pool = self.pool
+        try:
+            while True:
+                if pool.should_retire(self):
+                    return
+                try:
+                    task = pool.tasks.get(timeout=0.25)
+                except queue.Empty:
+                    continue
+                if task is _RETIRE:
+                    return
+                if task.call.cancelled or task.future.cancelled():
+                    task.future.cancel()
+                    continue
+                self._run(task)
+        finally:
+            pool.worker_exited(self)
+            self.stop()
+
+    def _run(self, task: Task) -> None:
+        pool = self.pool
+        task.attempts += 1
+        if self.proc is None:
+            try:
+                self.spawn()
+            except Exception as exc:  # cannot start processes at all
+                _fail(task, exc)
+                return
+        start = time.perf_counter()
+        self.busy_since = start
+        try:
+            outcome = self._exchange(task)
+        finally:
+            self.busy_s += time.perf_counter() - start
+            self.busy_since = None
+        if outcome is None:
+            return
+        kind, payload = outcome
+        if pool.closed:
+            _fail(task, WorkerLostError(
+                f"the process pool was closed while morsel {task.morsel} was running",
+                morsel=task.morsel))
+            return
+        if kind == "lost":
+            code = payload
+            pid = self.pid
+            self.kill()
+            what = (f"worker process {pid} died ({_signal_name(code)}) while running morsel "
+                    f"{task.morsel} (items {task.offset}..{task.offset + len(task.data) - 1})")
+            pool.record_lost()
+            if task.attempts < pool.max_attempts and not task.call.cancelled:
+                log.warning("%s; retrying on a fresh worker (attempt %d of %d)",
+                            what, task.attempts + 1, pool.max_attempts)
+                pool.tasks.put(task)
+            else:
+                _fail(task, WorkerLostError(
+                    f"{what}; gave up after {task.attempts} attempt(s) (SABOT_MAX_ATTEMPTS="
+                    f"{pool.max_attempts})", morsel=task.morsel))
+        elif kind == "timeout":
+            pid = self.pid
+            self.kill()
+            what = (f"morsel {task.morsel} (items {task.offset}..{task.offset + len(task.data) - 1}) "
+                    f"ran longer than SABOT_MORSEL_TIMEOUT_S={pool.morsel_timeout_s:g}s on "
+                    f"worker process {pid}")
+            if task.attempts < pool.max_attempts and not task.call.cancelled:
+                log.warning("%s; retrying (attempt %d of %d)", what, task.attempts + 1,
+                            pool.max_attempts)
+                pool.tasks.put(task)
+            else:
+                _fail(task, ProcessingError(
+                    f"{what}; gave up after {task.attempts} attempt(s)", morsel=task.morsel,
+                    original=TimeoutError(what)))
+
+    def _exchange(self, task: Task) -> tuple[str, Any] | None:
+        conn = self.conn
+        fn = task.fn
+        try:
+            if not self.ready:
+                # The first reply of a fresh child says it has started (imports done).
+                if not conn.poll(60):
+                    return ("lost", self.exitcode())
+                conn.recv()
+                self.ready = True
+                self.pool.note_startup(time.perf_counter() - self.spawned_at)
+            if fn.token not in self.tokens:
+                conn.send(("fn", fn.token, fn.kind, fn.payload, fn.batch))
+                self.tokens.add(fn.token)
+            conn.send(("run", id(task), fn.token, task.offset, task.data))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            # The morsel itself cannot be pickled: the child may hold a partial message, so
+            # replace it.
+            self.kill()
+            _fail(task, ProcessingError(
+                f"morsel {task.morsel} cannot be sent to a worker process: {exc}",
+                morsel=task.morsel, original=exc))
+            return None
+        except (OSError, ValueError, EOFError):
+            return ("lost", self.exitcode())
+        try:
+            if not conn.poll(pool_timeout(self.pool)):
+                return ("timeout", None)
+            reply = conn.recv()
+        except (EOFError, OSError, ValueError):
+            # The child's end of the socket closed: it died (or pool.close() closed ours).
+            return ("lost", self.exitcode())
+        if reply[0] == "ok":
+            self.cpu_s += reply[3]
+            _resolve(task, reply[2])
+        else:
+            _, _, index, exc_bytes, tb, summary = reply
+            original: BaseException | None = None
+            if exc_bytes is not None:
+                try:
+                    original = pickle.loads(exc_bytes)
+                except Exception:
+                    original = None
+            if original is None:
+                original = RuntimeError(summary)
+            where = f"item {index}" if index is not None else f"morsel {task.morsel}"
+            _fail(task, ProcessingError(
+                f"function failed on {where} (in worker process {self.pid}): {summary}",
+                index=index, morsel=task.morsel, original=original, remote_traceback=tb))
+        return None
+
+
+def _resolve(task: Task, value: Any) -> None:
+    if not task.future.done():
+        task.future.set_result(value)
+
+
+def _fail(task: Task, exc: BaseException) -> None:
+    if not task.future.done():
+        task.future.set_exception(exc)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # A worker runs one morsel at a time: one thread for Arrow's and OpenMP's pools.
+    env["OMP_NUM_THREADS"] = "1"
+    env["SABOT_POOL_CHILD"] = "1"
+    return env
+
+
+# The child imports only the worker module; everything else is imported on demand.
+_CHILD_MAIN = "import sys; from sabot.engine.worker_process import main_fd; main_fd(int(sys.argv[1]))"
+
+
+def pool_timeout(pool: "ProcessPool") -> float | None:
+    return pool.morsel_timeout_s if pool.morsel_timeout_s > 0 else None
+
+
+class ProcessPool:
+    """Worker processes fed from one task queue; ``resize`` changes the count while running."""
+
+    def __init__(self, size: int, *, max_attempts: int = 3, morsel_timeout_s: float = 0.0,
+                 processor_modules: tuple[str, ...] = ()) -> None:
+        self.max_attempts = max_attempts
+        self.morsel_timeout_s = morsel_timeout_s
+        self.processor_modules = processor_modules
+        self.tasks: queue.Queue[Any] = queue.Queue()
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._target = 0
+        self._closed = False
+        self.workers_lost = 0
+        self.startup_s: float | None = None
+        self._busy_mark = (time.perf_counter(), 0.0)
+        self.resize(size)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- size ----------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._target
+
+    def resize(self, size: int) -> None:
+        """Grow at once; shrink as workers finish their current task."""
+        size = max(1, int(size))
+        with self._lock:
+            if self._closed:
+                return
+            self._target = size
+            live = len(self._workers)
+            new = [_Worker(self, next(self._ids)) for _ in range(max(0, size - live))]
+            self._workers.extend(new)
+        for w in new:
+            w.spawn()
+            w.thread.start()
+
+    def should_retire(self, worker: _Worker) -> bool:
+        with self._lock:
+            if self._closed:
+                return True
+            if len(self._workers) > self._target and worker in self._workers:
+                self._workers.remove(worker)
+                return True
+            return False
+
+    def worker_exited(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+
+    def note_startup(self, seconds: float) -> None:
+        with self._lock:
+            self.startup_s = seconds
+
+    def record_lost(self) -> None:
+        with self._lock:
+            self.workers_lost += 1
+
+    # -- work ----------------------------------------------------------------------------
+    def submit(self, task: Task) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("the process pool is closed")
+        self.tasks.put(task)
+        return task.future
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p for p in (w.pid for w in self._workers) if p is not None]
+
+    def busy_fraction(self) -> float | None:
+        """Share of worker time spent running tasks since the previous call (0..1); None when
+        the pool was idle the whole time (no reading of how busy work keeps it)."""
+        now = time.perf_counter()
+        with self._lock:
+            workers = list(self._workers)
+        busy = 0.0
+        for w in workers:
+            busy += w.busy_s
+            since = w.busy_since
+            if since is not None:
+                busy += now - since
+        t0, b0 = self._busy_mark
+        self._busy_mark = (now, busy)
+        span = (now - t0) * max(1, len(workers))
+        if busy - b0 <= 0 and self.tasks.empty():
+            return None
+        return max(0.0, min(1.0, (busy - b0) / span)) if span > 0 else 0.0
+
+    def close(self) -> None:
+        """Stop every worker; queued tasks are cancelled."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._workers)
+        while True:
+            try:
+                task = self.tasks.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(task, Task):
+                task.future.cancel()
+        for _ in workers:
+            self.tasks.put(_RETIRE)
+        me = threading.current_thread()
+        for w in workers:
+            if w.thread.is_alive() and w.thread is not me:
+                w.thread.join(timeout=2)
+        # A worker still busy after the grace period runs a long task: end it.
+        for w in workers:
+            w.kill()
+            if w.thread.is_alive() and w.thread is not me:
+                w.thread.join(timeout=5)
+
+
+__all__ = ["ProcessPool", "Task", "CallGroup", "ShippedFunction"]

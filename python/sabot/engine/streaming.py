@@ -1,0 +1,199 @@
+"""``process_stream``: ordered results over an unbounded source with bounded memory.
+
+The source is cut into morsels as it is read (never read ahead by more than ``max_in_flight``
+morsels), each morsel runs on the executor the controller chose from the first one, and results
+are yielded in input order as soon as the oldest morsel is done. Memory therefore stays flat on an
+endless source. When the consumer stops (``break``, ``aclose()``, cancellation) the queued morsels
+are dropped and nothing is left running on their behalf.
+
+What is yielded: one result per item for per-item and ``async def`` functions, and for batch
+functions over list-like sources; one Arrow output per morsel for batch functions and compute
+expressions over Arrow sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+
+import pyarrow as pa
+
+from ..errors import ProcessingError
+from .adapters import python_item_bytes, rows_per_morsel
+from .controller import PROCESSES, Plan
+from .functions import ASYNC, BATCH, EXPRESSION, resolve_function
+from .inline import apply_items
+from .processes import CallGroup, ShippedFunction, Task
+
+if TYPE_CHECKING:
+    from .local_engine import LocalEngine
+
+
+async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
+                         ) -> AsyncIterator[tuple[int, Any]]:
+    """``(offset, morsel)`` pairs: lists for Python iterables, RecordBatches for Arrow."""
+    offset = 0
+    if isinstance(source, (pa.RecordBatchReader, pa.Table)):
+        batches: Any = (source.to_batches() if isinstance(source, pa.Table) else source)
+        for rb in batches:
+            n = rb.num_rows
+            if n == 0:
+                continue
+            step = rows or rows_per_morsel(morsel_bytes, rb.get_total_buffer_size() / n)
+            for start in range(0, n, step):
+                part = rb.slice(start, step)
+                yield offset, part
+                offset += part.num_rows
+            await asyncio.sleep(0)
+        return
+    if hasattr(source, "__aiter__"):
+        buf: list[Any] = []
+        step = rows
+        async for item in source:
+            buf.append(item)
+            if step is None and len(buf) >= 64:
+                step = rows_per_morsel(morsel_bytes, python_item_bytes(buf))
+            if step is not None and len(buf) >= step:
+                yield offset, buf
+                offset += len(buf)
+                buf = []
+        if buf:
+            yield offset, buf
+        return
+    if not hasattr(source, "__iter__") or isinstance(source, (str, bytes, dict)):
+        raise TypeError(
+            f"process_stream needs an iterable, async iterable or pyarrow RecordBatchReader; "
+            f"got {type(source).__name__}")
+    it: Iterator[Any] = iter(source)
+    step = rows
+    if step is None:
+        head = list(itertools.islice(it, 64))
+        if not head:
+            return
+        step = rows_per_morsel(morsel_bytes, python_item_bytes(head))
+        it = itertools.chain(head, it)
+    while True:
+        chunk = list(itertools.islice(it, step))
+        if not chunk:
+            return
+        yield offset, chunk
+        offset += len(chunk)
+        # Let the consumer and the other tasks run between morsels of a fast source.
+        await asyncio.sleep(0)
+
+
+async def stream(engine: "LocalEngine", source: Any, func: Any, *,
+                 max_in_flight: int | None = None,
+                 morsel_rows: int | None = None) -> AsyncIterator[Any]:
+    spec = resolve_function(func)
+    if max_in_flight is None:
+        max_in_flight = 2 * engine.controller.max_workers + 2
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if morsel_rows is not None and morsel_rows < 1:
+        raise ValueError(f"morsel_rows must be >= 1, got {morsel_rows}")
+    loop = asyncio.get_running_loop()
+    pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+    call = CallGroup()
+    shipped: ShippedFunction | None = None
+    plan: Plan | None = None
+    morsels = _aiter_morsels(source, morsel_rows, engine.config.morsel_size_bytes)
+    engine._streams_active += 1
+    items = 0
+    n_morsels = 0
+    t0 = time.perf_counter()
+
+    def start(offset: int, morsel: Any, index: int) -> asyncio.Future[Any]:
+        nonlocal shipped
+        if spec.kind == EXPRESSION:
+            from .local_engine import _evaluate_expression
+
+            return loop.run_in_executor(None, _evaluate_expression, morsel, spec.func)
+        if spec.kind == BATCH:
+            from .local_engine import _run_batch
+
+            return loop.run_in_executor(None, _run_batch, spec.func, spec.name, index, offset,
+                                        morsel)
+        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
+        if spec.kind == ASYNC:
+            return asyncio.ensure_future(engine._run_async(data, spec, offset))
+        if plan is not None and plan.executor == PROCESSES and engine._pool is not None:
+            if shipped is None:
+                shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
+            return asyncio.wrap_future(engine._pool.submit(
+                Task(shipped, offset, data, index, call)))
+        return loop.run_in_executor(engine._inline_executor(), apply_items, spec.func, data,
+                                    offset)
+
+    async def first(offset: int, morsel: Any) -> Any:
+        # The first morsel goes through the engine's sampling, so the controller plans the
+        # stream's executor from real measurements.
+        nonlocal plan
+        if spec.kind in (EXPRESSION, BATCH, ASYNC):
+            return await start(offset, morsel, 0)
+        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
+        rows = len(data)
+        out, _ = await engine._run_items(data, spec, rows)
+        plan = engine.controller.last_plan
+        if plan is not None and plan.executor != PROCESSES and plan.per_item_cost_s > 0:
+            # Plan for the stream as a whole: many morsels will follow this one.
+            plan = engine.controller.plan_items(
+                items=rows * max_in_flight, per_item_s=plan.per_item_cost_s,
+                ship_item_s=plan.ship_cost_s, pool_warm=engine._pool is not None,
+                picklable=plan.ship_cost_s > 0, items_per_morsel=rows)
+            if plan.executor == PROCESSES:
+                await loop.run_in_executor(None, engine._ensure_pool, plan.workers)
+        return out
+
+    try:
+        source_done = False
+        while True:
+            while not source_done and len(pending) < max_in_flight:
+                try:
+                    offset, morsel = await morsels.__anext__()
+                except StopAsyncIteration:
+                    source_done = True
+                    break
+                if n_morsels == 0:
+                    out = await first(offset, morsel)
+                    fut: asyncio.Future[Any] = loop.create_future()
+                    fut.set_result(out)
+                else:
+                    fut = start(offset, morsel, n_morsels)
+                pending.append((offset, fut))
+                n_morsels += 1
+            if not pending:
+                break
+            offset, fut = pending.popleft()
+            out = await fut
+            if isinstance(out, tuple) and spec.kind == ASYNC:
+                out = out[0]
+            if spec.kind == EXPRESSION or (spec.kind == BATCH and not isinstance(out, list)
+                                           and _is_arrow(out)):
+                items += len(out)
+                yield out
+            else:
+                items += len(out)
+                for r in out:
+                    yield r
+    except ProcessingError:
+        engine._count_error()
+        raise
+    finally:
+        call.cancelled = True
+        for _, f in pending:
+            f.cancel()
+        engine._streams_active -= 1
+        await morsels.aclose()
+        if items:
+            engine._count_call(items, n_morsels, time.perf_counter() - t0)
+
+
+def _is_arrow(obj: Any) -> bool:
+    return isinstance(obj, (pa.Array, pa.ChunkedArray, pa.RecordBatch, pa.Table))
+
+
+__all__ = ["stream"]

@@ -1,0 +1,165 @@
+"""The main loop of a pool worker process (the child side of :mod:`sabot.engine.processes`).
+
+A child runs one morsel at a time, so it limits its own native thread pools (Arrow's CPU pool,
+Sabot's native scheduler) to one thread: the parent runs as many children as the controller
+allows and the machine is never oversubscribed.
+
+Wire format (tuples over a ``multiprocessing`` connection; both ends are this package):
+parent -> child ``("fn", token, kind, payload)``, ``("run", task_id, token, offset, data)``,
+``("forget", token)``, ``None`` (exit); child -> parent ``("ok", task_id, results, cpu_s)`` or
+``("err", task_id, index, exception_bytes, traceback_text, summary)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+import traceback
+from typing import Any, Callable
+
+FN_PICKLED = "pickled"
+FN_PROCESSOR = "processor"
+
+
+def _limit_native_threads() -> None:
+    # Arrow's CPU pool follows OMP_NUM_THREADS=1, set by the parent in our environment; pyarrow
+    # is not imported here so that a worker starts fast.
+    try:
+        from .. import _native  # type: ignore[attr-defined]
+
+        setter = getattr(_native, "set_threads", None) or getattr(_native, "set_num_threads", None)
+        if setter is not None:
+            setter(1)
+    except Exception:
+        pass
+
+
+def _load_function(kind: str, payload: Any) -> Callable[[Any], Any]:
+    if kind == FN_PROCESSOR:
+        from ..processors import get_processor
+
+        return get_processor(payload)
+    import cloudpickle
+
+    return cloudpickle.loads(payload)
+
+
+def _dump_exception(exc: BaseException) -> bytes | None:
+    try:
+        data = pickle.dumps(exc)
+        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt
+        return data
+    except Exception:
+        return None
+
+
+def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any:
+    if batch:
+        out = func(data)
+        n_in, n_out = len(data), len(out)
+        if n_out != n_in:
+            raise ValueError(
+                f"batch function returned {n_out} results for a morsel of {n_in} items; "
+                "a batch function must return exactly one result per item"
+            )
+        return out
+    from .inline import apply_items
+
+    return apply_items(func, data, offset)
+
+
+def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:
+    """Serve tasks on ``conn`` until told to stop or the parent goes away."""
+    from ..errors import ProcessingError
+
+    _limit_native_threads()
+    if processor_modules:
+        from ..processors import load_processor_modules
+
+        load_processor_modules(processor_modules)
+    funcs: dict[int, tuple[Callable[[Any], Any], bool]] = {}
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # parent is gone
+        if msg is None:
+            return
+        op = msg[0]
+        if op == "fn":
+            _, token, kind, payload, batch = msg
+            try:
+                funcs[token] = (_load_function(kind, payload), batch)
+            except BaseException as exc:  # reported when a task uses it
+                funcs[token] = (_Unloadable(exc), False)
+            continue
+        if op == "forget":
+            funcs.pop(msg[1], None)
+            continue
+        _, task_id, token, offset, data = msg
+        cpu0 = time.process_time()
+        try:
+            func, batch = funcs[token]
+            if isinstance(func, _Unloadable):
+                raise func.exc
+            results = _run(func, batch, offset, data)
+            reply: tuple[Any, ...] = ("ok", task_id, results, time.process_time() - cpu0)
+        except BaseException as exc:
+            if isinstance(exc, ProcessingError) and exc.original is not None:
+                index, original, tb = exc.index, exc.original, exc.remote_traceback
+            else:
+                index, original = None, exc
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            summary = f"{type(original).__name__}: {original}"
+            reply = ("err", task_id, index, _dump_exception(original), tb, summary)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                _send(conn, reply)
+                return
+        _send(conn, reply)
+
+
+def main_fd(fd: int) -> None:
+    """Entry point of a pool child: ``fd`` is its end of a socket pair with the parent."""
+    import multiprocessing.connection
+    import signal
+    import sys
+
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers
+    # stop (it drains first), so the children ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = multiprocessing.connection.Connection(fd)
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):
+        return
+    _, parent_path, modules = msg
+    # The parent's import path, so functions pickled by reference (from the user's modules)
+    # import here too.
+    for entry in reversed(parent_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    conn.send(("ready", os.getpid()))
+    try:
+        worker_main(conn, tuple(modules))
+    finally:
+        conn.close()
+
+
+class _Unloadable:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _send(conn: Any, reply: tuple[Any, ...]) -> None:
+    try:
+        conn.send(reply)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+        # A result that cannot travel back is the user's error; say which morsel.
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        conn.send(("err", reply[1], None, _dump_exception(exc), tb,
+                   f"a result cannot be sent back to the parent process: {exc}"))
+
+
+if __name__ == "__main__":  # pragma: no cover - started through multiprocessing only
+    raise SystemExit(f"{os.path.basename(__file__)} is started by sabot's process pool")

@@ -10,12 +10,14 @@
 #include "sabot/task.hpp"
 #include "sabot/topology.hpp"
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <vector>
 
 namespace sabot {
@@ -149,9 +151,12 @@ private:
 	void StartPool(int threads);
 	//! Stop and join the current pool, folding its counters into retired_.
 	void StopPool();
-	//! If this process was forked since the pool started, abandon the parent's pool (its threads do
-	//! not exist here) and start a fresh one.
+	//! After fork(), start a fresh pool in the child on first use.
 	void RestartAfterForkIfNeeded();
+	//! Counters; the caller holds pool_lock_.
+	SchedulerStats GetStatsLocked() const;
+	//! A nested ParallelFor from one of our own workers: run the morsels on that worker.
+	void RunInline(size_t num_morsels, const MorselFunction &body, const CancellationToken *cancel);
 
 	//! Hardware layout (owned; outlives every pool).
 	std::unique_ptr<Topology> topology_;
@@ -163,8 +168,17 @@ private:
 	mutable std::shared_mutex pool_lock_;
 	//! Counters of pools replaced by SetThreads.
 	SchedulerStats retired_;
-	//! Process id that started pool_ (fork detection).
-	int owner_pid_ = 0;
+	//! ParallelFor calls completed.
+	std::atomic<uint64_t> parallel_for_calls_ {0};
+	//! Set in a forked child: the pool was abandoned and must be restarted before use.
+	std::atomic<bool> forked_ {false};
+	//! Thread count to restart with after fork.
+	int threads_before_fork_ = 1;
+
+public:
+	//! Called in a forked child (pthread_atfork, Global() only): abandon the parent's pool, whose
+	//! threads do not exist in the child, without touching its possibly held locks.
+	void AbandonAfterFork();
 };
 
 } // namespace sabot

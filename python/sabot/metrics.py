@@ -183,6 +183,11 @@ class Metrics:
         (dicts state -> count)."""
         self._load_source = source
 
+    def clear_load_source(self, source: LoadSource) -> None:
+        """Unregister ``source`` if it is the registered one (a stopping backend)."""
+        if self._load_source == source:
+            self._load_source = None
+
     # -- reading ------------------------------------------------------------------------------
     def throughput_now(self, window_s: float = THROUGHPUT_WINDOW_S) -> float:
         """Items processed per second over about the last ``window_s`` seconds."""

@@ -241,7 +241,7 @@ class LocalBackend:
                 tasks.append(job.task)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self.metrics.set_load_source(None)
+        self.metrics.clear_load_source(self.load)
 
     # -- internals ------------------------------------------------------------------------
     def _get(self, job_id: str) -> _Job:

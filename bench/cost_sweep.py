@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engines import per_item_engines
-from .harness import Case, run_case, usable_cores
+from .harness import Case, open_engines, run_case, usable_cores
 from .workloads import BusyWait, checksum
 
 TITLE = "cost sweep: 0, 10 us, 100 us, 1 ms of CPU per item"
@@ -26,18 +26,20 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
     repeats = repeat or (1 if quick else 3)
     workers = usable_cores()
     rows: list[dict[str, Any]] = []
-    for cost_us, n_full in POINTS:
-        n = max(100, n_full // 10) if quick else n_full
-        data = list(range(n))
-        func = BusyWait(cost_us)
-        case = Case(
-            name=f"cost={cost_us:g}us",
-            engines=per_item_engines(data, func, workers),
-            work=n,
-            metric="items/s",
-            answer=checksum,
-            params={"items": n, "cost_us": cost_us},
-            timed=TIMED,
-        )
-        rows.extend(run_case("cost_sweep", case, repeats, warmup=not quick))
+    # pools and clusters are started once for the whole sweep, as a user would keep them
+    with open_engines(per_item_engines(workers)) as engines:
+        for cost_us, n_full in POINTS:
+            n = max(100, n_full // 10) if quick else n_full
+            data = list(range(n))
+            func = BusyWait(cost_us)
+            case = Case(
+                name=f"cost={cost_us:g}us",
+                engines=[e.bind(data, func) for e in engines],
+                work=n,
+                metric="items/s",
+                answer=checksum,
+                params={"items": n, "cost_us": cost_us},
+                timed=TIMED,
+            )
+            rows.extend(run_case("cost_sweep", case, repeats, warmup=not quick))
     return rows

@@ -28,45 +28,57 @@ def _flatten(parts: Sequence[Sequence[Any]]) -> list[Any]:
     return list(itertools.chain.from_iterable(parts))
 
 
-class SerialEngine(Engine):
+class ItemEngine(Engine):
+    """An engine that applies ``func`` to every item of ``data`` (set per case by ``bind``)."""
+
+    def __init__(self, workers: int, **params: Any) -> None:
+        super().__init__(workers=workers, **params)
+        self.workers = workers
+        self.data: Sequence[Any] = []
+        self.func: Callable[[Any], Any] = abs
+
+    def bind(self, data: Sequence[Any], func: Callable[[Any], Any]) -> ItemEngine:
+        self.data, self.func = data, func
+        return self
+
+
+class SerialEngine(ItemEngine):
     """``[func(x) for x in data]``: what parallelism has to beat."""
 
     name = "list comprehension"
 
-    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any]) -> None:
+    def __init__(self) -> None:
         super().__init__(workers=1)
-        self.data, self.func = data, func
 
     def run(self) -> list[Any]:
         func = self.func
         return [func(x) for x in self.data]
 
 
-class PoolEngine(Engine):
+class PoolEngine(ItemEngine):
     """``multiprocessing.Pool(workers).map(func, data, chunksize)`` with the best chunksize.
 
-    The chunksize is chosen in setup (untimed) by timing each candidate once on the same input.
+    The chunksize is chosen per case (untimed) by timing each candidate once on the same input.
     """
 
     name = "multiprocessing.Pool"
 
-    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int,
-                 candidates: Sequence[int] | None = None) -> None:
+    def __init__(self, workers: int) -> None:
         super().__init__(workers=workers)
-        self.data, self.func, self.workers = data, func, workers
-        n = max(1, len(data))
-        base = candidates or sorted({max(1, n // (workers * k)) for k in (1, 4, 16, 64)}
-                                    | {c for c in (1000, 10000) if c < n})
-        self.candidates = list(base)
         self.pool: Any = None
-        self.chunksize = self.candidates[0]
+        self.chunksize = 1
 
     def setup(self) -> None:
         self.pool = multiprocessing.get_context().Pool(self.workers)
         self.pool.map(abs, range(self.workers * 4))  # start the children before timing
+
+    def prepare(self) -> None:
+        n = max(1, len(self.data))
+        candidates = sorted({max(1, n // (self.workers * k)) for k in (1, 4, 16, 64)}
+                            | {c for c in (1000, 10000) if c < n})
         best = math.inf
         tried = {}
-        for cs in self.candidates:
+        for cs in candidates:
             t0 = time.perf_counter()
             self.pool.map(self.func, self.data, chunksize=cs)
             dt = time.perf_counter() - t0
@@ -85,14 +97,13 @@ class PoolEngine(Engine):
             self.pool = None
 
 
-class JoblibEngine(Engine):
+class JoblibEngine(ItemEngine):
     """``joblib.Parallel(n_jobs=workers)`` (loky processes) over large chunks."""
 
     name = "joblib"
 
-    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int) -> None:
+    def __init__(self, workers: int) -> None:
         super().__init__(workers=workers, chunks=workers * CHUNKS_PER_WORKER)
-        self.data, self.func, self.workers = data, func, workers
         self.parallel: Any = None
 
     def availability(self) -> tuple[bool, str]:
@@ -118,15 +129,14 @@ class JoblibEngine(Engine):
             self.parallel = None
 
 
-class DaskEngine(Engine):
+class DaskEngine(ItemEngine):
     """Dask distributed: a LocalCluster of ``workers`` processes (one thread each), Client.map
     over large chunks (each wrapped in ``Opaque``, see there), gather."""
 
     name = "dask"
 
-    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int) -> None:
+    def __init__(self, workers: int) -> None:
         super().__init__(workers=workers, chunks=workers * CHUNKS_PER_WORKER)
-        self.data, self.func, self.workers = data, func, workers
         self.cluster: Any = None
         self.client: Any = None
 
@@ -172,14 +182,13 @@ def ray_init(workers: int) -> Any:
     return ray
 
 
-class RayEngine(Engine):
+class RayEngine(ItemEngine):
     """Ray tasks over large chunks (``ray.init(num_cpus=workers)``), ``ray.get``."""
 
     name = "ray"
 
-    def __init__(self, data: Sequence[Any], func: Callable[[Any], Any], workers: int) -> None:
+    def __init__(self, workers: int) -> None:
         super().__init__(workers=workers, chunks=workers * CHUNKS_PER_WORKER)
-        self.data, self.func, self.workers = data, func, workers
         self.ray: Any = None
         self.remote: Any = None
 
@@ -203,7 +212,7 @@ class RayEngine(Engine):
             self.ray = None
 
 
-class SabotLauncherEngine(Engine):
+class SabotLauncherEngine(ItemEngine):
     """Sabot as the README shows it: a started launcher, ``await launcher.process_data(data, f)``.
 
     The launcher is started in setup (as a user's program does once); its adaptive controller
@@ -212,9 +221,9 @@ class SabotLauncherEngine(Engine):
 
     name = "sabot"
 
-    def __init__(self, data: Any, func: Callable[[Any], Any], **config: Any) -> None:
-        super().__init__(**{"config": config} if config else {})
-        self.data, self.func, self.config = data, func, config
+    def __init__(self, **config: Any) -> None:
+        super().__init__(workers="auto", **{"config": config} if config else {})
+        self.config = config
         self.loop: asyncio.AbstractEventLoop | None = None
         self.launcher: Any = None
 
@@ -255,14 +264,13 @@ class SabotLauncherEngine(Engine):
             self.loop = None
 
 
-def per_item_engines(data: Sequence[Any], func: Callable[[Any], Any],
-                     workers: int) -> list[Engine]:
-    """Sabot and every peer for one per-item case, in the order they alternate."""
+def per_item_engines(workers: int) -> list[ItemEngine]:
+    """Sabot and every peer for per-item cases, in the order they alternate (``bind`` each)."""
     return [
-        SabotLauncherEngine(data, func),
-        SerialEngine(data, func),
-        PoolEngine(data, func, workers),
-        JoblibEngine(data, func, workers),
-        DaskEngine(data, func, workers),
-        RayEngine(data, func, workers),
+        SabotLauncherEngine(),
+        SerialEngine(),
+        PoolEngine(workers),
+        JoblibEngine(workers),
+        DaskEngine(workers),
+        RayEngine(workers),
     ]

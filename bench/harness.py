@@ -211,13 +211,18 @@ class Engine:
         if name:
             self.name = name
         self.params: dict[str, Any] = dict(params)
+        self.ready = False  # set up by ``open_engines`` (shared by several cases)
+        self.setup_error: str | None = None
 
     def availability(self) -> tuple[bool, str]:
         """(available, version-or-reason); checked before setup."""
         return True, ""
 
     def setup(self) -> None:
-        pass
+        """Start pools or clusters (once; untimed)."""
+
+    def prepare(self) -> None:
+        """Per-case preparation after setup, untimed (e.g. choosing a chunksize)."""
 
     def run(self) -> Any:
         raise NotImplementedError
@@ -273,6 +278,38 @@ def error_text(exc: BaseException) -> str:
     return text if len(text) < 400 else text[:400] + "..."
 
 
+@contextlib.contextmanager
+def open_engines(engines: Sequence[Engine], log: Callable[[str], None] | None = None
+                 ) -> Iterator[Sequence[Engine]]:
+    """Set up engines once for several cases (``run_case`` then skips their setup/teardown).
+
+    Starting a Ray or Dask cluster takes seconds; users start one and reuse it, so do we.
+    """
+    log = log or _log
+    for engine in engines:
+        ok, _ = engine.availability()
+        if not ok:
+            continue
+        try:
+            with time_limit(DEFAULT_RUN_TIMEOUT_S):
+                engine.setup()
+            engine.ready = True
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            engine.setup_error = f"setup: {error_text(exc)}"
+            log(f"  {engine.name}: setup failed: {error_text(exc)}")
+            _debug_trace()
+            _safe_teardown(engine)
+    try:
+        yield engines
+    finally:
+        for engine in engines:
+            if engine.ready:
+                engine.ready = False
+                _safe_teardown(engine)
+
+
 def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Run every engine of ``case`` ``repeats`` times, engines alternating within each repeat.
@@ -282,6 +319,7 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
     """
     log = log or _log
     live: list[Engine] = []
+    owned: list[Engine] = []  # set up here, so torn down here
     rows: dict[str, dict[str, Any]] = {}
 
     def base_row(engine: Engine) -> dict[str, Any]:
@@ -302,10 +340,16 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
             log(f"  {case.name} / {engine.name}: not available ({info})")
             continue
         row["version"] = info
+        if engine.setup_error:
+            row.update(status=ERROR, error=engine.setup_error)
+            continue
         try:
             with time_limit(case.run_timeout_s):
-                engine.setup()
-            row["params"] = {**case.params, **engine.params}  # setup may calibrate (chunksize)
+                if not engine.ready:
+                    owned.append(engine)
+                    engine.setup()
+                engine.prepare()
+            row["params"] = {**case.params, **engine.params}  # prepare may calibrate
             live.append(engine)
         except BaseException as exc:  # noqa: BLE001 - a peer failing must not stop the suite
             if isinstance(exc, KeyboardInterrupt):
@@ -313,7 +357,9 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
             row.update(status=ERROR, error=f"setup: {error_text(exc)}")
             log(f"  {case.name} / {engine.name}: setup failed: {error_text(exc)}")
             _debug_trace()
-            _safe_teardown(engine)
+            if engine in owned:
+                owned.remove(engine)
+                _safe_teardown(engine)
 
     try:
         if warmup:
@@ -324,8 +370,9 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
             for engine in live[k:] + live[:k]:
                 _one_run(engine, case, rows[engine.name], live, log, record=True)
     finally:
-        for engine in live:
-            _safe_teardown(engine)
+        for engine in owned:
+            if engine in live:
+                _safe_teardown(engine)
 
     out = []
     for engine in case.engines:
@@ -353,7 +400,10 @@ def _one_run(engine: Engine, case: Case, row: dict[str, Any], live: list[Engine]
         log(f"  {case.name} / {engine.name}: failed: {error_text(exc)}")
         _debug_trace()
         live.remove(engine)
+        if engine.ready:  # shared: leave it out of the following cases too
+            engine.setup_error = f"an earlier case failed: {error_text(exc)}"
         _safe_teardown(engine)
+        engine.ready = False
         return
     if "answer" not in row:
         try:
@@ -591,6 +641,12 @@ def run_suite(opts: SuiteOptions) -> tuple[Path, list[dict[str, Any]]]:
             info["loadavg_after"] = loadavg()
             meta["benchmarks"][name] = info
             rows = [complete_row(r, name) for r in rows]
+            summarize = getattr(sys.modules.get(f"{__package__}.{name}"), "summarize", None)
+            if summarize is not None:
+                try:
+                    info["extra_markdown"] = summarize(rows)
+                except Exception as exc:  # the table is a convenience; the rows are the record
+                    _log(f"{name}.summarize failed: {error_text(exc)}")
             all_rows.extend(rows)
     check_answers(all_rows)
     add_ratios(all_rows)
@@ -687,6 +743,9 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
         lines.append(f"(took {info.get('seconds', '?')} s; load average before"
                      f" {info.get('loadavg_before')}, after {info.get('loadavg_after')})")
         lines.append("")
+        if info.get("extra_markdown"):
+            lines.append(info["extra_markdown"])
+            lines.append("")
         lines.append("| case | engine | metric | median | min-max | n | vs Sabot | answer | notes |")
         lines.append("|---|---|---|---:|---:|---:|---:|---|---|")
         for r in brows:

@@ -1,0 +1,206 @@
+"""Plots for the report (matplotlib PNGs), drawn from the rows of one run.
+
+matplotlib is imported only here, and only when plotting; without it the suite still writes the
+raw results and the summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+OK = "ok"
+SABOT_COLOR = "#d62728"
+PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf", "#ff7f0e"]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(engines: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    peers = iter(PEER_COLORS * 3)
+    for e in engines:
+        out[e] = SABOT_COLOR if e.lower().startswith("sabot") else next(peers)
+    return out
+
+
+def _is_rate(metric: str) -> bool:
+    return "/s" in metric
+
+
+def plot_all(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    """Draw every plot the rows allow; returns the file names written."""
+    plt = _plt()
+    ok = [r for r in rows if r["status"] == OK and r.get("samples")]
+    written: list[str] = []
+    benchmarks = list(dict.fromkeys(r["benchmark"] for r in ok))
+    for bench in benchmarks:
+        if bench == "cost_sweep":
+            continue
+        name = _throughput(plt, [r for r in ok if r["benchmark"] == bench], bench, out_dir)
+        if name:
+            written.append(name)
+    for fn in (_cost_sweep, _latency, _thread_scaling, _rss_trace):
+        name = fn(plt, ok, out_dir)
+        if name:
+            written.append(name)
+    return written
+
+
+def _throughput(plt: Any, rows: list[dict[str, Any]], bench: str, out_dir: Path) -> str | None:
+    """One horizontal bar chart per case: median throughput per engine, min-max whiskers."""
+    rate_rows = [r for r in rows if _is_rate(r["metric"])]
+    if not rate_rows:
+        return None
+    cases = list(dict.fromkeys((r["case"], r["metric"]) for r in rate_rows))
+    fig, axes = plt.subplots(len(cases), 1, figsize=(8, 1.2 + 0.45 * max(
+        sum(1 for r in rate_rows if (r["case"], r["metric"]) == c) for c in cases) * len(cases)),
+        squeeze=False)
+    for ax, (case, metric) in zip(axes[:, 0], cases):
+        sel = [r for r in rate_rows if r["case"] == case and r["metric"] == metric]
+        engines = [r["engine"] for r in sel]
+        colors = _colors(engines)
+        med = [r["median"] for r in sel]
+        lo = [r["median"] - r["min"] for r in sel]
+        hi = [r["max"] - r["median"] for r in sel]
+        y = range(len(sel))
+        ax.barh(list(y), med, xerr=[lo, hi], color=[colors[e] for e in engines], capsize=3)
+        ax.set_yticks(list(y))
+        ax.set_yticklabels(engines)
+        ax.invert_yaxis()
+        ax.set_xlabel(metric)
+        ax.set_title(f"{bench}: {case}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    name = f"throughput_{bench}.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _cost_sweep(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """items/s per engine against the CPU cost of one item (log scale)."""
+    sel = [r for r in rows if r["benchmark"] == "cost_sweep" and _is_rate(r["metric"])
+           and "cost_us" in (r.get("params") or {})]
+    if not sel:
+        return None
+    costs = sorted({float(r["params"]["cost_us"]) for r in sel})
+    engines = list(dict.fromkeys(r["engine"] for r in sel))
+    colors = _colors(engines)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for e in engines:
+        pts = sorted((costs.index(float(r["params"]["cost_us"])), r["median"], r["min"], r["max"])
+                     for r in sel if r["engine"] == e)
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [p[1] for p in pts], marker="o", label=e, color=colors[e],
+                linewidth=2.5 if e.lower().startswith("sabot") else 1.2)
+        ax.fill_between(xs, [p[2] for p in pts], [p[3] for p in pts], color=colors[e], alpha=0.12)
+    ax.set_xticks(range(len(costs)))
+    ax.set_xticklabels([f"{c:g} us" for c in costs])
+    ax.set_yscale("log")
+    ax.set_xlabel("CPU cost of one item (busy-wait)")
+    ax.set_ylabel("items/s (log)")
+    ax.set_title("cost sweep: throughput against per-item cost")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = "cost_sweep.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _latency(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """Latency distributions (every single request) as CDFs, one panel per benchmark case."""
+    sel = [r for r in rows if r.get("distribution")]
+    if not sel:
+        return None
+    cases = list(dict.fromkeys((r["benchmark"], r["case"]) for r in sel))
+    fig, axes = plt.subplots(1, len(cases), figsize=(6 * len(cases), 4), squeeze=False)
+    for ax, (bench, case) in zip(axes[0], cases):
+        group = [r for r in sel if (r["benchmark"], r["case"]) == (bench, case)]
+        colors = _colors([r["engine"] for r in group])
+        for r in group:
+            xs = sorted(float(x) for x in r["distribution"])
+            ys = [(i + 1) / len(xs) for i in range(len(xs))]
+            ax.plot(xs, ys, label=f"{r['engine']} (n={len(xs)})", color=colors[r["engine"]])
+        ax.set_xscale("log")
+        ax.set_xlabel(group[0]["metric"].split(" (")[-1].rstrip(")") if "(" in group[0]["metric"]
+                      else "value")
+        ax.set_ylabel("fraction of requests")
+        ax.set_title(f"{bench}: {case}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = "latency.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _thread_scaling(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """Throughput against thread count, where a benchmark measured more than one count."""
+    def threads_of(r: dict[str, Any]) -> int | None:
+        t = (r.get("params") or {}).get("threads")
+        return int(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+    sel = [r for r in rows if _is_rate(r["metric"]) and threads_of(r) is not None]
+    series: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for r in sel:
+        # the case names the thread count; strip it so one series spans every count
+        key = (r["benchmark"], r["metric"], r["engine"])
+        series.setdefault(key, []).append((threads_of(r), r["median"]))  # type: ignore[arg-type]
+    series = {k: sorted(set(v)) for k, v in series.items() if len({t for t, _ in v}) > 1}
+    if not series:
+        return None
+    panels = list(dict.fromkeys((b, m) for b, m, _ in series))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, (bench, metric) in zip(axes[0], panels):
+        keys = [k for k in series if (k[0], k[1]) == (bench, metric)]
+        colors = _colors([k[2] for k in keys])
+        for k in keys:
+            pts = series[k]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[2],
+                    color=colors[k[2]], linewidth=2.5 if k[2].lower().startswith("sabot") else 1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("threads")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{bench}: thread scaling", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = "thread_scaling.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _rss_trace(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """Memory (RSS of the engine's processes) over the run, for the streaming benchmark."""
+    sel = [r for r in rows if r.get("trace")]
+    if not sel:
+        return None
+    colors = _colors([r["engine"] for r in sel])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in sel:
+        trace = r["trace"]
+        ax.plot([t for t, _ in trace], [rss / 2**20 for _, rss in trace], label=r["engine"],
+                color=colors[r["engine"]])
+    ax.set_xlabel("seconds into the stream")
+    ax.set_ylabel("RSS of the process tree (MB)")
+    ax.set_title(f"streaming: memory over time ({sel[0]['case']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    name = "streaming_rss.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name

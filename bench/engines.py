@@ -234,28 +234,31 @@ class SabotLauncherEngine(ItemEngine):
         import sabot
 
         self.loop = asyncio.new_event_loop()
-        self.launcher = sabot.create_composable_launcher(**self.config)
+        self.launcher = sabot.create_composable_launcher(**{"mode": "single-node", **self.config})
         self.loop.run_until_complete(self.launcher.start())
 
     def run(self) -> Any:
         assert self.loop is not None
         return self.loop.run_until_complete(self.launcher.process_data(self.data, self.func))
 
-    def controller(self) -> dict[str, Any]:
-        """The controller's decisions (executor, workers), for the report."""
+    def describe(self) -> dict[str, Any]:
+        """The adaptive controller's choice for the last call (executor, workers)."""
         try:
-            stats = self.launcher.get_stats()
+            ctl = self.launcher.get_stats().get("controller") or {}
         except Exception:
             return {}
-        ctl = stats.get("controller") if isinstance(stats, dict) else None
-        if not isinstance(ctl, dict):
-            return {}
-        return {k: ctl[k] for k in ("executor", "workers") if k in ctl}
+        out = {}
+        if "executor" in ctl:
+            out["executor"] = ctl["executor"]
+            if ctl["executor"] not in ("inline",) and "workers" in ctl:
+                out["workers"] = ctl["workers"]
+            elif ctl["executor"] == "inline":
+                out["workers"] = 1
+        return out
 
     def teardown(self) -> None:
         if self.launcher is not None and self.loop is not None:
             try:
-                self.params.update({f"controller_{k}": v for k, v in self.controller().items()})
                 self.loop.run_until_complete(self.launcher.stop())
             finally:
                 self.launcher = None

@@ -230,6 +230,10 @@ class Engine:
     def teardown(self) -> None:
         pass
 
+    def describe(self) -> dict[str, Any]:
+        """What the engine decided for the last run (e.g. Sabot's executor), for the report."""
+        return {}
+
 
 class FuncEngine(Engine):
     """An engine made of plain callables (``run`` returns the result)."""
@@ -377,7 +381,7 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
     out = []
     for engine in case.engines:
         row = rows[engine.name]
-        row["params"] = {**case.params, **engine.params}  # teardown may add what it learned
+        row["params"] = {**case.params, **engine.params, **row.pop("observed", {})}
         if row["status"] == OK and not row["samples"]:
             row.update(status=ERROR, error=row.get("error", "no successful run"))
         out.append(row)
@@ -405,6 +409,10 @@ def _one_run(engine: Engine, case: Case, row: dict[str, Any], live: list[Engine]
         _safe_teardown(engine)
         engine.ready = False
         return
+    try:
+        row.setdefault("observed", {}).update(engine.describe())
+    except Exception:  # descriptive only
+        pass
     if "answer" not in row:
         try:
             row["answer"] = case.answer(result)
@@ -792,7 +800,8 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
     return "\n".join(lines)
 
 
-_NOTE_KEYS = ("workers", "chunksize", "threads", "items", "rows", "cost_us", "morsel_kb", "note")
+_NOTE_KEYS = ("executor", "workers", "chunksize", "chunks", "threads", "items", "rows", "cost_us",
+              "morsel_kb", "note")
 
 
 def _params_note(r: dict[str, Any]) -> str:

@@ -296,8 +296,9 @@ def _paths() -> dict[str, Any]:
     }
 
 
-def openapi_document(auth: bool) -> dict[str, Any]:
-    """The document; ``auth`` says whether this node requires the bearer token."""
+def openapi_document(auth: bool, processors: list[str] | None = None) -> dict[str, Any]:
+    """The document; ``auth`` says whether this node requires the bearer token, ``processors``
+    are the names this node runs (listed as the accepted values of ``processor_func``)."""
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {
@@ -309,6 +310,10 @@ def openapi_document(auth: bool) -> dict[str, Any]:
         "paths": _paths(),
         "components": {"schemas": copy.deepcopy(_SCHEMAS)},
     }
+    if processors:
+        for name in ("SubmitInline", "SubmitFile"):
+            doc["components"]["schemas"][name]["properties"]["processor_func"]["enum"] = \
+                sorted(processors)
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]

@@ -22,6 +22,7 @@ from .. import __version__
 from ..config import Config
 from ..errors import AuthenticationError, JobNotFoundError, UnknownProcessorError
 from ..metrics import Metrics, get_metrics
+from ..processors import list_processors
 from .backend import NodeBackend
 from .inputs import InputError, load_input_column
 from .openapi import openapi_document
@@ -301,7 +302,7 @@ class HttpApi:
         return resp
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return json_response(openapi_document(self._token is not None))
+        return json_response(openapi_document(self._token is not None, list_processors()))
 
     async def history_endpoint(self, request: web.Request) -> web.Response:
         return json_response({

@@ -73,8 +73,6 @@ def parse_submit(payload: Any) -> SubmitRequest:
         raise BadRequest("processor_func must be a non-empty string naming a registered processor"
                          f" (got {_type_name(proc)})")
     priority = payload.get("priority", 0)
-    if priority is None:
-        priority = 0
     if isinstance(priority, bool) or not isinstance(priority, int) or not (
             PRIORITY_MIN <= priority <= PRIORITY_MAX):
         raise BadRequest(f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX} "
@@ -99,12 +97,12 @@ def parse_input(spec: Any) -> dict[str, Any]:
     if unknown:
         raise BadRequest(f"unknown input field(s) {', '.join(map(repr, unknown))}; accepted: "
                          f"{', '.join(INPUT_KEYS)}")
-    for key in INPUT_KEYS:
-        value = spec.get(key)
-        if key == "path" and not (isinstance(value, str) and value):
-            raise BadRequest("input.path must be a non-empty string (a file under SABOT_DATA_DIR)")
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(f"input.{key} must be a string, got {_type_name(value)}")
+    path = spec.get("path")
+    if not (isinstance(path, str) and path):
+        raise BadRequest("input.path must be a non-empty string (a file under SABOT_DATA_DIR)")
+    for key in ("format", "column"):
+        if key in spec and not isinstance(spec[key], str):
+            raise BadRequest(f"input.{key} must be a string, got {_type_name(spec[key])}")
     return {k: spec.get(k) for k in INPUT_KEYS}
 
 
@@ -119,7 +117,7 @@ def _jsonable(value: Any) -> bool:
 def query_int(query: Mapping[str, str], name: str, default: int | None, lo: int,
               hi: int) -> int | None:
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

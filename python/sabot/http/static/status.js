@@ -23,14 +23,14 @@
   }
 
   function nodeRow(n) {
-    return "<tr data-node-id=\"" + esc(n.node_id) + "\"><td>" + esc(n.node_id) + "</td><td>" +
+    return "<tr class=\"live\" data-node-id=\"" + esc(n.node_id) + "\"><td>" + esc(n.node_id) + "</td><td>" +
       esc(n.role) + "</td><td class=\"status-" + esc(n.status) + "\">" + esc(n.status) +
       "</td><td>" + esc(n.address) + "</td><td>" + fmtPct(n.utilization_percent) + "</td><td>" +
       esc(n.queue_depth === undefined ? "" : n.queue_depth) + "</td></tr>";
   }
   function jobRow(j) {
     const p = j.progress || {done: 0, total: 0, fraction: 0};
-    return "<tr data-job-id=\"" + esc(j.job_id) + "\"><td><code>" + esc(j.job_id.slice(0, 12)) +
+    return "<tr class=\"live\" data-job-id=\"" + esc(j.job_id) + "\"><td><code>" + esc(j.job_id.slice(0, 12)) +
       "</code></td><td>" + esc(j.processor) + "</td><td class=\"status-" + esc(j.status) + "\">" +
       esc(j.status) + "</td><td><progress max=\"1\" value=\"" + esc(p.fraction) + "\"></progress> " +
       esc(p.done) + "/" + esc(p.total) + "</td><td>" + esc(j.items) + "</td><td>" +

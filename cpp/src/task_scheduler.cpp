@@ -201,6 +201,7 @@ public:
 	}
 
 	TaskResult Execute(int worker_id) override {
+		const auto start = Clock::now();
 		uint64_t executed = 0, stolen = 0, steals_local = 0, steals_remote = 0;
 		try {
 			Run(worker_id, executed, stolen, steals_local, steals_remote);
@@ -212,6 +213,11 @@ public:
 		counters.morsels_stolen.fetch_add(stolen, std::memory_order_relaxed);
 		counters.steals_local.fetch_add(steals_local, std::memory_order_relaxed);
 		counters.steals_remote.fetch_add(steals_remote, std::memory_order_relaxed);
+		// Accounted here rather than by the worker loop so that the counters are complete when
+		// ParallelFor returns.
+		const auto elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+		counters.busy_ns.fetch_add(static_cast<uint64_t>(elapsed), std::memory_order_relaxed);
+		counters.tasks_executed.fetch_add(1, std::memory_order_relaxed);
 		// Last access to job_: after this the caller may return and destroy it.
 		job_.TaskDone(executed);
 		return TaskResult::FINISHED;
@@ -425,6 +431,8 @@ std::unique_ptr<Task> WorkerPool::StealTask(int id) {
 
 void WorkerPool::RunTask(int id, std::unique_ptr<Task> task) {
 	Worker &w = *workers_[id];
+	// ParallelFor tasks account for themselves before signalling their caller.
+	const bool self_accounting = dynamic_cast<ParallelForTask *>(task.get()) != nullptr;
 	const auto start = Clock::now();
 	TaskResult result;
 	try {
@@ -432,9 +440,11 @@ void WorkerPool::RunTask(int id, std::unique_ptr<Task> task) {
 	} catch (...) {
 		result = TaskResult::ERROR;
 	}
-	const auto elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
-	w.counters.busy_ns.fetch_add(static_cast<uint64_t>(elapsed), std::memory_order_relaxed);
-	w.counters.tasks_executed.fetch_add(1, std::memory_order_relaxed);
+	if (!self_accounting) {
+		const auto elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
+		w.counters.busy_ns.fetch_add(static_cast<uint64_t>(elapsed), std::memory_order_relaxed);
+		w.counters.tasks_executed.fetch_add(1, std::memory_order_relaxed);
+	}
 	switch (result) {
 	case TaskResult::FINISHED:
 		break;

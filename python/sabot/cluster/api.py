@@ -1,0 +1,323 @@
+"""The README's distributed API.
+
+``coordinator = sabot.create_distributed_coordinator(host, port)`` gives a handle. After
+``await coordinator.start()`` this process *is* the coordinator (HTTP on host:port, ZeroMQ on
+SABOT_ZMQ_PORT or port+1); without ``start()`` the handle talks to the coordinator already
+running at host:port (default COORDINATOR_HOST:COORDINATOR_PORT). Either way::
+
+    job_id = await sabot.submit_distributed_job(coordinator, data, func)
+    results = await sabot.get_distributed_job_result(coordinator, job_id, timeout=60)
+
+``func`` is a registered processor's name (no code travels) or any Python callable, lambdas and
+functions defined in ``__main__`` included (shipped with cloudpickle to CURVE-authenticated
+workers). A function may run more than once for one item (a retry after a worker is lost or a
+morsel times out); each result is kept exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any, AsyncIterator
+
+from ..config import Config, load_config
+from ..errors import CancelledError, CoordinatorUnavailableError, JobFailedError, JobTimeoutError
+from .client import ClusterClient, iter_result_batches
+from .coordinator import Coordinator, reply_or_raise
+from .protocol import messages as m
+from .protocol import payload
+from .worker import Worker
+
+#: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
+#: more than the work).
+_INLINE_SPLIT_ITEMS = 50_000
+
+
+def _function_payload(func: Any) -> tuple[str, bytes | None]:
+    if isinstance(func, str):
+        return func, None
+    if not callable(func) and type(func).__module__ != "pyarrow._compute":
+        raise TypeError(
+            f"func must be a registered processor name or a callable (incl. sabot.batch(...) "
+            f"and pyarrow.compute expressions), got {type(func).__name__}")
+    import cloudpickle
+
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or \
+        type(func).__name__
+    try:
+        return str(name)[:200], cloudpickle.dumps(func)
+    except Exception as exc:
+        raise TypeError(f"func {name!r} cannot be pickled for the workers: "
+                        f"{type(exc).__name__}: {exc}") from exc
+
+
+class DistributedCoordinator:
+    """A coordinator handle: local after :meth:`start`, remote otherwise."""
+
+    def __init__(self, host: str | None = None, port: int | None = None, *,
+                 config: Config | None = None) -> None:
+        self.config = config if config is not None else load_config()
+        self._host = host
+        self._port = port
+        self._local: Coordinator | None = None
+        self._client: ClusterClient | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> "DistributedCoordinator":
+        """Become the coordinator: serve HTTP on host:port (default SABOT_HOST:SABOT_PORT) and
+        ZeroMQ on SABOT_ZMQ_PORT (default port + 1). Returns once serving."""
+        if self._local is not None:
+            return self
+        changes: dict[str, Any] = {}
+        if self._host is not None:
+            changes["host"] = self._host
+        if self._port is not None:
+            changes["port"] = self._port
+        config = self.config.replace(**changes) if changes else self.config
+        coordinator = Coordinator(config)
+        await coordinator.start()
+        self._local = coordinator
+        self.config = config
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving (a started coordinator) or close the connection (a remote handle)."""
+        if self._local is not None:
+            await self._local.stop()
+            self._local = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> "DistributedCoordinator":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def is_local(self) -> bool:
+        return self._local is not None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, HTTP port) of the coordinator this handle talks to."""
+        if self._local is not None:
+            host = self.config.host
+            return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host,
+                    int(self._local.http_port or 0))
+        host = self._host if self._host is not None else self.config.coordinator_host
+        port = self._port if self._port is not None else self.config.coordinator_port
+        return ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, int(port))
+
+    @property
+    def http_port(self) -> int | None:
+        return self._local.http_port if self._local is not None else self.address[1]
+
+    @property
+    def zmq_port(self) -> int | None:
+        return self._local.zmq_port if self._local is not None else None
+
+    async def _request(self, make: Any, timeout: float | None = 30.0) -> m.Message:
+        if self._local is not None:
+            return await self._local.request(make(0))
+        if self._client is None:
+            host, port = self.address
+            self._client = ClusterClient(self.config, host, port)
+        return reply_or_raise(await self._client.request(make, timeout=timeout))
+
+    # -- jobs ---------------------------------------------------------------------------------
+    async def submit(self, data: Any, func: Any, *, priority: int = 0,
+                     morsel_items: int | None = None) -> str:
+        """Submit a job; returns its id once the coordinator has journaled it.
+        ``morsel_items`` fixes the items per morsel (default: MORSEL_SIZE_KB of data)."""
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        if morsel_items is not None and (not isinstance(morsel_items, int) or morsel_items < 1):
+            raise ValueError(f"morsel_items must be a positive int, got {morsel_items!r}")
+        name, pickled = _function_payload(func)
+        size = self.config.morsel_size_bytes
+        n = len(data) if hasattr(data, "__len__") else None
+        if n is not None and n <= _INLINE_SPLIT_ITEMS:
+            kind, morsels = payload.split(data, size, morsel_items)
+        else:
+            kind, morsels = await asyncio.to_thread(payload.split, data, size, morsel_items)
+        job_id = uuid.uuid4().hex
+        reply = await self._request(
+            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority))
+        assert isinstance(reply, m.SubmitAck)
+        return reply.job_id
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        """The job's state: ``status`` (pending, running, completed, failed, cancelled),
+        ``progress`` ({done, total, fraction, morsels_done, morsels_total}), ``error``, times."""
+        reply = await self._request(lambda rid: m.GetStatus(rid, job_id))
+        assert isinstance(reply, m.JobStatus)
+        return dict(reply.job)
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a pending or running job (no effect on a finished one); returns its state."""
+        reply = await self._request(lambda rid: m.CancelJob(rid, job_id))
+        assert isinstance(reply, m.JobStatus)
+        return dict(reply.job)
+
+    async def _batches(self, job_id: str, timeout: float | None
+                       ) -> AsyncIterator[m.ResultBatch]:
+        try:
+            async for batch in iter_result_batches(
+                    lambda make, t: self._request(make, t), job_id, timeout=timeout):
+                if batch.status == "failed":
+                    raise JobFailedError(job_id, batch.error or "unknown error")
+                if batch.status == "cancelled":
+                    raise CancelledError(f"job {job_id} was cancelled")
+                yield batch
+        except TimeoutError as exc:
+            if isinstance(exc, JobTimeoutError):
+                raise
+            raise JobTimeoutError(
+                f"job {job_id} did not finish within {timeout:g} s (it keeps running; "
+                "ask again, or cancel it)") from None
+
+    async def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """The job's results in input order (a list for list-like input, numpy for numpy,
+        Arrow for Arrow). Raises JobFailedError, CancelledError or JobTimeoutError."""
+        kind = "list"
+        parts: list[Any] = []
+        async for batch in self._batches(job_id, timeout):
+            kind = batch.result_kind
+            for enc, _, blob in batch.morsels:
+                parts.append(payload.decode_value(enc, blob))
+        return payload.join(kind, parts)
+
+    async def stream_result(self, job_id: str, timeout: float | None = None
+                            ) -> AsyncIterator[Any]:
+        """Yield the job's results item by item, in order, as morsels finish, without holding
+        the whole result."""
+        async for batch in self._batches(job_id, timeout):
+            for enc, _, blob in batch.morsels:
+                for item in payload.iter_items(batch.result_kind,
+                                               [payload.decode_value(enc, blob)]):
+                    yield item
+
+    # -- cluster ------------------------------------------------------------------------------
+    async def cluster_stats(self) -> dict[str, Any]:
+        """``nodes`` (list of node dicts), ``jobs`` ({active, by_state, recent}),
+        ``queue_depth``, ``slots``, ``counters``, ``system_resources`` (docs/cluster.md)."""
+        reply = await self._request(lambda rid: m.GetStats(rid))
+        assert isinstance(reply, m.Stats)
+        return dict(reply.stats)
+
+    def get_cluster_stats(self) -> dict[str, Any]:
+        """:meth:`cluster_stats`, synchronously (as in the README)."""
+        if self._local is not None:
+            core = self._local._core()
+            return core.query(core.stats)
+        host, port = self.address
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/stats"
+        req = urllib.request.Request(url)
+        if self.config.auth_token:
+            req.add_header("Authorization", f"Bearer {self.config.auth_token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (http only)
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise CoordinatorUnavailableError(
+                f"cannot read {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+class WorkerNode:
+    """A worker handle: ``await start()`` joins the coordinator at host:port."""
+
+    def __init__(self, host: str | None = None, port: int | None = None, *,
+                 config: Config | None = None, slots: int | None = None) -> None:
+        config = config if config is not None else load_config()
+        changes: dict[str, Any] = {}
+        if host is not None:
+            changes["coordinator_host"] = host
+        if port is not None:
+            changes["coordinator_port"] = port
+        self.config = config.replace(**changes) if changes else config
+        self._slots = slots
+        self.worker: Worker | None = None
+
+    async def start(self) -> "WorkerNode":
+        if self.worker is None:
+            worker = Worker(self.config, slots=self._slots)
+            await worker.start()
+            self.worker = worker
+        return self
+
+    async def stop(self, *, drain: bool = True) -> None:
+        if self.worker is not None:
+            await self.worker.stop(drain=drain)
+            self.worker = None
+
+    async def wait_closed(self) -> None:
+        if self.worker is not None:
+            await self.worker.wait_closed()
+
+    @property
+    def node_id(self) -> str | None:
+        return self.worker.node_id if self.worker is not None else None
+
+    @property
+    def http_port(self) -> int | None:
+        return self.worker.http_port if self.worker is not None else None
+
+    def get_stats(self) -> dict[str, Any]:
+        return self.worker.info() if self.worker is not None else {"state": "stopped"}
+
+    async def __aenter__(self) -> "WorkerNode":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def create_distributed_coordinator(host: str | None = None, port: int | None = None, *,
+                                   config: Config | None = None) -> DistributedCoordinator:
+    """A coordinator handle (see the module docstring)."""
+    return DistributedCoordinator(host, port, config=config)
+
+
+def create_worker_node(host: str | None = None, port: int | None = None, *,
+                       config: Config | None = None) -> WorkerNode:
+    """A worker that joins the coordinator at host:port (default
+    COORDINATOR_HOST:COORDINATOR_PORT) once started."""
+    return WorkerNode(host, port, config=config)
+
+
+async def submit_distributed_job(coordinator: DistributedCoordinator, data: Any, func: Any,
+                                 priority: int = 0) -> str:
+    return await coordinator.submit(data, func, priority=priority)
+
+
+async def get_distributed_job_result(coordinator: DistributedCoordinator, job_id: str,
+                                     timeout: float | None = None) -> Any:
+    return await coordinator.result(job_id, timeout=timeout)
+
+
+async def get_distributed_job_status(coordinator: DistributedCoordinator, job_id: str
+                                     ) -> dict[str, Any]:
+    return await coordinator.status(job_id)
+
+
+async def cancel_distributed_job(coordinator: DistributedCoordinator, job_id: str
+                                 ) -> dict[str, Any]:
+    return await coordinator.cancel(job_id)
+
+
+def stream_distributed_job_result(coordinator: DistributedCoordinator, job_id: str,
+                                  timeout: float | None = None) -> AsyncIterator[Any]:
+    return coordinator.stream_result(job_id, timeout=timeout)
+
+
+__all__ = [
+    "DistributedCoordinator", "WorkerNode", "create_distributed_coordinator",
+    "create_worker_node", "submit_distributed_job", "get_distributed_job_result",
+    "get_distributed_job_status", "cancel_distributed_job", "stream_distributed_job_result",
+]

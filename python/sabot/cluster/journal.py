@@ -1,0 +1,224 @@
+"""The coordinator's durable journal: jobs, morsels and results in SQLite (WAL) under
+SABOT_DATA_DIR.
+
+The coordinator's core thread is the only user of the connection. It applies a whole batch of
+changes (submits, results, state changes) and calls :meth:`Journal.commit` once before it sends
+any reply that depends on them, so a submit is durable before it is acknowledged and a result
+is stored before its job is reported complete, without a commit per morsel. With
+``SABOT_JOURNAL_SYNC=normal`` a commit survives a process crash (WAL, synchronous=NORMAL); with
+``full`` it also survives power loss (synchronous=FULL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    func_name TEXT NOT NULL,
+    func_pickle BLOB,
+    result_kind TEXT NOT NULL,
+    total_morsels INTEGER NOT NULL,
+    total_items INTEGER NOT NULL,
+    error TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE TABLE IF NOT EXISTS morsels (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    encoding TEXT NOT NULL,
+    data BLOB,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    result_encoding TEXT,
+    result BLOB,
+    result_items INTEGER,
+    PRIMARY KEY (job_id, idx)
+);
+"""
+
+
+@dataclass
+class JobRow:
+    job_id: str
+    seq: int
+    status: str
+    priority: int
+    func_name: str
+    func_pickle: bytes | None
+    result_kind: str
+    total_morsels: int
+    total_items: int
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass
+class MorselRow:
+    idx: int
+    offset: int
+    items: int
+    encoding: str
+    data: bytes | None
+    attempts: int
+    done: bool
+
+
+class Journal:
+    """SQLite journal at ``<data_dir>/coordinator.sqlite3``."""
+
+    def __init__(self, data_dir: Path, sync: str = "normal") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "coordinator.sqlite3"
+        # check_same_thread=False: opened by the thread that starts the coordinator, then used
+        # by its core thread alone.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"journal {self.path} has schema {row[0]}, this Sabot writes {SCHEMA_VERSION}: "
+                "point SABOT_DATA_DIR at another directory or remove the file")
+        self._in_tx = False
+
+    # -- transactions -----------------------------------------------------------------------
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+
+    @property
+    def dirty(self) -> bool:
+        return self._in_tx
+
+    def commit(self) -> None:
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    # -- writes (inside the current transaction) ----------------------------------------------
+    def insert_job(self, job: JobRow, morsels: list[MorselRow]) -> None:
+        self._begin()
+        self._db.execute(
+            "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job.job_id, job.seq, job.status, job.priority, job.func_name, job.func_pickle,
+             job.result_kind, job.total_morsels, job.total_items, job.error, job.created_at,
+             job.started_at, job.finished_at))
+        self._db.executemany(
+            "INSERT INTO morsels (job_id, idx, offset, items, encoding, data) "
+            "VALUES (?,?,?,?,?,?)",
+            [(job.job_id, m.idx, m.offset, m.items, m.encoding, m.data) for m in morsels])
+
+    def store_results(self, rows: list[tuple[str, bytes, int, int, str, int]]) -> None:
+        """rows: (result_encoding, result, result_items, attempts, job_id, idx)."""
+        self._begin()
+        self._db.executemany(
+            "UPDATE morsels SET done=1, result_encoding=?, result=?, result_items=?, attempts=? "
+            "WHERE job_id=? AND idx=?", rows)
+
+    def set_attempts(self, job_id: str, idx: int, attempts: int) -> None:
+        self._begin()
+        self._db.execute("UPDATE morsels SET attempts=? WHERE job_id=? AND idx=?",
+                         (attempts, job_id, idx))
+
+    def set_job_state(self, job_id: str, status: str, *, error: str | None = None,
+                      started_at: float | None = None, finished_at: float | None = None) -> None:
+        self._begin()
+        self._db.execute(
+            "UPDATE jobs SET status=?, error=?, started_at=COALESCE(?, started_at), "
+            "finished_at=? WHERE job_id=?", (status, error, started_at, finished_at, job_id))
+        if finished_at is not None:
+            # Inputs are no longer needed once a job is over; results stay until the TTL.
+            self._db.execute("UPDATE morsels SET data=NULL WHERE job_id=?", (job_id,))
+
+    def purge_finished(self, before: float) -> list[str]:
+        """Delete jobs finished before ``before`` (UNIX time); returns their ids."""
+        ids = [r[0] for r in self._db.execute(
+            "SELECT job_id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+            (before,))]
+        if ids:
+            self._begin()
+            self._db.executemany("DELETE FROM morsels WHERE job_id=?", [(i,) for i in ids])
+            self._db.executemany("DELETE FROM jobs WHERE job_id=?", [(i,) for i in ids])
+        return ids
+
+    # -- reads --------------------------------------------------------------------------------
+    def max_seq(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM jobs").fetchone()
+        return int(row[0])
+
+    def unfinished_jobs(self) -> Iterator[tuple[JobRow, list[MorselRow]]]:
+        """Jobs still pending or running, with their morsels (inputs of those not done)."""
+        jobs = [JobRow(*r) for r in self._db.execute(
+            "SELECT * FROM jobs WHERE status IN ('pending', 'running') ORDER BY seq")]
+        for job in jobs:
+            morsels = [MorselRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+                       for r in self._db.execute(
+                           "SELECT idx, offset, items, encoding, "
+                           "CASE WHEN done THEN NULL ELSE data END, attempts, done "
+                           "FROM morsels WHERE job_id=? ORDER BY idx", (job.job_id,))]
+            yield job, morsels
+
+    def job(self, job_id: str) -> JobRow | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        return JobRow(*row) if row else None
+
+    def done_counts(self, job_id: str) -> tuple[int, int]:
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(items), 0) FROM morsels WHERE job_id=? AND done=1",
+            (job_id,)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def results(self, job_id: str, start: int, max_bytes: int
+                ) -> list[tuple[str, int, bytes]]:
+        """Consecutive done results from morsel ``start`` (at least one when available)."""
+        out: list[tuple[str, int, bytes]] = []
+        size = 0
+        expected = start
+        for idx, enc, items, blob in self._db.execute(
+                "SELECT idx, result_encoding, result_items, result FROM morsels "
+                "WHERE job_id=? AND idx>=? AND done=1 ORDER BY idx", (job_id, start)):
+            if idx != expected or (out and size + len(blob) > max_bytes):
+                break
+            out.append((enc, items, blob))
+            size += len(blob)
+            expected += 1
+        return out
+
+    def recent_jobs(self, limit: int) -> list[JobRow]:
+        return [JobRow(*r) for r in self._db.execute(
+            "SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
+
+
+def now() -> float:
+    return time.time()
+
+
+__all__ = ["Journal", "JobRow", "MorselRow", "SCHEMA_VERSION"]

@@ -1,0 +1,117 @@
+"""The one codec: message <-> ZeroMQ frames.
+
+A message is two frames: the fixed header (:data:`~.version.HEADER`) and a msgpack map body.
+Decoding checks the magic, the version, the type code, the frame count and every field, and
+raises :class:`~sabot.errors.ProtocolError` (or :class:`~sabot.errors.VersionMismatchError`)
+naming what was wrong. Replay is detected per peer by :class:`ReplayGuard`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import msgpack
+
+from ...errors import ProtocolError, VersionMismatchError
+from .messages import REGISTRY, Hello, Message, Refused
+from .version import HEADER, MAGIC, PROTOCOL_VERSION
+
+#: Messages a peer of another protocol version can still decode (their bodies are frozen).
+_VERSIONLESS = (Hello.CODE, Refused.CODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message with its header fields."""
+
+    version: int
+    session: int
+    seq: int
+    msg: Message
+
+
+class Sender:
+    """One sending session: a random session id and increasing sequence numbers."""
+
+    __slots__ = ("session", "_seq")
+
+    def __init__(self) -> None:
+        self.session = int.from_bytes(os.urandom(8), "big") or 1
+        self._seq = 0
+
+    def encode(self, msg: Message, version: int = PROTOCOL_VERSION) -> list[bytes]:
+        self._seq += 1
+        return encode(msg, self.session, self._seq, version)
+
+
+def encode(msg: Message, session: int, seq: int, version: int = PROTOCOL_VERSION) -> list[bytes]:
+    header = HEADER.pack(MAGIC, version, msg.CODE, session, seq)
+    return [header, msgpack.packb(msg.to_body(), use_bin_type=True)]
+
+
+def decode_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(version, type code, session, seq) of a header frame."""
+    if len(frame) != HEADER.size:
+        raise ProtocolError(
+            f"header frame has {len(frame)} bytes, expected {HEADER.size} (truncated or not a "
+            "Sabot message)")
+    magic, version, code, session, seq = HEADER.unpack(frame)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {magic!r}, expected {MAGIC!r} (not a Sabot message)")
+    return version, code, session, seq
+
+
+def decode(frames: Sequence[bytes]) -> Envelope:
+    """Decode [header, body]; raises ProtocolError for anything malformed."""
+    if len(frames) != 2:
+        raise ProtocolError(f"a message has 2 frames (header, body), got {len(frames)}")
+    version, code, session, seq = decode_header(bytes(frames[0]))
+    cls = REGISTRY.get(code)
+    if cls is None:
+        raise ProtocolError(f"unknown message type {code}")
+    if version != PROTOCOL_VERSION and code not in _VERSIONLESS:
+        raise VersionMismatchError(
+            f"peer speaks protocol version {version}, this node speaks {PROTOCOL_VERSION}")
+    if session == 0 or seq == 0:
+        raise ProtocolError("session and sequence number must be non-zero")
+    try:
+        body = msgpack.unpackb(frames[1], raw=False, strict_map_key=False, use_list=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise ProtocolError(f"{cls.OP}: body is not valid msgpack ({exc})") from None
+    return Envelope(version, session, seq, cls.from_body(body))
+
+
+class ReplayGuard:
+    """Per-peer session tracking: a message must carry the peer's current session and a sequence
+    number above the last one seen; anything else is a replay (or a stale session)."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: dict[bytes, tuple[int, int]] = {}
+
+    def check(self, peer: bytes, env: Envelope) -> bool:
+        """True when the message is accepted; False when it belongs to no known session (the
+        peer must say hello first, e.g. after a coordinator restart). Raises ProtocolError for
+        a replayed or reordered message."""
+        known = self._last.get(peer)
+        if known is not None and known[0] == env.session:
+            if env.seq <= known[1]:
+                raise ProtocolError(
+                    f"replayed or reordered message: seq {env.seq} <= last seen {known[1]}")
+        elif not isinstance(env.msg, Hello):
+            return False
+        self._last[peer] = (env.session, env.seq)
+        return True
+
+    def forget(self, peer: bytes) -> None:
+        self._last.pop(peer, None)
+
+    def session_of(self, peer: bytes) -> int | None:
+        known = self._last.get(peer)
+        return known[0] if known else None
+
+
+__all__ = ["Envelope", "Sender", "encode", "decode", "decode_header", "ReplayGuard"]

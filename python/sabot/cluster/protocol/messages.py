@@ -1,0 +1,318 @@
+"""Every message of the cluster protocol, one typed class each.
+
+A message is a frozen dataclass registered with :func:`message` under a numeric type code (the
+header's ``type``) and a name (``op``). Its fields are its msgpack body, a map keyed by field
+name; docs/protocol.md lists them. No other module builds a message out of a dict.
+
+``Hello`` and ``Refused`` are frozen across protocol versions (fields may be added, never
+changed), so peers of different versions can always tell each other why they are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from ...errors import ProtocolError
+
+#: type code -> message class
+REGISTRY: dict[int, type["Message"]] = {}
+
+_Check = Callable[[Any], bool]
+
+
+def _checker(tp: Any) -> tuple[_Check, bool]:
+    """A type test for a field annotation, and whether None is accepted."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        check, _ = _checker(inner[0])
+        return check, True
+    base = origin or tp
+    if base is float:
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), False
+    if base is int:
+        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), False
+    if base is bytes:
+        return (lambda v: isinstance(v, (bytes, bytearray, memoryview))), False
+    if base in (list, tuple):
+        return (lambda v: isinstance(v, (list, tuple))), False
+    if base is dict:
+        return (lambda v: isinstance(v, dict)), False
+    return (lambda v, _t=base: isinstance(v, _t)), False
+
+
+def message(code: int, op: str) -> Callable[[type], type]:
+    """Register a message class under ``code`` (u16) and ``op`` (its name in the docs)."""
+
+    def deco(cls: type) -> type:
+        if code in REGISTRY:
+            raise RuntimeError(f"message code {code} used twice")
+        cls = dataclass(frozen=True, slots=True)(cls)
+        hints = typing.get_type_hints(cls)
+        spec = []
+        for f in dataclasses.fields(cls):
+            check, nullable = _checker(hints[f.name])
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            spec.append((f.name, check, nullable, required))
+        cls.CODE = code
+        cls.OP = op
+        cls._SPEC = tuple(spec)
+        REGISTRY[code] = cls
+        return cls
+
+    return deco
+
+
+class Message:
+    """Base of every message (for typing; the fields live on the subclasses)."""
+
+    CODE: ClassVar[int]
+    OP: ClassVar[str]
+    _SPEC: ClassVar[tuple[tuple[str, _Check, bool, bool], ...]]
+
+    def to_body(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _, _, _ in self._SPEC}
+
+    @classmethod
+    def from_body(cls, body: Any) -> "Message":
+        if not isinstance(body, dict):
+            raise ProtocolError(f"{cls.OP}: body must be a map, got {type(body).__name__}")
+        kwargs: dict[str, Any] = {}
+        for name, check, nullable, required in cls._SPEC:
+            if name not in body:
+                if required:
+                    raise ProtocolError(f"{cls.OP}: required field {name!r} is missing")
+                continue
+            value = body[name]
+            if value is None:
+                if not nullable:
+                    raise ProtocolError(f"{cls.OP}: field {name!r} must not be null")
+            elif not check(value):
+                raise ProtocolError(
+                    f"{cls.OP}: field {name!r} has the wrong type ({type(value).__name__})")
+            kwargs[name] = value
+        # Unknown keys are ignored: a newer peer may add optional fields.
+        return cls(**kwargs)
+
+
+# -- session ---------------------------------------------------------------------------------
+@message(1, "hello")
+class Hello(Message):
+    """First message of every session (worker or client -> coordinator)."""
+
+    protocol_version: int
+    cluster_name: str
+    role: str  # "worker" or "client"
+    node_id: str
+    host: str = ""
+    http_port: int = 0
+    pid: int = 0
+    cores: int = 0
+    slots: int = 0
+    capabilities: list = field(default_factory=list)
+    processors: list = field(default_factory=list)
+
+
+@message(2, "welcome")
+class Welcome(Message):
+    """The coordinator accepted a Hello."""
+
+    coordinator_id: str
+    cluster_name: str
+    protocol_version: int
+    heartbeat_s: float
+    node_timeout_s: float
+
+
+@message(3, "refused")
+class Refused(Message):
+    """The coordinator refuses the peer. ``code``: version_mismatch, cluster_mismatch,
+    bad_hello, unknown_session."""
+
+    code: str
+    message: str
+    protocol_version: int
+    cluster_name: str
+
+
+@message(4, "heartbeat")
+class Heartbeat(Message):
+    """Worker -> coordinator every SABOT_HEARTBEAT_S."""
+
+    running: int
+    items_done: int
+    utilization: float = 0.0
+    draining: bool = False
+
+
+@message(5, "heartbeat-ack")
+class HeartbeatAck(Message):
+    """Coordinator -> worker: lets the worker notice a lost coordinator."""
+
+    time: float
+
+
+@message(6, "credit")
+class Credit(Message):
+    """Worker -> coordinator: the number of morsels it may hold from now on (0 while draining)."""
+
+    credits: int
+
+
+@message(7, "assign")
+class Assign(Message):
+    """Coordinator -> worker: run one morsel. ``func_pickle`` is sent with the first morsel of a
+    job to a session; later morsels of that job carry None."""
+
+    job_id: str
+    morsel: int
+    attempt: int
+    offset: int
+    func_name: str
+    func_pickle: bytes | None
+    encoding: str
+    data: bytes
+
+
+@message(8, "morsel-result")
+class MorselResult(Message):
+    """Worker -> coordinator: a morsel finished; one credit returns to the worker."""
+
+    job_id: str
+    morsel: int
+    attempt: int
+    items: int
+    encoding: str
+    data: bytes
+    elapsed_s: float = 0.0
+
+
+@message(9, "morsel-failed")
+class MorselFailed(Message):
+    """Worker -> coordinator: a morsel raised; one credit returns to the worker."""
+
+    job_id: str
+    morsel: int
+    attempt: int
+    error_type: str
+    message: str
+    traceback: str = ""
+    index: int | None = None
+
+
+@message(10, "cancel-morsel")
+class CancelMorsel(Message):
+    """Coordinator -> worker: stop a morsel (job cancelled, morsel timed out)."""
+
+    job_id: str
+    morsel: int
+    reason: str
+
+
+@message(11, "goodbye")
+class Goodbye(Message):
+    """Worker -> coordinator on shutdown; ``returned``: [job_id, morsel] pairs handed back."""
+
+    reason: str
+    returned: list = field(default_factory=list)
+
+
+# -- clients ---------------------------------------------------------------------------------
+@message(20, "submit-job")
+class SubmitJob(Message):
+    """Client -> coordinator. ``morsels``: [[encoding, items, data], ...] in input order;
+    ``func_name``: a registered processor, or a label when ``func_pickle`` is given.
+    Resubmitting a known ``job_id`` is answered with its state (idempotent)."""
+
+    request_id: int
+    job_id: str
+    func_name: str
+    func_pickle: bytes | None
+    result_kind: str
+    morsels: list
+    priority: int = 0
+
+
+@message(21, "submit-ack")
+class SubmitAck(Message):
+    """The job is journaled (durable) and queued."""
+
+    request_id: int
+    job_id: str
+    status: str
+
+
+@message(22, "get-status")
+class GetStatus(Message):
+    request_id: int
+    job_id: str
+
+
+@message(23, "job-status")
+class JobStatus(Message):
+    """A job's state: ``job`` has job_id, status, progress, error, created_at, ... (no result)."""
+
+    request_id: int
+    job: dict
+
+
+@message(24, "fetch-results")
+class FetchResults(Message):
+    """Client -> coordinator: result morsels from ``start`` on, in order; waits up to
+    ``wait_ms`` for the next one when none is ready."""
+
+    request_id: int
+    job_id: str
+    start: int
+    max_bytes: int = 16 << 20
+    wait_ms: int = 0
+
+
+@message(25, "result-batch")
+class ResultBatch(Message):
+    """Consecutive result morsels ``start, start+1, ...`` as [[encoding, items, data], ...]."""
+
+    request_id: int
+    job_id: str
+    status: str
+    start: int
+    morsels: list
+    total_morsels: int
+    result_kind: str
+    error: str | None = None
+
+
+@message(26, "cancel-job")
+class CancelJob(Message):
+    request_id: int
+    job_id: str
+
+
+@message(27, "get-stats")
+class GetStats(Message):
+    request_id: int
+
+
+@message(28, "stats")
+class Stats(Message):
+    request_id: int
+    stats: dict
+
+
+@message(29, "error")
+class ErrorReply(Message):
+    """A request failed. ``code``: job_not_found, bad_request, unknown_processor,
+    not_registered, internal."""
+
+    request_id: int
+    code: str
+    message: str
+    details: dict = field(default_factory=dict)
+
+
+__all__ = [name for name, obj in dict(globals()).items()
+           if isinstance(obj, type) and issubclass(obj, Message)] + ["REGISTRY", "message"]

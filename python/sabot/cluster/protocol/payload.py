@@ -1,0 +1,271 @@
+"""Data encodings of morsels and results (the ``encoding`` field of Assign, MorselResult,
+SubmitJob and ResultBatch), and how a job's input is cut into morsels and its result put back
+together.
+
+encodings:
+  ``msgpack``      a msgpack array of plain values (nil, bool, int, float, str, bin, array, map)
+  ``pickle``       a cloudpickle'd Python list (arbitrary objects; CURVE-authenticated peers only)
+  ``npy``          one numpy array in .npy format (no object dtype)
+  ``arrow``        an Arrow IPC stream holding one RecordBatch (a table morsel)
+  ``arrow-array``  an Arrow IPC stream with one RecordBatch whose single column ``values`` is the
+                   array
+
+result kinds (how the client joins the result morsels): ``list``, ``numpy``, ``arrow-array``,
+``arrow-table``.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Iterable, Iterator, Sequence
+
+import msgpack
+
+from ...errors import ProtocolError
+
+ENCODINGS = ("msgpack", "pickle", "npy", "arrow", "arrow-array")
+RESULT_KINDS = ("list", "numpy", "arrow-array", "arrow-table")
+
+#: Items sampled to estimate the encoded size of a list item.
+_SAMPLE = 256
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _strict_default(obj: Any) -> Any:
+    # strict_types sends tuples, subclasses and everything msgpack lacks here: refuse, so the
+    # morsel falls back to pickle and the receiver gets exactly the types that were sent.
+    raise _NotPlain
+
+
+def _pack_plain(items: list[Any]) -> bytes | None:
+    try:
+        return msgpack.packb(items, use_bin_type=True, strict_types=True, default=_strict_default)
+    except (_NotPlain, OverflowError, TypeError, ValueError):
+        return None
+
+
+def _pickle(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj)
+
+
+def encode_items(items: list[Any]) -> tuple[str, bytes]:
+    """A list of Python values: msgpack when every value is plain, else pickle."""
+    packed = _pack_plain(items)
+    if packed is not None:
+        return "msgpack", packed
+    return "pickle", _pickle(list(items))
+
+
+def encode_value(value: Any) -> tuple[str, bytes]:
+    """One morsel of data or of results, whatever its type."""
+    if isinstance(value, list):
+        return encode_items(value)
+    if isinstance(value, (tuple, range)):
+        return encode_items(list(value))
+    mod = type(value).__module__
+    if mod.startswith("numpy"):
+        import numpy as np
+
+        arr = np.asarray(value)
+        if arr.dtype.hasobject:
+            return "pickle", _pickle(arr)
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        return "npy", buf.getvalue()
+    if mod.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if isinstance(value, pa.ChunkedArray):
+            value = value.combine_chunks()
+        if isinstance(value, pa.Array):
+            batch = pa.record_batch([value], names=["values"])
+            return "arrow-array", _ipc(batch)
+        if isinstance(value, pa.Table):
+            batches = value.combine_chunks().to_batches()
+            if not batches:
+                batch = pa.RecordBatch.from_pylist([], schema=value.schema)
+            else:
+                batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+            return "arrow", _ipc(batch)
+        if isinstance(value, pa.RecordBatch):
+            return "arrow", _ipc(value)
+    return encode_items(list(value))
+
+
+def _ipc(batch: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_value(encoding: str, data: bytes) -> Any:
+    """The inverse of :func:`encode_value`; ProtocolError for an unknown encoding or bad bytes."""
+    try:
+        if encoding == "msgpack":
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+            if not isinstance(value, list):
+                raise ProtocolError("a msgpack morsel must be an array")
+            return value
+        if encoding == "pickle":
+            import cloudpickle
+
+            return cloudpickle.loads(data)
+        if encoding == "npy":
+            import numpy as np
+
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        if encoding in ("arrow", "arrow-array"):
+            import pyarrow as pa
+
+            reader = pa.ipc.open_stream(pa.py_buffer(data))
+            batches = list(reader)
+            if len(batches) != 1:
+                table = pa.Table.from_batches(batches, schema=reader.schema)
+                batch = table.combine_chunks().to_batches()[0] if table.num_rows else \
+                    pa.RecordBatch.from_pylist([], schema=reader.schema)
+            else:
+                batch = batches[0]
+            return batch.column(0) if encoding == "arrow-array" else batch
+    except ProtocolError:
+        raise
+    except (ModuleNotFoundError, AttributeError):
+        raise  # unpickling a value whose module is missing: reported by the caller
+    except Exception as exc:
+        raise ProtocolError(f"cannot decode a {encoding} payload: {exc}") from exc
+    raise ProtocolError(f"unknown encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
+
+
+# -- splitting a job's input ------------------------------------------------------------------
+def result_kind_of(data: Any) -> str:
+    mod = type(data).__module__
+    if mod.startswith("numpy"):
+        return "numpy"
+    if mod.startswith("pyarrow"):
+        import pyarrow as pa
+
+        if isinstance(data, (pa.Array, pa.ChunkedArray)):
+            return "arrow-array"
+        return "arrow-table"
+    return "list"
+
+
+def split(data: Any, morsel_bytes: int, morsel_items: int | None = None
+          ) -> tuple[str, list[list[Any]]]:
+    """Cut ``data`` into encoded morsels of about ``morsel_bytes`` each (or exactly
+    ``morsel_items`` items); returns (result kind, [[encoding, items, bytes], ...])."""
+    kind = result_kind_of(data)
+    morsels: list[list[Any]] = []
+    for chunk in _chunks(data, kind, morsel_bytes, morsel_items):
+        enc, blob = encode_value(chunk)
+        morsels.append([enc, len(chunk) if not hasattr(chunk, "num_rows") else chunk.num_rows,
+                        blob])
+    return kind, morsels
+
+
+def _rows_per_morsel(total: int, nbytes: int, morsel_bytes: int) -> int:
+    per_item = max(1.0, nbytes / max(1, total))
+    return max(1, int(morsel_bytes / per_item))
+
+
+def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -> Iterator[Any]:
+    if kind == "numpy":
+        import numpy as np
+
+        arr = np.asarray(data)
+        if arr.ndim == 0:
+            raise TypeError("a 0-dimensional numpy array is no sequence of items")
+        n = len(arr)
+        step = morsel_items or _rows_per_morsel(n, arr.nbytes, morsel_bytes)
+        for i in range(0, n, step):
+            yield arr[i:i + step]
+        return
+    if kind in ("arrow-array", "arrow-table"):
+        import pyarrow as pa
+
+        if isinstance(data, pa.ChunkedArray):
+            data = data.combine_chunks()
+        elif isinstance(data, pa.RecordBatchReader):
+            data = data.read_all()
+        if isinstance(data, pa.Table):
+            data = data.combine_chunks()
+        n = len(data)
+        step = morsel_items or _rows_per_morsel(n, data.nbytes, morsel_bytes)
+        for i in range(0, n, step):
+            chunk = data.slice(i, step)
+            if isinstance(chunk, pa.Table):
+                chunk = chunk.combine_chunks()
+                batches = chunk.to_batches()
+                chunk = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+            yield chunk
+        return
+    items = data if isinstance(data, list) else list(data)
+    n = len(items)
+    if morsel_items:
+        step = morsel_items
+    else:
+        sample = items[:_SAMPLE]
+        enc = _pack_plain(sample)
+        size = len(enc) if enc is not None else len(_pickle(sample))
+        step = _rows_per_morsel(len(sample), size, morsel_bytes) if sample else 1
+    for i in range(0, n, step):
+        yield items[i:i + step]
+
+
+def join(kind: str, parts: Sequence[Any]) -> Any:
+    """Join decoded result morsels (in order) into the job's result."""
+    if kind == "list":
+        out: list[Any] = []
+        for p in parts:
+            out.extend(p if isinstance(p, list) else _to_list(p))
+        return out
+    if kind == "numpy":
+        import numpy as np
+
+        if not parts:
+            return np.array([])
+        return np.concatenate([np.asarray(p) for p in parts])
+    if kind == "arrow-array":
+        import pyarrow as pa
+
+        arrays = [p for p in parts]
+        if not arrays:
+            return pa.array([])
+        return pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+                                 for a in arrays])
+    if kind == "arrow-table":
+        import pyarrow as pa
+
+        tables = [pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p
+                  for p in parts]
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables)
+    raise ProtocolError(f"unknown result kind {kind!r}; known: {', '.join(RESULT_KINDS)}")
+
+
+def _to_list(value: Any) -> list[Any]:
+    to_pylist = getattr(value, "to_pylist", None)
+    if callable(to_pylist):
+        return to_pylist()
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        out = tolist()
+        return out if isinstance(out, list) else [out]
+    return list(value)
+
+
+def iter_items(kind: str, parts: Iterable[Any]) -> Iterator[Any]:
+    for p in parts:
+        yield from (p if isinstance(p, list) else _to_list(p))
+
+
+__all__ = ["ENCODINGS", "RESULT_KINDS", "encode_items", "encode_value", "decode_value",
+           "split", "join", "result_kind_of", "iter_items"]

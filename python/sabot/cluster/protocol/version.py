@@ -1,0 +1,18 @@
+"""The protocol version and the fixed frame header every message starts with."""
+
+from __future__ import annotations
+
+import struct
+
+#: Bumped on any incompatible change to a message or an encoding. Peers refuse another version.
+PROTOCOL_VERSION = 1
+
+#: First four bytes of every header frame.
+MAGIC = b"SABT"
+
+#: Header frame: magic, protocol version (u16), message type (u16), sender session (u64),
+#: sequence number within that session (u64); network byte order. Frozen across versions, so a
+#: peer of any version can read the version and refuse cleanly.
+HEADER = struct.Struct("!4sHHQQ")
+
+__all__ = ["PROTOCOL_VERSION", "MAGIC", "HEADER"]

@@ -1,0 +1,522 @@
+"""A worker node: finds the coordinator, registers, heartbeats, runs morsels on the local engine.
+
+The worker learns the coordinator's ZeroMQ endpoint from ``GET /cluster`` on
+COORDINATOR_HOST:COORDINATOR_PORT, says hello (protocol version, cluster name, cores, slots,
+an address the coordinator can reach) and then holds at most ``slots`` morsels at a time
+(credit-based flow control: each finished morsel returns a credit). When the coordinator goes
+silent for SABOT_NODE_TIMEOUT_S it reconnects and registers again; results of morsels that
+finish meanwhile are kept and sent once it is back. ``stop()`` drains: no new morsels, running
+ones finish (or are handed back), then goodbye.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from .. import __version__
+from ..config import Config
+from ..errors import (
+    AuthenticationError,
+    ClusterMismatchError,
+    CoordinatorUnavailableError,
+    ProcessingError,
+    ProtocolError,
+    SabotError,
+    VersionMismatchError,
+)
+from ..metrics import CpuSampler, get_metrics
+from ..processors import list_processors, load_processor_modules
+from ..system import system_resources, usable_cores
+from . import transport
+from .protocol import PROTOCOL_VERSION, Sender, decode
+from .protocol import messages as m
+from .protocol import payload
+from .security import ClusterKeys
+
+log = logging.getLogger(__name__)
+
+#: Jobs whose function a worker keeps unpickled.
+_FUNC_CACHE = 128
+#: Longest a draining worker waits for its running morsels before handing them back.
+DRAIN_GRACE_S = 30.0
+
+
+class _FatalRefusal(Exception):
+    """Wraps an error that must stop the worker instead of retrying."""
+
+    def __init__(self, error: SabotError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Worker:
+    """One worker node. ``await start()`` returns once registered (or raises a refusal)."""
+
+    role = "worker"
+
+    def __init__(self, config: Config, *, node_id: str | None = None,
+                 slots: int | None = None) -> None:
+        self.config = config
+        self.node_id = node_id or f"worker-{socket.gethostname()}-{os.getpid()}-" \
+                                  f"{uuid.uuid4().hex[:6]}"
+        self.cores = config.effective_max_workers
+        # One morsel per core plus one in transit, so the link never idles between morsels.
+        self.slots = slots or self.cores + 1
+        self.metrics = get_metrics(config.cluster_name, self.node_id)
+        self.engine: Any = None
+        self.http: Any = None
+        self.http_port: int | None = None
+        self.registered = asyncio.Event()
+        self.coordinator_id: str | None = None
+        self._keys: ClusterKeys | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._sender = Sender()
+        self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._funcs: OrderedDict[str, Any] = OrderedDict()
+        self._outbox: list[m.Message] = []
+        self._outbox_event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._fatal: SabotError | None = None
+        self._stopping = False
+        self._draining = False
+        self._last_heard = 0.0
+        self._coord_session: tuple[int, int] | None = None
+        self._items_done = 0
+        self._morsels_done = 0
+        self._morsels_failed = 0
+        self._cpu: CpuSampler | None = None
+        self.advertise_host = config.advertise_host
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self, *, wait_s: float | None = None) -> None:
+        """Start serving HTTP and join the coordinator. Raises ClusterMismatchError,
+        VersionMismatchError or AuthenticationError when refused; when the coordinator is
+        merely unreachable it logs, returns after ``wait_s`` and keeps trying."""
+        if self._task is not None:
+            return
+        config = self.config
+        load_processor_modules(config.processors)
+        self._keys = await asyncio.to_thread(ClusterKeys.from_config, config)
+        from ..engine.local_engine import LocalEngine
+        from ..http.server import HttpApi
+
+        self.engine = LocalEngine(config, node=self.node_id)
+        self._cpu = CpuSampler(self.cores)
+        self.metrics.set_load_source(self._load)
+        self.http = HttpApi(config, WorkerBackend(self), self.metrics)
+        self.http_port = await self.http.start(config.host, config.worker_port)
+        if self.advertise_host is None:
+            self.advertise_host = await asyncio.to_thread(
+                transport.detect_advertise_host, config.coordinator_host, config.coordinator_port)
+        self._ctx = zmq.asyncio.Context()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sabot-worker")
+        wait = max(10.0, 2 * config.node_timeout_s) if wait_s is None else wait_s
+        done, _ = await asyncio.wait(
+            [self._task, asyncio.ensure_future(self.registered.wait())], timeout=wait,
+            return_when=asyncio.FIRST_COMPLETED)
+        if self._fatal is not None:
+            error = self._fatal
+            await self.stop(drain=False)
+            raise error
+        if not self.registered.is_set():
+            log.warning("worker %s: not registered with the coordinator at %s:%s yet; still "
+                        "trying", self.node_id, config.coordinator_host, config.coordinator_port)
+
+    async def wait_closed(self) -> None:
+        """Until the worker stops (after stop(), or when refused for good)."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Drain (finish or hand back running morsels), say goodbye and close everything."""
+        if self._stopping:
+            if self._task is not None:
+                await asyncio.gather(self._task, return_exceptions=True)
+            return
+        self._stopping = True
+        returned: list[list[Any]] = []
+        if self._sock is not None and self.registered.is_set():
+            self._draining = True
+            await self._send_now(m.Credit(0))
+            if drain and self._running:
+                log.info("worker %s draining %d running morsel(s)", self.node_id,
+                         len(self._running))
+                await asyncio.wait(list(self._running.values()), timeout=DRAIN_GRACE_S)
+            for key, task in list(self._running.items()):
+                task.cancel()
+                returned.append([key[0], key[1]])
+            await self._flush_outbox()
+            await self._send_now(m.Goodbye("stopping", returned))
+        for task in list(self._running.values()):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._close_socket(linger_ms=1000)
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        if self.engine is not None:
+            await self.engine.close()
+            self.engine = None
+        self.metrics.set_load_source(None)
+        log.info("worker %s stopped", self.node_id)
+
+    # -- connection ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._stopping:
+            try:
+                await self._session()
+                delay = 0.2
+            except _FatalRefusal as exc:
+                self._fatal = exc.error
+                log.error("worker %s refused: %s", self.node_id, exc.error)
+                return
+            except (CoordinatorUnavailableError, OSError, zmq.ZMQError) as exc:
+                self._log_retry(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s: connection failed", self.node_id)
+            finally:
+                self.registered.clear()
+                self._close_socket()
+            if self._stopping:
+                return
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+    def _log_retry(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now >= getattr(self, "_next_retry_log", 0.0):
+            self._next_retry_log = now + 10.0
+            log.warning("worker %s: %s; retrying", self.node_id, exc)
+
+    def _close_socket(self, linger_ms: int = 0) -> None:
+        if self._sock is not None:
+            self._sock.close(linger_ms)
+            self._sock = None
+
+    async def _session(self) -> None:
+        config = self.config
+        assert self._keys is not None and self._ctx is not None
+        info = await asyncio.to_thread(
+            transport.fetch_cluster_info, config.coordinator_host, config.coordinator_port,
+            timeout=max(2.0, config.node_timeout_s), token=config.auth_token)
+        key_differs = info.get("curve_server_key") not in (
+            None, self._keys.server_public.decode())
+        endpoint = transport.zmq_endpoint(config.coordinator_host, int(info["zmq_port"]))
+        self._sender = Sender()
+        self._coord_session = None
+        self._sock = transport.client_socket(self._ctx, self._keys, endpoint)
+        await self._send_now(m.Hello(
+            PROTOCOL_VERSION, config.cluster_name, "worker", self.node_id,
+            host=self.advertise_host or "", http_port=int(self.http_port or 0), pid=os.getpid(),
+            cores=self.cores, slots=self.slots,
+            capabilities=["python", "pickle", "arrow", "numpy", f"sabot-{__version__}"],
+            processors=list_processors()))
+        hello_wait = 1.0 if key_differs else max(2.0, config.node_timeout_s)
+        reply = await self._recv(timeout=hello_wait)
+        if reply is None:
+            if key_differs:
+                raise _FatalRefusal(AuthenticationError(
+                    f"the coordinator at {config.coordinator_host}:{config.coordinator_port} "
+                    "uses another cluster key: give every node the same SABOT_CLUSTER_KEY or "
+                    f"SABOT_CLUSTER_KEY_FILE (this node's key file: {config.cluster_key_file}, "
+                    f"fingerprint {self._keys.fingerprint}; the coordinator's: "
+                    f"{info.get('key_fingerprint')})"))
+            raise CoordinatorUnavailableError(
+                f"no answer to hello from {endpoint} within {hello_wait:g} s")
+        if isinstance(reply, m.Refused):
+            self._refused(reply)
+            raise CoordinatorUnavailableError(f"refused: {reply.message}")
+        if not isinstance(reply, m.Welcome):
+            raise CoordinatorUnavailableError(f"expected welcome, got {reply.OP}")
+        self.coordinator_id = reply.coordinator_id
+        self._last_heard = time.monotonic()
+        self.registered.set()
+        log.info("worker %s registered with coordinator %s at %s (%d slots, HTTP port %s)",
+                 self.node_id, reply.coordinator_id, endpoint, self.slots, self.http_port)
+        if self._draining:
+            await self._send_now(m.Credit(0))
+        tasks = [asyncio.ensure_future(self._receive_loop()),
+                 asyncio.ensure_future(self._heartbeat_loop()),
+                 asyncio.ensure_future(self._send_loop())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _refused(self, reply: m.Refused) -> None:
+        if reply.code == "version_mismatch":
+            raise _FatalRefusal(VersionMismatchError(reply.message))
+        if reply.code == "cluster_mismatch":
+            raise _FatalRefusal(ClusterMismatchError(reply.message))
+        if reply.code == "bad_hello":
+            raise _FatalRefusal(ProtocolError(reply.message))
+
+    async def _recv(self, timeout: float | None) -> m.Message | None:
+        """The next valid message from the coordinator (None on timeout)."""
+        assert self._sock is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left is not None and left <= 0:
+                return None
+            if not await self._sock.poll(None if left is None else int(left * 1000) + 1):
+                continue
+            frames = await self._sock.recv_multipart()
+            try:
+                env = decode(frames)
+            except ProtocolError as exc:
+                self.metrics.record_error("protocol")
+                log.warning("worker %s rejected a message from the coordinator: %s",
+                            self.node_id, exc)
+                continue
+            known = self._coord_session
+            if known is not None and env.session == known[0] and env.seq <= known[1]:
+                log.warning("worker %s rejected a replayed message (seq %d)", self.node_id,
+                            env.seq)
+                continue
+            if known is not None and env.session != known[0] and not isinstance(
+                    env.msg, (m.Refused, m.Welcome)):
+                log.warning("worker %s ignored %s from an unknown coordinator session",
+                            self.node_id, env.msg.OP)
+                continue
+            self._coord_session = (env.session, env.seq)
+            self._last_heard = time.monotonic()
+            return env.msg
+
+    async def _send_now(self, msg: m.Message) -> None:
+        if self._sock is not None:
+            await self._sock.send_multipart(self._sender.encode(msg))
+
+    def _post(self, msg: m.Message) -> None:
+        self._outbox.append(msg)
+        self._outbox_event.set()
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox and self._sock is not None:
+            msg = self._outbox.pop(0)
+            await self._send_now(msg)
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._flush_outbox()
+            self._outbox_event.clear()
+            if not self._outbox:
+                await self._outbox_event.wait()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            msg = await self._recv(None)
+            if msg is None:
+                continue
+            if isinstance(msg, m.Assign):
+                key = (msg.job_id, msg.morsel)
+                old = self._running.get(key)
+                if old is not None:
+                    old.cancel()
+                self._running[key] = asyncio.ensure_future(self._run_morsel(msg))
+            elif isinstance(msg, m.CancelMorsel):
+                task = self._running.pop((msg.job_id, msg.morsel), None)
+                if task is not None:
+                    task.cancel()
+                    log.info("morsel %d of job %s cancelled: %s", msg.morsel, msg.job_id,
+                             msg.reason)
+            elif isinstance(msg, m.Refused):
+                if msg.code == "unknown_session":
+                    log.info("worker %s: the coordinator does not know this session "
+                             "(it restarted); registering again", self.node_id)
+                    return
+                self._refused(msg)
+                return
+            # HeartbeatAck and Welcome only refresh _last_heard.
+
+    async def _heartbeat_loop(self) -> None:
+        period = self.config.heartbeat_s
+        timeout = self.config.node_timeout_s
+        while True:
+            await asyncio.sleep(period)
+            silent = time.monotonic() - self._last_heard
+            if silent > timeout:
+                log.warning("worker %s: no word from the coordinator for %.1f s; reconnecting",
+                            self.node_id, silent)
+                return
+            util = self._cpu.percent() if self._cpu is not None else 0.0
+            await self._send_now(m.Heartbeat(len(self._running), self._items_done, util,
+                                             self._draining))
+
+    # -- running morsels ----------------------------------------------------------------------
+    async def _run_morsel(self, msg: m.Assign) -> None:
+        key = (msg.job_id, msg.morsel)
+        t0 = time.perf_counter()
+        try:
+            func = self._function(msg)
+            data = payload.decode_value(msg.encoding, msg.data)
+            items = int(getattr(data, "num_rows", None) or len(data))
+            out = await self.engine.process(data, func)
+            encoding, blob = await _encode(out)
+            elapsed = time.perf_counter() - t0
+            self._items_done += items
+            self._morsels_done += 1
+            self.metrics.record_items(items)
+            self.metrics.record_morsel(elapsed)
+            self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, items, encoding,
+                                      blob, elapsed))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._morsels_failed += 1
+            self.metrics.record_morsel(time.perf_counter() - t0, "failed")
+            self._post(self._failure(msg, exc))
+        finally:
+            if self._running.get(key) is asyncio.current_task():
+                del self._running[key]
+
+    def _failure(self, msg: m.Assign, exc: BaseException) -> m.MorselFailed:
+        if isinstance(exc, ProcessingError):
+            orig = exc.original
+            name = type(orig).__name__ if orig is not None else type(exc).__name__
+            text = str(orig) if orig is not None else str(exc.args[0] if exc.args else exc)
+            tb = exc.remote_traceback or ""
+            return m.MorselFailed(msg.job_id, msg.morsel, msg.attempt, name, text, tb, exc.index)
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return m.MorselFailed(msg.job_id, msg.morsel, msg.attempt, type(exc).__name__, str(exc),
+                              tb, None)
+
+    def _function(self, msg: m.Assign) -> Any:
+        if msg.func_pickle is None:
+            cached = self._funcs.get(msg.job_id)
+            if cached is None:
+                return msg.func_name  # a named processor: the engine looks it up
+        else:
+            cached = self._load_function(msg)
+            self._funcs[msg.job_id] = cached
+            while len(self._funcs) > _FUNC_CACHE:
+                self._funcs.popitem(last=False)
+        self._funcs.move_to_end(msg.job_id)
+        if isinstance(cached, BaseException):
+            raise cached
+        return cached
+
+    def _load_function(self, msg: m.Assign) -> Any:
+        import cloudpickle
+
+        try:
+            return cloudpickle.loads(msg.func_pickle)
+        except ModuleNotFoundError as exc:
+            return ModuleNotFoundError(
+                f"worker {self.node_id} cannot load the job's function {msg.func_name!r}: module "
+                f"{exc.name!r} is not importable here ({exc}); install it on every worker, or "
+                f"define the function in __main__ so that it is shipped by value",
+                name=exc.name)
+        except Exception as exc:
+            return RuntimeError(
+                f"worker {self.node_id} cannot unpickle the job's function {msg.func_name!r}: "
+                f"{type(exc).__name__}: {exc}")
+
+    # -- views --------------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        return {"queue_depth": len(self._running),
+                "utilization_percent": self._cpu.percent() if self._cpu else 0.0}
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id, "role": "worker",
+            "state": "alive" if self.registered.is_set() else "connecting",
+            "address": self.advertise_host, "http_port": self.http_port, "pid": os.getpid(),
+            "cores": self.cores, "slots": self.slots, "running": len(self._running),
+            "morsels_done": self._morsels_done, "morsels_failed": self._morsels_failed,
+            "items_done": self._items_done, "coordinator_id": self.coordinator_id,
+            "coordinator": f"{self.config.coordinator_host}:{self.config.coordinator_port}",
+            "draining": self._draining,
+        }
+
+
+async def _encode(out: Any) -> tuple[str, bytes]:
+    # Big results are encoded off the event loop so heartbeats keep going.
+    n = len(out) if hasattr(out, "__len__") else 0
+    if n > 20_000:
+        return await asyncio.to_thread(payload.encode_value, out)
+    return payload.encode_value(out)
+
+
+class WorkerBackend:
+    """The worker as a :class:`~sabot.http.backend.NodeBackend` (health, readiness, metrics,
+    stats); jobs are submitted to the coordinator, not here."""
+
+    role = "worker"
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.node_id = worker.node_id
+
+    def is_ready(self) -> bool:
+        return self.worker.registered.is_set() and not self.worker._draining
+
+    def health(self) -> dict[str, Any]:
+        w = self.worker
+        return {"coordinator_connected": w.registered.is_set(), "running": len(w._running),
+                "draining": w._draining}
+
+    def cluster_info(self) -> None:
+        return None
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [self.worker.info()]
+
+    def stats(self) -> dict[str, Any]:
+        w = self.worker
+        engine = w.engine.get_stats() if w.engine is not None else None
+        return {"nodes": [w.info()],
+                "jobs": {"running_morsels": len(w._running), "morsels_done": w._morsels_done,
+                         "morsels_failed": w._morsels_failed},
+                "engine": engine, "usable_cores": usable_cores(),
+                "system_resources": system_resources()}
+
+    def _not_here(self) -> Exception:
+        from ..http.validation import BadRequest
+
+        c = self.worker.config
+        return BadRequest(f"this node is a worker; submit jobs to the coordinator at "
+                          f"{c.coordinator_host}:{c.coordinator_port}")
+
+    async def submit_job(self, data: Any, processor: str, *, priority: int = 0
+                         ) -> dict[str, Any]:
+        raise self._not_here()
+
+    async def get_job(self, job_id: str, *, offset: int = 0, limit: int | None = None
+                      ) -> dict[str, Any]:
+        raise self._not_here()
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        raise self._not_here()
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return []
+
+
+__all__ = ["Worker", "WorkerBackend", "DRAIN_GRACE_S"]

@@ -315,7 +315,8 @@ def open_engines(engines: Sequence[Engine], log: Callable[[str], None] | None = 
 
 
 def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
-             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             log: Callable[[str], None] | None = None,
+             warmup_calls: int = 1) -> list[dict[str, Any]]:
     """Run every engine of ``case`` ``repeats`` times, engines alternating within each repeat.
 
     All engines are set up first (untimed) and torn down at the end, so each repeat measures
@@ -367,8 +368,9 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
 
     try:
         if warmup:
-            for engine in list(live):
-                _one_run(engine, case, rows[engine.name], live, log, record=False)
+            for _ in range(warmup_calls):
+                for engine in list(live):
+                    _one_run(engine, case, rows[engine.name], live, log, record=False)
         for rep in range(repeats):
             k = rep % len(live) if live else 0
             for engine in live[k:] + live[:k]:
@@ -385,6 +387,35 @@ def run_case(benchmark: str, case: Case, repeats: int, *, warmup: bool = True,
         if row["status"] == OK and not row["samples"]:
             row.update(status=ERROR, error=row.get("error", "no successful run"))
         out.append(row)
+    return out
+
+
+def run_latency_case(benchmark: str, case: Case, calls: int, *, warmup_calls: int = 5,
+                     log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Time ``calls`` single requests per engine, engines interleaved call by call.
+
+    Gives two rows per engine, "latency p50 (ms)" and "latency p99 (ms)"; the p50 row keeps
+    every single latency (``distribution``) for the plots.
+    """
+    log = log or _log
+    # run_case does the setup, answers and error handling; one "repeat" per call
+    probe = Case(case.name, case.engines, work=None, answer=case.answer, params=case.params,
+                 timed=case.timed, run_timeout_s=case.run_timeout_s)
+    quiet = (lambda m: None) if calls > 20 else log
+    rows = run_case(benchmark, probe, calls, warmup=warmup_calls > 0, log=quiet,
+                    warmup_calls=warmup_calls)
+    out = []
+    for r in rows:
+        base = {k: v for k, v in r.items() if k not in ("samples", "seconds", "metric")}
+        base["higher_is_better"] = False
+        if r["status"] != OK:
+            out += [{**base, "metric": m} for m in ("latency p50 (ms)", "latency p99 (ms)")]
+            continue
+        ms = [s * 1000 for s in r["seconds"]]
+        p50, p99 = percentile(ms, 50), percentile(ms, 99)
+        log(f"  {case.name} / {r['engine']}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({len(ms)} calls)")
+        out.append({**base, "metric": "latency p50 (ms)", "samples": [p50], "distribution": ms})
+        out.append({**base, "metric": "latency p99 (ms)", "samples": [p99]})
     return out
 
 

@@ -15,8 +15,7 @@ import time
 from typing import Any
 
 from .engines import SabotLauncherEngine, SerialEngine
-from .harness import (ERROR, NOT_AVAILABLE, OK, Case, error_text, percentile, run_case,
-                      sabot_status, usable_cores)
+from .harness import OK, Case, run_case, run_latency_case, usable_cores
 from .workloads import checksum, square, square_async
 
 TITLE = "the README's table (single node): items/s, latency, CPU usage"
@@ -28,7 +27,11 @@ CLAIMS = {"items/s": 1000.0, "latency p50 (ms)": 10.0, "CPU usage (%)": 80.0}
 
 
 class _CpuMeter:
-    """CPU seconds used by this process and its children (the launcher's workers)."""
+    """CPU seconds used by this process (all threads) and its children (the launcher's workers).
+
+    A child that exits during a run takes its CPU time with it: the pools measured here live as
+    long as the launcher, so none does.
+    """
 
     def __init__(self) -> None:
         import psutil
@@ -38,11 +41,11 @@ class _CpuMeter:
     def cpu_seconds(self) -> float:
         import psutil
 
-        total = 0.0
+        total = time.process_time()  # this process, to the nanosecond (psutil has 10 ms ticks)
         try:
-            procs = [self._proc, *self._proc.children(recursive=True)]
+            procs = self._proc.children(recursive=True)
         except psutil.Error:
-            procs = [self._proc]
+            procs = []
         for p in procs:
             try:
                 t = p.cpu_times()
@@ -70,51 +73,13 @@ class _MeteredSabot(SabotLauncherEngine):
 
 
 def _latency_rows(n_calls: int) -> list[dict[str, Any]]:
-    """p50/p99 of a 10-item request on a started launcher (``distribution`` keeps every call)."""
+    """p50/p99 of a 10-item request on a started launcher (and inline, for scale)."""
     small = list(range(10))
-    expected = checksum(square(x) for x in small)
-    base = {"case": "latency, 10-item request", "engine": "sabot", "timed": TIMED_LATENCY,
-            "higher_is_better": False, "params": {"items": 10, "calls": n_calls,
-                                                  "readme_claim_ms": CLAIMS["latency p50 (ms)"]}}
-    ok, info = sabot_status("create_composable_launcher")
-    if not ok:
-        return [{**base, "metric": m, "status": NOT_AVAILABLE, "error": info}
-                for m in ("latency p50 (ms)", "latency p99 (ms)")]
-    engine = SabotLauncherEngine().bind(small, square)
-    lat: list[float] = []
-    answer: Any = None
-    try:
-        engine.setup()
-        for i in range(n_calls + 5):
-            t0 = time.perf_counter()
-            out = engine.run()
-            dt = (time.perf_counter() - t0) * 1000
-            if i >= 5:  # the first calls warm the executor up
-                lat.append(dt)
-            answer = checksum(out)
-    except Exception as exc:  # noqa: BLE001
-        return [{**base, "metric": m, "status": ERROR, "error": error_text(exc)}
-                for m in ("latency p50 (ms)", "latency p99 (ms)")]
-    finally:
-        engine.teardown()
-    return [
-        {**base, "metric": "latency p50 (ms)", "samples": [percentile(lat, 50)],
-         "distribution": lat, "answer": answer, "status": OK},
-        {**base, "metric": "latency p99 (ms)", "samples": [percentile(lat, 99)],
-         "answer": answer, "status": OK},
-        # the same request done inline, for scale (no engine at all)
-        {**base, "engine": "list comprehension", "metric": "latency p50 (ms)",
-         "samples": [_inline_latency_ms(small)], "answer": expected, "status": OK},
-    ]
-
-
-def _inline_latency_ms(small: list[int]) -> float:
-    times = []
-    for _ in range(1000):
-        t0 = time.perf_counter()
-        [square(x) for x in small]
-        times.append((time.perf_counter() - t0) * 1000)
-    return percentile(times, 50)
+    case = Case(name="latency, 10-item request",
+                engines=[SabotLauncherEngine().bind(small, square), SerialEngine().bind(small, square)],
+                answer=checksum, timed=TIMED_LATENCY,
+                params={"items": 10, "calls": n_calls, "readme_claim_ms": CLAIMS["latency p50 (ms)"]})
+    return run_latency_case("readme_table", case, n_calls)
 
 
 def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,279 @@
+"""Cluster: a coordinator and 2 workers on loopback against Ray and Dask with the same 2 workers.
+
+Sabot runs as the README's three terminals do: one coordinator process and two worker processes
+(``python -m sabot.composable_launcher`` with SABOT_MODE and COORDINATOR_HOST/PORT), started before
+timing; the client is ``sabot.create_distributed_coordinator(host, port)`` in this process and
+``submit_distributed_job`` + ``get_distributed_job_result``. Ray runs ``ray.init(num_cpus=2)`` and
+Dask a LocalCluster of 2 single-threaded worker processes. Three cases:
+
+- small-job latency: a 10-item job (one task), submit to result, p50/p99 over many jobs;
+- morsels per second: one job of 10k one-item morsels (Ray and Dask: 10k one-item tasks);
+- a 10M-item ``square`` job, in large morsels or chunks, items/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from typing import Any
+
+from .engines import DaskEngine, ItemEngine, RayEngine
+from .harness import (REPO_ROOT, Case, open_engines, run_case, run_latency_case, sabot_status)
+from .workloads import checksum, square
+
+TITLE = "cluster on loopback: small-job latency, morsels/s, 10M-item job on 2 workers"
+WORKERS = 2
+TIMED_LATENCY = "submit of a 10-item job to its results in the client (cluster already running)"
+TIMED_TASKS = "one job of 10k one-item morsels (peers: 10k one-item tasks), submit to all results"
+TIMED_BIG = "submit of the whole input from the client to all results back in the client"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalSabotCluster:
+    """A coordinator and ``workers`` worker processes on 127.0.0.1, as the README starts them."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.dir = tempfile.mkdtemp(prefix="sabot-bench-")
+        self.port = _free_port()
+        self.zmq_port = _free_port()
+        self.env = self._env()
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SABOT_", "COORDINATOR_")) and k not in (
+                   "MAX_WORKERS", "MORSEL_SIZE_KB", "TARGET_UTILIZATION", "CLUSTER_NAME")}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env["SABOT_CLUSTER_KEY_FILE"] = os.path.join(self.dir, "cluster.key")
+        env["SABOT_DATA_DIR"] = os.path.join(self.dir, "data")
+        env["CLUSTER_NAME"] = "sabot-bench"
+        env["LOG_LEVEL"] = "WARNING"
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        coord_env = {**self.env, "SABOT_MODE": "coordinator", "SABOT_HOST": "127.0.0.1",
+                     "SABOT_PORT": str(self.port), "SABOT_ZMQ_PORT": str(self.zmq_port)}
+        self._spawn(coord_env, "coordinator")
+        self._wait_http(timeout)
+        for i in range(self.workers):
+            self._spawn({**self.env, "SABOT_MODE": "worker", "COORDINATOR_HOST": "127.0.0.1",
+                         "COORDINATOR_PORT": str(self.port), "SABOT_WORKER_PORT": "0",
+                         "SABOT_HOST": "127.0.0.1"}, f"worker-{i}")
+        self._wait_workers(timeout)
+
+    def client_config(self) -> dict[str, str]:
+        """The environment a client of this cluster needs (same key, same cluster name)."""
+        return {k: self.env[k] for k in ("SABOT_CLUSTER_KEY_FILE", "CLUSTER_NAME",
+                                         "SABOT_DATA_DIR")}
+
+    def _spawn(self, env: dict[str, str], name: str) -> None:
+        log = open(os.path.join(self.dir, f"{name}.log"), "wb")
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sabot.composable_launcher"], env=env, cwd=self.dir,
+            stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+            return json.loads(r.read())
+
+    def _check_alive(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a cluster process exited with {p.returncode}: "
+                                   f"{self.log_tail()}")
+
+    def _wait_http(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                self._get("/health")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"the coordinator did not serve HTTP within {timeout:.0f} s")
+
+    def alive_workers(self) -> int:
+        nodes = self._get("/nodes")
+        if isinstance(nodes, dict):
+            nodes = nodes.get("nodes", nodes.get("workers", []))
+        if isinstance(nodes, dict):
+            nodes = list(nodes.values())
+        return sum(1 for n in nodes if isinstance(n, dict) and n.get("role", "worker") == "worker"
+                   and str(n.get("status", n.get("state", "alive"))).lower()
+                   in ("alive", "ready", "idle", "busy", "active", "healthy"))
+
+    def _wait_workers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                if self.alive_workers() >= self.workers:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.workers} workers did not register within {timeout:.0f} s")
+
+    def log_tail(self) -> str:
+        tails = []
+        for name in sorted(os.listdir(self.dir)):
+            if name.endswith(".log"):
+                with open(os.path.join(self.dir, name), "rb") as f:
+                    lines = f.read().decode(errors="replace").strip().splitlines()[-3:]
+                tails.append(f"{name}: {' / '.join(lines)}")
+        return " | ".join(tails)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):  # workers first, then the coordinator
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SabotClusterEngine(ItemEngine):
+    """Sabot through its distributed API, against a running local cluster."""
+
+    name = "sabot"
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers=workers)
+        self.cluster: LocalSabotCluster | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.coordinator: Any = None
+        self.morsel_items: int | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    def availability(self) -> tuple[bool, str]:
+        return sabot_status("create_distributed_coordinator", "submit_distributed_job",
+                            "get_distributed_job_result")
+
+    def setup(self) -> None:
+        import sabot
+
+        self.cluster = LocalSabotCluster(self.workers)
+        try:
+            self.cluster.start()
+        except BaseException:
+            self.cluster.stop()
+            self.cluster = None
+            raise
+        # the client reads the cluster key and name from the environment, like every node
+        for k, v in self.cluster.client_config().items():
+            self._saved_env[k] = os.environ.get(k)
+            os.environ[k] = v
+        self.loop = asyncio.new_event_loop()
+        self.coordinator = sabot.create_distributed_coordinator("127.0.0.1", self.cluster.port)
+
+    def _submit_kwargs(self) -> dict[str, Any]:
+        import sabot
+
+        if self.morsel_items is None:
+            return {}
+        params = inspect.signature(sabot.submit_distributed_job).parameters
+        if "morsel_items" in params:
+            return {"morsel_items": self.morsel_items}
+        raise RuntimeError("sabot.submit_distributed_job has no morsel_items argument: cannot"
+                           " make one-item morsels")
+
+    def run(self) -> Any:
+        import sabot
+
+        kwargs = self._submit_kwargs()
+
+        async def go() -> Any:
+            job_id = await sabot.submit_distributed_job(self.coordinator, self.data, self.func,
+                                                        **kwargs)
+            return await sabot.get_distributed_job_result(self.coordinator, job_id, timeout=600)
+
+        assert self.loop is not None
+        return self.loop.run_until_complete(go())
+
+    def teardown(self) -> None:
+        if self.loop is not None:
+            close = getattr(self.coordinator, "close", None) or getattr(
+                self.coordinator, "stop", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    res = close()
+                    if inspect.isawaitable(res):
+                        self.loop.run_until_complete(res)
+            self.loop.close()
+            self.loop = None
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._saved_env.clear()
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+
+def _configure(engines: list[ItemEngine], data: list[int], chunks: int | None,
+               morsel_items: int | None) -> list[ItemEngine]:
+    for e in engines:
+        e.bind(data, square)
+        if isinstance(e, SabotClusterEngine):
+            e.morsel_items = morsel_items
+            e.params.pop("morsel_items", None)
+            if morsel_items:
+                e.params["morsel_items"] = morsel_items
+        elif chunks is not None:
+            e.params["chunks"] = chunks
+    return engines
+
+
+def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict[str, Any]]:
+    repeats = repeat or (1 if quick else 3)
+    n_big = 200_000 if quick else 10_000_000
+    n_tasks = 1_000 if quick else 10_000
+    calls = 30 if quick else 300
+    rows: list[dict[str, Any]] = []
+    with open_engines([SabotClusterEngine(WORKERS), RayEngine(WORKERS),
+                       DaskEngine(WORKERS)]) as engines:
+        engines = list(engines)
+        small = list(range(10))
+        rows += run_latency_case("cluster", Case(
+            name="small job (10 items)", engines=_configure(engines, small, 1, None),
+            answer=checksum, timed=TIMED_LATENCY, params={"items": 10, "workers": WORKERS,
+                                                          "calls": calls}), calls)
+        tiny = list(range(n_tasks))
+        rows += run_case("cluster", Case(
+            name=f"{n_tasks:,} one-item morsels", engines=_configure(engines, tiny, n_tasks, 1),
+            work=n_tasks, metric="morsels/s", answer=checksum, timed=TIMED_TASKS,
+            params={"items": n_tasks, "workers": WORKERS}), repeats, warmup=not quick)
+        big = list(range(n_big))
+        rows += run_case("cluster", Case(
+            name=f"square {n_big:,} items", engines=_configure(
+                engines, big, WORKERS * 4, None), work=n_big, metric="items/s",
+            answer=checksum, timed=TIMED_BIG, params={"items": n_big, "workers": WORKERS},
+            run_timeout_s=900), repeats, warmup=False)
+    return rows

@@ -116,6 +116,16 @@ class CoordinatorUnavailableError(ConnectionError, SabotError):
     """The coordinator cannot be reached at the configured address."""
 
 
+class RequestRefusedError(ValueError, SabotError):
+    """A node's HTTP API refused a request (4xx/5xx); the message is the node's, ``status``
+    the HTTP status and ``body`` the JSON error object."""
+
+    def __init__(self, status: int, message: str, body: dict[str, Any] | None = None) -> None:
+        self.status = status
+        self.body = body or {}
+        super().__init__(message)
+
+
 class JobNotFoundError(LookupError, SabotError):
     """No job with this id exists (or it expired after SABOT_RESULT_TTL_S)."""
 
@@ -149,6 +159,7 @@ __all__ = [
     "AuthenticationError",
     "CoordinatorUnavailableError",
     "JobNotFoundError",
+    "RequestRefusedError",
     "JobFailedError",
     "JobTimeoutError",
 ]

@@ -156,7 +156,9 @@ def test_result_paging(node: Node) -> None:
     assert (page["result_offset"], page["next_offset"], page["result_total"]) == (10, 15, 25)
     last = node.request("GET", f"/job/{page['job_id']}?offset=20&limit=100")[2]
     assert last["result"] == [400, 441, 484, 529, 576] and last["next_offset"] is None
-    for query in ("?offset=abc", "?limit=0", "?offset=-1", "?limit=99999999"):
+    polled = node.request("GET", f"/job/{page['job_id']}?limit=0")[2]
+    assert polled["result"] == [] and polled["progress"]["done"] == 25
+    for query in ("?offset=abc", "?limit=-1", "?offset=-1", "?limit=99999999", "?limit="):
         status, _, body = node.request("GET", f"/job/{page['job_id']}{query}")
         assert status == 400 and "query parameter" in body["error"], query
 

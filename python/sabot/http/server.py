@@ -331,7 +331,8 @@ class HttpApi:
 
     async def get_job(self, request: web.Request) -> web.Response:
         offset = query_int(request.query, "offset", 0, 0, 2**62) or 0
-        limit = query_int(request.query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        # limit=0: the job's state and progress without any result items (for polling).
+        limit = query_int(request.query, "limit", DEFAULT_PAGE, 0, MAX_PAGE)
         job = await self.backend.get_job(request.match_info["job_id"], offset=offset,
                                          limit=limit)
         return json_response(job)

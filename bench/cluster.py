@@ -79,11 +79,6 @@ class LocalSabotCluster:
                          "SABOT_HOST": "127.0.0.1"}, f"worker-{i}")
         self._wait_workers(timeout)
 
-    def client_config(self) -> dict[str, str]:
-        """The environment a client of this cluster needs (same key, same cluster name)."""
-        return {k: self.env[k] for k in ("SABOT_CLUSTER_KEY_FILE", "CLUSTER_NAME",
-                                         "SABOT_DATA_DIR")}
-
     def _spawn(self, env: dict[str, str], name: str) -> None:
         log = open(os.path.join(self.dir, f"{name}.log"), "wb")
         self.procs.append(subprocess.Popen(
@@ -168,7 +163,6 @@ class SabotClusterEngine(ItemEngine):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.coordinator: Any = None
         self.morsel_items: int | None = None
-        self._saved_env: dict[str, str | None] = {}
 
     def availability(self) -> tuple[bool, str]:
         return sabot_status("create_distributed_coordinator", "submit_distributed_job",
@@ -184,32 +178,28 @@ class SabotClusterEngine(ItemEngine):
             self.cluster.stop()
             self.cluster = None
             raise
-        # the client reads the cluster key and name from the environment, like every node
-        for k, v in self.cluster.client_config().items():
-            self._saved_env[k] = os.environ.get(k)
-            os.environ[k] = v
+        # the client uses the cluster's key file and name, as a user's client would
+        config = sabot.load_config(env=self.cluster.env)
         self.loop = asyncio.new_event_loop()
-        self.coordinator = sabot.create_distributed_coordinator("127.0.0.1", self.cluster.port)
+        self.coordinator = sabot.create_distributed_coordinator("127.0.0.1", self.cluster.port,
+                                                                config=config)
 
-    def _submit_kwargs(self) -> dict[str, Any]:
-        import sabot
-
-        if self.morsel_items is None:
-            return {}
-        params = inspect.signature(sabot.submit_distributed_job).parameters
-        if "morsel_items" in params:
-            return {"morsel_items": self.morsel_items}
-        raise RuntimeError("sabot.submit_distributed_job has no morsel_items argument: cannot"
-                           " make one-item morsels")
+    def prepare(self) -> None:
+        if self.morsel_items is not None and "morsel_items" not in inspect.signature(
+                self.coordinator.submit).parameters:
+            raise RuntimeError("this Sabot cannot fix the items per morsel (no morsel_items)")
 
     def run(self) -> Any:
         import sabot
 
-        kwargs = self._submit_kwargs()
-
         async def go() -> Any:
-            job_id = await sabot.submit_distributed_job(self.coordinator, self.data, self.func,
-                                                        **kwargs)
+            if self.morsel_items is not None:
+                # the README's submit_distributed_job has no morsel size: the handle's submit does
+                job_id = await self.coordinator.submit(self.data, self.func,
+                                                       morsel_items=self.morsel_items)
+            else:
+                job_id = await sabot.submit_distributed_job(self.coordinator, self.data,
+                                                            self.func)
             return await sabot.get_distributed_job_result(self.coordinator, job_id, timeout=600)
 
         assert self.loop is not None
@@ -226,12 +216,6 @@ class SabotClusterEngine(ItemEngine):
                         self.loop.run_until_complete(res)
             self.loop.close()
             self.loop = None
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        self._saved_env.clear()
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None

@@ -42,9 +42,9 @@ TASK_OVERHEAD_S = 150e-6
 MARGIN = 1.25
 #: Below this estimated inline time a call always runs inline.
 MIN_PARALLEL_S = 0.03
-#: Estimated cost of starting a cold pool (the forkserver plus workers); replaced by the measured
-#: value once a pool has started.
-DEFAULT_STARTUP_S = 0.6
+#: Estimated cost of starting a cold pool (until its first child answers); replaced by the
+#: measured value once a pool has started.
+DEFAULT_STARTUP_S = 0.15
 
 
 @dataclass
@@ -85,6 +85,7 @@ class AdaptiveController:
         patience: int = 2,
         cooldown: int = 2,
         band: float = 0.75,
+        force: str | None = None,
     ) -> None:
         if usable_cores < 1 or max_workers < 1:
             raise ValueError("usable_cores and max_workers must be >= 1")
@@ -96,6 +97,7 @@ class AdaptiveController:
         self.patience = patience
         self.cooldown = cooldown
         self.band = band
+        self.force = force
         self._lock = threading.Lock()
         self._workers = self.initial_workers()
         self._streak_dir = 0
@@ -129,10 +131,15 @@ class AdaptiveController:
             others = max(0.0, reading.machine_busy_cores - reading.sabot_busy_cores)
             room = self.cores * self.target - others  # cores Sabot may keep busy
             cur = self._workers
+            if reading.pool_busy is None:
+                # No work ran since the last reading: nothing to learn about our own demand,
+                # and other processes' load now says nothing about the next call.
+                self._streak_dir, self._streak = 0, 0
+                return None
             direction = 0
             if room >= cur + self.band and cur < self._clamp(cur + 1):
                 # Growing helps only when the workers we have are kept busy.
-                if reading.pool_busy is None or reading.pool_busy >= min(0.9, self.target):
+                if reading.pool_busy >= min(0.9, self.target):
                     direction = 1
             elif room <= cur - self.band and cur > 1:
                 direction = -1
@@ -167,7 +174,12 @@ class AdaptiveController:
         """Choose inline or processes for ``items`` more items of a per-item function."""
         workers = self.workers
         t_inline = items * per_item_s
-        if items <= 0 or t_inline < MIN_PARALLEL_S:
+        if self.force is not None and items > 0 and (self.force == INLINE or picklable):
+            per_task = self._items_per_task(items, per_item_s, max(2, workers), items_per_morsel)
+            plan = Plan(self.force, 1 if self.force == INLINE else workers,
+                        f"executor={self.force} forced by the caller", per_item_s, ship_item_s,
+                        items, per_task)
+        elif items <= 0 or t_inline < MIN_PARALLEL_S:
             plan = Plan(INLINE, 1, f"estimated {t_inline * 1e3:.1f} ms inline: too little work "
                         "to pay for parallelism", per_item_s, ship_item_s, items)
         elif workers < 2:
@@ -181,8 +193,11 @@ class AdaptiveController:
             per_task = self._items_per_task(items, per_item_s, workers, items_per_morsel)
             tasks = math.ceil(items / per_task)
             ship = ship_item_s * SHIP_OVERHEAD_FACTOR
+            per_item_par = max(per_item_s / workers, ship)
+            # A cold pool costs its start-up first (user code never runs in this process on the
+            # pool's behalf: a crashing function must only take a worker down).
             startup = 0.0 if pool_warm else self.startup_s
-            t_par = startup + items * max(per_item_s / workers, ship) + tasks * TASK_OVERHEAD_S
+            t_par = startup + items * per_item_par + tasks * TASK_OVERHEAD_S
             if t_par * MARGIN < t_inline:
                 plan = Plan(PROCESSES, workers,
                             f"estimated {t_par * 1e3:.0f} ms on {workers} processes vs "
@@ -223,9 +238,11 @@ class AdaptiveController:
         # enough that every worker gets several (load balance, resizing, early errors).
         by_time = int(0.02 / per_item_s) if per_item_s > 0 else items
         by_balance = max(1, items // (workers * 4))
-        per_task = max(1, min(max(by_time, items_per_morsel), by_balance))
-        morsels = max(1, round(per_task / max(1, items_per_morsel)))
-        return max(1, min(items, morsels * max(1, items_per_morsel)))
+        per_task = max(1, min(by_time, by_balance))
+        if per_task > items_per_morsel > 0:
+            # Bigger than a morsel: whole morsels (MORSEL_SIZE_KB stays the unit of data).
+            per_task = (per_task // items_per_morsel) * items_per_morsel
+        return max(1, min(items, per_task))
 
     def _record(self, plan: Plan) -> None:
         self.last_plan = plan

@@ -24,18 +24,19 @@ from .adapters import Source, adapt, rows_per_morsel
 from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveController, Plan, Reading
 from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, FunctionSpec, resolve_function
-from .inline import apply_items, native_loop_available
+from .inline import InlineRun, native_loop_available
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
 
 log = logging.getLogger("sabot.engine")
 
 #: Time budget of the first-items sample the controller plans from.
 SAMPLE_S = 0.005
-#: Inline work runs on a helper thread in slices of about this long, so the event loop stays
-#: responsive (HTTP, heartbeats) and a cancelled call stops between slices.
-INLINE_SLICE_S = 0.1
+#: Inline work runs on a helper thread (the event loop stays responsive: HTTP, heartbeats) in
+#: slices of about this long, so a cancelled call stops between slices.
+INLINE_SLICE_S = 0.5
 #: Inline work shorter than this runs directly on the event loop (a thread hop costs more).
 INLINE_DIRECT_S = 0.01
+EXECUTOR_CHOICES = ("auto", INLINE, PROCESSES)
 #: Concurrent awaits of an ``async def`` per-item function.
 ASYNC_CONCURRENCY = 128
 
@@ -59,13 +60,20 @@ class _Counters:
 class LocalEngine:
     """Runs ``process(data, func)`` on this machine. Create one per process and reuse it."""
 
-    def __init__(self, config: Config | None = None, *, node: str | None = None) -> None:
+    def __init__(self, config: Config | None = None, *, node: str | None = None,
+                 executor: str = "auto") -> None:
+        """``executor``: ``auto`` (the controller decides) or ``inline`` / ``processes`` to
+        force where per-item functions run (tests, or a user who knows better)."""
+        if executor not in EXECUTOR_CHOICES:
+            raise ValueError(f"executor={executor!r} is invalid: expected one of "
+                             f"{', '.join(EXECUTOR_CHOICES)}")
         self.config = config if config is not None else load_config()
         self.node = node
         self.controller = AdaptiveController(
             usable_cores=usable_cores(),
             max_workers=self.config.effective_max_workers,
             target_utilization=self.config.target_utilization,
+            force=None if executor == "auto" else executor,
         )
         self._pool: ProcessPool | None = None
         self._pool_lock = threading.Lock()
@@ -200,91 +208,82 @@ class LocalEngine:
             }
         m = self.metrics
         if m:
-            m.items.labels(**m.lbl(state="ok")).inc(items)
-            m.morsels.labels(**m.lbl(state="ok")).inc(morsels)
-            if seconds > 0 and items:
-                m.throughput.labels(**m.lbl()).set(items / seconds)
+            m.record_items(items)
 
     def _count_error(self) -> None:
         with self._stats.lock:
             self._stats.errors += 1
         m = self.metrics
         if m:
-            m.errors.labels(**m.lbl(kind="processing")).inc()
+            m.record_error("processing")
             m.morsels.labels(**m.lbl(state="failed")).inc()
 
-    def _observe_morsel(self, seconds: float) -> None:
+    def _observe_morsels(self, seconds: float, count: int) -> None:
+        """Metrics for ``count`` morsels that together ran ``seconds`` (one update, not one per
+        morsel: this is called per executed piece, off the per-item path)."""
         m = self.metrics
-        if m:
-            m.morsel_duration.labels(**m.lbl()).observe(seconds)
+        if m and count > 0:
+            m.morsels.labels(**m.lbl(state="ok")).inc(count)
+            m.morsel_duration.labels(**m.lbl()).observe(seconds / count)
 
     # ---- per-item functions ----
     async def _run_items(self, items: Sequence[Any], spec: FunctionSpec,
                          morsel_rows: int) -> tuple[list[Any], int]:
         func = spec.func
         n = len(items)
-        results: list[Any] = []
-        done, size, elapsed = 0, 1, 0.0
+        run = InlineRun(func, items)
+        size, elapsed = 1, 0.0
         # Sample: 1, 2, 4, ... items until the time budget or the first morsel is used up.
         sample_cap = min(n, morsel_rows)
-        while done < sample_cap and elapsed < SAMPLE_S:
-            k = min(size, sample_cap - done)
+        while run.done < sample_cap and elapsed < SAMPLE_S:
             t = time.perf_counter()
-            results.extend(apply_items(func, items[done:done + k], done))
+            run.step(min(size, sample_cap - run.done))
             elapsed += time.perf_counter() - t
-            done += k
             size *= 2
+        done = run.done
         remaining = n - done
         if remaining == 0:
             self.controller.note(Plan(INLINE, 1, f"{n} item(s): all ran in the sample",
                                       elapsed / max(1, done), 0.0, n))
-            self._observe_morsel(elapsed)
-            return results, 1 if n else 0
+            self._observe_morsels(elapsed, 1 if n else 0)
+            return run.results, 1 if n else 0
         per_item = elapsed / max(1, done)
         ship, picklable = 0.0, True
         if remaining * per_item >= 0.03:
-            ship, picklable = _ship_cost(items[:done], results, spec)
+            ship, picklable = _ship_cost(items[:done], run.results, spec)
         plan = self.controller.plan_items(
             items=remaining, per_item_s=per_item, ship_item_s=ship,
             pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=morsel_rows)
+        morsels = math.ceil(n / morsel_rows)
         if plan.executor == PROCESSES:
             try:
-                rest, morsels = await self._run_items_in_pool(items, done, spec, plan)
+                rest = await self._run_items_in_pool(items, done, spec, plan, morsel_rows)
+                results = run.results
+                results.extend(rest)
+                return results, morsels
             except _PoolUnavailable as exc:
                 log.warning("process pool unavailable (%s); running inline", exc)
                 self.controller.note(Plan(INLINE, 1, f"process pool unavailable: {exc}",
                                           per_item, ship, remaining))
-                rest, morsels = await self._run_inline(func, items, done, per_item), 0
-        else:
-            rest = await self._run_inline(func, items, done, per_item)
-            morsels = math.ceil(remaining / morsel_rows)
-        results.extend(rest)
-        return results, 1 + morsels
+        await self._run_inline(run, per_item, morsel_rows)
+        return run.results, morsels
 
-    async def _run_inline(self, func: Callable[[Any], Any], items: Sequence[Any], start: int,
-                          per_item: float) -> list[Any]:
-        n = len(items)
-        estimate = (n - start) * per_item
+    async def _run_inline(self, run: InlineRun, per_item: float, morsel_rows: int) -> None:
+        estimate = run.remaining * per_item
         if estimate < INLINE_DIRECT_S:
             t = time.perf_counter()
-            out = apply_items(func, items[start:], start)
-            self._observe_morsel(time.perf_counter() - t)
-            return out
+            k = run.remaining
+            run.step(k)
+            self._observe_morsels(time.perf_counter() - t, math.ceil(k / morsel_rows))
+            return
         loop = asyncio.get_running_loop()
         inline = self._inline_executor()
-        step = max(1, int(INLINE_SLICE_S / per_item)) if per_item > 0 else n
-        out: list[Any] = []
-        for a in range(start, n, step):
-            b = min(n, a + step)
+        step = max(1, int(INLINE_SLICE_S / per_item)) if per_item > 0 else run.remaining
+        while run.remaining:
+            k = min(step, run.remaining)
             t = time.perf_counter()
-            part = await loop.run_in_executor(inline, apply_items, func,
-                                              items[a:b], a)
-            self._observe_morsel(time.perf_counter() - t)
-            if a == start:
-                out = part
-            else:
-                out.extend(part)
-        return out
+            await loop.run_in_executor(inline, run.step, k)
+            self._observe_morsels(time.perf_counter() - t, math.ceil(k / morsel_rows))
 
     def _inline_executor(self) -> ThreadPoolExecutor:
         if self._inline_thread is None:
@@ -296,18 +295,16 @@ class LocalEngine:
             if self._closed:
                 raise _PoolUnavailable("the engine is closed")
             if self._pool is None:
-                t = time.perf_counter()
                 try:
                     pool = ProcessPool(
                         workers, max_attempts=self.config.max_attempts,
                         morsel_timeout_s=self.config.morsel_timeout_s,
-                        processor_modules=self.config.processors)
+                        processor_modules=self.config.processors,
+                        on_started=self._worker_started)
                 except Exception as exc:  # no processes allowed here (sandbox, limits)
                     raise _PoolUnavailable(f"{type(exc).__name__}: {exc}") from exc
-                self.controller.startup_s = max(0.05, time.perf_counter() - t)
                 self._pool = pool
-                log.debug("process pool started with %d workers in %.3f s", workers,
-                          self.controller.startup_s)
+                log.debug("process pool starting with %d workers", workers)
                 from .sampler import UtilizationSampler
 
                 self._sampler = UtilizationSampler(
@@ -317,6 +314,12 @@ class LocalEngine:
             elif self._pool.size != workers:
                 self._pool.resize(workers)
             return self._pool
+
+    def _worker_started(self, seconds: float) -> None:
+        # What a cold pool costs before its first child answers: the controller's estimate for
+        # the next cold start (after close(), or in another engine of this process).
+        self.controller.startup_s = max(0.01, seconds)
+        log.debug("pool worker ready after %.3f s", seconds)
 
     def _resize_pool(self, workers: int) -> None:
         pool = self._pool
@@ -333,25 +336,29 @@ class LocalEngine:
                 m.queue_depth.labels(**m.lbl()).set(pool.tasks.qsize())
 
     async def _run_items_in_pool(self, items: Sequence[Any], start: int, spec: FunctionSpec,
-                                 plan: Plan) -> tuple[list[Any], int]:
+                                 plan: Plan, morsel_rows: int) -> list[Any]:
         loop = asyncio.get_running_loop()
+        try:
+            shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
+        except Exception as exc:
+            raise _PoolUnavailable(f"the function cannot be pickled ({exc})") from exc
         pool = await loop.run_in_executor(None, self._ensure_pool, plan.workers)
-        shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
         step = max(1, plan.items_per_task)
         call = CallGroup()
         tasks = [Task(shipped, a, items[a:min(len(items), a + step)], i + 1, call)
                  for i, a in enumerate(range(start, len(items), step))]
-        return await self._gather_tasks(pool, tasks, call), len(tasks)
+        return await self._gather_tasks(pool, tasks, call, morsel_rows)
 
-    async def _gather_tasks(self, pool: ProcessPool, tasks: list[Task],
-                            call: CallGroup) -> list[Any]:
+    async def _gather_tasks(self, pool: ProcessPool, tasks: list[Task], call: CallGroup,
+                            morsel_rows: int) -> list[Any]:
         futures = [asyncio.wrap_future(pool.submit(t)) for t in tasks]
         out: list[Any] = []
         ok = False
         try:
             # In input order: the first failure reported is the lowest failing index.
-            for fut in futures:
+            for task, fut in zip(tasks, futures):
                 part = await fut
+                self._observe_morsels(task.seconds, math.ceil(len(task.data) / morsel_rows))
                 if not out:
                     out = part if isinstance(part, list) else list(part)
                 else:
@@ -407,7 +414,7 @@ class LocalEngine:
         t = time.perf_counter()
         first = _run_batch(func, spec.name, 0, *morsels[0])
         per_morsel = time.perf_counter() - t
-        self._observe_morsel(per_morsel)
+        self._observe_morsels(per_morsel, 1)
         plan = self.controller.plan_batches(morsels=len(morsels), per_morsel_s=per_morsel)
         outs = [first]
         rest = morsels[1:]

@@ -56,7 +56,7 @@ class ShippedFunction:
 class Task:
     """One unit sent to a worker: a run of consecutive items starting at ``offset``."""
 
-    __slots__ = ("fn", "offset", "data", "morsel", "future", "attempts", "call")
+    __slots__ = ("fn", "offset", "data", "morsel", "future", "attempts", "call", "seconds")
 
     def __init__(self, fn: ShippedFunction, offset: int, data: Any, morsel: int,
                  call: "CallGroup") -> None:
@@ -67,6 +67,7 @@ class Task:
         self.future: Future[Any] = Future()
         self.attempts = 0
         self.call = call
+        self.seconds = 0.0  # wall time of the successful run
 
 
 class CallGroup:
@@ -278,6 +279,8 @@ class _Worker:
             return ("lost", self.exitcode())
         if reply[0] == "ok":
             self.cpu_s += reply[3]
+            if self.busy_since is not None:
+                task.seconds = time.perf_counter() - self.busy_since
             _resolve(task, reply[2])
         else:
             _, _, index, exc_bytes, tb, summary = reply
@@ -326,7 +329,8 @@ class ProcessPool:
     """Worker processes fed from one task queue; ``resize`` changes the count while running."""
 
     def __init__(self, size: int, *, max_attempts: int = 3, morsel_timeout_s: float = 0.0,
-                 processor_modules: tuple[str, ...] = ()) -> None:
+                 processor_modules: tuple[str, ...] = (),
+                 on_started: Any = None) -> None:
         self.max_attempts = max_attempts
         self.morsel_timeout_s = morsel_timeout_s
         self.processor_modules = processor_modules
@@ -338,6 +342,7 @@ class ProcessPool:
         self._closed = False
         self.workers_lost = 0
         self.startup_s: float | None = None
+        self._on_started = on_started
         self._busy_mark = (time.perf_counter(), 0.0)
         self.resize(size)
 
@@ -381,6 +386,8 @@ class ProcessPool:
     def note_startup(self, seconds: float) -> None:
         with self._lock:
             self.startup_s = seconds
+        if self._on_started is not None:
+            self._on_started(seconds)
 
     def record_lost(self) -> None:
         with self._lock:
@@ -392,6 +399,12 @@ class ProcessPool:
             raise RuntimeError("the process pool is closed")
         self.tasks.put(task)
         return task.future
+
+    @property
+    def ready_count(self) -> int:
+        """Workers that have started and can take tasks."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.ready)
 
     def pids(self) -> list[int]:
         with self._lock:

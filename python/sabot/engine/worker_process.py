@@ -42,7 +42,14 @@ def _load_function(kind: str, payload: Any) -> Callable[[Any], Any]:
         return get_processor(payload)
     import cloudpickle
 
-    return cloudpickle.loads(payload)
+    try:
+        return cloudpickle.loads(payload)
+    except ImportError as exc:
+        raise ImportError(
+            f"the function cannot be loaded in a worker process: {exc}. Functions are sent by "
+            "reference to their module, which must be importable in a fresh interpreter; "
+            "define it in an importable module, or call "
+            "cloudpickle.register_pickle_by_value(module) to send it by value") from exc
 
 
 def _dump_exception(exc: BaseException) -> bytes | None:

@@ -1,0 +1,282 @@
+"""LocalEngine.process: every data kind and function kind, order, output types, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import cloudpickle
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import sabot
+from sabot.config import load_config
+from sabot.engine import LocalEngine
+from sabot.errors import ProcessingError, UnknownProcessorError
+
+# Functions below travel to worker processes by value: pytest's importlib mode gives this
+# module a name a fresh interpreter cannot import.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def square(x):
+    return x * x
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def make_engine(**kw) -> LocalEngine:
+    return LocalEngine(load_config(env={}, max_workers=2), **kw)
+
+
+@pytest.fixture
+def engine():
+    e = make_engine()
+    yield e
+    e.close_sync()
+
+
+DATA_KINDS = {
+    "list": lambda n: list(range(n)),
+    "tuple": lambda n: tuple(range(n)),
+    "range": lambda n: range(n),
+    "generator": lambda n: (i for i in range(n)),
+    "numpy": lambda n: np.arange(n, dtype=np.int64),
+    "arrow-array": lambda n: pa.array(range(n), type=pa.int64()),
+    "arrow-chunked": lambda n: pa.chunked_array([pa.array(range(0, n // 2), pa.int64()),
+                                                  pa.array(range(n // 2, n), pa.int64())]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DATA_KINDS))
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_per_item_function_over_every_sequence_kind(engine, kind, n):
+    out = run(engine.process(DATA_KINDS[kind](n), square))
+    expected = [i * i for i in range(n)]
+    if kind == "numpy":
+        assert isinstance(out, np.ndarray)
+        assert out.tolist() == expected
+    elif kind == "arrow-array":
+        assert isinstance(out, pa.Array)
+        assert out.to_pylist() == expected
+    elif kind == "arrow-chunked":
+        assert isinstance(out, pa.ChunkedArray)
+        assert out.to_pylist() == expected
+        assert [len(c) for c in out.chunks] == [n // 2, n - n // 2]
+    else:
+        assert out == expected
+
+
+def test_tabular_inputs_give_rows_as_dicts_and_arrow_back(engine):
+    table = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    out = run(engine.process(table, lambda r: {"a2": r["a"] * 2, "b": r["b"].upper()}))
+    assert isinstance(out, pa.Table)
+    assert out.to_pylist() == [{"a2": 2, "b": "X"}, {"a2": 4, "b": "Y"}, {"a2": 6, "b": "Z"}]
+    batch = table.to_batches()[0]
+    out = run(engine.process(batch, lambda r: r["a"] + 1))
+    assert isinstance(out, pa.Array) and out.to_pylist() == [2, 3, 4]
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+    out = run(engine.process(reader, lambda r: r["b"]))
+    assert isinstance(out, pa.ChunkedArray) and out.to_pylist() == ["x", "y", "z"]
+
+
+def test_lambdas_closures_and_named_processors(engine):
+    k = 3
+    assert run(engine.process([1, 2], lambda x: x * k)) == [3, 6]
+    for name, expected in [("square", [1, 4, 9]), ("double", [2, 4, 6]), ("negate", [-1, -2, -3]),
+                           ("identity", [1, 2, 3])]:
+        assert run(engine.process([1, 2, 3], name)) == expected
+    assert run(engine.process(["ab", "c"], "len")) == [2, 1]
+    with pytest.raises(UnknownProcessorError, match="registered processors: .*square"):
+        run(engine.process([1], "no-such-processor"))
+
+
+def test_async_def_function_runs_with_bounded_concurrency(engine):
+    active = 0
+    peak = 0
+
+    async def slow_double(x):
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.001)
+        active -= 1
+        return x * 2
+
+    out = run(engine.process(list(range(600)), slow_double))
+    assert out == [x * 2 for x in range(600)]
+    from sabot.engine.local_engine import ASYNC_CONCURRENCY
+
+    assert 1 < peak <= ASYNC_CONCURRENCY
+
+
+def test_batch_functions_get_morsels_of_the_input_kind(engine):
+    seen = []
+
+    def numpy_batch(a):
+        seen.append(type(a))
+        return np.sqrt(a)
+
+    data = np.arange(100_000, dtype=np.float64)
+    out = run(engine.process(data, sabot.batch(numpy_batch)))
+    assert isinstance(out, np.ndarray) and np.allclose(out, np.sqrt(data))
+    assert set(seen) == {np.ndarray} and len(seen) > 1  # several morsels (64 KB each)
+
+    out = run(engine.process(list(range(10)), sabot.batch(lambda xs: [x + 1 for x in xs])))
+    assert out == list(range(1, 11))
+
+    table = pa.table({"v": list(range(1000))})
+    out = run(engine.process(table, sabot.batch(lambda rb: pc.multiply(rb.column("v"), 2))))
+    assert out.to_pylist() == [v * 2 for v in range(1000)]
+
+
+def test_batch_function_returning_wrong_length_is_an_error(engine):
+    with pytest.raises(ProcessingError, match="returned 1 .* one result per item"):
+        run(engine.process(list(range(10)), sabot.batch(lambda xs: [0])))
+
+
+def test_arrow_expression_runs_natively(engine):
+    table = pa.table({"a": [1, 2, 3], "b": [10, 20, 30]})
+    out = run(engine.process(table, pc.field("a") + pc.field("b")))
+    assert out.to_pylist() == [11, 22, 33]
+
+
+def test_bad_inputs_say_what_is_accepted(engine):
+    with pytest.raises(TypeError, match="accepted: list, tuple, range"):
+        run(engine.process(42, square))
+    with pytest.raises(TypeError, match="func must be a callable"):
+        run(engine.process([1], 42))
+    with pytest.raises(ValueError, match="executor='gpu' is invalid"):
+        make_engine(executor="gpu")
+
+
+def test_failure_names_the_item_and_keeps_the_original(engine):
+    def inverse(x):
+        return 1 / (x - 1234)
+
+    with pytest.raises(ProcessingError) as info:
+        run(engine.process(list(range(5000)), inverse))
+    err = info.value
+    assert err.index == 1234
+    assert isinstance(err.original, ZeroDivisionError)
+    assert "inverse" in err.remote_traceback and "ZeroDivisionError" in err.remote_traceback
+    assert "item 1234" in str(err)
+    # the engine keeps working and counted the error
+    assert run(engine.process([1, 2], square)) == [1, 4]
+    assert engine.get_stats()["errors"] == 1
+
+
+def test_stop_iteration_in_user_code_is_not_a_silent_end(engine):
+    def stops(x):
+        if x == 3:
+            raise StopIteration
+        return x
+
+    with pytest.raises(ProcessingError) as info:
+        run(engine.process(list(range(10)), stops))
+    assert info.value.index == 3
+
+
+def test_results_arrive_in_order_from_processes():
+    engine = make_engine(executor="processes")
+    try:
+        data = list(range(20_000))
+        out = run(engine.process(data, lambda x: (x * 7) % 1000))
+        assert out == [(x * 7) % 1000 for x in data]
+        ctl = engine.get_stats()["controller"]
+        assert ctl["executor"] == "processes"
+        assert len(ctl["pool_pids"]) >= 1
+    finally:
+        engine.close_sync()
+
+
+def test_error_in_worker_process_carries_index_and_traceback_and_pool_survives():
+    engine = make_engine(executor="processes")
+    try:
+        def fails_at(x):
+            if x == 15_000:
+                raise KeyError(f"bad item {x}")
+            return x
+
+        with pytest.raises(ProcessingError) as info:
+            run(engine.process(list(range(20_000)), fails_at))
+        err = info.value
+        assert err.index == 15_000
+        assert isinstance(err.original, KeyError)
+        assert "fails_at" in err.remote_traceback
+        pids = engine.get_stats()["controller"]["pool_pids"]
+        out = run(engine.process(list(range(20_000)), square))
+        assert out == [x * x for x in range(20_000)]
+        assert engine.get_stats()["controller"]["pool_pids"] == pids  # same workers
+    finally:
+        engine.close_sync()
+
+
+@pytest.mark.parametrize("how", ["exit", "segfault"])
+def test_worker_that_dies_fails_the_call_clearly_then_the_pool_recovers(how):
+    engine = LocalEngine(load_config(env={}, max_workers=2, max_attempts=2),
+                         executor="processes")
+    try:
+        def dies(x):
+            if x == 12_345:
+                if how == "exit":
+                    import os
+
+                    os._exit(7)
+                import ctypes
+
+                ctypes.string_at(0)  # SIGSEGV in "user code"
+            return x
+
+        t = time.monotonic()
+        with pytest.raises(sabot.WorkerLostError) as info:
+            run(engine.process(list(range(20_000)), dies))
+        assert time.monotonic() - t < 60
+        text = str(info.value)
+        assert "died" in text and "gave up after 2 attempt(s)" in text
+        assert ("exit code 7" in text) if how == "exit" else ("SIGSEGV" in text)
+        assert engine.get_stats()["controller"]["workers_lost"] == 2
+        assert run(engine.process(list(range(20_000)), square))[-1] == 19_999 ** 2
+    finally:
+        engine.close_sync()
+
+
+def test_unpicklable_function_falls_back_to_inline():
+    import threading
+
+    lock = threading.Lock()
+    engine = make_engine(executor="processes")
+    try:
+        def uses_lock(x):
+            with lock:
+                return x + 1
+
+        assert run(engine.process(list(range(5000)), uses_lock)) == list(range(1, 5001))
+        assert engine.get_stats()["controller"]["executor"] == "inline"
+    finally:
+        engine.close_sync()
+
+
+def test_stats_shape(engine):
+    run(engine.process(list(range(100)), square))
+    stats = engine.get_stats()
+    assert stats["items_processed"] == 100 and stats["calls"] == 1
+    assert stats["morsels_processed"] >= 1
+    assert isinstance(stats["cython_optimization"], bool)
+    for key in ("executor", "workers", "utilization", "per_item_cost_s", "reason"):
+        assert key in stats["controller"]
+    assert stats["controller"]["executor"] == "inline"
+    res = stats["system_resources"]
+    assert res["cpu_count"] >= 1 and res["memory_total_bytes"] > 0 and len(res["load_average"]) == 3
+
+
+def test_closed_engine_refuses_work():
+    e = make_engine()
+    e.close_sync()
+    with pytest.raises(RuntimeError, match="closed"):
+        run(e.process([1], square))

@@ -198,7 +198,8 @@ class Worker:
                 log.exception("worker %s: connection failed", self.node_id)
             finally:
                 self.registered.clear()
-                self._close_socket()
+                if not self._stopping:  # stop() closes it after its goodbye went out
+                    self._close_socket()
             if self._stopping:
                 return
             await asyncio.sleep(delay)

@@ -1,0 +1,352 @@
+"""The coordinator with real worker processes: big jobs, failures, restarts, scheduling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sabot
+from sabot.errors import CancelledError, JobFailedError
+
+
+def _slow_square(every: int = 500, pause: float = 0.01) -> Any:
+    # Self-contained (pickled by value): pauses on every ``every``-th item so a job takes a while.
+    return lambda x, e=every, p=pause: (__import__("time").sleep(p) if x % e == 0 else None) \
+        or x * x
+
+
+async def _wait_progress(handle: Any, job_id: str, fraction: float, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = await handle.status(job_id)
+        if st["progress"]["fraction"] >= fraction or st["status"] != "running" and \
+                st["status"] != "pending":
+            return st
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not reach {fraction:.0%}: {st}")
+
+
+def test_a_million_items_with_a_lambda_come_back_complete_and_in_order(shared_cluster):
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            job = await sabot.submit_distributed_job(c, list(range(1_000_000)),
+                                                     lambda x: x * 2 + 1)
+            out = await sabot.get_distributed_job_result(c, job, timeout=180)
+            return out, await c.status(job)
+        finally:
+            await c.stop()
+
+    out, status = asyncio.run(main())
+    assert out == [x * 2 + 1 for x in range(1_000_000)]
+    assert status["status"] == "completed"
+    assert status["progress"]["done"] == 1_000_000
+    workers = shared_cluster.alive_workers()
+    assert len(workers) == 3
+    assert all(w["morsels_done"] > 0 for w in workers), workers
+
+
+def test_stats_show_nodes_jobs_and_system_resources(shared_cluster):
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            return await c.cluster_stats(), c.get_cluster_stats()
+        finally:
+            await c.stop()
+
+    stats, sync_stats = asyncio.run(main())
+    for s in (stats, sync_stats):
+        assert {"nodes", "jobs", "system_resources", "queue_depth"} <= set(s)
+        assert len([n for n in s["nodes"] if n["state"] == "alive"]) == 3
+        assert s["system_resources"]["cpu_count"] >= 1
+    info = shared_cluster.http("/cluster")
+    assert info["zmq_port"] == shared_cluster.zmq_port
+    assert info["protocol_version"] == 1 and info["cluster_name"] == "sabot-cluster"
+    # Workers registered with an address and their own (ephemeral) HTTP port, which answers.
+    import urllib.request
+
+    for node in stats["nodes"]:
+        assert node["address"] == "127.0.0.1" and node["http_port"] not in (0, shared_cluster.port)
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{node['http_port']}/health", timeout=5) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(
+                f"http://127.0.0.1:{node['http_port']}/metrics", timeout=5) as r:
+            assert b"sabot_processing_throughput_items_per_second" in r.read()
+
+
+def test_named_processor_numpy_and_arrow_inputs(shared_cluster):
+    import numpy as np
+    import pyarrow as pa
+
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            a = await c.result(await c.submit(list(range(50_000)), "square"), timeout=60)
+            b = await c.result(await c.submit(np.arange(100_000, dtype=np.int64),
+                                              lambda v: v + 1), timeout=60)
+            arr = await c.result(await c.submit(pa.array(range(30_000)), "double"), timeout=60)
+            return a, b, arr
+        finally:
+            await c.stop()
+
+    a, b, arr = asyncio.run(main())
+    assert a == [x * x for x in range(50_000)]
+    assert isinstance(b, np.ndarray) and b.tolist() == list(range(1, 100_001))
+    assert isinstance(arr, pa.Array) and arr.to_pylist() == [2 * x for x in range(30_000)]
+
+
+def test_unknown_processor_is_refused_with_the_known_names(shared_cluster):
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            await c.submit([1, 2], "no-such-processor")
+        finally:
+            await c.stop()
+
+    with pytest.raises(sabot.UnknownProcessorError) as err:
+        asyncio.run(main())
+    assert "no-such-processor" in str(err.value) and "square" in str(err.value)
+
+
+def test_poison_item_fails_the_job_after_max_attempts_with_its_error(shared_cluster):
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            job = await c.submit(list(range(5000)), lambda x: 1 // (x - 4321))
+            with pytest.raises(JobFailedError) as err:
+                await c.result(job, timeout=60)
+            return err.value, await c.status(job)
+        finally:
+            await c.stop()
+
+    error, status = asyncio.run(main())
+    assert status["status"] == "failed"
+    text = str(error)
+    assert "ZeroDivisionError" in text and "item 4321" in text
+    assert "after 3 attempt(s)" in text
+
+
+def test_stream_result_yields_items_in_order(shared_cluster):
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            job = await c.submit(list(range(40_000)), "increment", )
+            seen = []
+            async for item in sabot.stream_distributed_job_result(c, job, timeout=60):
+                seen.append(item)
+            return seen
+        finally:
+            await c.stop()
+
+    assert asyncio.run(main()) == list(range(1, 40_001))
+
+
+def test_a_function_whose_module_workers_lack_fails_naming_the_module(shared_cluster, tmp_path,
+                                                                       monkeypatch):
+    mod = tmp_path / "only_on_the_client.py"
+    mod.write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("only_on_the_client")
+
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            job = await c.submit([1, 2, 3], module.triple)
+            with pytest.raises(JobFailedError) as err:
+                await c.result(job, timeout=60)
+            return str(err.value)
+        finally:
+            await c.stop()
+
+    text = asyncio.run(main())
+    assert "only_on_the_client" in text and "ModuleNotFoundError" in text
+
+
+def test_kill_9_a_worker_mid_job_loses_and_duplicates_nothing(cluster):
+    cluster.start_coordinator()
+    workers = [cluster.start_worker(wait=False) for _ in range(3)]
+    cluster.wait_workers(3)
+    n = 100_000
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(n)), _slow_square(200, 0.01), morsel_items=500)
+            await _wait_progress(c, job, 0.2)
+            workers[0].kill()
+            out = await c.result(job, timeout=120)
+            return out, await c.status(job)
+        finally:
+            await c.stop()
+
+    out, status = asyncio.run(main())
+    assert out == [x * x for x in range(n)]
+    assert status["status"] == "completed"
+    time.sleep(2.0)  # past SABOT_NODE_TIMEOUT_S
+    states = sorted(node["state"] for node in cluster.http("/stats")["nodes"])
+    assert states == ["alive", "alive", "dead"]  # the dead worker is kept, not forgotten
+
+
+def test_coordinator_killed_and_restarted_resumes_the_job(cluster):
+    coordinator = cluster.start_coordinator()
+    for _ in range(2):
+        cluster.start_worker(wait=False)
+    cluster.wait_workers(2)
+    n = 60_000
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(n)), _slow_square(100, 0.01), morsel_items=500)
+            await _wait_progress(c, job, 0.15)
+            coordinator.kill()
+            cluster.start_coordinator()
+            out = await c.result(job, timeout=120)
+            return job, out
+        finally:
+            await c.stop()
+
+    job, out = asyncio.run(main())
+    assert out == [x * x for x in range(n)]
+    assert "resumed 1 unfinished job" in cluster.coordinator.output
+    # The workers found the new coordinator by themselves.
+    cluster.wait_workers(2)
+
+
+def test_hanging_item_is_timed_out_and_retried(cluster, tmp_path):
+    cluster.extra["SABOT_MORSEL_TIMEOUT_S"] = "1"
+    cluster.start_coordinator()
+    for _ in range(2):
+        cluster.start_worker(wait=False)
+    cluster.wait_workers(2)
+    marker = str(tmp_path / "hung-once")
+
+    def hang_once(x, p=marker):
+        import os
+        import time as t
+
+        if x == 7 and not os.path.exists(p):
+            open(p, "w").close()
+            t.sleep(6)
+        return x * 10
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(40)), hang_once, morsel_items=4)
+            return await c.result(job, timeout=60), await c.cluster_stats()
+        finally:
+            await c.stop()
+
+    out, stats = asyncio.run(main())
+    assert out == [x * 10 for x in range(40)]
+    assert stats["counters"]["morsels_timed_out"] >= 1
+    assert "timed out after 1 s" in cluster.coordinator.output
+
+
+def test_a_worker_joining_mid_job_gets_work(cluster):
+    cluster.start_coordinator()
+    cluster.start_worker()
+    cluster.wait_workers(1)
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(40_000)), _slow_square(100, 0.01), morsel_items=200)
+            await _wait_progress(c, job, 0.05)
+            late = cluster.start_worker(wait=False)
+            out = await c.result(job, timeout=120)
+            return out, late
+        finally:
+            await c.stop()
+
+    out, late = asyncio.run(main())
+    assert out == [x * x for x in range(40_000)]
+    done = {n["pid"]: n["morsels_done"] for n in cluster.http("/stats")["nodes"]}
+    assert done[late.proc.pid] > 0, done
+
+
+def test_a_slow_worker_gets_fewer_morsels(cluster):
+    cluster.start_coordinator()
+    fast = cluster.start_worker(wait=False)
+    slow = cluster.start_worker(wait=False, SABOT_TEST_SLOW="1")
+    cluster.wait_workers(2)
+
+    def work(x):
+        import os
+        import time as t
+
+        t.sleep(0.1 if os.environ.get("SABOT_TEST_SLOW") else 0.01)
+        return x
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(80)), work, morsel_items=1)
+            return await c.result(job, timeout=120)
+        finally:
+            await c.stop()
+
+    assert asyncio.run(main()) == list(range(80))
+    done = {n["pid"]: n["morsels_done"] for n in cluster.http("/stats")["nodes"]}
+    assert done[slow.proc.pid] < done[fast.proc.pid], done
+    assert done[slow.proc.pid] + done[fast.proc.pid] >= 80
+
+
+def test_cancel_stops_a_running_job(cluster):
+    cluster.start_coordinator()
+    cluster.start_worker()
+    cluster.wait_workers(1)
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(200)), _slow_square(1, 0.05), morsel_items=2)
+            await _wait_progress(c, job, 0.02)
+            cancelled = await sabot.cancel_distributed_job(c, job)
+            after = (await c.status(job))["progress"]["done"]
+            await asyncio.sleep(1.0)
+            later = await c.status(job)
+            with pytest.raises(CancelledError):
+                await c.result(job, timeout=10)
+            # The worker is free again: a new job runs at once.
+            quick = await c.result(await c.submit([1, 2, 3], "square"), timeout=30)
+            return cancelled, after, later, quick
+        finally:
+            await c.stop()
+
+    cancelled, after, later, quick = asyncio.run(main())
+    assert cancelled["status"] == "cancelled" and later["status"] == "cancelled"
+    assert later["progress"]["done"] == after < 200
+    assert quick == [1, 4, 9]
+
+
+def test_sigterm_drains_a_worker_and_exits_0(cluster):
+    cluster.start_coordinator()
+    first = cluster.start_worker()
+    cluster.start_worker()
+    cluster.wait_workers(2)
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(20_000)), _slow_square(100, 0.01), morsel_items=200)
+            await _wait_progress(c, job, 0.1)
+            rc = await asyncio.to_thread(first.terminate)
+            return rc, await c.result(job, timeout=120)
+        finally:
+            await c.stop()
+
+    rc, out = asyncio.run(main())
+    assert rc == 0
+    assert out == [x * x for x in range(20_000)]
+    assert "leaves (stopping)" in cluster.coordinator.output
+    states = {n["pid"]: n["state"] for n in cluster.http("/stats")["nodes"]}
+    assert states[first.proc.pid] == "left"

@@ -89,6 +89,11 @@ def set_native_enabled(enabled: bool) -> None:
     _enabled = enabled
 
 
+def is_native_enabled() -> bool:
+    """Whether the compiled parts would be used (they may still be missing from the build)."""
+    return _is_enabled()
+
+
 def get_core() -> ModuleType | None:
     """The compiled ``sabot._core`` module, or None when native is disabled or not built."""
     if not _is_enabled():
@@ -216,6 +221,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "configure", "set_native_enabled", "get_core", "get_apply", "native_available",
+    "configure", "set_native_enabled", "is_native_enabled", "get_core", "get_apply", "native_available",
     "native_status", "set_threads", "get_threads", "get_stats",
 ]

@@ -1,0 +1,35 @@
+"""Shared fixtures. Keep additions small and additive (several parts of Sabot use this file)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(params=["native", "fallback"])
+def native_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test twice: with the compiled parts (skipped when they are not built) and with
+    the pure-Python fallback (as under SABOT_DISABLE_NATIVE=1). Yields "native" or "fallback"."""
+    from sabot import _native
+
+    previous = _native.is_native_enabled()
+    want = request.param == "native"
+    _native.set_native_enabled(want)
+    try:
+        if want and not _native.native_available():
+            pytest.skip(f"compiled parts not available: {_native.native_status()}")
+        yield request.param
+    finally:
+        _native.set_native_enabled(previous)
+
+
+@pytest.fixture
+def native_core():  # type: ignore[no-untyped-def]
+    """The compiled sabot._core module; skips when Sabot was installed without it."""
+    from sabot import _native
+
+    core = _native.get_core()
+    if core is None:
+        pytest.skip(f"compiled parts not available: {_native.native_status()}")
+    return core

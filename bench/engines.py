@@ -24,7 +24,12 @@ from .workloads import Opaque, chunks_of, map_chunk, map_opaque
 CHUNKS_PER_WORKER = 4
 
 
-def _flatten(parts: Sequence[Sequence[Any]]) -> list[Any]:
+def _flatten(parts: Sequence[Sequence[Any]]) -> Any:
+    """Chunks back into one result: a list, or one array for numpy chunks."""
+    if parts and type(parts[0]).__name__ == "ndarray":
+        import numpy as np
+
+        return np.concatenate(parts)
     return list(itertools.chain.from_iterable(parts))
 
 

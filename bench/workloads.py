@@ -42,9 +42,18 @@ class BusyWait:
         return f"BusyWait({self.cost_us:g} us)"
 
 
-def map_chunk(func: Callable[[Any], Any], chunk: Sequence[Any]) -> list[Any]:
-    """What chunk-based peers (joblib, Dask, Ray) run remotely: the function over one chunk."""
-    return [func(x) for x in chunk]
+def map_chunk(func: Callable[[Any], Any], chunk: Sequence[Any]) -> Any:
+    """What chunk-based peers (joblib, Dask, Ray) run remotely: the function over one chunk.
+
+    A numpy chunk gives a numpy result, so the peer ships one buffer back instead of pickling
+    millions of numpy scalars (what a user of those engines would write for numpy input).
+    """
+    out = [func(x) for x in chunk]
+    if type(chunk).__name__ == "ndarray":
+        import numpy as np
+
+        return np.asarray(out)
+    return out
 
 
 def chunks_of(data: Sequence[Any], n_chunks: int) -> list[Sequence[Any]]:
@@ -84,4 +93,4 @@ class Opaque:
 
 
 def map_opaque(func: Callable[[Any], Any], chunk: Opaque) -> Opaque:
-    return Opaque([func(x) for x in chunk.items])
+    return Opaque(map_chunk(func, chunk.items))

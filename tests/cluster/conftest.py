@@ -185,3 +185,14 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def lone_coordinator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A coordinator without workers (for handshake and frame tests)."""
+    c = Cluster(tmp_path_factory.mktemp("coordinator"))
+    try:
+        c.start_coordinator()
+        yield c
+    finally:
+        c.close()

@@ -56,6 +56,8 @@ _PURGE_EVERY_S = 60.0
 #: Longest wait a FetchResults may ask for.
 _MAX_WAIT_MS = 60_000
 _ACTIVE = ("pending", "running")
+#: Log lines per second per kind of rejected message.
+_LOG_BURST = 10
 
 
 @dataclass(slots=True)
@@ -204,7 +206,7 @@ class CoordinatorCore(threading.Thread):
         self._next_seq = self.journal.max_seq() + 1
         self._next_purge = 0.0
         self._next_timeout_scan = 0.0
-        self._log_budget: dict[str, float] = {}
+        self._log_budget: dict[str, tuple[float, int, int]] = {}
         self.counters = {"morsels_assigned": 0, "morsels_completed": 0, "morsels_failed": 0,
                          "morsels_requeued": 0, "duplicates_ignored": 0,
                          "protocol_errors": 0, "morsels_timed_out": 0}
@@ -374,11 +376,19 @@ class CoordinatorCore(threading.Thread):
                           "rejected a message from peer %s: %s", peer.hex()[:10], text)
 
     def _log_limited(self, key: str, level: int, fmt: str, *args: Any) -> None:
-        # One line per second per kind, so a flood of bad frames cannot flood the log.
+        # At most _LOG_BURST lines per second per kind, so a flood of bad frames cannot flood
+        # the log; the number left out is reported with the next line.
         now = time.monotonic()
-        if self._log_budget.get(key, 0.0) <= now:
-            self._log_budget[key] = now + 1.0
-            log.log(level, fmt, *args)
+        window, count, dropped = self._log_budget.get(key, (0.0, 0, 0))
+        if now - window >= 1.0:
+            window, count = now, 0
+        if count >= _LOG_BURST:
+            self._log_budget[key] = (window, count, dropped + 1)
+            return
+        if dropped:
+            fmt += f" ({dropped} similar line(s) left out)"
+        self._log_budget[key] = (window, count + 1, 0)
+        log.log(level, fmt, *args)
 
     def _read_commands(self) -> None:
         try:

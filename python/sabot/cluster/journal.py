@@ -99,6 +99,7 @@ class Journal:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
+            self._db.close()
             raise RuntimeError(
                 f"journal {self.path} has schema {row[0]}, this Sabot writes {SCHEMA_VERSION}: "
                 "point SABOT_DATA_DIR at another directory or remove the file")

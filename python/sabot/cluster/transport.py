@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -22,6 +23,7 @@ from .security import ClusterKeys
 log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "sabot"
+_last_logged: dict[str, float] = {}
 
 #: Handshake events worth a log line on the coordinator.
 _HANDSHAKE_FAILURES = {
@@ -42,6 +44,10 @@ class _ClientKeyCheck:
     def callback(self, domain: str, key: bytes) -> bool:
         if key == self.allowed:
             return True
+        now = time.monotonic()
+        if _last_logged.get("zap", -1e9) + 5.0 > now:
+            return False
+        _last_logged["zap"] = now
         log.warning("refused a ZeroMQ peer: its CURVE client key is not derived from this "
                     "cluster's secret (wrong SABOT_CLUSTER_KEY / SABOT_CLUSTER_KEY_FILE)")
         return False
@@ -109,7 +115,10 @@ def log_monitor_event(mon: zmq.Socket) -> None:
     except zmq.Again:
         return
     reason = _HANDSHAKE_FAILURES.get(event["event"])
-    if reason:
+    now = time.monotonic()
+    # A refused peer retries every few hundred ms: one line per reason per 5 s is enough.
+    if reason and _last_logged.get(reason, -1e9) + 5.0 <= now:
+        _last_logged[reason] = now
         log.warning("ZeroMQ peer refused on %s: %s", event.get("endpoint", b"").decode(
             "utf-8", "replace"), reason)
 

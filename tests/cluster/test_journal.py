@@ -1,0 +1,70 @@
+"""The SQLite journal: what a restarted coordinator finds, and retention."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sabot.cluster.journal import Journal, JobRow, MorselRow
+
+
+def _job(job_id: str, seq: int, morsels: int = 3) -> tuple[JobRow, list[MorselRow]]:
+    row = JobRow(job_id, seq, "pending", 0, "square", None, "list", morsels, morsels * 10, None,
+                 time.time(), None, None)
+    return row, [MorselRow(i, i * 10, 10, "msgpack", b"in%d" % i, 0, False)
+                 for i in range(morsels)]
+
+
+def test_unfinished_jobs_come_back_with_the_inputs_of_undone_morsels(tmp_path):
+    j = Journal(tmp_path)
+    j.insert_job(*_job("a", 1))
+    j.insert_job(*_job("b", 2))
+    j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
+    j.set_job_state("b", "completed", finished_at=time.time())
+    j.commit()
+    j.close()
+
+    j = Journal(tmp_path)
+    unfinished = list(j.unfinished_jobs())
+    assert [row.job_id for row, _ in unfinished] == ["a"]
+    morsels = unfinished[0][1]
+    assert [(mo.idx, mo.done, mo.data) for mo in morsels] == [
+        (0, True, None), (1, False, b"in1"), (2, False, b"in2")]
+    assert j.results("a", 0, 1 << 20) == [("msgpack", 10, b"out0")]
+    assert j.results("a", 1, 1 << 20) == []
+    assert j.max_seq() == 2
+    j.close()
+
+
+def test_uncommitted_changes_are_not_visible_after_a_crash(tmp_path):
+    j = Journal(tmp_path)
+    j.insert_job(*_job("a", 1))
+    j.commit()
+    j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
+    # No commit: simulate the process dying by opening a second connection.
+    other = Journal(tmp_path)
+    assert other.results("a", 0, 1 << 20) == []
+    other.close()
+    j.close()
+
+
+def test_finished_jobs_expire_after_the_ttl(tmp_path):
+    j = Journal(tmp_path)
+    j.insert_job(*_job("old", 1))
+    j.insert_job(*_job("new", 2))
+    j.set_job_state("old", "completed", finished_at=time.time() - 100)
+    j.set_job_state("new", "completed", finished_at=time.time())
+    j.commit()
+    assert j.purge_finished(time.time() - 50) == ["old"]
+    j.commit()
+    assert j.job("old") is None and j.job("new") is not None
+    j.close()
+
+
+def test_a_journal_of_another_schema_is_refused(tmp_path):
+    j = Journal(tmp_path)
+    j._db.execute("UPDATE meta SET value='99' WHERE key='schema'")
+    j.close()
+    with pytest.raises(RuntimeError, match="schema 99"):
+        Journal(tmp_path)

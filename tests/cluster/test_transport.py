@@ -1,0 +1,148 @@
+"""CURVE authentication, handshake refusals and hostile frames against a real coordinator."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from sabot.cluster.protocol import HEADER, MAGIC, PROTOCOL_VERSION, Sender, decode, encode
+from sabot.cluster.protocol import messages as m
+from sabot.cluster.security import ClusterKeys, generate_secret, parse_secret
+
+
+def _keys(cluster) -> ClusterKeys:
+    return ClusterKeys.from_secret(parse_secret(
+        (cluster.tmp / "cluster.key").read_text(), "key file"))
+
+
+class RawPeer:
+    """A bare pyzmq DEALER, as any-language client would use."""
+
+    def __init__(self, cluster, *, client_keys: tuple[bytes, bytes] | None = None,
+                 server_key: bytes | None = None, curve: bool = True) -> None:
+        keys = _keys(cluster)
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        if curve:
+            public, secret = client_keys or (keys.client_public, keys.client_secret)
+            self.sock.curve_serverkey = server_key or keys.server_public
+            self.sock.curve_publickey = public
+            self.sock.curve_secretkey = secret
+        self.sock.connect(f"tcp://127.0.0.1:{cluster.zmq_port}")
+        self.sender = Sender()
+
+    def send(self, frames: list[bytes]) -> None:
+        self.sock.send_multipart(frames)
+
+    def send_msg(self, msg: m.Message) -> None:
+        self.send(self.sender.encode(msg))
+
+    def recv(self, timeout: float = 3.0) -> m.Message | None:
+        if not self.sock.poll(int(timeout * 1000)):
+            return None
+        return decode(self.sock.recv_multipart()).msg
+
+    def hello(self, **kw) -> m.Message | None:
+        self.send_msg(m.Hello(kw.pop("version", PROTOCOL_VERSION),
+                              kw.pop("cluster", "sabot-cluster"), "client", "raw-test"))
+        return self.recv()
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def raw(lone_coordinator):
+    peers: list[RawPeer] = []
+
+    def make(**kw) -> RawPeer:
+        peer = RawPeer(lone_coordinator, **kw)
+        peers.append(peer)
+        return peer
+
+    yield make
+    for p in peers:
+        p.close()
+
+
+def _wait_log(node, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in node.output:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"coordinator log lacks {text!r}:\n{node.output[-3000:]}")
+
+
+def test_a_worker_with_another_key_is_refused_on_both_sides(lone_coordinator):
+    worker = lone_coordinator.start_worker(wait=False, SABOT_CLUSTER_KEY=generate_secret())
+    assert worker.proc.wait(30) == 2
+    worker.kill()
+    assert "uses another cluster key" in worker.output
+    _wait_log(lone_coordinator.coordinator, "CURVE handshake failed")
+    assert lone_coordinator.alive_workers() == []
+
+
+def test_a_peer_that_knows_only_the_public_server_key_is_refused(lone_coordinator, raw):
+    public, secret = zmq.curve_keypair()
+    peer = raw(client_keys=(public, secret))
+    assert peer.hello() is None
+    _wait_log(lone_coordinator.coordinator, "its CURVE client key is not derived")
+
+
+def test_a_peer_without_curve_gets_nothing(lone_coordinator, raw):
+    peer = raw(curve=False)
+    assert peer.hello() is None
+
+
+def test_another_protocol_version_is_refused_with_a_clear_message(lone_coordinator, raw):
+    peer = raw()
+    peer.send(encode(m.Hello(2, "sabot-cluster", "client", "old-node"), 99, 1, version=2))
+    reply = peer.recv()
+    assert isinstance(reply, m.Refused) and reply.code == "version_mismatch"
+    assert "version 1" in reply.message and "speaks 2" in reply.message
+    _wait_log(lone_coordinator.coordinator, "protocol version mismatch")
+
+
+def test_a_worker_of_another_cluster_is_refused_on_both_sides(lone_coordinator):
+    worker = lone_coordinator.start_worker(wait=False, CLUSTER_NAME="other-cluster")
+    assert worker.proc.wait(30) == 2
+    worker.kill()
+    assert "cluster name mismatch" in worker.output and "other-cluster" in worker.output
+    _wait_log(lone_coordinator.coordinator, "refused node")
+
+
+def test_malformed_truncated_unknown_and_replayed_frames_are_dropped_and_logged(
+        lone_coordinator, raw):
+    peer = raw()
+    assert isinstance(peer.hello(), m.Welcome)
+    header = HEADER.pack(MAGIC, PROTOCOL_VERSION, m.GetStats.CODE, peer.sender.session, 1000)
+    for frames in ([b"junk"], [header[:10], b""], [header, b"\xc1"],
+                   [HEADER.pack(MAGIC, PROTOCOL_VERSION, 4242, peer.sender.session, 1001),
+                    msgpack.packb({})],
+                   [header, msgpack.packb({"request_id": "x"})]):
+        peer.send(frames)
+    assert peer.recv(0.5) is None
+    good = peer.sender.encode(m.GetStats(5))
+    peer.send(good)
+    reply = peer.recv()
+    assert isinstance(reply, m.Stats) and reply.request_id == 5
+    peer.send(good)  # the same frames again: a replay
+    assert peer.recv(0.5) is None
+    _wait_log(lone_coordinator.coordinator, "replayed")
+    _wait_log(lone_coordinator.coordinator, "unknown message type 4242")
+    # Still serving.
+    peer.send_msg(m.GetStats(6))
+    assert isinstance(peer.recv(), m.Stats)
+
+
+def test_requests_before_hello_are_answered_with_unknown_session(raw):
+    peer = raw()
+    peer.send_msg(m.GetStats(1))
+    reply = peer.recv()
+    assert isinstance(reply, m.Refused) and reply.code == "unknown_session"

@@ -7,6 +7,7 @@ every build. Both raise :class:`~sabot.errors.ProcessingError` naming the failin
 
 from __future__ import annotations
 
+import types
 from itertools import islice
 from typing import Any, Callable, Sequence
 
@@ -60,16 +61,35 @@ def apply_items(func: Callable[[Any], Any], items: Sequence[Any], offset: int = 
     return _fallback_apply_items(func, items, offset)
 
 
+def _compiled_loop() -> Any:
+    """The compiled per-item loop module (``apply_list``), when loaded and enabled."""
+    try:
+        from .. import _native
+
+        return _native.get_apply()
+    except Exception:  # pragma: no cover - depends on the build
+        return None
+
+
 class InlineRun:
     """A per-item function applied in the calling process, piece by piece, without copies.
 
-    All pieces pull from one iterator over ``items`` and append to one result list, so running
-    the rest of a large input after the controller's sample costs no slice or concatenation
-    (on 2M ints those copies alone cost ~10% of the loop). The iterator's remaining length tells
-    which item failed.
+    The pieces run the fastest loop for the function at hand (measured on CPython 3.11):
+
+    * a Python function (``def``, lambda, closure): a list comprehension. CPython 3.11+ runs a
+      Python-to-Python call inside the eval loop without a new C frame, which makes the
+      comprehension ~10% faster than any loop in C (map, the Cython loop) calling the same
+      function.
+    * any other callable (builtins, ``functools.partial``, C extension functions): the compiled
+      Cython loop over list slices (``sabot._apply.apply_list``, ~15% faster than a
+      comprehension there), or ``map`` without the native build.
+
+    Pieces read the input through one iterator (or index range) and are joined without
+    concatenation copies, so running the rest of a large input after the controller's sample
+    costs nothing extra. The iterator's remaining length tells which item failed.
     """
 
-    __slots__ = ("func", "items", "n", "it", "results", "done")
+    __slots__ = ("func", "items", "n", "it", "results", "done", "mode", "loop")
 
     def __init__(self, func: Callable[[Any], Any], items: Sequence[Any]) -> None:
         self.func = func
@@ -78,6 +98,12 @@ class InlineRun:
         self.it = iter(items)
         self.results: list[Any] = []
         self.done = 0
+        self.loop = None
+        if isinstance(func, types.FunctionType):
+            self.mode = "comprehension"
+        else:
+            self.loop = _compiled_loop() if type(items) is list else None
+            self.mode = "compiled" if self.loop is not None else "map"
 
     @property
     def remaining(self) -> int:
@@ -88,32 +114,52 @@ class InlineRun:
         k = min(k, self.n - self.done)
         if k <= 0:
             return
-        results = self.results
-        before = len(results)
+        func = self.func
+        start = self.done
         try:
-            # islice costs ~10 ns an item: the last piece reads the iterator directly.
-            src = self.it if k == self.n - self.done else islice(self.it, k)
-            results.extend(map(self.func, src))
-        except Exception as exc:
-            index = self.n - self.it.__length_hint__() - 1
-            del results[before:]
+            if self.mode == "compiled":
+                try:
+                    piece = self.loop.apply_list(func, self.items, start, start + k)
+                except self.loop._ItemFailed as failed:
+                    raise _Failed(start + failed.position, failed.original) from None
+            else:
+                # islice costs ~10 ns an item: the last piece reads the iterator directly.
+                src = self.it if k == self.n - start else islice(self.it, k)
+                try:
+                    if self.mode == "comprehension":
+                        piece = [func(x) for x in src]
+                    else:
+                        piece = list(map(func, src))
+                except Exception as exc:
+                    raise _Failed(self.n - self.it.__length_hint__() - 1, exc) from None
+        except _Failed as failed:
+            exc = failed.original
             raise ProcessingError(
-                f"{_name(self.func)} failed on item {index}: {type(exc).__name__}: {exc}",
-                index=index, original=exc) from exc
-        got = len(results) - before
-        if got != k:
+                f"{_name(func)} failed on item {failed.index}: {type(exc).__name__}: {exc}",
+                index=failed.index, original=exc) from exc
+        if len(piece) != k:
             # map() ends silently when the function raises StopIteration: never drop items.
-            index = self.done + got
-            del results[before:]
-            exc = StopIteration(f"{_name(self.func)} raised StopIteration")
+            index = start + len(piece)
+            exc2 = StopIteration(f"{_name(func)} raised StopIteration")
             raise ProcessingError(
-                f"{_name(self.func)} failed on item {index}: it raised StopIteration",
-                index=index, original=exc)
-        self.done += k
+                f"{_name(func)} failed on item {index}: it raised StopIteration",
+                index=index, original=exc2)
+        results = self.results
+        if not results:
+            self.results = piece
+        elif len(piece) > len(results):
+            piece[0:0] = results  # one memmove of pointers instead of a copy of the big piece
+            self.results = piece
+        else:
+            results.extend(piece)
+        self.done = start + k
 
-    def skip_to_end(self) -> None:
-        """Mark the rest as handed to another executor (no more inline steps)."""
-        self.done = self.n
+
+class _Failed(Exception):
+    def __init__(self, index: int, original: BaseException) -> None:
+        super().__init__(index)
+        self.index = index
+        self.original = original
 
 
 __all__ = ["apply_items", "native_loop_available", "InlineRun"]

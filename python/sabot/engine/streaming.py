@@ -140,10 +140,14 @@ async def stream(engine: "LocalEngine", source: Any, func: Any, *,
         plan = engine.controller.last_plan
         if plan is not None and plan.executor != PROCESSES and plan.per_item_cost_s > 0:
             # Plan for the stream as a whole: many morsels will follow this one.
+            from .local_engine import _ship_cost
+
+            k = min(rows, 1000)
+            ship, picklable = _ship_cost(data[:k], out[:k], spec)
             plan = engine.controller.plan_items(
                 items=rows * max_in_flight, per_item_s=plan.per_item_cost_s,
-                ship_item_s=plan.ship_cost_s, pool_warm=engine._pool is not None,
-                picklable=plan.ship_cost_s > 0, items_per_morsel=rows)
+                ship_item_s=ship, pool_warm=engine._pool is not None,
+                picklable=picklable, items_per_morsel=rows)
             if plan.executor == PROCESSES:
                 await loop.run_in_executor(None, engine._ensure_pool, plan.workers)
         return out

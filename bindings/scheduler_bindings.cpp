@@ -177,6 +177,47 @@ void register_scheduler(py::module_ &m) {
 	    py::arg("num_morsels"), py::arg("fail_at"),
 	    "Run morsels of which number fail_at throws; raises sabot.errors.SchedulerError with its message.");
 	m.def(
+	    "scan_sum",
+	    [](const py::buffer &data, int64_t morsel_bytes) {
+		    // Zero-copy view of the caller's buffer (numpy array, bytes-like of int64).
+		    py::buffer_info info = data.request();
+		    if (info.ndim != 1 || info.itemsize != 8 || (info.format != "l" && info.format != "q") ||
+		        (info.size > 1 && info.strides[0] != 8)) {
+			    throw std::invalid_argument("scan_sum needs a 1-D contiguous int64 buffer, got format '" +
+			                                info.format + "' with " + std::to_string(info.ndim) + " dimension(s)");
+		    }
+		    const auto *values = static_cast<const int64_t *>(info.ptr);
+		    const int64_t rows = info.size;
+		    return RunScheduled([&] {
+			    auto &sched = TaskScheduler::Global();
+			    const sabot::MorselPlan plan(rows, rows * 8, morsel_bytes);
+			    // Unsigned sums: wrap-around is defined, and equals numpy's int64 wrap.
+			    struct alignas(64) Partial {
+				    uint64_t sum = 0;
+			    };
+			    std::vector<Partial> partials(static_cast<size_t>(sched.NumThreads()));
+			    sched.ParallelFor(static_cast<size_t>(plan.NumMorsels()), [&](size_t i, int worker) {
+				    if (static_cast<size_t>(worker) >= partials.size()) {
+					    throw std::runtime_error("the pool was resized while scan_sum was running");
+				    }
+				    const auto morsel = plan.Get(static_cast<int64_t>(i));
+				    uint64_t sum = 0;
+				    for (int64_t r = morsel.offset; r < morsel.offset + morsel.length; r++) {
+					    sum += static_cast<uint64_t>(values[r]);
+				    }
+				    partials[static_cast<size_t>(worker)].sum += sum;
+			    });
+			    uint64_t total = 0;
+			    for (const auto &p : partials) {
+				    total += p.sum;
+			    }
+			    return std::make_pair(static_cast<int64_t>(total), plan.NumMorsels());
+		    });
+	    },
+	    py::arg("data"), py::arg("morsel_bytes") = sabot::DEFAULT_MORSEL_BYTES,
+	    "Sum a 1-D int64 buffer in morsels of morsel_bytes, without copying it; returns "
+	    "(sum, number_of_morsels). Integer overflow wraps.");
+	m.def(
 	    "run_count",
 	    [](int64_t num_morsels) {
 		    CheckCount(num_morsels, "num_morsels");

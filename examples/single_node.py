@@ -1,6 +1,6 @@
 """The README's single-node snippet, runnable: an ``async def`` per-item function over a dataset.
 
-Run: ``python examples/single_node.py [items]``  (SABOT_MODE=single-node is optional: it is the
+Run: ``python examples/single_node.py [items | --quick]``  (SABOT_MODE=single-node is optional: it is the
 auto-detected mode when COORDINATOR_HOST is not set.)
 """
 
@@ -46,4 +46,5 @@ async def main(n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 20_000))
+    arg = sys.argv[1] if len(sys.argv) > 1 else ""
+    asyncio.run(main(2_000 if arg == "--quick" else int(arg) if arg else 20_000))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -176,3 +178,35 @@ def node_factory(tmp_path: Path):
 @pytest.fixture
 def node(node_factory) -> Node:
     return node_factory()
+
+
+@pytest.fixture(scope="module")
+def module_node(tmp_path_factory):
+    """One node shared by a module's tests."""
+    config = make_config(tmp_path_factory.mktemp("node"))
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    node = Node(config)
+    yield node
+    node.stop()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") \
+    or shutil.which("google-chrome")
+
+
+@pytest.fixture
+def dump_dom(tmp_path: Path) -> Callable[[str], str]:
+    """``dump_dom(url)``: the page's DOM after its scripts ran, from headless Chromium."""
+    if CHROMIUM is None:
+        pytest.skip("no headless Chromium (apt-get install chromium)")
+
+    def dump(url: str) -> str:
+        out = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+             "--virtual-time-budget=5000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    return dump

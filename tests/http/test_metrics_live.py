@@ -11,10 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sabot.http.local_backend import LocalBackend
 
-from .conftest import Node
 
 
-def scrape(node: Node) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+def scrape(node) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     status, headers, text = node.request("GET", "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
     out: dict[str, dict] = {}
@@ -24,7 +23,7 @@ def scrape(node: Node) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     return out
 
 
-def one(metrics: dict, name: str, node: Node, **labels: str) -> float:
+def one(metrics: dict, name: str, node, **labels: str) -> float:
     key = tuple(sorted({"cluster": node.config.cluster_name, "node": node.backend.node_id,
                         **labels}.items()))
     return metrics[name][key]
@@ -82,7 +81,7 @@ def test_utilization_is_higher_while_working_than_idle(node_factory) -> None:
     assert busy > idle
 
 
-def test_a_backend_counts_items_itself_when_not_the_engine(node: Node) -> None:
+def test_a_backend_counts_items_itself_when_not_the_engine(node) -> None:
     metrics = node.api.metrics
 
     async def compute(data, func):  # a process function that is not the LocalEngine

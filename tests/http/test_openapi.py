@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
 
-from .conftest import Node, make_config  # noqa: E402
 
 # A schema-valid request may still be refused for what no schema can say (the input file does
 # not exist on the node): those are 400s by design, so that one check is left out.
@@ -19,18 +18,8 @@ EXCLUDED = [positive_data_acceptance]
 
 
 @pytest.fixture(scope="module")
-def live_node(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("openapi")
-    config = make_config(tmp)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    node = Node(config)
-    yield node
-    node.stop()
-
-
-@pytest.fixture(scope="module")
-def api_schema(live_node: Node):
-    return schemathesis.openapi.from_url(live_node.url + "/openapi.json")
+def api_schema(module_node):
+    return schemathesis.openapi.from_url(module_node.url + "/openapi.json")
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

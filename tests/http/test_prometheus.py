@@ -12,7 +12,6 @@ import urllib.request
 
 import pytest
 
-from .conftest import Node
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
@@ -33,7 +32,7 @@ def query(port: int, promql: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def test_prometheus_scrapes_a_node(node: Node, tmp_path) -> None:
+def test_prometheus_scrapes_a_node(node, tmp_path) -> None:
     job_id = node.submit(list(range(1000)))
     node.wait(job_id)
     port = free_port()

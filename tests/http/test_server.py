@@ -16,14 +16,13 @@ import pytest
 
 from sabot.http.server import HttpApi
 
-from .conftest import Node
 
 README_CURL = """curl -X POST http://sabot-coordinator:8080/submit_job \\
   -H "Content-Type: application/json" \\
   -d '{"data": [1,2,3,4,5], "processor_func": "square"}'"""
 
 
-def curl(node: Node, command: str) -> str:
+def curl(node, command: str) -> str:
     """Run a README curl command verbatim, with the README's host:port pointed at ``node``."""
     command = command.replace("http://sabot-coordinator:8080", node.url)
     command = command.replace("http://localhost:8080", node.url)
@@ -33,7 +32,7 @@ def curl(node: Node, command: str) -> str:
     return out.stdout
 
 
-def test_readme_curl_submit_then_job_result(node: Node) -> None:
+def test_readme_curl_submit_then_job_result(node) -> None:
     accepted = json.loads(curl(node, README_CURL))
     assert accepted["status"] in ("pending", "running", "completed")
     job_id = accepted["job_id"]
@@ -46,7 +45,7 @@ def test_readme_curl_submit_then_job_result(node: Node) -> None:
     assert job["error"] is None
 
 
-def test_readme_curl_health_nodes_stats(node: Node) -> None:
+def test_readme_curl_health_nodes_stats(node) -> None:
     health = json.loads(curl(node, "curl http://localhost:8080/health"))
     assert health["status"] == "ok" and health["role"] == "single-node"
     nodes = json.loads(curl(node, "curl http://sabot-coordinator:8080/nodes"))
@@ -58,7 +57,7 @@ def test_readme_curl_health_nodes_stats(node: Node) -> None:
     assert stats["system_resources"]["usable_cores"] >= 1
 
 
-def test_ready_and_cluster_on_single_node(node: Node) -> None:
+def test_ready_and_cluster_on_single_node(node) -> None:
     status, _, body = node.request("GET", "/ready")
     assert status == 200 and body["ready"] is True
     status, _, body = node.request("GET", "/cluster")
@@ -80,14 +79,14 @@ def test_ready_and_cluster_on_single_node(node: Node) -> None:
     (b'\xff\xfe', "not UTF-8"),
     (b"[" * 100_000 + b"]" * 100_000, "malformed JSON"),
 ])
-def test_submit_bad_input_is_400_with_reason(node: Node, raw: bytes, needle: str) -> None:
+def test_submit_bad_input_is_400_with_reason(node, raw: bytes, needle: str) -> None:
     status, headers, body = node.request("POST", "/submit_job", raw=raw)
     assert status == 400
     assert headers["Content-Type"].startswith("application/json")
     assert needle in body["error"]
 
 
-def test_unknown_processor_lists_known_ones(node: Node) -> None:
+def test_unknown_processor_lists_known_ones(node) -> None:
     status, _, body = node.request("POST", "/submit_job",
                                    {"data": [1], "processor_func": "rm -rf /"})
     assert status == 400
@@ -95,7 +94,7 @@ def test_unknown_processor_lists_known_ones(node: Node) -> None:
     assert "unknown processor" in body["error"] and "square" in body["error"]
 
 
-def test_unknown_job_and_route_and_method(node: Node) -> None:
+def test_unknown_job_and_route_and_method(node) -> None:
     status, _, body = node.request("GET", "/job/does-not-exist")
     assert status == 404 and body["job_id"] == "does-not-exist"
     status, _, body = node.request("DELETE", "/job/does-not-exist")
@@ -148,7 +147,7 @@ def test_bearer_token(node_factory) -> None:
     assert job_id not in page and 'data-auth="required"' in page
 
 
-def test_result_paging(node: Node) -> None:
+def test_result_paging(node) -> None:
     job = node.wait(node.submit(list(range(25))))
     assert job["result_total"] == 25 and job["next_offset"] is None
     page = node.wait(node.submit(list(range(25))), query="?offset=10&limit=5")
@@ -163,7 +162,7 @@ def test_result_paging(node: Node) -> None:
         assert status == 400 and "query parameter" in body["error"], query
 
 
-def test_failing_job_reports_error_and_others_survive(node: Node) -> None:
+def test_failing_job_reports_error_and_others_survive(node) -> None:
     bad = node.submit([1, 2, 3], processor="len")  # len(int) raises TypeError
     good = node.submit([1, 2, 3], processor="double")
     failed = node.wait(bad)
@@ -216,7 +215,7 @@ def test_results_expire_after_ttl(node_factory) -> None:
     assert status == 404 and "SABOT_RESULT_TTL_S" in body["error"]
 
 
-def test_input_files_under_data_dir(node: Node, tmp_path) -> None:
+def test_input_files_under_data_dir(node, tmp_path) -> None:
     data_dir = node.config.data_dir
     pq.write_table(pa.table({"v": [1, 2, 3]}), data_dir / "nums.parquet")
     pcsv.write_csv(pa.table({"a": [5, 6], "b": [7, 8]}), data_dir / "two.csv")
@@ -254,7 +253,7 @@ def test_input_files_under_data_dir(node: Node, tmp_path) -> None:
 
 @pytest.mark.parametrize("path", ["../secret.csv", "/etc/passwd", "sub/../../secret.csv",
                                   "link.csv"])
-def test_input_path_traversal_is_refused(node: Node, path: str) -> None:
+def test_input_path_traversal_is_refused(node, path: str) -> None:
     secret = node.config.data_dir.parent / "secret.csv"
     secret.write_text("a\n1\n")
     link = node.config.data_dir / "link.csv"
@@ -285,7 +284,7 @@ def test_half_sent_headers_are_dropped(node_factory) -> None:
     assert node.request("GET", "/health")[0] == 200
 
 
-def test_status_page_shows_node_and_jobs(node: Node) -> None:
+def test_status_page_shows_node_and_jobs(node) -> None:
     job_id = node.submit([1, 2, 3])
     node.wait(job_id)
     status, headers, page = node.request("GET", "/")
@@ -298,13 +297,13 @@ def test_status_page_shows_node_and_jobs(node: Node) -> None:
     assert node.request("GET", "/static/../server.py")[0] == 404
 
 
-def test_history_samples(node: Node) -> None:
+def test_history_samples(node) -> None:
     body = node.request("GET", "/history")[2]
     assert body["interval_s"] > 0
     assert body["samples"] and {"time", "items_per_second"} <= set(body["samples"][0])
 
 
-def test_openapi_documents_every_route(node: Node) -> None:
+def test_openapi_documents_every_route(node) -> None:
     doc = node.request("GET", "/openapi.json")[2]
     assert doc["openapi"].startswith("3.")
     routes = set()
@@ -317,7 +316,7 @@ def test_openapi_documents_every_route(node: Node) -> None:
     assert routes == documented
 
 
-def test_loud_warning_without_token_beyond_loopback(node: Node, caplog) -> None:
+def test_loud_warning_without_token_beyond_loopback(node, caplog) -> None:
     async def start_stop(host: str) -> None:
         api = HttpApi(node.config, node.backend, node.api.metrics)
         await api.start(host, 0)

@@ -36,7 +36,9 @@ class NodeBackend(Protocol):
         """What a worker needs to join (GET /cluster); None where this node is no coordinator."""
 
     def nodes(self) -> list[dict[str, Any]]:
-        """Known nodes (GET /nodes)."""
+        """Known nodes (GET /nodes). Each dict has at least ``node_id`` and ``status`` (alive,
+        suspect, dead, stopping; ``state`` is accepted as its name too), and where known
+        ``role``, ``address``, ``utilization_percent``, ``queue_depth``."""
 
     def stats(self) -> dict[str, Any]:
         """GET /stats: at least ``nodes``, ``jobs`` and ``system_resources``."""

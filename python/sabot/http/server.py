@@ -281,8 +281,19 @@ class HttpApi:
                               "node_id": self.backend.node_id}, 200 if ready else 503)
 
     async def nodes(self, request: web.Request) -> web.Response:
-        nodes = list(self.backend.nodes())
+        nodes = self.node_list()
         return json_response({"nodes": nodes, "count": len(nodes)})
+
+    def node_list(self) -> list[dict[str, Any]]:
+        """The backend's nodes, each with the documented ``status`` key (a backend may call
+        it ``state``)."""
+        out = []
+        for node in self.backend.nodes():
+            node = dict(node)
+            if "status" not in node and "state" in node:
+                node["status"] = node["state"]
+            out.append(node)
+        return out
 
     async def stats(self, request: web.Request) -> web.Response:
         return json_response(self.backend.stats())

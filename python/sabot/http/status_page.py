@@ -75,7 +75,7 @@ def render_status_page(api: "HttpApi", *, with_data: bool) -> str:
     }
     if with_data:
         load = api.metrics.refresh()
-        nodes = list(backend.nodes())
+        nodes = api.node_list()
         jobs = list(backend.list_jobs(limit=50))
         values.update(
             throughput=_e(f"{load.get('throughput', 0.0):,.1f} items/s"),

@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 from .harness import Engine, peer_status, sabot_status
@@ -26,7 +27,7 @@ CHUNKS_PER_WORKER = 4
 
 def _flatten(parts: Sequence[Sequence[Any]]) -> Any:
     """Chunks back into one result: a list, or one array for numpy chunks."""
-    if parts and type(parts[0]).__name__ == "ndarray":
+    if parts and hasattr(parts[0], "dtype") and hasattr(parts[0], "shape"):
         import numpy as np
 
         return np.concatenate(parts)
@@ -80,7 +81,7 @@ class PoolEngine(ItemEngine):
     def prepare(self) -> None:
         n = max(1, len(self.data))
         candidates = sorted({max(1, n // (self.workers * k)) for k in (1, 4, 16, 64)}
-                            | {c for c in (1000, 10000) if c < n})
+                            | {c for c in (10000,) if c < n})
         best = math.inf
         tried = {}
         for cs in candidates:
@@ -158,7 +159,10 @@ class DaskEngine(ItemEngine):
 
     def run(self) -> list[Any]:
         chunks = [Opaque(c) for c in chunks_of(self.data, self.params["chunks"])]
-        futures = self.client.map(map_opaque, [self.func] * len(chunks), chunks, pure=False)
+        with warnings.catch_warnings():
+            # "Sending large graph": the data lives in the client, so it travels with the tasks
+            warnings.simplefilter("ignore", UserWarning)
+            futures = self.client.map(map_opaque, [self.func] * len(chunks), chunks, pure=False)
         parts = self.client.gather(futures)
         for f in futures:
             f.release()

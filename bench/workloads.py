@@ -49,7 +49,7 @@ def map_chunk(func: Callable[[Any], Any], chunk: Sequence[Any]) -> Any:
     millions of numpy scalars (what a user of those engines would write for numpy input).
     """
     out = [func(x) for x in chunk]
-    if type(chunk).__name__ == "ndarray":
+    if hasattr(chunk, "dtype") and hasattr(chunk, "shape"):  # ndarray, or joblib's memmap
         import numpy as np
 
         return np.asarray(out)

@@ -39,7 +39,7 @@ async def main(n: int) -> None:
     stats = launcher.get_stats()
     ctl = stats["controller"]
     print(f"mode: {stats['mode']} ({stats['mode_reason']})")
-    print(f"processed {len(results)} items twice; first result {results[0]}")
+    print(f"processed {len(results):,} items twice; first result {results[0]}")
     print(f"last call: {ctl['executor']} with {ctl['workers']} worker(s): {ctl['reason']}")
     print(f"Cython available: {stats.get('cython_optimization', False)}")
     await launcher.stop()

@@ -132,4 +132,4 @@ def test_snapshot_shows_the_decision():
     assert snap["per_item_cost_s"] == pytest.approx(10e-6)
     assert snap["utilization"] == pytest.approx(0.5)
     assert snap["pool_busy"] == pytest.approx(0.9)
-    assert snap["workers"] == c.workers
+    assert snap["workers"] == c.workers == snap["pool_target"]

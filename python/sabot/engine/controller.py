@@ -255,7 +255,10 @@ class AdaptiveController:
             reading = self.last_reading
             out: dict[str, Any] = {
                 "executor": plan.executor if plan else None,
-                "workers": self._workers,
+                # workers of the last call (1 when inline); pool_target: the size the
+                # controller keeps the process pool at
+                "workers": plan.workers if plan else self._workers,
+                "pool_target": self._workers,
                 "max_workers": self.max_workers,
                 "usable_cores": self.cores,
                 "target_utilization": self.target,

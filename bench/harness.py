@@ -583,6 +583,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         for r in group:
             if ref is None or r["status"] != OK or not r.get("median") or not ref.get("median"):
                 continue
+            if r.get("scale_reference"):  # shown for scale and answers, not as a competitor
+                continue
             if r["higher_is_better"]:
                 r["sabot_advantage"] = ref["median"] / r["median"]
             else:

@@ -95,6 +95,7 @@ class ComposableLauncher:
         handle = create_distributed_coordinator(config=self.config)
         await handle.start()
         self._coordinator = handle
+        self._http_port = getattr(handle, "http_port", None)
 
     async def _start_worker(self) -> None:
         from .cluster.api import create_worker_node

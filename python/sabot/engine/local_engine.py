@@ -61,9 +61,12 @@ class LocalEngine:
     """Runs ``process(data, func)`` on this machine. Create one per process and reuse it."""
 
     def __init__(self, config: Config | None = None, *, node: str | None = None,
-                 executor: str = "auto") -> None:
+                 executor: str = "auto", record_metrics: bool = True) -> None:
         """``executor``: ``auto`` (the controller decides) or ``inline`` / ``processes`` to
-        force where per-item functions run (tests, or a user who knows better)."""
+        force where per-item functions run (tests, or a user who knows better).
+        ``record_metrics``: count items and morsels in the Prometheus metrics; an owner that
+        counts its own work (a cluster worker counting whole morsels) passes False so nothing
+        is counted twice."""
         if executor not in EXECUTOR_CHOICES:
             raise ValueError(f"executor={executor!r} is invalid: expected one of "
                              f"{', '.join(EXECUTOR_CHOICES)}")
@@ -82,7 +85,7 @@ class LocalEngine:
         self._batch_threads: ThreadPoolExecutor | None = None
         self._stats = _Counters()
         self._closed = False
-        self._metrics: Any = None
+        self._metrics: Any = None if record_metrics else False
         self._streams_active = 0
         self.started_at = time.time()
 

@@ -67,13 +67,13 @@ def dist_version(dist: str) -> str | None:
 
 def peer_status(module: str, dist: str | None = None) -> tuple[bool, str]:
     """(available, version-or-reason) for a peer, found without importing it."""
-    if importlib.util.find_spec(module.split(".")[0]) is None:
-        return False, f"{dist or module} is not installed (pip install .[bench])"
     try:
-        if importlib.util.find_spec(module) is None:
-            return False, f"{module} is not installed (pip install .[bench])"
-    except ModuleNotFoundError:
-        return False, f"{module} is not installed (pip install .[bench])"
+        found = importlib.util.find_spec(module.split(".")[0]) is not None and \
+            importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return False, f"{dist or module} is not installed (pip install .[bench])"
     return True, dist_version(dist or module.split(".")[0]) or "unknown"
 
 
@@ -718,8 +718,11 @@ def _first_line(doc: str | None) -> str:
 
 
 def _rest(doc: str | None) -> str:
+    """The docstring after its first line, line breaks kept (Markdown lists survive)."""
+    import textwrap
+
     lines = (doc or "").strip().splitlines()
-    return " ".join(line.strip() for line in lines[1:]).strip()
+    return textwrap.dedent("\n".join(lines[1:])).strip()
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -731,6 +734,8 @@ def _md_value(x: float | None, metric: str) -> str:
 
 
 def _md_ratio(r: dict[str, Any]) -> str:
+    if r.get("scale_reference"):
+        return "(scale)"
     adv = r.get("sabot_advantage")
     if adv is None:
         return ""

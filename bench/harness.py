@@ -809,6 +809,14 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
         lines.append("")
     losses = [r for r in rows if r["status"] == OK and r.get("sabot_advantage") is not None
               and r["sabot_advantage"] < 1.0 and not _is_sabot(r["engine"])]
+    try:
+        from . import targets
+
+        target_md = targets.markdown(rows)
+    except Exception as exc:  # the verdicts are a convenience; the rows are the record
+        target_md = f"(target check failed: {error_text(exc)})"
+    if target_md:
+        lines += ["## Targets", "", target_md, ""]
     lines.append("## Where Sabot loses in this run")
     lines.append("")
     no_ref = sorted({r["benchmark"] for r in rows if r["status"] == OK}

@@ -280,3 +280,27 @@ def test_closed_engine_refuses_work():
     e.close_sync()
     with pytest.raises(RuntimeError, match="closed"):
         run(e.process([1], square))
+
+
+def test_numpy_morsels_travel_as_arrays_to_worker_processes():
+    engine = make_engine(executor="processes")
+    try:
+        arr = np.arange(50_000, dtype=np.int64)
+        out = run(engine.process(arr, square))
+        assert isinstance(out, np.ndarray) and out.dtype == np.int64
+        assert np.array_equal(out, arr * arr)
+        assert engine.get_stats()["controller"]["executor"] == "processes"
+        floats = np.linspace(0, 1, 30_000)
+        out = run(engine.process(floats, lambda x: x > 0.5))
+        assert out.dtype == np.bool_ and int(out.sum()) == int((floats > 0.5).sum())
+
+        def bad(x):
+            if x == 45_678:
+                raise ArithmeticError("bad")
+            return x
+
+        with pytest.raises(ProcessingError) as info:
+            run(engine.process(arr, bad))
+        assert info.value.index == 45_678
+    finally:
+        engine.close_sync()

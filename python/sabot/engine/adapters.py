@@ -136,13 +136,24 @@ class NumpySource(Source):
 
 
 def _to_numpy(results: list[Any]) -> np.ndarray:
+    # Ragged results (sequences of different lengths) are kept as objects.
+    from .worker_process import results_array
+
+    return results_array(results)
+
+
+def join_numpy(parts: list[np.ndarray]) -> np.ndarray:
+    """Per-task result arrays joined into one, as if converted at once from all results."""
+    if not parts:
+        return np.empty((0,))
+    if len(parts) == 1:
+        return parts[0]
     try:
-        return np.array(results)
+        if len({p.dtype for p in parts}) == 1 or all(p.dtype.kind in "biuf" for p in parts):
+            return np.concatenate(parts)
     except ValueError:
-        # Ragged results (sequences of different lengths): keep them as objects.
-        out = np.empty(len(results), dtype=object)
-        out[:] = results
-        return out
+        pass  # different shapes: fall through
+    return _to_numpy([x for p in parts for x in p.tolist()])
 
 
 def _arrow_nbytes(obj: Any) -> int:

@@ -89,10 +89,11 @@ class InlineRun:
     costs nothing extra. The iterator's remaining length tells which item failed.
     """
 
-    __slots__ = ("func", "items", "n", "it", "results", "done", "mode", "loop")
+    __slots__ = ("func", "items", "n", "it", "results", "done", "mode", "loop", "offset")
 
-    def __init__(self, func: Callable[[Any], Any], items: Sequence[Any]) -> None:
+    def __init__(self, func: Callable[[Any], Any], items: Sequence[Any], offset: int = 0) -> None:
         self.func = func
+        self.offset = offset  # position of items[0] in the whole input (error indexes)
         self.items = items
         self.n = len(items)
         self.it = iter(items)
@@ -108,6 +109,18 @@ class InlineRun:
     @property
     def remaining(self) -> int:
         return self.n - self.done
+
+    def skip(self, k: int, results: list[Any]) -> None:
+        """Continue after the first ``k`` items, whose ``results`` were computed elsewhere."""
+        if self.mode != "compiled":
+            for _ in islice(self.it, k):
+                pass
+        self.results = results
+        self.done = k
+
+    def run_all(self) -> list[Any]:
+        self.step(self.n - self.done)
+        return self.results
 
     def step(self, k: int) -> None:
         """Run the next ``k`` items (fewer at the end)."""
@@ -134,12 +147,13 @@ class InlineRun:
                     raise _Failed(self.n - self.it.__length_hint__() - 1, exc) from None
         except _Failed as failed:
             exc = failed.original
+            index = self.offset + failed.index
             raise ProcessingError(
-                f"{_name(func)} failed on item {failed.index}: {type(exc).__name__}: {exc}",
-                index=failed.index, original=exc) from exc
+                f"{_name(func)} failed on item {index}: {type(exc).__name__}: {exc}",
+                index=index, original=exc) from exc
         if len(piece) != k:
             # map() ends silently when the function raises StopIteration: never drop items.
-            index = start + len(piece)
+            index = self.offset + start + len(piece)
             exc2 = StopIteration(f"{_name(func)} raised StopIteration")
             raise ProcessingError(
                 f"{_name(func)} failed on item {index}: it raised StopIteration",

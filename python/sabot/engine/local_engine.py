@@ -20,11 +20,12 @@ from ..config import Config, load_config
 from ..errors import ProcessingError
 from ..system import system_resources, usable_cores
 from . import adapters
-from .adapters import Source, adapt, rows_per_morsel
+from .adapters import Source, adapt, join_numpy, rows_per_morsel
 from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveController, Plan, Reading
 from .functions import ASYNC as FN_ASYNC
-from .functions import BATCH, EXPRESSION, FunctionSpec, resolve_function
+from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import InlineRun, native_loop_available
+from .worker_process import results_array
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
 
 log = logging.getLogger("sabot.engine")
@@ -102,6 +103,9 @@ class LocalEngine:
                 src = adapt(data)
                 if spec.kind == BATCH:
                     out, morsels = await self._run_batches(src, spec)
+                elif spec.kind == ITEM and _flat_numeric(src):
+                    rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
+                    out, morsels = await self._run_items((), spec, rows, array=src.data)
                 else:
                     items = src.items()
                     if spec.kind == FN_ASYNC:
@@ -231,13 +235,17 @@ class LocalEngine:
 
     # ---- per-item functions ----
     async def _run_items(self, items: Sequence[Any], spec: FunctionSpec,
-                         morsel_rows: int) -> tuple[list[Any], int]:
+                         morsel_rows: int, *, array: Any = None) -> tuple[Any, int]:
+        """A per-item function over ``items``; with ``array`` (1-D numeric numpy, ``items`` is
+        then unused) morsels travel to workers as raw array slices and the result is an array.
+        """
         func = spec.func
-        n = len(items)
-        run = InlineRun(func, items)
+        n = len(array) if array is not None else len(items)
+        sample_cap = min(n, morsel_rows)
+        head = array[:sample_cap].tolist() if array is not None else items
+        run = InlineRun(func, head)
         size, elapsed = 1, 0.0
         # Sample: 1, 2, 4, ... items until the time budget or the first morsel is used up.
-        sample_cap = min(n, morsel_rows)
         while run.done < sample_cap and elapsed < SAMPLE_S:
             t = time.perf_counter()
             run.step(min(size, sample_cap - run.done))
@@ -245,31 +253,45 @@ class LocalEngine:
             size *= 2
         done = run.done
         remaining = n - done
+        finish = (lambda r: results_array(r)) if array is not None else (lambda r: r)
         if remaining == 0:
             self.controller.note(Plan(INLINE, 1, f"{n} item(s): all ran in the sample",
                                       elapsed / max(1, done), 0.0, n))
             self._observe_morsels(elapsed, 1 if n else 0)
-            return run.results, 1 if n else 0
+            return finish(run.results), 1 if n else 0
         per_item = elapsed / max(1, done)
         ship, picklable = 0.0, True
         if remaining * per_item >= 0.03:
-            ship, picklable = _ship_cost(items[:done], run.results, spec)
+            if array is not None:
+                ship, picklable, convert = _ship_cost_array(array[:done], run.results, spec)
+                per_item += convert  # both sides convert to Python and back
+            else:
+                ship, picklable = _ship_cost(items[:done], run.results, spec)
         plan = self.controller.plan_items(
             items=remaining, per_item_s=per_item, ship_item_s=ship,
             pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=morsel_rows)
         morsels = math.ceil(n / morsel_rows)
         if plan.executor == PROCESSES:
             try:
-                rest = await self._run_items_in_pool(items, done, spec, plan, morsel_rows)
+                source = array if array is not None else items
+                parts = await self._run_items_in_pool(source, done, spec, plan, morsel_rows)
+                if array is not None:
+                    return join_numpy([finish(run.results), *parts]), morsels
                 results = run.results
-                results.extend(rest)
+                for part in parts:
+                    results.extend(part)
                 return results, morsels
             except _PoolUnavailable as exc:
                 log.warning("process pool unavailable (%s); running inline", exc)
                 self.controller.note(Plan(INLINE, 1, f"process pool unavailable: {exc}",
                                           per_item, ship, remaining))
+        if array is not None:
+            # Continue over the whole array as Python scalars, after the sampled items.
+            sampled = run.results
+            run = InlineRun(func, array.tolist())
+            run.skip(done, sampled)
         await self._run_inline(run, per_item, morsel_rows)
-        return run.results, morsels
+        return finish(run.results), morsels
 
     async def _run_inline(self, run: InlineRun, per_item: float, morsel_rows: int) -> None:
         estimate = run.remaining * per_item
@@ -354,18 +376,15 @@ class LocalEngine:
 
     async def _gather_tasks(self, pool: ProcessPool, tasks: list[Task], call: CallGroup,
                             morsel_rows: int) -> list[Any]:
+        """The tasks' results, one entry per task, in order."""
         futures = [asyncio.wrap_future(pool.submit(t)) for t in tasks]
         out: list[Any] = []
         ok = False
         try:
             # In input order: the first failure reported is the lowest failing index.
             for task, fut in zip(tasks, futures):
-                part = await fut
+                out.append(await fut)
                 self._observe_morsels(task.seconds, math.ceil(len(task.data) / morsel_rows))
-                if not out:
-                    out = part if isinstance(part, list) else list(part)
-                else:
-                    out.extend(part)
             ok = True
             return out
         finally:
@@ -490,6 +509,34 @@ def _run_batch(func: Callable[[Any], Any], name: str, morsel: int, offset: int,
             f"for morsel {morsel} of {len(data)} items; it must return one result per item")
         raise ProcessingError(str(exc2), morsel=morsel, original=exc2)
     return out
+
+
+def _flat_numeric(src: Source) -> bool:
+    data = src.data
+    return src.kind == adapters.NUMPY and data.ndim == 1 and data.dtype.kind in "biuf"
+
+
+def _ship_cost_array(sample: Any, sample_results: list[Any],
+                     spec: FunctionSpec) -> tuple[float, bool, float]:
+    """For numpy morsels: parent-side seconds per item to send a slice and take an array back
+    (bytes, not objects), whether the function pickles, and the per-item cost of converting
+    to Python scalars and back (paid by whoever runs the items)."""
+    n = max(1, len(sample))
+    try:
+        if spec.processor is None:
+            import cloudpickle
+
+            cloudpickle.dumps(spec.func)
+    except Exception:
+        return 0.0, False, 0.0
+    t = time.perf_counter()
+    sample.tolist()
+    arr = results_array(sample_results)
+    convert = time.perf_counter() - t
+    t = time.perf_counter()
+    pickle.dumps(sample, protocol=5)
+    pickle.loads(pickle.dumps(arr, protocol=5))
+    return (time.perf_counter() - t) / n, True, convert / n
 
 
 def _ship_cost(sample_items: Sequence[Any], sample_results: list[Any],

@@ -71,9 +71,26 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
                 "a batch function must return exactly one result per item"
             )
         return out
-    from .inline import apply_items
+    from .inline import InlineRun
 
-    return apply_items(func, data, offset)
+    if type(data).__module__ == "numpy":
+        # A numpy slice came as raw bytes: convert here, in parallel, and send back an array,
+        # so the parent does no per-item work (it would be the pool's bottleneck).
+        results = InlineRun(func, data.tolist(), offset).run_all()
+        return results_array(results)
+    return InlineRun(func, data, offset).run_all()
+
+
+def results_array(results: list[Any]) -> Any:
+    """Results of a per-item function over numpy input as an array (ragged ones as objects)."""
+    import numpy as np
+
+    try:
+        return np.array(results)
+    except ValueError:
+        out = np.empty(len(results), dtype=object)
+        out[:] = results
+        return out
 
 
 def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:

@@ -51,18 +51,45 @@ def _row(case: str, engine: str, metric: str, samples: list[float], higher: bool
     }
 
 
+def _workers_cpu_ns(core: Any) -> int | None:
+    """CPU time the worker threads have run, from /proc/self/task/<tid>/schedstat (ns)."""
+    total = 0
+    try:
+        for tid in core.worker_thread_ids():
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 def _empty_morsels(core: Any, threads: int, n: int, repeats: int) -> list[dict[str, Any]]:
     core.run_empty(n // 10)  # warm the pool
-    walls = [core.run_empty(n) for _ in range(repeats)]
+    walls: list[float] = []
+    cpu_ns: list[float] = []
+    for _ in range(repeats):
+        before = _workers_cpu_ns(core)
+        walls.append(core.run_empty(n))
+        after = _workers_cpu_ns(core)
+        if before is not None and after is not None:
+            cpu_ns.append((after - before) / n)
     params = {"threads": threads, "morsels": n}
     throughput = [n / w for w in walls]
     overhead_ns = [w * threads / n * 1e9 for w in walls]
-    return [
+    rows = [
         _row(f"empty morsels, threads={threads}", "sabot", "morsels/s", throughput, True,
              params, walls, n),
         _row(f"empty morsels, threads={threads}", "sabot", "per-morsel overhead (ns)",
-             overhead_ns, False, params, walls, n),
+             overhead_ns, False, params, walls, n,
+             timed="wall time x threads / morsels: includes time the workers were not on a CPU"),
     ]
+    if cpu_ns:
+        # CPU time the workers actually ran (schedstat): unaffected by other load on the machine,
+        # except that the workers' idle spinning between calls is included.
+        rows.append(_row(f"empty morsels, threads={threads}", "sabot", "per-morsel CPU (ns)",
+                         cpu_ns, False, params, walls, n,
+                         timed="worker CPU time (from /proc schedstat) / morsels"))
+    return rows
 
 
 def _call_latency(core: Any, threads: int, calls: int) -> dict[str, Any]:

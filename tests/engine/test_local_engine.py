@@ -304,3 +304,37 @@ def test_numpy_morsels_travel_as_arrays_to_worker_processes():
         assert info.value.index == 45_678
     finally:
         engine.close_sync()
+
+
+def test_arrow_morsels_travel_as_ipc_to_worker_processes():
+    engine = make_engine(executor="processes")
+    try:
+        n = 30_000
+        table = pa.table({"a": list(range(n)), "s": [str(i) for i in range(n)]})
+        out = run(engine.process(table, lambda r: {"a": r["a"] + 1, "t": r["s"] + "!"}))
+        assert isinstance(out, pa.Table) and out.num_rows == n
+        assert out.column("a").to_pylist() == list(range(1, n + 1))
+        assert out.column("t")[n - 1].as_py() == f"{n - 1}!"
+        assert engine.get_stats()["controller"]["executor"] == "processes"
+
+        chunked = pa.chunked_array([pa.array(range(0, 10_000)), pa.array(range(10_000, n))])
+        out = run(engine.process(chunked, square))
+        assert isinstance(out, pa.ChunkedArray)
+        assert [len(c) for c in out.chunks] == [10_000, n - 10_000]
+        assert out.to_pylist() == [x * x for x in range(n)]
+
+        arr = pa.array(range(n))
+        out = run(engine.process(arr, lambda x: None if x % 2 else x))  # nulls in some parts
+        assert isinstance(out, pa.Array)
+        assert out.to_pylist() == [None if x % 2 else x for x in range(n)]
+
+        def bad(r):
+            if r["a"] == 25_001:
+                raise LookupError("row")
+            return r["a"]
+
+        with pytest.raises(ProcessingError) as info:
+            run(engine.process(table, bad))
+        assert info.value.index == 25_001 and isinstance(info.value.original, LookupError)
+    finally:
+        engine.close_sync()

@@ -69,6 +69,33 @@ class Source:
         """The output of a per-item run: ``results`` in input order, of this kind's type."""
         return results
 
+    def build_arrow_parts(self, parts: list[Any]) -> Any:
+        """The output of a per-item run whose results came back as Arrow parts (Arrays or
+        RecordBatches, in order), joined without going through Python objects when their types
+        agree, and exactly like ``build_items`` otherwise."""
+        try:
+            if parts and all(isinstance(p, pa.RecordBatch) for p in parts):
+                table = pa.Table.from_batches(parts)
+                if self.kind == ARROW_BATCH:
+                    return table.combine_chunks().to_batches()[0]
+                if self.kind == ARROW_TABLE:
+                    return table
+            elif parts and all(isinstance(p, pa.Array) for p in parts):
+                whole = pa.chunked_array(parts).combine_chunks()
+                if self.kind in (ARROW_ARRAY, ARROW_BATCH):
+                    return whole
+                if self.kind == ARROW_TABLE:
+                    return pa.chunked_array([whole], type=whole.type)
+                if self.kind == ARROW_CHUNKED:
+                    chunks, start = [], 0
+                    for chunk in self.data.chunks:
+                        chunks.append(whole.slice(start, len(chunk)))
+                        start += len(chunk)
+                    return pa.chunked_array(chunks, type=whole.type)
+        except (pa.ArrowException, ValueError, TypeError):
+            pass  # types inferred differently per part: rebuild from the values
+        return self.build_items([x for p in parts for x in p.to_pylist()])
+
     # -- batch view ---------------------------------------------------------------------
     def morsels(self, rows: int) -> Iterator[tuple[int, Any]]:
         """``(offset, morsel)`` pairs covering the input in order, ``rows`` rows each."""
@@ -213,6 +240,13 @@ class ArrowArraySource(Source):
         super().__init__(data)
         self._items: list[Any] | None = None
 
+    def head(self, rows: int) -> list[Any]:
+        """The first ``rows`` items, without converting the rest."""
+        return self.data.slice(0, rows).to_pylist()
+
+    def arrow_slice(self, start: int, rows: int) -> Any:
+        return self.data.slice(start, rows)
+
     def items(self) -> Sequence[Any]:
         if self._items is None:
             self._items = self.data.to_pylist()
@@ -249,6 +283,9 @@ class ArrowChunkedSource(ArrowArraySource):
             start += len(chunk)
         return pa.chunked_array(chunks, type=whole.type)
 
+    def arrow_slice(self, start: int, rows: int) -> Any:
+        return self.data.slice(start, rows).combine_chunks()
+
     def morsels(self, rows: int) -> Iterator[tuple[int, Any]]:
         offset = 0
         for chunk in self.data.chunks:
@@ -270,6 +307,17 @@ class ArrowTabularSource(Source):
 
     def __len__(self) -> int:
         return self.data.num_rows
+
+    def head(self, rows: int) -> list[Any]:
+        return self.data.slice(0, rows).to_pylist()
+
+    def arrow_slice(self, start: int, rows: int) -> Any:
+        """Rows ``[start, start + rows)`` as one RecordBatch."""
+        data = self.data.slice(start, rows)
+        if isinstance(data, pa.RecordBatch):
+            return data
+        batches = data.combine_chunks().to_batches()
+        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=data.schema)
 
     def items(self) -> Sequence[Any]:
         if self._items is None:

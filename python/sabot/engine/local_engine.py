@@ -25,7 +25,7 @@ from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveContr
 from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import InlineRun, native_loop_available
-from .worker_process import results_array
+from .worker_process import ArrowMorsel, results_array, results_arrow
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
 
 log = logging.getLogger("sabot.engine")
@@ -103,9 +103,9 @@ class LocalEngine:
                 src = adapt(data)
                 if spec.kind == BATCH:
                     out, morsels = await self._run_batches(src, spec)
-                elif spec.kind == ITEM and _flat_numeric(src):
+                elif spec.kind == ITEM and _Columnar.supports(src):
                     rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
-                    out, morsels = await self._run_items((), spec, rows, array=src.data)
+                    out, morsels = await self._run_items((), spec, rows, columnar=_Columnar(src))
                 else:
                     items = src.items()
                     if spec.kind == FN_ASYNC:
@@ -235,14 +235,15 @@ class LocalEngine:
 
     # ---- per-item functions ----
     async def _run_items(self, items: Sequence[Any], spec: FunctionSpec,
-                         morsel_rows: int, *, array: Any = None) -> tuple[Any, int]:
-        """A per-item function over ``items``; with ``array`` (1-D numeric numpy, ``items`` is
-        then unused) morsels travel to workers as raw array slices and the result is an array.
-        """
+                         morsel_rows: int, *, columnar: "_Columnar | None" = None
+                         ) -> tuple[Any, int]:
+        """A per-item function over ``items`` (a list of results back). With ``columnar``
+        (numpy or Arrow input; ``items`` is then unused) morsels travel to workers as raw
+        buffers, results come back as arrays, and the return value is the final output."""
         func = spec.func
-        n = len(array) if array is not None else len(items)
+        n = columnar.n if columnar is not None else len(items)
         sample_cap = min(n, morsel_rows)
-        head = array[:sample_cap].tolist() if array is not None else items
+        head = columnar.head(sample_cap) if columnar is not None else items
         run = InlineRun(func, head)
         size, elapsed = 1, 0.0
         # Sample: 1, 2, 4, ... items until the time budget or the first morsel is used up.
@@ -253,7 +254,7 @@ class LocalEngine:
             size *= 2
         done = run.done
         remaining = n - done
-        finish = (lambda r: results_array(r)) if array is not None else (lambda r: r)
+        finish = columnar.build if columnar is not None else (lambda r: r)
         if remaining == 0:
             self.controller.note(Plan(INLINE, 1, f"{n} item(s): all ran in the sample",
                                       elapsed / max(1, done), 0.0, n))
@@ -262,9 +263,9 @@ class LocalEngine:
         per_item = elapsed / max(1, done)
         ship, picklable = 0.0, True
         if remaining * per_item >= 0.03:
-            if array is not None:
-                ship, picklable, convert = _ship_cost_array(array[:done], run.results, spec)
-                per_item += convert  # both sides convert to Python and back
+            if columnar is not None:
+                ship, picklable, convert = columnar.ship_cost(done, run.results, spec)
+                per_item += convert  # whoever runs the items converts them (and back)
             else:
                 ship, picklable = _ship_cost(items[:done], run.results, spec)
         plan = self.controller.plan_items(
@@ -273,10 +274,10 @@ class LocalEngine:
         morsels = math.ceil(n / morsel_rows)
         if plan.executor == PROCESSES:
             try:
-                source = array if array is not None else items
-                parts = await self._run_items_in_pool(source, done, spec, plan, morsel_rows)
-                if array is not None:
-                    return join_numpy([finish(run.results), *parts]), morsels
+                parts = await self._run_items_in_pool(
+                    items if columnar is None else columnar, done, spec, plan, morsel_rows)
+                if columnar is not None:
+                    return columnar.join(run.results, parts), morsels
                 results = run.results
                 for part in parts:
                     results.extend(part)
@@ -285,10 +286,10 @@ class LocalEngine:
                 log.warning("process pool unavailable (%s); running inline", exc)
                 self.controller.note(Plan(INLINE, 1, f"process pool unavailable: {exc}",
                                           per_item, ship, remaining))
-        if array is not None:
-            # Continue over the whole array as Python scalars, after the sampled items.
+        if columnar is not None:
+            # Continue over all items as Python objects, after the sampled ones.
             sampled = run.results
-            run = InlineRun(func, array.tolist())
+            run = InlineRun(func, columnar.all_items())
             run.skip(done, sampled)
         await self._run_inline(run, per_item, morsel_rows)
         return finish(run.results), morsels
@@ -370,8 +371,10 @@ class LocalEngine:
         pool = await loop.run_in_executor(None, self._ensure_pool, plan.workers)
         step = max(1, plan.items_per_task)
         call = CallGroup()
-        tasks = [Task(shipped, a, items[a:min(len(items), a + step)], i + 1, call)
-                 for i, a in enumerate(range(start, len(items), step))]
+        n = len(items)
+        cut = items.task_data if isinstance(items, _Columnar) else (lambda a, k: items[a:a + k])
+        tasks = [Task(shipped, a, cut(a, min(step, n - a)), i + 1, call)
+                 for i, a in enumerate(range(start, n, step))]
         return await self._gather_tasks(pool, tasks, call, morsel_rows)
 
     async def _gather_tasks(self, pool: ProcessPool, tasks: list[Task], call: CallGroup,
@@ -511,32 +514,76 @@ def _run_batch(func: Callable[[Any], Any], name: str, morsel: int, offset: int,
     return out
 
 
-def _flat_numeric(src: Source) -> bool:
-    data = src.data
-    return src.kind == adapters.NUMPY and data.ndim == 1 and data.dtype.kind in "biuf"
+class _Columnar:
+    """numpy or Arrow input for a per-item function: how its morsels travel to worker processes
+    (raw array slices / Arrow IPC, never per-item pickling in this process) and how the
+    results, which come back as arrays, are joined into the output."""
 
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        self.numpy = src.kind == adapters.NUMPY
+        self.n = len(src)
 
-def _ship_cost_array(sample: Any, sample_results: list[Any],
-                     spec: FunctionSpec) -> tuple[float, bool, float]:
-    """For numpy morsels: parent-side seconds per item to send a slice and take an array back
-    (bytes, not objects), whether the function pickles, and the per-item cost of converting
-    to Python scalars and back (paid by whoever runs the items)."""
-    n = max(1, len(sample))
-    try:
-        if spec.processor is None:
-            import cloudpickle
+    @staticmethod
+    def supports(src: Source) -> bool:
+        if src.kind == adapters.NUMPY:
+            return src.data.ndim == 1 and src.data.dtype.kind in "biuf"
+        return src.kind in (adapters.ARROW_ARRAY, adapters.ARROW_CHUNKED, adapters.ARROW_BATCH,
+                            adapters.ARROW_TABLE)
 
-            cloudpickle.dumps(spec.func)
-    except Exception:
-        return 0.0, False, 0.0
-    t = time.perf_counter()
-    sample.tolist()
-    arr = results_array(sample_results)
-    convert = time.perf_counter() - t
-    t = time.perf_counter()
-    pickle.dumps(sample, protocol=5)
-    pickle.loads(pickle.dumps(arr, protocol=5))
-    return (time.perf_counter() - t) / n, True, convert / n
+    def __len__(self) -> int:
+        return self.n
+
+    def head(self, rows: int) -> list[Any]:
+        return self.src.data[:rows].tolist() if self.numpy else self.src.head(rows)
+
+    def all_items(self) -> Sequence[Any]:
+        return self.src.data.tolist() if self.numpy else self.src.items()
+
+    def task_data(self, start: int, rows: int) -> Any:
+        if self.numpy:
+            return self.src.data[start:start + rows]
+        return ArrowMorsel.encode(self.src.arrow_slice(start, rows))
+
+    def _result_part(self, results: list[Any]) -> Any:
+        return results_array(results) if self.numpy else results_arrow(results)
+
+    def build(self, results: list[Any]) -> Any:
+        return _build(self.src, results)
+
+    def join(self, sample_results: list[Any], parts: list[Any]) -> Any:
+        try:
+            first = self._result_part(sample_results)
+        except TypeError as exc:
+            raise ProcessingError(str(exc), original=exc) from exc
+        if self.numpy:
+            return join_numpy([first, *parts])
+        return self.src.build_arrow_parts([first, *parts])
+
+    def ship_cost(self, done: int, sample_results: list[Any],
+                  spec: FunctionSpec) -> tuple[float, bool, float]:
+        """Parent-side seconds per item to send a slice and take the results back (buffers,
+        not objects), whether the function pickles, and the per-item cost of converting items
+        to Python objects and results back (paid by whoever runs the items)."""
+        n = max(1, done)
+        try:
+            if spec.processor is None:
+                import cloudpickle
+
+                cloudpickle.dumps(spec.func)
+        except Exception:
+            return 0.0, False, 0.0
+        t = time.perf_counter()
+        self.head(done)
+        try:
+            part = self._result_part(sample_results)
+        except TypeError:
+            return 0.0, False, 0.0  # results Arrow cannot hold: the inline path reports it
+        convert = time.perf_counter() - t
+        t = time.perf_counter()
+        pickle.dumps(self.task_data(0, done), protocol=5)
+        pickle.loads(pickle.dumps(part, protocol=5))
+        return (time.perf_counter() - t) / n, True, convert / n
 
 
 def _ship_cost(sample_items: Sequence[Any], sample_results: list[Any],

@@ -73,12 +73,67 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
         return out
     from .inline import InlineRun
 
+    if isinstance(data, ArrowMorsel):
+        # Arrow slices came as IPC bytes: rows/values become Python objects here, and the
+        # results go back as Arrow (buffers, not pickled objects).
+        results = InlineRun(func, data.decode().to_pylist(), offset).run_all()
+        return results_arrow(results)
     if type(data).__module__ == "numpy":
         # A numpy slice came as raw bytes: convert here, in parallel, and send back an array,
         # so the parent does no per-item work (it would be the pool's bottleneck).
         results = InlineRun(func, data.tolist(), offset).run_all()
         return results_array(results)
     return InlineRun(func, data, offset).run_all()
+
+
+class ArrowMorsel:
+    """A slice of Arrow data (an Array or a RecordBatch) as Arrow IPC bytes.
+
+    Pickling a sliced pyarrow object would copy its whole parent buffers; the IPC writer keeps
+    only the slice. ``decode`` gives the Array (one column) or RecordBatch back without copying.
+    """
+
+    __slots__ = ("payload", "column", "rows")
+
+    def __init__(self, payload: bytes, column: bool, rows: int) -> None:
+        self.payload = payload
+        self.column = column
+        self.rows = rows
+
+    @classmethod
+    def encode(cls, data: Any) -> "ArrowMorsel":
+        import pyarrow as pa
+
+        column = isinstance(data, pa.Array)
+        batch = pa.RecordBatch.from_arrays([data], names=["v"]) if column else data
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return cls(sink.getvalue().to_pybytes(), column, batch.num_rows)
+
+    def decode(self) -> Any:
+        import pyarrow as pa
+
+        batch = pa.ipc.open_stream(pa.py_buffer(self.payload)).read_next_batch()
+        return batch.column(0) if self.column else batch
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+def results_arrow(results: list[Any]) -> Any:
+    """Per-item results as Arrow: a RecordBatch for dict rows, else an Array."""
+    import pyarrow as pa
+
+    try:
+        if results and all(isinstance(r, dict) for r in results):
+            return pa.RecordBatch.from_pylist(results)
+        return pa.array(results)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"the function's results cannot be stored in Arrow ({exc}); return values of one "
+            "Arrow-compatible type (numbers, strings, bools, dicts with the same keys, ...)"
+        ) from exc
 
 
 def results_array(results: list[Any]) -> Any:

@@ -77,8 +77,11 @@ def _is_enabled() -> bool:
 
 
 def configure(config: Config) -> None:
-    """Apply ``config.disable_native`` (the launcher calls this with its configuration)."""
+    """Apply a configuration: ``disable_native`` (SABOT_DISABLE_NATIVE) and, when MAX_WORKERS is
+    set explicitly, the native pool's thread count (auto keeps the usable cores)."""
     set_native_enabled(not config.disable_native)
+    if config.max_workers:
+        set_threads(min(config.max_workers, 4096))
 
 
 def set_native_enabled(enabled: bool) -> None:

@@ -191,3 +191,21 @@ def test_forked_child_gets_a_working_pool(native_core) -> None:
         os.close(read_fd)
         os.waitpid(pid, 0)
     assert answer == b"ok"
+
+
+def test_scan_sum_reads_the_buffer_in_place(native_core) -> None:
+    import numpy as np
+
+    data = np.arange(1_000_003, dtype=np.int64) * 7 - 3
+    for kb in (4, 64, 4096):
+        total, morsels = native_core.scan_sum(data, kb * 1024)
+        assert total == int(data.sum())
+        assert morsels == -(-len(data) // native_core.rows_per_morsel(len(data), data.nbytes, kb * 1024))
+    # Overflow wraps like numpy's int64 sum.
+    big = np.full(4, 2**62, dtype=np.int64)
+    assert native_core.scan_sum(big)[0] == int(big.sum())
+    assert native_core.scan_sum(np.zeros(0, dtype=np.int64)) == (0, 0)
+    with pytest.raises(ValueError, match="1-D contiguous int64"):
+        native_core.scan_sum(np.arange(10, dtype=np.float64))
+    with pytest.raises(ValueError, match="1-D contiguous int64"):
+        native_core.scan_sum(np.arange(20, dtype=np.int64)[::2])

@@ -93,3 +93,18 @@ def test_native_module_loads_when_enabled(native_core, value: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_configure_applies_disable_native_and_max_workers(native_core) -> None:
+    from sabot.config import load_config
+
+    original = native_core.num_threads()
+    previous = _native.is_native_enabled()
+    try:
+        _native.configure(load_config(env={}, max_workers=1))
+        assert _native.native_available() and native_core.num_threads() == 1
+        _native.configure(load_config(env={"SABOT_DISABLE_NATIVE": "1"}))
+        assert sabot.get_stats()["native"] is False
+    finally:
+        _native.set_native_enabled(previous)
+        native_core.set_threads(original)

@@ -824,9 +824,12 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
     if no_ref:
         lines.append(f"- no Sabot figure to compare with in: {', '.join(no_ref)}")
     if losses:
+        grouped: dict[tuple[str, str, str], list[str]] = {}
         for r in losses:
-            lines.append(f"- {r['benchmark']} / {r['case']} / {r['metric']}: {r['engine']} is"
-                         f" {1 / r['sabot_advantage']:.2f}x better than Sabot")
+            grouped.setdefault((r["benchmark"], r["case"], r["metric"]), []).append(
+                f"{r['engine']} {1 / r['sabot_advantage']:.2f}x")
+        for (bench, case, metric), who in grouped.items():
+            lines.append(f"- {bench} / {case} / {metric}: better than Sabot: {', '.join(who)}")
     elif not no_ref:
         lines.append("- nowhere: Sabot is at least as good as every peer measured.")
     wrong = [r for r in rows if r.get("answer_ok") is False]

@@ -6,6 +6,7 @@ raw results and the summary.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,28 +57,43 @@ def plot_all(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
 
 
 def _throughput(plt: Any, rows: list[dict[str, Any]], bench: str, out_dir: Path) -> str | None:
-    """One horizontal bar chart per case: median throughput per engine, min-max whiskers."""
+    """Per metric, a grouped horizontal bar chart: one group per case, one bar per engine
+    (median, with min-max whiskers)."""
     rate_rows = [r for r in rows if _is_rate(r["metric"])]
     if not rate_rows:
         return None
-    cases = list(dict.fromkeys((r["case"], r["metric"]) for r in rate_rows))
-    fig, axes = plt.subplots(len(cases), 1, figsize=(8, 1.2 + 0.45 * max(
-        sum(1 for r in rate_rows if (r["case"], r["metric"]) == c) for c in cases) * len(cases)),
-        squeeze=False)
-    for ax, (case, metric) in zip(axes[:, 0], cases):
-        sel = [r for r in rate_rows if r["case"] == case and r["metric"] == metric]
-        engines = [r["engine"] for r in sel]
-        colors = _colors(engines)
-        med = [r["median"] for r in sel]
-        lo = [r["median"] - r["min"] for r in sel]
-        hi = [r["max"] - r["median"] for r in sel]
-        y = range(len(sel))
-        ax.barh(list(y), med, xerr=[lo, hi], color=[colors[e] for e in engines], capsize=3)
-        ax.set_yticks(list(y))
-        ax.set_yticklabels(engines)
+    metrics = list(dict.fromkeys(r["metric"] for r in rate_rows))
+    heights = []
+    for metric in metrics:
+        sel = [r for r in rate_rows if r["metric"] == metric]
+        heights.append(1.0 + 0.3 * len(sel) + 0.4 * len({r["case"] for r in sel}))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, sum(heights) + 0.6), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, metric in zip(axes[:, 0], metrics):
+        sel = [r for r in rate_rows if r["metric"] == metric]
+        cases = list(dict.fromkeys(r["case"] for r in sel))
+        colors = _colors(list(dict.fromkeys(r["engine"] for r in sel)))
+        y = 0.0
+        ticks, labels = [], []
+        for case in cases:
+            group = [r for r in sel if r["case"] == case]
+            if len(cases) > 1:  # the case names its group of bars
+                ax.text(0, y - 0.1, case, fontsize=8, fontweight="bold", va="bottom",
+                        transform=ax.get_yaxis_transform())
+                y += 0.9
+            for r in group:
+                ax.barh(y, r["median"], height=0.8, color=colors[r["engine"]],
+                        xerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]], capsize=2)
+                ticks.append(y)
+                labels.append(r["engine"])
+                y += 1
+            y += 0.4  # a gap between cases
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel(metric)
-        ax.set_title(f"{bench}: {case}", fontsize=10)
+        ax.set_title(f"{bench}: {metric}" + (f" ({cases[0]})" if len(cases) == 1 else ""),
+                     fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     name = f"throughput_{bench}.png"
@@ -146,6 +162,12 @@ def _latency(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
     return name
 
 
+def _case_stem(case: str) -> str:
+    """The case name without its thread count, so one series spans every count."""
+    stem = re.sub(r"[,;]?\s*threads\s*=\s*\d+", "", case)
+    return re.sub(r"\s+", " ", stem).strip(" ,;")
+
+
 def _thread_scaling(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
     """Throughput against thread count, where a benchmark measured more than one count."""
     def threads_of(r: dict[str, Any]) -> int | None:
@@ -153,29 +175,38 @@ def _thread_scaling(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str 
         return int(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
 
     sel = [r for r in rows if _is_rate(r["metric"]) and threads_of(r) is not None]
-    series: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    series: dict[tuple[str, str, str, str], list[tuple[int, float]]] = {}
     for r in sel:
-        # the case names the thread count; strip it so one series spans every count
-        key = (r["benchmark"], r["metric"], r["engine"])
+        key = (r["benchmark"], r["metric"], r["engine"], _case_stem(r["case"]))
         series.setdefault(key, []).append((threads_of(r), r["median"]))  # type: ignore[arg-type]
     series = {k: sorted(set(v)) for k, v in series.items() if len({t for t, _ in v}) > 1}
     if not series:
         return None
-    panels = list(dict.fromkeys((b, m) for b, m, _ in series))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    panels = list(dict.fromkeys((b, m) for b, m, _, _ in series))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.8), squeeze=False)
     for ax, (bench, metric) in zip(axes[0], panels):
         keys = [k for k in series if (k[0], k[1]) == (bench, metric)]
-        colors = _colors([k[2] for k in keys])
+        stems = list(dict.fromkeys(k[3] for k in keys))
+        colors = _colors(list(dict.fromkeys(k[2] for k in keys)))
+        styles = ["-", "--", ":", "-."]
+        counts: set[int] = set()
         for k in keys:
             pts = series[k]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[2],
-                    color=colors[k[2]], linewidth=2.5 if k[2].lower().startswith("sabot") else 1.2)
+            counts |= {p[0] for p in pts}
+            label = k[2] if len(stems) == 1 else f"{k[2]}: {k[3]}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label,
+                    color=colors[k[2]] if len(stems) < 5 or not k[2].startswith("sabot")
+                    else None,
+                    linestyle=styles[stems.index(k[3]) % len(styles)],
+                    linewidth=2.5 if k[2].lower().startswith("sabot") else 1.2)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(counts))
+        ax.set_xticklabels([str(c) for c in sorted(counts)])
         ax.set_xlabel("threads")
         ax.set_ylabel(metric)
         ax.set_title(f"{bench}: thread scaling", fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=6 if len(keys) > 8 else 8)
     fig.tight_layout()
     name = "thread_scaling.png"
     fig.savefig(out_dir / name, dpi=110)

@@ -82,7 +82,8 @@ def _absolute(rows: list[Row], bench: str, metric: str, limit: float, below: boo
         yield (f"{bench}: {label}", "no Sabot figure", _verdict(None))
     for r in found:
         v = r["median"]
-        yield (f"{bench} / {r['case']}: {label}", f"{v:,.3g}",
+        unit = r["metric"].split("(")[-1].rstrip(")") if "(" in r["metric"] else r["metric"]
+        yield (f"{bench} / {r['case']}: {label}", f"{v:,.4g} {unit}",
                _verdict(v <= limit if below else v >= limit))
 
 

@@ -338,3 +338,34 @@ def test_arrow_morsels_travel_as_ipc_to_worker_processes():
         assert info.value.index == 25_001 and isinstance(info.value.original, LookupError)
     finally:
         engine.close_sync()
+
+
+def test_cpu_bound_async_function_runs_on_worker_processes():
+    engine = make_engine(executor="processes")
+    try:
+        async def process_item(item):  # the README's shape: computes, never waits
+            return sum(range(item % 200)) + item
+
+        data = list(range(20_000))
+        out = run(engine.process(data, process_item))
+        assert out == [sum(range(x % 200)) + x for x in data]
+        ctl = engine.get_stats()["controller"]
+        assert ctl["executor"] == "processes" and "never waits" in ctl["reason"]
+
+        async def fails(item):
+            if item == 19_000:
+                raise ValueError("19000")
+            return item
+
+        with pytest.raises(ProcessingError) as info:
+            run(engine.process(data, fails))
+        assert info.value.index == 19_000
+
+        async def waits(item):  # really waits (I/O-like): stays on the event loop
+            await asyncio.sleep(0.002)
+            return item
+
+        assert run(engine.process(data[:300], waits)) == data[:300]
+        assert engine.get_stats()["controller"]["executor"] == "async"
+    finally:
+        engine.close_sync()

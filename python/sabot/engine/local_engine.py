@@ -25,7 +25,7 @@ from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveContr
 from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import InlineRun, native_loop_available
-from .worker_process import ArrowMorsel, results_array, results_arrow
+from .worker_process import ArrowMorsel, AsyncAsSync, results_array, results_arrow
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
 
 log = logging.getLogger("sabot.engine")
@@ -38,6 +38,9 @@ INLINE_SLICE_S = 0.5
 #: Inline work shorter than this runs directly on the event loop (a thread hop costs more).
 INLINE_DIRECT_S = 0.01
 EXECUTOR_CHOICES = ("auto", INLINE, PROCESSES)
+#: What driving an ``async def`` function to completion costs a worker process per item (one
+#: ``send`` when it never waits), added to the measured cost when planning.
+ASYNC_CHILD_OVERHEAD_S = 2e-6
 #: Concurrent awaits of an ``async def`` per-item function.
 ASYNC_CONCURRENCY = 128
 
@@ -398,11 +401,50 @@ class LocalEngine:
 
     # ---- async per-item functions ----
     async def _run_async(self, items: Sequence[Any], spec: FunctionSpec,
-                         offset: int = 0) -> tuple[list[Any], int]:
+                         offset: int = 0, *, allow_processes: bool = True
+                         ) -> tuple[list[Any], int]:
+        """An ``async def`` per-item function. The first items are awaited one by one and timed;
+        a function that only computes (its CPU time is its wall time: it never really waits) is
+        what the README's example passes, and it runs on worker processes when the controller
+        says they pay off. Everything else is awaited here with bounded concurrency."""
         func = spec.func
         n = len(items)
         results: list[Any] = [None] * n
-        indices = iter(range(n))
+        done, wall, cpu = 0, 0.0, 0.0
+        while done < min(n, 64) and wall < SAMPLE_S:
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                results[done] = await func(items[done])
+            except Exception as exc:
+                raise _async_failure(spec, offset + done, exc) from exc
+            wall += time.perf_counter() - t
+            cpu += time.thread_time() - c
+            done += 1
+        remaining = n - done
+        if remaining and allow_processes and cpu >= 0.9 * wall:
+            per_item = wall / done + ASYNC_CHILD_OVERHEAD_S
+            ship, picklable = (_ship_cost(items[:done], results[:done], spec)
+                               if remaining * per_item >= 0.03 else (0.0, True))
+            plan = self.controller.plan_items(
+                items=remaining, per_item_s=per_item, ship_item_s=ship,
+                pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=64)
+            if plan.executor == PROCESSES:
+                plan.reason = "async def function that never waits (CPU-bound): " + plan.reason
+                wrapped = FunctionSpec(spec.kind, AsyncAsSync(func), spec.name, spec.processor)
+                try:
+                    parts = await self._run_items_in_pool(items, done, wrapped, plan, 64)
+                except _PoolUnavailable as exc:
+                    log.warning("process pool unavailable (%s); awaiting here", exc)
+                except ProcessingError as exc:
+                    if exc.index is not None:
+                        exc.index += offset  # a stream's morsel: report the global position
+                    raise
+                else:
+                    del results[done:]
+                    for part in parts:
+                        results.extend(part)
+                    return results, 1 + len(parts)
+        indices = iter(range(done, n))
         failure: list[tuple[int, BaseException]] = []
 
         async def runner() -> None:
@@ -416,17 +458,14 @@ class LocalEngine:
                     return
 
         t = time.perf_counter()
-        await asyncio.gather(*(runner() for _ in range(min(ASYNC_CONCURRENCY, n))))
-        self.controller.note(Plan(ASYNC, min(ASYNC_CONCURRENCY, n),
+        await asyncio.gather(*(runner() for _ in range(min(ASYNC_CONCURRENCY, remaining))))
+        self.controller.note(Plan(ASYNC, min(ASYNC_CONCURRENCY, max(1, remaining)),
                                   f"async def function: awaited on the event loop, up to "
                                   f"{ASYNC_CONCURRENCY} at a time",
-                                  (time.perf_counter() - t) / max(1, n), 0.0, n))
+                                  (wall + time.perf_counter() - t) / max(1, n), 0.0, n))
         if failure:
             index, exc = min(failure, key=lambda f: f[0])
-            index += offset
-            raise ProcessingError(
-                f"{spec.name} failed on item {index}: {type(exc).__name__}: {exc}",
-                index=index, original=exc) from exc
+            raise _async_failure(spec, offset + index, exc) from exc
         return results, 1 if n else 0
 
     # ---- batch functions ----
@@ -484,6 +523,11 @@ class LocalEngine:
 
 class _PoolUnavailable(RuntimeError):
     pass
+
+
+def _async_failure(spec: FunctionSpec, index: int, exc: BaseException) -> ProcessingError:
+    return ProcessingError(f"{spec.name} failed on item {index}: {type(exc).__name__}: {exc}",
+                           index=index, original=exc)
 
 
 def _build(src: Source, results: list[Any]) -> Any:

@@ -86,6 +86,30 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
     return InlineRun(func, data, offset).run_all()
 
 
+class AsyncAsSync:
+    """An ``async def`` per-item function run to completion on this process's own event loop:
+    how a CPU-bound coroutine function (one that never waits) runs on worker processes."""
+
+    _loop: Any = None
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+
+    def __call__(self, item: Any) -> Any:
+        coro = self.func(item)
+        try:
+            coro.send(None)
+        except StopIteration as done:  # finished without waiting: no event loop needed
+            return done.value
+        coro.close()
+        # It waits on something after all: run it properly, on this process's loop.
+        import asyncio
+
+        if AsyncAsSync._loop is None:
+            AsyncAsSync._loop = asyncio.new_event_loop()
+        return AsyncAsSync._loop.run_until_complete(self.func(item))
+
+
 class ArrowMorsel:
     """A slice of Arrow data (an Array or a RecordBatch) as Arrow IPC bytes.
 

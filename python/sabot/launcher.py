@@ -84,6 +84,8 @@ class ComposableLauncher:
                 await self._start_worker()
             elif serve_http:
                 await self._start_http()
+                # A serving node expects work: have the worker pool ready for the first job.
+                self.engine.warm_up()
             self._started = True
             self._started_at = time.time()
             log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode,

@@ -132,6 +132,16 @@ class LocalEngine:
         self._check_open()
         return stream(self, source, func, max_in_flight=max_in_flight, morsel_rows=morsel_rows)
 
+    def warm_up(self) -> None:
+        """Start the worker pool now (a daemon does, so its first job does not wait for it).
+        Returns at once: the workers finish starting in the background."""
+        self._check_open()
+        if self.controller.workers >= 2 and self.controller.force != INLINE:
+            try:
+                self._ensure_pool(self.controller.workers)
+            except _PoolUnavailable as exc:
+                log.warning("cannot start the worker pool (%s); work will run inline", exc)
+
     def get_stats(self) -> dict[str, Any]:
         s = self._stats
         with s.lock:

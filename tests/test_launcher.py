@@ -226,3 +226,26 @@ def test_daemon_refuses_a_wrong_setting_with_exit_2(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     assert "MORSEL_SIZE_KB='abc'" in proc.stderr and "an integer" in proc.stderr
+
+
+def test_coordinator_mode_runs_process_data_on_the_cluster(tmp_path):
+    async def main():
+        common = dict(host="127.0.0.1", data_dir=str(tmp_path),
+                      cluster_key_file=str(tmp_path / "cluster.key"))
+        coord = sabot.create_composable_launcher(mode="coordinator", port=0, **common)
+        await coord.start()
+        worker = sabot.create_composable_launcher(
+            mode="worker", coordinator_host="127.0.0.1", coordinator_port=coord.http_port,
+            **common)
+        try:
+            await worker.start()
+            out = await coord.process_data(list(range(500)), lambda x: x * 3)
+            stats = coord.get_stats()
+        finally:
+            await worker.stop()
+            await coord.stop()
+        return out, stats
+
+    out, stats = asyncio.run(main())
+    assert out == [x * 3 for x in range(500)]
+    assert stats["mode"] == "coordinator" and isinstance(stats["cluster"], dict)

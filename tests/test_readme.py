@@ -343,28 +343,40 @@ def check_config_tables(text: str) -> list[str]:
 
 # -- the session: daemons, the Python kernel ------------------------------------------------------
 _KERNEL = textwrap.dedent('''
-    import ast, asyncio, json, os, sys, traceback
+    import ast, asyncio, inspect, json, os, sys, threading, traceback
     # Replies go to the original stdout; whatever the blocks print (and their child processes)
     # goes to stderr, the log file.
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    # One event loop runs all the time (as in Jupyter), so servers started by a block keep
+    # answering between blocks. Blocks with top-level await run on it; the others run here,
+    # where asyncio.run() works.
     loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="readme-loop", daemon=True).start()
     namespace = {"__name__": "__main__"}
+
+    async def run_async(code):
+        await eval(code, namespace)
+
     for line in sys.stdin:
         request = json.loads(line)
         try:
             code = compile(request["code"], request["name"], "exec",
                            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            result = eval(code, namespace)
-            if asyncio.iscoroutine(result):
-                loop.run_until_complete(result)
+            if code.co_flags & inspect.CO_COROUTINE:
+                asyncio.run_coroutine_threadsafe(run_async(code), loop).result()
+            else:
+                exec(code, namespace)
             reply = {"ok": True}
         except BaseException:
             reply = {"ok": False, "error": traceback.format_exc()}
         sys.stdout.flush(); sys.stderr.flush()
         out.write(json.dumps(reply) + "\\n"); out.flush()
+    # Servers a block started are not stopped one by one: the process ends with the session.
+    os._exit(0)
 ''')
+
 
 _BASH_PRELUDE = r'''
 set -e -o pipefail

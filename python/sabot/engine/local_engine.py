@@ -21,7 +21,7 @@ from ..errors import ProcessingError
 from ..system import system_resources, usable_cores
 from . import adapters
 from .adapters import Source, adapt, join_numpy, rows_per_morsel
-from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveController, Plan, Reading
+from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveController, Plan
 from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import InlineRun, native_loop_available
@@ -348,7 +348,7 @@ class LocalEngine:
 
                 self._sampler = UtilizationSampler(
                     self.controller, pids=pool.pids, pool_busy=pool.busy_fraction,
-                    on_resize=self._resize_pool, on_reading=self._on_reading)
+                    on_resize=self._resize_pool)
                 self._sampler.start()
             elif self._pool.size != workers:
                 self._pool.resize(workers)
@@ -364,15 +364,6 @@ class LocalEngine:
         pool = self._pool
         if pool is not None:
             pool.resize(workers)
-
-    def _on_reading(self, reading: Reading) -> None:
-        m = self.metrics
-        if m:
-            if reading.pool_busy is not None:
-                m.utilization.labels(**m.lbl()).set(reading.pool_busy * 100.0)
-            pool = self._pool
-            if pool is not None:
-                m.queue_depth.labels(**m.lbl()).set(pool.tasks.qsize())
 
     async def _run_items_in_pool(self, items: Sequence[Any], start: int, spec: FunctionSpec,
                                  plan: Plan, morsel_rows: int) -> list[Any]:

@@ -106,3 +106,30 @@ def test_sabot_node_status_lists_the_workers(cluster) -> None:
     for worker in cluster.alive_workers():
         assert worker["node_id"] in out.stdout
     assert "coordinator" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def coordinator_schema(cluster):
+    schemathesis = pytest.importorskip("schemathesis")
+    return schemathesis.openapi.from_url(cluster.coordinator.url + "/openapi.json")
+
+
+def _fuzz_schema():
+    try:
+        import schemathesis
+    except ImportError:
+        return None
+    return schemathesis.pytest.from_fixture("coordinator_schema")
+
+
+_coordinator = _fuzz_schema()
+if _coordinator is not None:
+    from hypothesis import HealthCheck, settings
+    from schemathesis.checks import positive_data_acceptance
+
+    @_coordinator.parametrize()
+    @settings(max_examples=10, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    def test_coordinator_api_conforms_to_openapi(case) -> None:
+        # A schema-valid request may name a file the node lacks: a 400 by design.
+        case.call_and_validate(excluded_checks=[positive_data_acceptance])

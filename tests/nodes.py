@@ -31,6 +31,12 @@ from typing import Any, Iterable
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_DIR = REPO / "python"
+#: Named processors the reliability tests give every node (slow items, faults on demand).
+CHAOS_PROCS_DIR = Path(__file__).resolve().parent / "reliability" / "procs"
+CHAOS_SETTINGS = {"PYTHONPATH": str(CHAOS_PROCS_DIR), "SABOT_PROCESSORS": "sabot_chaos_procs"}
+#: Where the tests leave their figures for docs/reliability.md (tests/reliability/report.py).
+RESULTS_FILE = Path(os.environ.get("SABOT_RELIABILITY_RESULTS",
+                                   REPO / "build" / "reliability" / "results.jsonl"))
 
 #: Variables a child node must not inherit from the test runner's environment.
 _NODE_VARS_PREFIXES = ("SABOT_", "COORDINATOR_")
@@ -46,12 +52,14 @@ def free_port() -> int:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The runner's environment without Sabot settings, with the source tree importable."""
+    extra = dict(extra or {})
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(_NODE_VARS_PREFIXES) and k not in _NODE_VARS}
-    paths = [str(PYTHON_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    paths = [str(PYTHON_DIR)] + extra.pop("PYTHONPATH", "").split(os.pathsep) + \
+        env.get("PYTHONPATH", "").split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if p))
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
+    env.update(extra)
     return env
 
 
@@ -133,7 +141,11 @@ class HttpClient:
         next_offset = job.get("next_offset")
         while isinstance(next_offset, int):
             more = self.job(job_id, f"?offset={next_offset}")
-            result.extend(more["result"] or [])
+            if not more.get("result"):
+                # A page promised but empty: the node's item count and its result disagree.
+                raise AssertionError(f"job {job_id}: result_total {job.get('result_total')} "
+                                     f"but the page at offset {next_offset} is empty")
+            result.extend(more["result"])
             next_offset = more.get("next_offset")
         job["result"] = result
         return job
@@ -417,6 +429,24 @@ class InProcessNode(HttpClient):
 
 
 
+def record(scenario: str, **figures: Any) -> None:
+    """Append one scenario's figures (jobs, kills, results checked, lost, duplicated...) to the
+    results file; tests/reliability/report.py renders the last run into docs/reliability.md."""
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    line = {"scenario": scenario, "time": time.time(), **figures}
+    with open(RESULTS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def chaos_procs() -> Any:
+    """The reliability processors module, imported here for the serial reference run."""
+    if str(CHAOS_PROCS_DIR) not in sys.path:
+        sys.path.append(str(CHAOS_PROCS_DIR))
+    import sabot_chaos_procs
+
+    return sabot_chaos_procs
+
+
 # -- pytest glue shared by the conftest files ----------------------------------------------------
 def slow_enabled(config: Any) -> bool:
     """Long variants run with ``-m slow`` (or any marker expression naming slow positively) or
@@ -426,4 +456,5 @@ def slow_enabled(config: Any) -> bool:
 
 
 __all__ = ["free_port", "child_env", "http", "HttpReply", "HttpClient", "NodeProcess", "Cluster",
-           "InProcessNode", "slow_enabled", "REPO", "PYTHON_DIR"]
+           "InProcessNode", "slow_enabled", "record", "chaos_procs", "REPO", "PYTHON_DIR",
+           "CHAOS_SETTINGS", "RESULTS_FILE"]

@@ -1,0 +1,49 @@
+"""Named processors for the reliability tests, loaded by every node with
+SABOT_PROCESSORS=sabot_chaos_procs (this directory is put on the nodes' PYTHONPATH).
+
+Items are strings ``"<n>:<kind>:<padding>"``: ``n`` is the item's number, ``kind`` what the
+function does with it. The answer is a pure function of the item, so a serial run in the test
+process gives the expected result to compare with, item by item.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+import sabot
+
+#: Seconds each item sleeps in ``chaos_slow`` (keeps a job running while nodes are killed).
+SLOW_ITEM_S = 0.02
+
+
+def make_items(count: int, pad: int = 80, kind: str = "ok") -> list[str]:
+    """``count`` items of about ``pad`` bytes each (bytes, not items, size a morsel)."""
+    return [f"{n}:{kind}:" + "x" * pad for n in range(count)]
+
+
+def answer(item: str) -> str:
+    n = int(item.split(":", 1)[0])
+    return f"{n}:{n * n}"
+
+
+@sabot.processor("chaos_slow", replace=True)
+def chaos_slow(item: str) -> str:
+    time.sleep(SLOW_ITEM_S)
+    return answer(item)
+
+
+@sabot.processor("chaos_fault", replace=True)
+def chaos_fault(item: str) -> str:
+    """Fails as the item's kind says: raise, exit (os._exit), segv (NULL read), hang."""
+    kind = item.split(":", 2)[1]
+    if kind == "raise":
+        raise ValueError(f"poison item {item.split(':', 1)[0]} refused on purpose")
+    if kind == "exit":
+        os._exit(17)
+    if kind == "segv":
+        ctypes.string_at(0)
+    if kind == "hang":
+        time.sleep(3600)
+    return answer(item)

@@ -18,7 +18,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 import sabot
 
 

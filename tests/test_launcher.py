@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 import sabot
 from sabot.config import load_config
 from sabot.launcher import ComposableLauncher
@@ -222,7 +221,7 @@ def test_daemon_serves_until_signalled_then_exits_0(tmp_path, sig):
 
 def test_daemon_refuses_a_wrong_setting_with_exit_2(tmp_path):
     env = clean_env(MORSEL_SIZE_KB="abc")
-    proc = subprocess.run([sys.executable, "-m", "sabot.composable_launcher"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "sabot.composable_launcher"], check=False, env=env,
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 2
     assert "MORSEL_SIZE_KB='abc'" in proc.stderr and "an integer" in proc.stderr
@@ -230,8 +229,8 @@ def test_daemon_refuses_a_wrong_setting_with_exit_2(tmp_path):
 
 def test_coordinator_mode_runs_process_data_on_the_cluster(tmp_path):
     async def main():
-        common = dict(host="127.0.0.1", data_dir=str(tmp_path),
-                      cluster_key_file=str(tmp_path / "cluster.key"))
+        common = {"host": "127.0.0.1", "data_dir": str(tmp_path),
+                  "cluster_key_file": str(tmp_path / "cluster.key")}
         coord = sabot.create_composable_launcher(mode="coordinator", port=0, **common)
         await coord.start()
         worker = sabot.create_composable_launcher(

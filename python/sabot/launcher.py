@@ -22,7 +22,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from . import __version__
 from .config import Config, load_config
@@ -160,11 +161,11 @@ class ComposableLauncher:
         if coordinator is not None:
             await coordinator.stop()
 
-    async def __aenter__(self) -> "ComposableLauncher":
+    async def __aenter__(self) -> ComposableLauncher:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # -- work ------------------------------------------------------------------------------

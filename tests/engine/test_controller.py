@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from sabot.engine.controller import INLINE, PROCESSES, THREADS, AdaptiveController, Reading
 
 

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 import sabot
 from sabot.config import load_config
 from sabot.engine import LocalEngine
@@ -48,7 +47,7 @@ DATA_KINDS = {
     "generator": lambda n: (i for i in range(n)),
     "numpy": lambda n: np.arange(n, dtype=np.int64),
     "arrow-array": lambda n: pa.array(range(n), type=pa.int64()),
-    "arrow-chunked": lambda n: pa.chunked_array([pa.array(range(0, n // 2), pa.int64()),
+    "arrow-chunked": lambda n: pa.chunked_array([pa.array(range(n // 2), pa.int64()),
                                                   pa.array(range(n // 2, n), pa.int64())]),
 }
 
@@ -317,7 +316,7 @@ def test_arrow_morsels_travel_as_ipc_to_worker_processes():
         assert out.column("t")[n - 1].as_py() == f"{n - 1}!"
         assert engine.get_stats()["controller"]["executor"] == "processes"
 
-        chunked = pa.chunked_array([pa.array(range(0, 10_000)), pa.array(range(10_000, n))])
+        chunked = pa.chunked_array([pa.array(range(10_000)), pa.array(range(10_000, n))])
         out = run(engine.process(chunked, square))
         assert isinstance(out, pa.ChunkedArray)
         assert [len(c) for c in out.chunks] == [10_000, n - 10_000]

@@ -9,7 +9,6 @@ import sys
 import cloudpickle
 import pyarrow as pa
 import pytest
-
 import sabot
 from sabot.config import load_config
 from sabot.engine import LocalEngine

@@ -37,4 +37,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "AdaptiveController", "BatchFunction", "FunctionSpec", "LocalEngine", "Plan", "Reading",
+    "batch", "resolve_function",
+]

@@ -9,7 +9,8 @@ numpy for numpy, Arrow for Arrow) from the results in input order.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -387,4 +388,4 @@ def adapt(data: Any) -> Source:
     raise TypeError(f"data of type {type(data).__name__} is not supported; accepted: {ACCEPTED}")
 
 
-__all__ = ["Source", "adapt", "rows_per_morsel", "python_item_bytes", "ACCEPTED"]
+__all__ = ["ACCEPTED", "Source", "adapt", "python_item_bytes", "rows_per_morsel"]

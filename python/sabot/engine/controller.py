@@ -277,5 +277,13 @@ class AdaptiveController:
             return out
 
 
-__all__ = ["AdaptiveController", "Plan", "Reading", "INLINE", "PROCESSES", "THREADS", "NATIVE",
-           "ASYNC"]
+__all__ = [
+    "ASYNC",
+    "INLINE",
+    "NATIVE",
+    "PROCESSES",
+    "THREADS",
+    "AdaptiveController",
+    "Plan",
+    "Reading",
+]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..processors import get_processor
 
@@ -30,7 +31,7 @@ KINDS = (ITEM, ASYNC, BATCH, EXPRESSION)
 class BatchFunction:
     """A callable marked as taking a whole morsel. Created by :func:`batch`."""
 
-    __slots__ = ("func", "__wrapped__", "__dict__")
+    __slots__ = ("__dict__", "__wrapped__", "func")
 
     def __init__(self, func: Callable[[Any], Any]) -> None:
         if not callable(func):
@@ -83,7 +84,8 @@ def _is_expression(obj: Any) -> bool:
 def _is_async(func: Any) -> bool:
     if inspect.iscoroutinefunction(func):
         return True
-    call = getattr(func, "__call__", None)
+    # a callable object whose __call__ is an async def
+    call = getattr(type(func), "__call__", None)
     return call is not None and inspect.iscoroutinefunction(call)
 
 
@@ -116,4 +118,4 @@ def resolve_function(func: Any) -> FunctionSpec:
     )
 
 
-__all__ = ["batch", "BatchFunction", "FunctionSpec", "resolve_function", "KINDS"]
+__all__ = ["KINDS", "BatchFunction", "FunctionSpec", "batch", "resolve_function"]

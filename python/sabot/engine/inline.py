@@ -8,8 +8,9 @@ every build. Both raise :class:`~sabot.errors.ProcessingError` naming the failin
 from __future__ import annotations
 
 import types
+from collections.abc import Callable, Sequence
 from itertools import islice
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..errors import ProcessingError
 
@@ -89,7 +90,7 @@ class InlineRun:
     costs nothing extra. The iterator's remaining length tells which item failed.
     """
 
-    __slots__ = ("func", "items", "n", "it", "results", "done", "mode", "loop", "offset")
+    __slots__ = ("done", "func", "it", "items", "loop", "mode", "n", "offset", "results")
 
     def __init__(self, func: Callable[[Any], Any], items: Sequence[Any], offset: int = 0) -> None:
         self.func = func
@@ -176,4 +177,4 @@ class _Failed(Exception):
         self.original = original
 
 
-__all__ = ["apply_items", "native_loop_available", "InlineRun"]
+__all__ = ["InlineRun", "apply_items", "native_loop_available"]

@@ -13,8 +13,9 @@ import math
 import pickle
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any
 
 from ..config import Config, load_config
 from ..errors import ProcessingError
@@ -25,8 +26,8 @@ from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveContr
 from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import InlineRun, native_loop_available
-from .worker_process import ArrowMorsel, AsyncAsSync, results_array, results_arrow
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
+from .worker_process import ArrowMorsel, AsyncAsSync, results_array, results_arrow
 
 log = logging.getLogger("sabot.engine")
 
@@ -46,8 +47,17 @@ ASYNC_CONCURRENCY = 128
 
 
 class _Counters:
-    __slots__ = ("calls", "items", "morsels", "errors", "busy_s", "executors", "last_call",
-                 "workers_lost", "lock")
+    __slots__ = (
+        "busy_s",
+        "calls",
+        "errors",
+        "executors",
+        "items",
+        "last_call",
+        "lock",
+        "morsels",
+        "workers_lost",
+    )
 
     def __init__(self) -> None:
         self.calls = 0
@@ -248,7 +258,7 @@ class LocalEngine:
 
     # ---- per-item functions ----
     async def _run_items(self, items: Sequence[Any], spec: FunctionSpec,
-                         morsel_rows: int, *, columnar: "_Columnar | None" = None
+                         morsel_rows: int, *, columnar: _Columnar | None = None
                          ) -> tuple[Any, int]:
         """A per-item function over ``items`` (a list of results back). With ``columnar``
         (numpy or Arrow input; ``items`` is then unused) morsels travel to workers as raw
@@ -691,4 +701,4 @@ def _native_info() -> dict[str, Any]:
         return {"available": False, "error": str(exc)}
 
 
-__all__ = ["LocalEngine", "SAMPLE_S", "ASYNC_CONCURRENCY"]
+__all__ = ["ASYNC_CONCURRENCY", "SAMPLE_S", "LocalEngine"]

@@ -56,10 +56,10 @@ class ShippedFunction:
 class Task:
     """One unit sent to a worker: a run of consecutive items starting at ``offset``."""
 
-    __slots__ = ("fn", "offset", "data", "morsel", "future", "attempts", "call", "seconds")
+    __slots__ = ("attempts", "call", "data", "fn", "future", "morsel", "offset", "seconds")
 
     def __init__(self, fn: ShippedFunction, offset: int, data: Any, morsel: int,
-                 call: "CallGroup") -> None:
+                 call: CallGroup) -> None:
         self.fn = fn
         self.offset = offset
         self.data = data
@@ -94,7 +94,7 @@ def _signal_name(code: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, pool: "ProcessPool", wid: int) -> None:
+    def __init__(self, pool: ProcessPool, wid: int) -> None:
         self.pool = pool
         self.wid = wid
         self.proc: subprocess.Popen[bytes] | None = None
@@ -321,7 +321,7 @@ def _child_env() -> dict[str, str]:
 _CHILD_MAIN = "import sys; from sabot.engine.worker_process import main_fd; main_fd(int(sys.argv[1]))"
 
 
-def pool_timeout(pool: "ProcessPool") -> float | None:
+def pool_timeout(pool: ProcessPool) -> float | None:
     return pool.morsel_timeout_s if pool.morsel_timeout_s > 0 else None
 
 
@@ -456,4 +456,4 @@ class ProcessPool:
                 w.thread.join(timeout=5)
 
 
-__all__ = ["ProcessPool", "Task", "CallGroup", "ShippedFunction"]
+__all__ = ["CallGroup", "ProcessPool", "ShippedFunction", "Task"]

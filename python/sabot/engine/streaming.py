@@ -17,7 +17,8 @@ import asyncio
 import collections
 import itertools
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -85,7 +86,7 @@ async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
         await asyncio.sleep(0)
 
 
-async def stream(engine: "LocalEngine", source: Any, func: Any, *,
+async def stream(engine: LocalEngine, source: Any, func: Any, *,
                  max_in_flight: int | None = None,
                  morsel_rows: int | None = None) -> AsyncIterator[Any]:
     spec = resolve_function(func)

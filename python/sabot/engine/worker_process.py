@@ -14,25 +14,36 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FN_PICKLED = "pickled"
 FN_PROCESSOR = "processor"
 
 
-def _limit_native_threads() -> None:
-    # Arrow's CPU pool follows OMP_NUM_THREADS=1, set by the parent in our environment; pyarrow
-    # is not imported here so that a worker starts fast.
-    try:
-        from .. import _native  # type: ignore[attr-defined]
+_native_limited = False
 
-        setter = getattr(_native, "set_threads", None) or getattr(_native, "set_num_threads", None)
-        if setter is not None:
-            setter(1)
-    except Exception:
-        pass
+
+def _limit_native_threads() -> None:
+    """One thread for Sabot's native scheduler, once user code has loaded it.
+
+    Arrow's CPU pool already follows OMP_NUM_THREADS=1 (set by the parent). The native core is
+    not imported here (it loads libarrow: a slow start for every worker); a task that used it
+    leaves it in sys.modules, and the next task starts with it limited.
+    """
+    global _native_limited
+    if _native_limited or "sabot._core" not in sys.modules:
+        return
+    _native_limited = True
+    try:
+        from .. import _native
+
+        _native.set_threads(1)
+    except Exception as exc:  # never fail a worker over a thread count
+        print(f"sabot worker: cannot limit native threads: {exc}", file=sys.stderr)
 
 
 def _load_function(kind: str, payload: Any) -> Callable[[Any], Any]:
@@ -117,7 +128,7 @@ class ArrowMorsel:
     only the slice. ``decode`` gives the Array (one column) or RecordBatch back without copying.
     """
 
-    __slots__ = ("payload", "column", "rows")
+    __slots__ = ("column", "payload", "rows")
 
     def __init__(self, payload: bytes, column: bool, rows: int) -> None:
         self.payload = payload
@@ -125,7 +136,7 @@ class ArrowMorsel:
         self.rows = rows
 
     @classmethod
-    def encode(cls, data: Any) -> "ArrowMorsel":
+    def encode(cls, data: Any) -> ArrowMorsel:
         import pyarrow as pa
 
         column = isinstance(data, pa.Array)
@@ -201,6 +212,7 @@ def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:
             funcs.pop(msg[1], None)
             continue
         _, task_id, token, offset, data = msg
+        _limit_native_threads()
         cpu0 = time.process_time()
         try:
             func, batch = funcs[token]

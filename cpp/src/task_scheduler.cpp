@@ -506,6 +506,46 @@ void WorkerPool::WorkerMain(int id, const Topology &topology, bool pin, std::lat
 	tl_worker_id = -1;
 }
 
+namespace {
+// Every live scheduler, so that a forked child can abandon the parent's pools (fork() copies
+// only the calling thread). The prepare/parent handlers hold the mutex across fork() so the
+// child never sees it half-updated.
+std::mutex g_registry_mutex;
+std::vector<TaskScheduler *> *g_registry = nullptr;
+
+void ForkPrepare() {
+	g_registry_mutex.lock();
+}
+void ForkParent() {
+	g_registry_mutex.unlock();
+}
+void ForkChild() {
+	g_registry_mutex.unlock();
+	if (g_registry) {
+		for (auto *scheduler : *g_registry) {
+			scheduler->AbandonAfterFork();
+		}
+	}
+}
+
+void Register(TaskScheduler *scheduler) {
+	static std::once_flag once;
+	std::call_once(once, [] { pthread_atfork(ForkPrepare, ForkParent, ForkChild); });
+	std::lock_guard<std::mutex> guard(g_registry_mutex);
+	if (!g_registry) {
+		g_registry = new std::vector<TaskScheduler *>(); // never freed: used by fork handlers
+	}
+	g_registry->push_back(scheduler);
+}
+
+void Unregister(TaskScheduler *scheduler) {
+	std::lock_guard<std::mutex> guard(g_registry_mutex);
+	if (g_registry) {
+		g_registry->erase(std::remove(g_registry->begin(), g_registry->end(), scheduler), g_registry->end());
+	}
+}
+} // namespace
+
 //===--------------------------------------------------------------------===//
 // TaskScheduler
 //===--------------------------------------------------------------------===//
@@ -520,10 +560,17 @@ TaskScheduler::TaskScheduler(TaskSchedulerOptions options)
 		threads = topology_->Source() == "synthetic" ? topology_->NumCores()
 		                                             : std::min(Topology::UsableCores(), std::max(1, topology_->NumCores()));
 	}
-	StartPool(threads);
+	Register(this);
+	try {
+		StartPool(threads);
+	} catch (...) {
+		Unregister(this);
+		throw;
+	}
 }
 
 TaskScheduler::~TaskScheduler() {
+	Unregister(this);
 	std::unique_lock<std::shared_mutex> lock(pool_lock_);
 	StopPool();
 }
@@ -532,25 +579,11 @@ int TaskScheduler::MaxThreads() {
 	return 4096;
 }
 
-namespace {
-TaskScheduler *g_global = nullptr;
-
-void GlobalAfterForkInChild() {
-	if (g_global) {
-		g_global->AbandonAfterFork();
-	}
-}
-} // namespace
-
 TaskScheduler &TaskScheduler::Global() {
-	static std::once_flag once;
-	std::call_once(once, [] {
-		// Deliberately never destroyed: worker threads must not be joined during static
-		// destruction at interpreter exit, when other runtime parts are already gone.
-		g_global = new TaskScheduler();
-		pthread_atfork(nullptr, nullptr, GlobalAfterForkInChild);
-	});
-	return *g_global;
+	// Deliberately never destroyed: worker threads must not be joined during static destruction
+	// at interpreter exit, when other runtime parts are already gone.
+	static TaskScheduler *global = new TaskScheduler();
+	return *global;
 }
 
 void TaskScheduler::AbandonAfterFork() {

@@ -12,6 +12,10 @@
 #include <thread>
 #include <vector>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 using namespace sabot;
 
 namespace {
@@ -354,4 +358,38 @@ TEST(TaskScheduler, DefaultPoolUsesUsableCoresAndPins) {
 		}
 	}
 	EXPECT_EQ(stats.numa_binding, stats.pinned && HwlocCompiledIn());
+}
+
+TEST(TaskScheduler, ForkedChildGetsAFreshPool) {
+#if defined(__SANITIZE_THREAD__)
+	GTEST_SKIP() << "ThreadSanitizer does not support starting threads after a multi-threaded fork";
+#endif
+	auto sched = MakeScheduler(3);
+	std::atomic<int> warm {0};
+	sched->ParallelFor(100, [&](size_t, int) { warm++; });
+	const pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		// The parent's three workers do not exist here; without a fresh pool this would hang.
+		std::atomic<int> n {0};
+		sched->ParallelFor(1000, [&](size_t, int) { n++; });
+		_exit(n.load() == 1000 && sched->NumThreads() == 3 ? 0 : 1);
+	}
+	int status = 0;
+	for (int i = 0; i < 3000; i++) { // up to 30 s
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			break;
+		}
+		SleepMicros(10000);
+		if (i == 2999) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &status, 0);
+			FAIL() << "child hung after fork";
+		}
+	}
+	ASSERT_TRUE(WIFEXITED(status));
+	EXPECT_EQ(WEXITSTATUS(status), 0);
+	// The parent's pool is untouched.
+	sched->ParallelFor(100, [&](size_t, int) { warm++; });
+	EXPECT_EQ(warm.load(), 200);
 }

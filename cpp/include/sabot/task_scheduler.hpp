@@ -88,6 +88,7 @@ struct SchedulerStats {
 //! Body of a ParallelFor: run morsel `morsel` on worker `worker_id`.
 using MorselFunction = std::function<void(size_t morsel, int worker_id)>;
 
+//! The worker threads of one pool generation (defined in task_scheduler.cpp).
 class WorkerPool;
 
 //! Runs tasks and morsel loops on a pool of worker threads.
@@ -110,8 +111,9 @@ public:
 	TaskScheduler(const TaskScheduler &) = delete;
 	TaskScheduler &operator=(const TaskScheduler &) = delete;
 
-	//! The process-wide scheduler, created on first use with the usable cores. After fork() the
-	//! child gets a fresh pool on first use (the parent's threads do not exist there).
+	//! The process-wide scheduler, created on first use with the usable cores. After fork() every
+	//! scheduler gets a fresh pool in the child on first use (the parent's threads do not exist
+	//! there).
 	static TaskScheduler &Global();
 
 	//! Run body(morsel, worker_id) for every morsel in [0, num_morsels) exactly once and block until
@@ -176,7 +178,7 @@ private:
 	int threads_before_fork_ = 1;
 
 public:
-	//! Called in a forked child (pthread_atfork, Global() only): abandon the parent's pool, whose
+	//! Called in a forked child (pthread_atfork, every live scheduler): abandon the parent's pool, whose
 	//! threads do not exist in the child, without touching its possibly held locks.
 	void AbandonAfterFork();
 };

@@ -39,6 +39,19 @@ TIMED_TASKS = "one job of 10k one-item morsels (peers: 10k one-item tasks), subm
 TIMED_BIG = "submit of the whole input from the client to all results back in the client"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the benchmark process dies (Linux), so a
+    killed benchmark never leaves a cluster running."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -83,7 +96,8 @@ class LocalSabotCluster:
         log = open(os.path.join(self.dir, f"{name}.log"), "wb")
         self.procs.append(subprocess.Popen(
             [sys.executable, "-m", "sabot.composable_launcher"], env=env, cwd=self.dir,
-            stdout=log, stderr=subprocess.STDOUT))
+            stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None))
         log.close()
 
     def _get(self, path: str) -> Any:

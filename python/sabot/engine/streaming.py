@@ -26,8 +26,10 @@ from ..errors import ProcessingError
 from .adapters import python_item_bytes, rows_per_morsel
 from .controller import PROCESSES, Plan
 from .functions import ASYNC, BATCH, EXPRESSION, resolve_function
-from .inline import apply_items
+from .inline import InlineRun
 from .processes import CallGroup, ShippedFunction, Task
+
+INLINE_DIRECT_S = 0.01  # as in local_engine (not imported: it imports this module lazily)
 
 if TYPE_CHECKING:
     from .local_engine import LocalEngine
@@ -126,8 +128,17 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
                 shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
             return asyncio.wrap_future(engine._pool.submit(
                 Task(shipped, offset, data, index, call)))
-        return loop.run_in_executor(engine._inline_executor(), apply_items, spec.func, data,
-                                    offset)
+        run = InlineRun(spec.func, data, offset)
+        per_item = plan.per_item_cost_s if plan is not None else 0.0
+        if len(data) * per_item < INLINE_DIRECT_S:
+            # A cheap morsel: a thread hop would cost more than the work.
+            fut = loop.create_future()
+            try:
+                fut.set_result(run.run_all())
+            except ProcessingError as exc:
+                fut.set_exception(exc)
+            return fut
+        return loop.run_in_executor(engine._inline_executor(), run.run_all)
 
     async def first(offset: int, morsel: Any) -> Any:
         # The first morsel goes through the engine's sampling, so the controller plans the
@@ -190,7 +201,11 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
     finally:
         call.cancelled = True
         for _, f in pending:
-            f.cancel()
+            if f.done():
+                if not f.cancelled():
+                    f.exception()  # retrieved: a later morsel's error is not reported twice
+            else:
+                f.cancel()
         engine._streams_active -= 1
         await morsels.aclose()
         if items:

@@ -118,3 +118,27 @@ def test_float_answers_compare_within_tolerance() -> None:
     assert not answers_equal({"sum": 1.0}, {"sum": 1.001})
     assert not answers_equal([1, 2], [1, 2, 3])
     assert answers_equal(3, 3) and not answers_equal(3, 4)
+
+
+def test_publish_pastes_the_run_verbatim_between_the_markers(tmp_path: Path) -> None:
+    from bench import publish
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.md").write_text("# Sabot benchmark results\n\n| a | 1.5 M |\n\n"
+                                    "![cost_sweep](cost_sweep.png)\n")
+    (run / "raw.jsonl").write_text("{}\n")
+    (run / "cost_sweep.png").write_bytes(b"\x89PNG fake")
+    doc = tmp_path / "docs" / "performance.md"
+    doc.parent.mkdir()
+    doc.write_text(f"intro\n{publish.BEGIN}\nold figures\n{publish.END}\noutro\n")
+    publish.publish(run, doc=doc, assets=doc.parent / "performance")
+    text = doc.read_text()
+    assert "old figures" not in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "## Sabot benchmark results" in text and "| a | 1.5 M |" in text
+    assert "](performance/cost_sweep.png)" in text
+    assert (doc.parent / "performance" / "cost_sweep.png").read_bytes() == b"\x89PNG fake"
+    doc.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="lacks the markers"):
+        publish.publish(run, doc=doc, assets=doc.parent / "performance")

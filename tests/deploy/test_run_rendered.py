@@ -10,7 +10,8 @@ and a single machine does not is mapped, and only that:
 - every pod gets its own free local port for each containerPort (pods share one loopback here),
   and a Service's port leads to the local port of the pod it selects;
 - every pod gets its own file system root: volumes (the Secret's files, emptyDirs) are
-  materialized under it and absolute paths in the env point into it.
+  materialized under it and absolute paths in the env point into it; after the run, no file
+  may exist outside the volumes (the chart's read-only root file system would refuse it).
 
 Then, as a kubelet and a user would: each container's startup, liveness and readiness probes
 answer 200, the workers register with the coordinator, the prometheus.io scrape target serves
@@ -23,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -61,9 +63,22 @@ class Pod:
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
+    written: set[Path] = field(default_factory=set)  # files the test put into volumes
+
     @property
     def log(self) -> Path:
-        return self.root / "pod.log"
+        return self.root.parent / f"{self.name}.log"
+
+    def writable_dirs(self) -> list[Path]:
+        return [self.root / m["mountPath"].lstrip("/")
+                for m in self.container.get("volumeMounts", []) if not m.get("readOnly")]
+
+    def files_outside_volumes(self) -> list[Path]:
+        """Files the process wrote where the pod's read-only root file system would refuse."""
+        writable = self.writable_dirs()
+        return sorted(f for f in self.root.rglob("*")
+                      if not f.is_dir() and f not in self.written
+                      and not any(f.is_relative_to(w) for w in writable))
 
     def named_port(self, port: int | str) -> int:
         """A probe's or Service's port (a name or a number) as this pod's local port."""
@@ -117,7 +132,8 @@ class Cluster:
         pod.ports = {p["containerPort"]: free_port() for p in container.get("ports", [])}
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for mount in container.get("volumeMounts", []):
-            self._materialize(volumes[mount["name"]], pod.root / mount["mountPath"].lstrip("/"))
+            pod.written |= self._materialize(volumes[mount["name"]],
+                                             pod.root / mount["mountPath"].lstrip("/"))
         runtime = self.df.runtime
         workdir = runtime.last("WORKDIR")
         pod.cwd = pod.root / (workdir.rest.lstrip("/") if workdir else "")
@@ -128,8 +144,9 @@ class Cluster:
         pod.argv = [*entrypoint, *args]
         return pod
 
-    def _materialize(self, volume: dict[str, Any], path: Path) -> None:
+    def _materialize(self, volume: dict[str, Any], path: Path) -> set[Path]:
         path.mkdir(parents=True, exist_ok=True)
+        written: set[Path] = set()
         if "secret" in volume:
             data = self.secrets[volume["secret"]["secretName"]]
             mode = volume["secret"].get("defaultMode", 0o644)
@@ -138,11 +155,14 @@ class Cluster:
                 target = path / item["path"]
                 target.write_text(data[item["key"]])
                 target.chmod(item.get("mode", mode))
+                written.add(target)
         elif "configMap" in volume:
             for key, value in self.configmaps[volume["configMap"]["name"]].items():
                 (path / key).write_text(value)
+                written.add(path / key)
         else:
             assert "emptyDir" in volume or "persistentVolumeClaim" in volume, volume
+        return written
 
     def _resolve_env(self, pod: Pod) -> None:
         c = pod.container
@@ -184,9 +204,12 @@ class Cluster:
             if value.startswith("/"):
                 env[key] = str(pod.root / value.lstrip("/"))
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
-        env["HOME"] = str(pod.root / "home")
+        # the image user's home, on the (read-only) root file system
+        home = re.search(r"--home-dir (\S+)", " ".join(
+            i.rest for i in self.df.runtime.all("RUN")))
+        env["HOME"] = str(pod.root / (home.group(1).lstrip("/") if home else "root"))
         env["TMPDIR"] = str(pod.root / "tmp")
-        Path(env["HOME"]).mkdir(exist_ok=True)
+        Path(env["HOME"]).mkdir(parents=True, exist_ok=True)
         Path(env["TMPDIR"]).mkdir(exist_ok=True)
         if "PYTHONPATH" in os.environ:  # the image's Python sees the same sabot as this one
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
@@ -364,3 +387,5 @@ def test_rendered_pods_form_a_cluster_and_run_a_job(chart: Any, dockerfile: Dock
     finally:
         codes = cluster.stop()
     assert all(code == 0 for code in codes.values()), (codes, cluster.logs())
+    for pod in cluster.pods:  # readOnlyRootFilesystem: nothing written outside the volumes
+        assert pod.files_outside_volumes() == [], pod.name

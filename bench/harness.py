@@ -709,6 +709,13 @@ def run_suite(opts: SuiteOptions) -> tuple[Path, list[dict[str, Any]]]:
         _debug_trace()
         _log(f"plots failed: {error_text(exc)}")
     (out_dir / "summary.md").write_text(summary_markdown(all_rows, meta, plots))
+    glance = _headline(all_rows)
+    if glance:  # what the README's Performance section shows, with where it came from
+        m = meta["machine"]
+        (out_dir / "readme_snippet.md").write_text(
+            f"{glance}\n\nMeasured by `{meta['command']}` on {m.get('cpu_model')},"
+            f" {m.get('usable_cores')} usable cores, {meta['finished_utc'][:10]}"
+            f" (load average at start {meta['loadavg_start']}).\n")
     _log(f"results in {out_dir}")
     return out_dir, all_rows
 
@@ -773,6 +780,11 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
         " `answer` compares the engine's result with Sabot's.",
         "",
     ]
+    glance = _headline(rows)
+    if glance:
+        lines += ["## At a glance", "", glance, "",
+                  "Best other engine: the fastest (or leanest) peer in that case; above 1x Sabot"
+                  " is better. Details, repeats and every peer below.", ""]
     by_bench: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_bench.setdefault(r["benchmark"], []).append(r)
@@ -851,6 +863,15 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
 
 _NOTE_KEYS = ("executor", "workers", "chunksize", "chunks", "threads", "items", "rows", "cost_us",
               "morsel_kb", "note")
+
+
+def _headline(rows: list[dict[str, Any]]) -> str:
+    try:
+        from . import headline
+
+        return headline.markdown(rows)
+    except Exception as exc:  # a convenience table; the rows are the record
+        return f"(headline table failed: {error_text(exc)})"
 
 
 def _params_note(r: dict[str, Any]) -> str:

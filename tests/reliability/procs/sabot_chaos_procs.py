@@ -47,3 +47,8 @@ def chaos_fault(item: str) -> str:
     if kind == "hang":
         time.sleep(3600)
     return answer(item)
+
+
+@sabot.processor("chaos_fast", replace=True)
+def chaos_fast(item: str) -> str:
+    return answer(item)

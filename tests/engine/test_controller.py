@@ -132,3 +132,26 @@ def test_snapshot_shows_the_decision():
     assert snap["utilization"] == pytest.approx(0.5)
     assert snap["pool_busy"] == pytest.approx(0.9)
     assert snap["workers"] == c.workers == snap["pool_target"]
+
+
+def test_idle_pool_is_resized_for_the_next_call_from_the_recent_load():
+    c = controller(cores=8, target=0.8)
+    # a busy period shrank the pool while work ran
+    for _ in range(20):
+        c.observe(busy(machine=8.0, sabot=3.0))
+    shrunk = c.workers
+    assert shrunk <= 2
+    # the machine is quiet again, the pool idle: the next call gets the full size back
+    for _ in range(3):
+        c.observe(busy(machine=0.2, sabot=0.0, pool_busy=None))
+    plan = c.plan_items(items=100_000, per_item_s=10e-6, ship_item_s=1e-7, pool_warm=True)
+    assert plan.workers == c.workers == 6
+    assert c.resizes[-1]["idle"] is True
+
+
+def test_a_peer_that_just_finished_does_not_shrink_the_next_call():
+    c = controller(cores=8, target=0.8)
+    c.observe(busy(machine=0.1, sabot=0.0, pool_busy=None))
+    c.observe(busy(machine=0.1, sabot=0.0, pool_busy=None))
+    c.observe(busy(machine=7.5, sabot=0.0, pool_busy=None))  # another engine's last burst
+    assert c.workers_for_call() == 6

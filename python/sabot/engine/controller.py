@@ -18,6 +18,7 @@ Every decision is logged at DEBUG and kept for ``get_stats()["controller"]``.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
@@ -104,6 +105,8 @@ class AdaptiveController:
         self._streak = 0
         self._since_change = cooldown
         self.startup_s = DEFAULT_STARTUP_S
+        self._recent_others: collections.deque[float] = collections.deque(maxlen=3)
+        self._idle = True
         self.last_plan: Plan | None = None
         self.last_reading: Reading | None = None
         self.resizes: list[dict[str, Any]] = []
@@ -123,6 +126,25 @@ class AdaptiveController:
         with self._lock:
             return self._workers
 
+    def workers_for_call(self) -> int:
+        """The pool size for a new call. While the pool was idle the size follows the recent
+        load of other processes (the least of the last readings, so a peer that has just
+        finished does not shrink it), else it stays where the running work put it."""
+        with self._lock:
+            if not self._idle or not self._recent_others:
+                return self._workers
+            others = min(self._recent_others)
+            wanted = self._clamp(math.floor(self.cores * self.target - others + 0.5))
+            if wanted != self._workers:
+                self.resizes.append({"at": time.time(), "from": self._workers, "to": wanted,
+                                     "other_busy_cores": round(others, 2), "idle": True})
+                del self.resizes[:-20]
+                log.debug("controller: new call, pool %d -> %d (other processes use %.2f "
+                          "cores)", self._workers, wanted, others)
+                self._workers = wanted
+                self._since_change = 0
+            return wanted
+
     def observe(self, reading: Reading) -> int | None:
         """Feed one utilization reading; returns the new pool size when it changes, else None."""
         with self._lock:
@@ -131,9 +153,11 @@ class AdaptiveController:
             others = max(0.0, reading.machine_busy_cores - reading.sabot_busy_cores)
             room = self.cores * self.target - others  # cores Sabot may keep busy
             cur = self._workers
-            if reading.pool_busy is None:
-                # No work ran since the last reading: nothing to learn about our own demand,
-                # and other processes' load now says nothing about the next call.
+            self._recent_others.append(others)
+            self._idle = reading.pool_busy is None
+            if self._idle:
+                # No work ran since the last reading: nothing to resize now; the next call
+                # sizes the pool from the recent load (see workers_for_call).
                 self._streak_dir, self._streak = 0, 0
                 return None
             direction = 0
@@ -172,7 +196,7 @@ class AdaptiveController:
                    pool_warm: bool, picklable: bool = True,
                    items_per_morsel: int = 1) -> Plan:
         """Choose inline or processes for ``items`` more items of a per-item function."""
-        workers = self.workers
+        workers = self.workers_for_call()
         t_inline = items * per_item_s
         if self.force is not None and items > 0 and (self.force == INLINE or picklable):
             per_task = self._items_per_task(items, per_item_s, max(2, workers), items_per_morsel)
@@ -214,7 +238,7 @@ class AdaptiveController:
 
     def plan_batches(self, *, morsels: int, per_morsel_s: float) -> Plan:
         """Choose inline or threads for a batch function (numpy/Arrow kernels release the GIL)."""
-        workers = self.workers
+        workers = self.workers_for_call()
         t_inline = morsels * per_morsel_s
         if morsels <= 1 or t_inline < MIN_PARALLEL_S or workers < 2:
             plan = Plan(INLINE, 1, f"estimated {t_inline * 1e3:.1f} ms over {morsels} morsel(s)"

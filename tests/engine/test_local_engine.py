@@ -368,3 +368,47 @@ def test_cpu_bound_async_function_runs_on_worker_processes():
         assert engine.get_stats()["controller"]["executor"] == "async"
     finally:
         engine.close_sync()
+
+
+def test_a_morsel_running_past_the_timeout_is_ended():
+    engine = LocalEngine(load_config(env={}, max_workers=2, max_attempts=1,
+                                     morsel_timeout_s=0.5), executor="processes")
+    try:
+        def hangs(x):
+            if x == 9_000:
+                time.sleep(60)
+            return x
+
+        t = time.monotonic()
+        with pytest.raises(ProcessingError, match="SABOT_MORSEL_TIMEOUT_S=0.5") as info:
+            run(engine.process(list(range(10_000)), hangs))
+        assert time.monotonic() - t < 30
+        assert isinstance(info.value.original, TimeoutError)
+        assert run(engine.process(list(range(10_000)), square))[-1] == 9_999 ** 2
+    finally:
+        engine.close_sync()
+
+
+def test_cancelling_a_call_drops_its_queued_morsels_and_the_pool_stays_usable():
+    engine = make_engine(executor="processes")
+    try:
+        def slow(x):
+            time.sleep(0.002)
+            return x
+
+        async def main():
+            task = asyncio.ensure_future(engine.process(list(range(20_000)), slow))
+            await asyncio.sleep(0.5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            t = time.monotonic()
+            out = await engine.process(list(range(20_000)), square)
+            return out, time.monotonic() - t
+
+        out, seconds = run(main())
+        assert out[-1] == 19_999 ** 2
+        assert seconds < 20  # not stuck behind the cancelled call's ~40 s of work
+        assert engine._pool.tasks.qsize() == 0
+    finally:
+        engine.close_sync()

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import deploy_support  # noqa: E402  (needs the path above)
+import deploy_support
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from deploy_support import REPO
 
 helm_python = pytest.importorskip("helm_python", reason="pip install helm-python-sdk")
@@ -36,7 +36,7 @@ class FakeApiServer:
             def log_message(self, *args: Any) -> None:  # keep pytest output clean
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 outer.requests.append(path)
                 status, body = outer.answer(path)

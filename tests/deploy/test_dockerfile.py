@@ -22,7 +22,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from deploy_support import DOCKERFILE, DOCKERIGNORE, REPO, Dockerfile, free_port
 
 PYPROJECT = REPO / "pyproject.toml"

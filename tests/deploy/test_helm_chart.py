@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 import pytest
-
 from deploy_support import REPO, containers, env_of, parse_dockerfile
 
 helm_python = pytest.importorskip("helm_python", reason="pip install helm-python-sdk")
@@ -143,7 +142,7 @@ def test_selectors_match_their_pods_only(scenario: Any) -> None:
 
 
 def test_workers_point_at_the_coordinator_service(scenario: Any) -> None:
-    name, rendered = scenario
+    _, rendered = scenario
     deps = _deployments(rendered)
     (coord_container,) = containers(deps["coordinator"])
     (worker,) = containers(deps["worker"])
@@ -503,7 +502,7 @@ def test_min_replicas_above_max_is_refused(chart: Any) -> None:
 
 def test_schema_accepts_every_scenario(chart: Any) -> None:
     with helm_python.Chart.load(CHART_DIR) as loaded:
-        for name, values in SCENARIOS.items():
+        for values in SCENARIOS.values():
             loaded.validate_schema(loaded.merge_values(values))  # raises on a violation
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from deploy_support import REPO, containers
 
 pytest.importorskip("helm_python", reason="pip install helm-python-sdk")

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from deploy_support import Dockerfile, free_port
 
 pytest.importorskip("helm_python", reason="pip install helm-python-sdk")
@@ -338,7 +337,7 @@ def test_rendered_pods_form_a_cluster_and_run_a_job(chart: Any, dockerfile: Dock
             startup = c["startupProbe"]
             budget = startup["periodSeconds"] * startup["failureThreshold"]
             _wait_for(cluster, f"{pod.name} startupProbe {startup['httpGet']['path']}",
-                      lambda: _probe_ok(cluster, pod, startup), budget)
+                      lambda pod=pod, probe=startup: _probe_ok(cluster, pod, probe), budget)
             assert _probe_ok(cluster, pod, c["livenessProbe"]), pod.tail()
         # the workers register with the coordinator, through its Service
         def registered() -> list[dict[str, Any]] | None:
@@ -357,7 +356,8 @@ def test_rendered_pods_form_a_cluster_and_run_a_job(chart: Any, dockerfile: Dock
         for pod in cluster.pods:
             readiness = pod.container["readinessProbe"]
             _wait_for(cluster, f"{pod.name} readinessProbe",
-                      lambda: _probe_ok(cluster, pod, readiness), REGISTER_DEADLINE_S)
+                      lambda pod=pod, probe=readiness: _probe_ok(cluster, pod, probe),
+                      REGISTER_DEADLINE_S)
             # Prometheus, following the pod's scrape annotations
             port = pod.ports[int(pod.annotations["prometheus.io/port"])]
             status, body = _http(f"http://127.0.0.1:{port}{pod.annotations['prometheus.io/path']}")

@@ -98,184 +98,63 @@ std::shared_ptr<arrow::DataType> AggResultType(AggKind kind, const arrow::DataTy
 	return input_type.GetSharedPtr();
 }
 
+// The update loops are compiled twice: for the baseline ISA and (GCC on x86-64) for AVX2/FMA;
+// the CPU decides once at run time. Both copies have internal linkage.
+namespace {
+namespace generic_isa {
+#include "aggregate_kernels.inc"
+} // namespace generic_isa
+} // namespace
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SABOT_AVX2_AGGREGATES 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c")
+namespace {
+namespace avx2_isa {
+#include "aggregate_kernels.inc"
+} // namespace avx2_isa
+} // namespace
+#pragma GCC pop_options
+#endif
+
 namespace {
 
-template <typename T>
-constexpr bool kFloating = std::is_floating_point_v<T>;
+using UpdateFn = void (*)(AggState &, AggKind, AccumInput, const void *, const uint8_t *, int64_t);
+using GroupedFn = void (*)(AggState *, AggKind, AccumInput, const void *, const uint8_t *, const uint32_t *,
+                           int64_t);
 
-// Masked reductions over one chunk. `live` == nullptr means every row counts; both branches are
-// written as straight loops the compiler vectorises (blends instead of branches).
-template <typename T>
-void UpdateTyped(AggState &s, AggKind kind, const T *__restrict v, const uint8_t *__restrict live, int64_t n) {
-	const int64_t counted = live ? CountNonZero(live, n) : n;
-	switch (kind) {
-	case AggKind::kCount:
-	case AggKind::kCountAll:
-		s.count += counted;
-		return;
-	case AggKind::kSum:
-	case AggKind::kMean:
-		s.count += counted;
-		if (kind == AggKind::kMean || kFloating<T>) {
-			double acc = 0;
-			if (live) {
-#pragma omp simd reduction(+ : acc)
-				for (int64_t i = 0; i < n; ++i) {
-					acc += live[i] ? static_cast<double>(v[i]) : 0.0;
-				}
-			} else {
-#pragma omp simd reduction(+ : acc)
-				for (int64_t i = 0; i < n; ++i) {
-					acc += static_cast<double>(v[i]);
-				}
-			}
-			s.dsum += acc;
-		} else {
-			uint64_t acc = 0;
-			using Wide = std::conditional_t<std::is_same_v<T, uint64_t>, uint64_t, int64_t>;
-			if (live) {
-				for (int64_t i = 0; i < n; ++i) {
-					acc += live[i] ? static_cast<uint64_t>(static_cast<Wide>(v[i])) : 0;
-				}
-			} else {
-				for (int64_t i = 0; i < n; ++i) {
-					acc += static_cast<uint64_t>(static_cast<Wide>(v[i]));
-				}
-			}
-			s.isum += acc;
-		}
-		return;
-	case AggKind::kMin:
-	case AggKind::kMax: {
-		s.count += counted;
-		const bool is_min = kind == AggKind::kMin;
-		if constexpr (kFloating<T>) {
-			// NaN never wins a comparison, so it is skipped unless every value is NaN.
-			double lo = s.dmin, hi = s.dmax;
-			int64_t nonnan = 0;
-			for (int64_t i = 0; i < n; ++i) {
-				const double x = static_cast<double>(v[i]);
-				const bool use = live == nullptr || live[i];
-				nonnan += use && x == x;
-				if (is_min) {
-					lo = (use && x < lo) ? x : lo;
-				} else {
-					hi = (use && x > hi) ? x : hi;
-				}
-			}
-			s.dmin = lo;
-			s.dmax = hi;
-			s.nonnan += nonnan;
-		} else if constexpr (std::is_same_v<T, uint64_t>) {
-			uint64_t lo = s.umin, hi = s.umax;
-			for (int64_t i = 0; i < n; ++i) {
-				const bool use = live == nullptr || live[i];
-				lo = (use && v[i] < lo) ? v[i] : lo;
-				hi = (use && v[i] > hi) ? v[i] : hi;
-			}
-			s.umin = lo;
-			s.umax = hi;
-		} else {
-			int64_t lo = s.imin, hi = s.imax;
-			for (int64_t i = 0; i < n; ++i) {
-				const bool use = live == nullptr || live[i];
-				const int64_t x = static_cast<int64_t>(v[i]);
-				lo = (use && x < lo) ? x : lo;
-				hi = (use && x > hi) ? x : hi;
-			}
-			s.imin = lo;
-			s.imax = hi;
-		}
-		return;
-	}
-	}
-}
-
-template <typename T>
-void UpdateGroupedTyped(AggState *states, AggKind kind, const T *v, const uint8_t *live, const uint32_t *ids,
-                        int64_t n) {
-	for (int64_t i = 0; i < n; ++i) {
-		if (live != nullptr && !live[i]) {
-			continue;
-		}
-		AggState &s = states[ids[i]];
-		++s.count;
-		if (kind == AggKind::kCount || kind == AggKind::kCountAll) {
-			continue;
-		}
-		if (kind == AggKind::kSum || kind == AggKind::kMean) {
-			if (kind == AggKind::kMean || kFloating<T>) {
-				s.dsum += static_cast<double>(v[i]);
-			} else {
-				using Wide = std::conditional_t<std::is_same_v<T, uint64_t>, uint64_t, int64_t>;
-				s.isum += static_cast<uint64_t>(static_cast<Wide>(v[i]));
-			}
-			continue;
-		}
-		if constexpr (kFloating<T>) {
-			const double x = static_cast<double>(v[i]);
-			s.nonnan += x == x;
-			if (kind == AggKind::kMin) {
-				s.dmin = x < s.dmin ? x : s.dmin;
-			} else {
-				s.dmax = x > s.dmax ? x : s.dmax;
-			}
-		} else if constexpr (std::is_same_v<T, uint64_t>) {
-			s.umin = std::min(s.umin, v[i]);
-			s.umax = std::max(s.umax, v[i]);
-		} else {
-			const int64_t x = static_cast<int64_t>(v[i]);
-			s.imin = std::min(s.imin, x);
-			s.imax = std::max(s.imax, x);
-		}
-	}
+bool UseAvx2() {
+#ifdef SABOT_AVX2_AGGREGATES
+	static const bool avx2 = [] {
+		__builtin_cpu_init();
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+	}();
+	return avx2;
+#else
+	return false;
+#endif
 }
 
 } // namespace
 
 void UpdateState(AggState &state, AggKind kind, AccumInput input, const void *data, const uint8_t *live, int64_t n) {
-	if (kind == AggKind::kCountAll || data == nullptr) {
-		state.count += live ? CountNonZero(live, n) : n;
-		return;
+#ifdef SABOT_AVX2_AGGREGATES
+	if (UseAvx2()) {
+		return avx2_isa::UpdateStateImpl(state, kind, input, data, live, n);
 	}
-	switch (input) {
-	case AccumInput::kBool:
-		return UpdateTyped(state, kind, static_cast<const uint8_t *>(data), live, n);
-	case AccumInput::kInt32:
-		return UpdateTyped(state, kind, static_cast<const int32_t *>(data), live, n);
-	case AccumInput::kInt64:
-		return UpdateTyped(state, kind, static_cast<const int64_t *>(data), live, n);
-	case AccumInput::kUInt64:
-		return UpdateTyped(state, kind, static_cast<const uint64_t *>(data), live, n);
-	case AccumInput::kFloat32:
-		return UpdateTyped(state, kind, static_cast<const float *>(data), live, n);
-	case AccumInput::kFloat64:
-		return UpdateTyped(state, kind, static_cast<const double *>(data), live, n);
-	}
+#endif
+	generic_isa::UpdateStateImpl(state, kind, input, data, live, n);
 }
 
 void UpdateGroupedStates(AggState *states, AggKind kind, AccumInput input, const void *data, const uint8_t *live,
                          const uint32_t *ids, int64_t n) {
-	if (kind == AggKind::kCountAll || data == nullptr) {
-		for (int64_t i = 0; i < n; ++i) {
-			states[ids[i]].count += live == nullptr || live[i];
-		}
-		return;
+#ifdef SABOT_AVX2_AGGREGATES
+	if (UseAvx2()) {
+		return avx2_isa::UpdateGroupedImpl(states, kind, input, data, live, ids, n);
 	}
-	switch (input) {
-	case AccumInput::kBool:
-		return UpdateGroupedTyped(states, kind, static_cast<const uint8_t *>(data), live, ids, n);
-	case AccumInput::kInt32:
-		return UpdateGroupedTyped(states, kind, static_cast<const int32_t *>(data), live, ids, n);
-	case AccumInput::kInt64:
-		return UpdateGroupedTyped(states, kind, static_cast<const int64_t *>(data), live, ids, n);
-	case AccumInput::kUInt64:
-		return UpdateGroupedTyped(states, kind, static_cast<const uint64_t *>(data), live, ids, n);
-	case AccumInput::kFloat32:
-		return UpdateGroupedTyped(states, kind, static_cast<const float *>(data), live, ids, n);
-	case AccumInput::kFloat64:
-		return UpdateGroupedTyped(states, kind, static_cast<const double *>(data), live, ids, n);
-	}
+#endif
+	generic_isa::UpdateGroupedImpl(states, kind, input, data, live, ids, n);
 }
 
 void MergeState(AggState &into, const AggState &from) {

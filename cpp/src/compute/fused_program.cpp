@@ -9,6 +9,7 @@
 #include <arrow/scalar.h>
 #include <arrow/type.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -116,648 +117,96 @@ struct EvalContext {
 	}
 };
 
+//! What an instruction computes; an ISA's SelectKernel maps it and its types to a kernel.
+enum class OpCode : uint8_t {
+	kLoad,
+	kAdd,
+	kAddChecked,
+	kSubtract,
+	kSubtractChecked,
+	kMultiply,
+	kMultiplyChecked,
+	kDivide,
+	kDivideChecked,
+	kModulo,
+	kModuloChecked,
+	kNegate,
+	kNegateChecked,
+	kAbs,
+	kAbsChecked,
+	kEqual,
+	kNotEqual,
+	kLess,
+	kLessEqual,
+	kGreater,
+	kGreaterEqual,
+	kAnd,
+	kOr,
+	kXor,
+	kAndKleene,
+	kOrKleene,
+	kInvert,
+	kIsNull,
+	kIsValid,
+	kCast,
+	kIfElse,
+	kConstDivide,
+	kConstModulo
+};
+
+using KernelSelector = KernelFn (*)(OpCode, ValueType, ValueType);
+
+// The kernels are compiled twice: for the baseline ISA, and (GCC on x86-64) for AVX2/FMA, where
+// the vectoriser gets 256-bit registers. The choice is made once, from the CPU, at run time. Both
+// copies live in anonymous namespaces, so no symbol of one can stand in for the other.
+namespace {
+namespace generic_isa {
+#include "fused_kernels.inc"
+} // namespace generic_isa
+} // namespace
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SABOT_AVX2_KERNELS 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt,lzcnt,f16c")
+namespace {
+namespace avx2_isa {
+#include "fused_kernels.inc"
+} // namespace avx2_isa
+} // namespace
+#pragma GCC pop_options
+#endif
+
 namespace {
 
-//===--------------------------------------------------------------------===//
-// Element operations. Call(a, b, err) returns the result and ORs an error code into err.
-//===--------------------------------------------------------------------===//
-
-template <typename T>
-using Unsigned = std::make_unsigned_t<T>;
-
-template <bool kChecked>
-struct AddOp {
-	template <typename T>
-	static T Call(T a, T b, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			const T r = static_cast<T>(static_cast<Unsigned<T>>(a) + static_cast<Unsigned<T>>(b));
-			if constexpr (kChecked) {
-				err |= static_cast<uint8_t>(((a ^ r) & (b ^ r)) < 0);
-			}
-			return r;
-		} else {
-			(void)err;
-			return a + b;
-		}
+KernelSelector ChooseSelector() {
+#ifdef SABOT_AVX2_KERNELS
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+		return &avx2_isa::SelectKernel;
 	}
-};
-
-template <bool kChecked>
-struct SubtractOp {
-	template <typename T>
-	static T Call(T a, T b, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			const T r = static_cast<T>(static_cast<Unsigned<T>>(a) - static_cast<Unsigned<T>>(b));
-			if constexpr (kChecked) {
-				err |= static_cast<uint8_t>(((a ^ b) & (a ^ r)) < 0);
-			}
-			return r;
-		} else {
-			(void)err;
-			return a - b;
-		}
-	}
-};
-
-template <bool kChecked>
-struct MultiplyOp {
-	template <typename T>
-	static T Call(T a, T b, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			if constexpr (kChecked) {
-				T r;
-				err |= static_cast<uint8_t>(__builtin_mul_overflow(a, b, &r));
-				return r;
-			} else {
-				return static_cast<T>(static_cast<Unsigned<T>>(a) * static_cast<Unsigned<T>>(b));
-			}
-		} else {
-			(void)err;
-			return a * b;
-		}
-	}
-};
-
-// Arrow: integer division truncates; x / 0 is an error in both variants; MIN / -1 is 0 unchecked
-// and an overflow checked. Floating division by zero is an error only when checked.
-template <bool kChecked>
-struct DivideOp {
-	template <typename T>
-	static T Call(T a, T b, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			if (b == 0) {
-				err |= kDivideByZero;
-				return 0;
-			}
-			if (b == -1 && a == std::numeric_limits<T>::min()) {
-				if constexpr (kChecked) {
-					err |= kOverflow;
-				}
-				return 0;
-			}
-			return a / b;
-		} else {
-			if constexpr (kChecked) {
-				err |= static_cast<uint8_t>(b == 0) * kDivideByZero;
-			}
-			return a / b;
-		}
-	}
-};
-
-// Arrow's modulo is floored (the result has the divisor's sign), as Python's %.
-template <bool kChecked>
-struct ModuloOp {
-	template <typename T>
-	static T Call(T a, T b, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			if (b == 0) {
-				err |= kDivideByZero;
-				return 0;
-			}
-			if (b == -1) {
-				if constexpr (kChecked) {
-					if (a == std::numeric_limits<T>::min()) {
-						err |= kOverflow;
-					}
-				}
-				return 0;
-			}
-			T r = a % b;
-			if (r != 0 && ((r ^ b) < 0)) {
-				r += b;
-			}
-			return r;
-		} else {
-			if constexpr (kChecked) {
-				err |= static_cast<uint8_t>(b == 0) * kDivideByZero;
-			}
-			T r = std::fmod(a, b);
-			if (r != 0 && ((r < 0) != (b < 0))) {
-				r += b;
-			}
-			return r;
-		}
-	}
-};
-
-template <bool kChecked>
-struct NegateOp {
-	template <typename T>
-	static T Call(T a, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			if constexpr (kChecked) {
-				err |= static_cast<uint8_t>(a == std::numeric_limits<T>::min());
-			}
-			return static_cast<T>(Unsigned<T>(0) - static_cast<Unsigned<T>>(a));
-		} else {
-			(void)err;
-			return -a;
-		}
-	}
-};
-
-template <bool kChecked>
-struct AbsOp {
-	template <typename T>
-	static T Call(T a, uint8_t &err) {
-		if constexpr (std::is_integral_v<T>) {
-			if constexpr (kChecked) {
-				err |= static_cast<uint8_t>(a == std::numeric_limits<T>::min());
-			}
-			return a < 0 ? static_cast<T>(Unsigned<T>(0) - static_cast<Unsigned<T>>(a)) : a;
-		} else {
-			(void)err;
-			return std::fabs(a);
-		}
-	}
-};
-
-struct EqualOp {
-	template <typename T>
-	static uint8_t Call(T a, T b) {
-		return a == b;
-	}
-};
-struct NotEqualOp {
-	template <typename T>
-	static uint8_t Call(T a, T b) {
-		return a != b;
-	}
-};
-struct LessOp {
-	template <typename T>
-	static uint8_t Call(T a, T b) {
-		return a < b;
-	}
-};
-struct LessEqualOp {
-	template <typename T>
-	static uint8_t Call(T a, T b) {
-		return a <= b;
-	}
-};
-struct GreaterOp {
-	template <typename T>
-	static uint8_t Call(T a, T b) {
-		return a > b;
-	}
-};
-struct GreaterEqualOp {
-	template <typename T>
-	static uint8_t Call(T a, T b) {
-		return a >= b;
-	}
-};
-
-struct AndOp {
-	static uint8_t Call(uint8_t a, uint8_t b) {
-		return a & b;
-	}
-};
-struct OrOp {
-	static uint8_t Call(uint8_t a, uint8_t b) {
-		return a | b;
-	}
-};
-struct XorOp {
-	static uint8_t Call(uint8_t a, uint8_t b) {
-		return a ^ b;
-	}
-};
-
-//===--------------------------------------------------------------------===//
-// Kernels
-//===--------------------------------------------------------------------===//
-
-template <typename T>
-void LoadColumnKernel(const Instruction &ins, EvalContext &c) {
-	const arrow::ArrayData &d = *c.batch->column_data(ins.column);
-	const int64_t off = d.offset + c.row;
-	if constexpr (std::is_same_v<T, uint8_t>) {
-		UnpackBits(d.buffers[1]->data(), off, c.n, c.Out<uint8_t>(ins.out));
-	} else {
-		c.slots[ins.out].data = reinterpret_cast<const T *>(d.buffers[1]->data()) + off;
-	}
-	if (d.MayHaveNulls() && d.buffers[0] != nullptr) {
-		UnpackBits(d.buffers[0]->data(), off, c.n, c.OutValid(ins.out));
-	} else {
-		c.slots[ins.out].valid = nullptr;
-	}
+#endif
+	return &generic_isa::SelectKernel;
 }
 
-template <typename Op, typename T>
-void BinaryArithKernel(const Instruction &ins, EvalContext &c) {
-	const T *__restrict a = c.In<T>(ins.a);
-	const T *__restrict b = c.In<T>(ins.b);
-	T *__restrict o = c.Out<T>(ins.out);
-	const int64_t n = c.n;
-	c.CombineValidity(ins.out, ins.a, ins.b);
-	uint8_t bad = 0;
-	for (int64_t i = 0; i < n; ++i) {
-		uint8_t err = 0;
-		o[i] = Op::template Call<T>(a[i], b[i], err);
-		bad |= err;
-	}
-	if (bad) {
-		const uint8_t *valid = c.Valid(ins.out);
-		for (int64_t i = 0; i < n; ++i) {
-			uint8_t err = 0;
-			Op::template Call<T>(a[i], b[i], err);
-			if (err && Live(valid, c.sel, i)) {
-				ThrowCode(err);
-			}
-		}
-	}
+//! The selector for this CPU (decided once).
+KernelSelector Selector() {
+	static const KernelSelector selector = ChooseSelector();
+	return selector;
 }
 
-template <typename Op, typename T>
-void UnaryArithKernel(const Instruction &ins, EvalContext &c) {
-	const T *__restrict a = c.In<T>(ins.a);
-	T *__restrict o = c.Out<T>(ins.out);
-	const int64_t n = c.n;
-	c.slots[ins.out].valid = c.Valid(ins.a);
-	uint8_t bad = 0;
-	for (int64_t i = 0; i < n; ++i) {
-		uint8_t err = 0;
-		o[i] = Op::template Call<T>(a[i], err);
-		bad |= err;
+} // namespace
+
+const char *FusedKernelIsa() {
+#ifdef SABOT_AVX2_KERNELS
+	if (Selector() == &avx2_isa::SelectKernel) {
+		return "avx2";
 	}
-	if (bad) {
-		const uint8_t *valid = c.Valid(ins.out);
-		for (int64_t i = 0; i < n; ++i) {
-			uint8_t err = 0;
-			Op::template Call<T>(a[i], err);
-			if (err && Live(valid, c.sel, i)) {
-				ThrowCode(err);
-			}
-		}
-	}
+#endif
+	return "generic";
 }
 
-inline int64_t MulHi(int64_t a, int64_t b) {
-	return static_cast<int64_t>((static_cast<__int128>(a) * b) >> 64);
-}
-
-// Division or floored modulo by a literal |d| >= 2 without a hardware divide: the quotient is a
-// multiply-high by a precomputed magic number, a correction and a shift (Granlund-Montgomery).
-template <typename T, bool kModulo>
-void ConstDivKernel(const Instruction &ins, EvalContext &c) {
-	const T *__restrict a = c.In<T>(ins.a);
-	T *__restrict o = c.Out<T>(ins.out);
-	const int64_t n = c.n;
-	const int64_t d = ins.divisor;
-	const int64_t magic = ins.magic;
-	const int shift = ins.shift;
-	const int64_t add_mask = ins.add_mask;
-	const int64_t sub_mask = ins.sub_mask;
-	c.slots[ins.out].valid = c.Valid(ins.a);
-	for (int64_t i = 0; i < n; ++i) {
-		const int64_t x = a[i];
-		int64_t q = MulHi(magic, x) + (x & add_mask) - (x & sub_mask);
-		q >>= shift;
-		q += static_cast<int64_t>(static_cast<uint64_t>(q) >> 63);
-		if constexpr (kModulo) {
-			int64_t r = x - q * d;
-			r += d & -static_cast<int64_t>((r != 0) & ((r ^ d) < 0));
-			o[i] = static_cast<T>(r);
-		} else {
-			o[i] = static_cast<T>(q);
-		}
-	}
-}
-
-template <typename Op, typename T>
-void CompareKernel(const Instruction &ins, EvalContext &c) {
-	const T *__restrict a = c.In<T>(ins.a);
-	const T *__restrict b = c.In<T>(ins.b);
-	uint8_t *__restrict o = c.Out<uint8_t>(ins.out);
-	const int64_t n = c.n;
-	for (int64_t i = 0; i < n; ++i) {
-		o[i] = Op::template Call<T>(a[i], b[i]);
-	}
-	c.CombineValidity(ins.out, ins.a, ins.b);
-}
-
-template <typename Op>
-void LogicKernel(const Instruction &ins, EvalContext &c) {
-	const uint8_t *__restrict a = c.In<uint8_t>(ins.a);
-	const uint8_t *__restrict b = c.In<uint8_t>(ins.b);
-	uint8_t *__restrict o = c.Out<uint8_t>(ins.out);
-	for (int64_t i = 0; i < c.n; ++i) {
-		o[i] = Op::Call(a[i], b[i]);
-	}
-	c.CombineValidity(ins.out, ins.a, ins.b);
-}
-
-// Kleene logic: a known false (and) or a known true (or) decides the result even when the other
-// side is null. Values at null slots are still 0/1 bytes, so the value is plain a&b / a|b.
-template <bool kAnd>
-void KleeneKernel(const Instruction &ins, EvalContext &c) {
-	const uint8_t *__restrict a = c.In<uint8_t>(ins.a);
-	const uint8_t *__restrict b = c.In<uint8_t>(ins.b);
-	uint8_t *__restrict o = c.Out<uint8_t>(ins.out);
-	const uint8_t *va = c.Valid(ins.a);
-	const uint8_t *vb = c.Valid(ins.b);
-	const int64_t n = c.n;
-	for (int64_t i = 0; i < n; ++i) {
-		o[i] = kAnd ? (a[i] & b[i]) : (a[i] | b[i]);
-	}
-	if (va == nullptr && vb == nullptr) {
-		c.slots[ins.out].valid = nullptr;
-		return;
-	}
-	uint8_t *ov = c.OutValid(ins.out);
-	for (int64_t i = 0; i < n; ++i) {
-		const uint8_t x = va ? va[i] : 1;
-		const uint8_t y = vb ? vb[i] : 1;
-		const uint8_t decide_a = kAnd ? (x & (a[i] ^ 1)) : (x & a[i]);
-		const uint8_t decide_b = kAnd ? (y & (b[i] ^ 1)) : (y & b[i]);
-		ov[i] = (x & y) | decide_a | decide_b;
-	}
-}
-
-void InvertKernel(const Instruction &ins, EvalContext &c) {
-	const uint8_t *__restrict a = c.In<uint8_t>(ins.a);
-	uint8_t *__restrict o = c.Out<uint8_t>(ins.out);
-	for (int64_t i = 0; i < c.n; ++i) {
-		o[i] = a[i] ^ 1;
-	}
-	c.slots[ins.out].valid = c.Valid(ins.a);
-}
-
-template <typename T, bool kIsNull>
-void NullTestKernel(const Instruction &ins, EvalContext &c) {
-	const uint8_t *va = c.Valid(ins.a);
-	uint8_t *__restrict o = c.Out<uint8_t>(ins.out);
-	const int64_t n = c.n;
-	for (int64_t i = 0; i < n; ++i) {
-		uint8_t valid = va ? va[i] : 1;
-		if constexpr (std::is_floating_point_v<T> && kIsNull) {
-			if (ins.flag) {
-				const T v = c.In<T>(ins.a)[i];
-				valid &= static_cast<uint8_t>(v == v);
-			}
-		}
-		o[i] = kIsNull ? (valid ^ 1) : valid;
-	}
-	c.slots[ins.out].valid = nullptr;
-}
-
-template <typename T>
-void IfElseKernel(const Instruction &ins, EvalContext &c) {
-	const uint8_t *__restrict cond = c.In<uint8_t>(ins.a);
-	const T *__restrict x = c.In<T>(ins.b);
-	const T *__restrict y = c.In<T>(ins.c);
-	T *__restrict o = c.Out<T>(ins.out);
-	const int64_t n = c.n;
-	for (int64_t i = 0; i < n; ++i) {
-		o[i] = cond[i] ? x[i] : y[i];
-	}
-	const uint8_t *vc = c.Valid(ins.a);
-	const uint8_t *vx = c.Valid(ins.b);
-	const uint8_t *vy = c.Valid(ins.c);
-	if (vc == nullptr && vx == nullptr && vy == nullptr) {
-		c.slots[ins.out].valid = nullptr;
-		return;
-	}
-	uint8_t *ov = c.OutValid(ins.out);
-	for (int64_t i = 0; i < n; ++i) {
-		const uint8_t a = vc ? vc[i] : 1;
-		const uint8_t b = vx ? vx[i] : 1;
-		const uint8_t d = vy ? vy[i] : 1;
-		ov[i] = a & (cond[i] ? b : d);
-	}
-}
-
-//===--------------------------------------------------------------------===//
-// Casts (bool is uint8_t). Checks follow Arrow's safe cast: integer narrowing checks the range
-// unless allow_int_overflow, int->float checks exactness unless allow_float_truncate, float->int
-// checks integrality and range unless allow_float_truncate.
-//===--------------------------------------------------------------------===//
-
-template <typename F>
-constexpr bool kIsBool = std::is_same_v<F, uint8_t>;
-
-template <typename F, typename T>
-T ConvertValue(F v, bool allow_int_overflow, bool allow_float_truncate, bool &bad) {
-	if constexpr (kIsBool<T>) {
-		return static_cast<T>(v != 0);
-	} else if constexpr (kIsBool<F>) {
-		return static_cast<T>(v);
-	} else if constexpr (std::is_integral_v<F> && std::is_integral_v<T>) {
-		if constexpr (sizeof(T) < sizeof(F)) {
-			if (!allow_int_overflow) {
-				bad |= v < static_cast<F>(std::numeric_limits<T>::min()) || v > static_cast<F>(std::numeric_limits<T>::max());
-			}
-			return static_cast<T>(static_cast<Unsigned<T>>(static_cast<Unsigned<F>>(v)));
-		}
-		return static_cast<T>(v);
-	} else if constexpr (std::is_integral_v<F> && std::is_floating_point_v<T>) {
-		constexpr int kDigits = std::numeric_limits<T>::digits;
-		if constexpr (std::numeric_limits<F>::digits > kDigits) {
-			if (!allow_float_truncate) {
-				constexpr F kLimit = F(1) << kDigits;
-				bad |= v > kLimit || v < -kLimit;
-			}
-		}
-		return static_cast<T>(v);
-	} else if constexpr (std::is_floating_point_v<F> && std::is_integral_v<T>) {
-		// -min = 2^31 or 2^63 is exact in F; values outside [-2^k, 2^k) do not fit (NaN neither).
-		constexpr F kHi = -static_cast<F>(std::numeric_limits<T>::min());
-		const bool in_range = v >= -kHi && v < kHi;
-		if (!allow_float_truncate) {
-			bad |= !in_range || std::trunc(v) != v;
-		} else if (!allow_int_overflow) {
-			bad |= !in_range;
-		}
-		return in_range ? static_cast<T>(v) : std::numeric_limits<T>::min();
-	} else {
-		return static_cast<T>(v);
-	}
-}
-
-template <typename T>
-const char *IntName() {
-	return sizeof(T) == 4 ? "int32" : "int64";
-}
-
-template <typename F, typename T>
-[[noreturn]] void ThrowCastError(F v) {
-	char buf[160];
-	if constexpr (std::is_integral_v<F> && std::is_integral_v<T>) {
-		std::snprintf(buf, sizeof(buf), "Integer value %lld not in range: %lld to %lld", static_cast<long long>(v),
-		              static_cast<long long>(std::numeric_limits<T>::min()),
-		              static_cast<long long>(std::numeric_limits<T>::max()));
-	} else if constexpr (std::is_integral_v<F>) {
-		const long long lim = 1LL << std::numeric_limits<T>::digits;
-		std::snprintf(buf, sizeof(buf), "Integer value %lld not in range: %lld to %lld", static_cast<long long>(v), -lim,
-		              lim);
-	} else {
-		std::snprintf(buf, sizeof(buf), "Float value %f was truncated converting to %s", static_cast<double>(v),
-		              IntName<T>());
-	}
-	throw StatusError(arrow::Status::Invalid(buf));
-}
-
-template <typename F, typename T>
-void CastKernel(const Instruction &ins, EvalContext &c) {
-	const F *__restrict a = c.In<F>(ins.a);
-	T *__restrict o = c.Out<T>(ins.out);
-	const int64_t n = c.n;
-	const bool allow_int_overflow = ins.flag;
-	const bool allow_float_truncate = ins.flag2;
-	c.slots[ins.out].valid = c.Valid(ins.a);
-	bool bad = false;
-	for (int64_t i = 0; i < n; ++i) {
-		o[i] = ConvertValue<F, T>(a[i], allow_int_overflow, allow_float_truncate, bad);
-	}
-	if (bad) {
-		const uint8_t *valid = c.Valid(ins.out);
-		for (int64_t i = 0; i < n; ++i) {
-			bool row_bad = false;
-			ConvertValue<F, T>(a[i], allow_int_overflow, allow_float_truncate, row_bad);
-			if (row_bad && Live(valid, c.sel, i)) {
-				ThrowCastError<F, T>(a[i]);
-			}
-		}
-	}
-}
-
-//===--------------------------------------------------------------------===//
-// Kernel selection by type
-//===--------------------------------------------------------------------===//
-
-template <typename Op>
-KernelFn ArithFor(ValueType t) {
-	switch (t) {
-	case ValueType::kInt32:
-		return &BinaryArithKernel<Op, int32_t>;
-	case ValueType::kInt64:
-		return &BinaryArithKernel<Op, int64_t>;
-	case ValueType::kFloat32:
-		return &BinaryArithKernel<Op, float>;
-	case ValueType::kFloat64:
-		return &BinaryArithKernel<Op, double>;
-	default:
-		throw Unsupported {};
-	}
-}
-
-template <typename Op>
-KernelFn UnaryFor(ValueType t) {
-	switch (t) {
-	case ValueType::kInt32:
-		return &UnaryArithKernel<Op, int32_t>;
-	case ValueType::kInt64:
-		return &UnaryArithKernel<Op, int64_t>;
-	case ValueType::kFloat32:
-		return &UnaryArithKernel<Op, float>;
-	case ValueType::kFloat64:
-		return &UnaryArithKernel<Op, double>;
-	default:
-		throw Unsupported {};
-	}
-}
-
-template <typename Op>
-KernelFn CompareFor(ValueType t) {
-	switch (t) {
-	case ValueType::kBool:
-		return &CompareKernel<Op, uint8_t>;
-	case ValueType::kInt32:
-		return &CompareKernel<Op, int32_t>;
-	case ValueType::kInt64:
-		return &CompareKernel<Op, int64_t>;
-	case ValueType::kFloat32:
-		return &CompareKernel<Op, float>;
-	case ValueType::kFloat64:
-		return &CompareKernel<Op, double>;
-	}
-	throw Unsupported {};
-}
-
-template <bool kIsNull>
-KernelFn NullTestFor(ValueType t) {
-	switch (t) {
-	case ValueType::kBool:
-		return &NullTestKernel<uint8_t, kIsNull>;
-	case ValueType::kInt32:
-		return &NullTestKernel<int32_t, kIsNull>;
-	case ValueType::kInt64:
-		return &NullTestKernel<int64_t, kIsNull>;
-	case ValueType::kFloat32:
-		return &NullTestKernel<float, kIsNull>;
-	case ValueType::kFloat64:
-		return &NullTestKernel<double, kIsNull>;
-	}
-	throw Unsupported {};
-}
-
-KernelFn IfElseFor(ValueType t) {
-	switch (t) {
-	case ValueType::kBool:
-		return &IfElseKernel<uint8_t>;
-	case ValueType::kInt32:
-		return &IfElseKernel<int32_t>;
-	case ValueType::kInt64:
-		return &IfElseKernel<int64_t>;
-	case ValueType::kFloat32:
-		return &IfElseKernel<float>;
-	case ValueType::kFloat64:
-		return &IfElseKernel<double>;
-	}
-	throw Unsupported {};
-}
-
-KernelFn LoadFor(ValueType t) {
-	switch (t) {
-	case ValueType::kBool:
-		return &LoadColumnKernel<uint8_t>;
-	case ValueType::kInt32:
-		return &LoadColumnKernel<int32_t>;
-	case ValueType::kInt64:
-		return &LoadColumnKernel<int64_t>;
-	case ValueType::kFloat32:
-		return &LoadColumnKernel<float>;
-	case ValueType::kFloat64:
-		return &LoadColumnKernel<double>;
-	}
-	throw Unsupported {};
-}
-
-template <typename F>
-KernelFn CastFrom(ValueType to) {
-	switch (to) {
-	case ValueType::kBool:
-		return &CastKernel<F, uint8_t>;
-	case ValueType::kInt32:
-		return &CastKernel<F, int32_t>;
-	case ValueType::kInt64:
-		return &CastKernel<F, int64_t>;
-	case ValueType::kFloat32:
-		return &CastKernel<F, float>;
-	case ValueType::kFloat64:
-		return &CastKernel<F, double>;
-	}
-	throw Unsupported {};
-}
-
-KernelFn CastFor(ValueType from, ValueType to) {
-	switch (from) {
-	case ValueType::kBool:
-		return CastFrom<uint8_t>(to);
-	case ValueType::kInt32:
-		return CastFrom<int32_t>(to);
-	case ValueType::kInt64:
-		return CastFrom<int64_t>(to);
-	case ValueType::kFloat32:
-		return CastFrom<float>(to);
-	case ValueType::kFloat64:
-		return CastFrom<double>(to);
-	}
-	throw Unsupported {};
-}
+namespace {
 
 //! Signed division magic (Hacker's Delight, 10-1) for |d| >= 2: q = mulhi(M, n) (+/- n) >> s,
 //! then +1 when negative.
@@ -841,7 +290,7 @@ public:
 			if (TryConstDiv(name, args, out_type, ins)) {
 				return Push(ins);
 			}
-			ins.fn = ArithKernelFor(name, out_type);
+			ins.fn = Select(ArithOp(name), out_type);
 			ins.a = Emit(args[0]);
 			ins.b = Emit(args[1]);
 			return Push(ins);
@@ -851,13 +300,13 @@ public:
 				throw Unsupported {};
 			}
 			if (name == "negate") {
-				ins.fn = UnaryFor<NegateOp<false>>(out_type);
+				ins.fn = Select(OpCode::kNegate, out_type);
 			} else if (name == "negate_checked") {
-				ins.fn = UnaryFor<NegateOp<true>>(out_type);
+				ins.fn = Select(OpCode::kNegateChecked, out_type);
 			} else if (name == "abs") {
-				ins.fn = UnaryFor<AbsOp<false>>(out_type);
+				ins.fn = Select(OpCode::kAbs, out_type);
 			} else {
-				ins.fn = UnaryFor<AbsOp<true>>(out_type);
+				ins.fn = Select(OpCode::kAbsChecked, out_type);
 			}
 			ins.a = Emit(args[0]);
 			return Push(ins);
@@ -870,7 +319,7 @@ public:
 			if (t == ValueType::kBool && name != "equal" && name != "not_equal") {
 				throw Unsupported {};
 			}
-			ins.fn = ComparisonKernelFor(name, t);
+			ins.fn = Select(CompareOp(name), t);
 			ins.a = Emit(args[0]);
 			ins.b = Emit(args[1]);
 			return Push(ins);
@@ -880,15 +329,15 @@ public:
 			RequireBool(args[0]);
 			RequireBool(args[1]);
 			if (name == "and") {
-				ins.fn = &LogicKernel<AndOp>;
+				ins.fn = Select(OpCode::kAnd, ValueType::kBool);
 			} else if (name == "or") {
-				ins.fn = &LogicKernel<OrOp>;
+				ins.fn = Select(OpCode::kOr, ValueType::kBool);
 			} else if (name == "xor") {
-				ins.fn = &LogicKernel<XorOp>;
+				ins.fn = Select(OpCode::kXor, ValueType::kBool);
 			} else if (name == "and_kleene") {
-				ins.fn = &KleeneKernel<true>;
+				ins.fn = Select(OpCode::kAndKleene, ValueType::kBool);
 			} else {
-				ins.fn = &KleeneKernel<false>;
+				ins.fn = Select(OpCode::kOrKleene, ValueType::kBool);
 			}
 			ins.a = Emit(args[0]);
 			ins.b = Emit(args[1]);
@@ -896,14 +345,14 @@ public:
 		}
 		if (args.size() == 1 && name == "invert") {
 			RequireBool(args[0]);
-			ins.fn = &InvertKernel;
+			ins.fn = Select(OpCode::kInvert, ValueType::kBool);
 			ins.a = Emit(args[0]);
 			return Push(ins);
 		}
 		if (args.size() == 1 && (name == "is_null" || name == "is_valid")) {
 			const ValueType t = TypeOf(args[0].type());
 			if (name == "is_null") {
-				ins.fn = NullTestFor<true>(t);
+				ins.fn = Select(OpCode::kIsNull, t);
 				if (call->options) {
 					const auto *opts = dynamic_cast<const arrow::compute::NullOptions *>(call->options.get());
 					if (opts == nullptr) {
@@ -912,7 +361,7 @@ public:
 					ins.flag = opts->nan_is_null;
 				}
 			} else {
-				ins.fn = NullTestFor<false>(t);
+				ins.fn = Select(OpCode::kIsValid, t);
 			}
 			ins.a = Emit(args[0]);
 			return Push(ins);
@@ -926,7 +375,7 @@ public:
 			if (from == out_type) {
 				return Emit(args[0]);
 			}
-			ins.fn = CastFor(from, out_type);
+			ins.fn = Select(OpCode::kCast, from, out_type);
 			ins.flag = opts->allow_int_overflow;
 			ins.flag2 = opts->allow_float_truncate;
 			ins.a = Emit(args[0]);
@@ -937,7 +386,7 @@ public:
 			if (TypeOf(args[1].type()) != out_type || TypeOf(args[2].type()) != out_type) {
 				throw Unsupported {};
 			}
-			ins.fn = IfElseFor(out_type);
+			ins.fn = Select(OpCode::kIfElse, out_type);
 			ins.a = Emit(args[0]);
 			ins.b = Emit(args[1]);
 			ins.c = Emit(args[2]);
@@ -956,53 +405,33 @@ private:
 		return n == "equal" || n == "not_equal" || n == "less" || n == "less_equal" || n == "greater" ||
 		       n == "greater_equal";
 	}
-	static KernelFn ArithKernelFor(const std::string &n, ValueType t) {
-		if (n == "add") {
-			return ArithFor<AddOp<false>>(t);
+	static OpCode ArithOp(const std::string &n) {
+		static const std::pair<const char *, OpCode> kOps[] = {
+		    {"add", OpCode::kAdd},           {"add_checked", OpCode::kAddChecked},
+		    {"subtract", OpCode::kSubtract}, {"subtract_checked", OpCode::kSubtractChecked},
+		    {"multiply", OpCode::kMultiply}, {"multiply_checked", OpCode::kMultiplyChecked},
+		    {"divide", OpCode::kDivide},     {"divide_checked", OpCode::kDivideChecked},
+		    {"modulo", OpCode::kModulo},     {"modulo_checked", OpCode::kModuloChecked}};
+		for (const auto &[name, op] : kOps) {
+			if (n == name) {
+				return op;
+			}
 		}
-		if (n == "add_checked") {
-			return ArithFor<AddOp<true>>(t);
-		}
-		if (n == "subtract") {
-			return ArithFor<SubtractOp<false>>(t);
-		}
-		if (n == "subtract_checked") {
-			return ArithFor<SubtractOp<true>>(t);
-		}
-		if (n == "multiply") {
-			return ArithFor<MultiplyOp<false>>(t);
-		}
-		if (n == "multiply_checked") {
-			return ArithFor<MultiplyOp<true>>(t);
-		}
-		if (n == "divide") {
-			return ArithFor<DivideOp<false>>(t);
-		}
-		if (n == "divide_checked") {
-			return ArithFor<DivideOp<true>>(t);
-		}
-		if (n == "modulo") {
-			return ArithFor<ModuloOp<false>>(t);
-		}
-		return ArithFor<ModuloOp<true>>(t);
+		throw Unsupported {};
 	}
-	static KernelFn ComparisonKernelFor(const std::string &n, ValueType t) {
-		if (n == "equal") {
-			return CompareFor<EqualOp>(t);
+	static OpCode CompareOp(const std::string &n) {
+		static const std::pair<const char *, OpCode> kOps[] = {
+		    {"equal", OpCode::kEqual}, {"not_equal", OpCode::kNotEqual},       {"less", OpCode::kLess},
+		    {"less_equal", OpCode::kLessEqual}, {"greater", OpCode::kGreater}, {"greater_equal", OpCode::kGreaterEqual}};
+		for (const auto &[name, op] : kOps) {
+			if (n == name) {
+				return op;
+			}
 		}
-		if (n == "not_equal") {
-			return CompareFor<NotEqualOp>(t);
-		}
-		if (n == "less") {
-			return CompareFor<LessOp>(t);
-		}
-		if (n == "less_equal") {
-			return CompareFor<LessEqualOp>(t);
-		}
-		if (n == "greater") {
-			return CompareFor<GreaterOp>(t);
-		}
-		return CompareFor<GreaterEqualOp>(t);
+		throw Unsupported {};
+	}
+	KernelFn Select(OpCode op, ValueType t, ValueType t2 = ValueType::kBool) const {
+		return select_(op, t, t2);
 	}
 	static void RequireBool(const arrow::compute::Expression &e) {
 		if (TypeOf(e.type()) != ValueType::kBool) {
@@ -1035,11 +464,7 @@ private:
 		ins.divisor = d;
 		ins.add_mask = (d > 0 && ins.magic < 0) ? -1 : 0;
 		ins.sub_mask = (d < 0 && ins.magic > 0) ? -1 : 0;
-		if (t == ValueType::kInt32) {
-			ins.fn = is_mod ? &ConstDivKernel<int32_t, true> : &ConstDivKernel<int32_t, false>;
-		} else {
-			ins.fn = is_mod ? &ConstDivKernel<int64_t, true> : &ConstDivKernel<int64_t, false>;
-		}
+		ins.fn = Select(is_mod ? OpCode::kConstModulo : OpCode::kConstDivide, t);
 		ins.a = Emit(args[0]);
 		return true;
 	}
@@ -1052,7 +477,7 @@ private:
 		const int column = path->indices()[0];
 		const ValueType t = TypeOf(schema_.field(column)->type().get());
 		Instruction ins;
-		ins.fn = LoadFor(t);
+		ins.fn = Select(OpCode::kLoad, t);
 		ins.column = column;
 		return Push(ins);
 	}
@@ -1112,6 +537,7 @@ private:
 
 	FusedProgram &program_;
 	const arrow::Schema &schema_;
+	KernelSelector select_ = Selector();
 };
 
 FusedProgram::FusedProgram() = default;

@@ -32,6 +32,9 @@ struct ChunkView {
 struct Instruction;
 class FusedProgram;
 
+//! Which compiled copy of the kernels this CPU runs: "avx2" or "generic".
+const char *FusedKernelIsa();
+
 //! Per-worker scratch registers of a FusedProgram (one per worker thread; not shared).
 class FusedFrame {
 public:

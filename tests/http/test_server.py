@@ -327,3 +327,12 @@ def test_loud_warning_without_token_beyond_loopback(node, caplog) -> None:
         assert "WITHOUT authentication" not in caplog.text
         node.run(start_stop("0.0.0.0"))
     assert "WITHOUT authentication" in caplog.text and "SABOT_AUTH_TOKEN" in caplog.text
+
+
+def test_large_job_round_trip(node) -> None:
+    n = 250_000  # a body over 1 MiB and a result over the inline-encoding threshold
+    job = node.wait(node.submit(list(range(n))))
+    assert job["status"] == "completed" and job["result_total"] == n
+    assert job["next_offset"] == 100_000 and job["result"][-1] == 99_999 ** 2
+    rest = node.request("GET", f"/job/{job['job_id']}?offset=100000&limit=1000000")[2]
+    assert rest["result"] == [i * i for i in range(100_000, n)] and rest["next_offset"] is None

@@ -51,6 +51,19 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
                         content_type="application/json")
 
 
+#: Bodies and results larger than this are encoded or decoded on a helper thread, so one big
+#: request does not stall the event loop (heartbeats, other clients).
+OFFLOAD_BYTES = 1 << 20
+OFFLOAD_ITEMS = 20_000
+
+
+async def json_response_offloaded(payload: Any, items: int) -> web.Response:
+    if items < OFFLOAD_ITEMS:
+        return json_response(payload)
+    text = await asyncio.to_thread(dumps, payload)
+    return web.Response(text=text, content_type="application/json")
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None,
                    **details: Any) -> web.Response:
     return json_response({"error": message, "status": status, **details}, status, headers)
@@ -326,7 +339,10 @@ class HttpApi:
         return web.Response(text=html, content_type="text/html")
 
     async def submit_job(self, request: web.Request) -> web.Response:
-        req = parse_submit(parse_json(await self._body(request)))
+        body = await self._body(request)
+        payload = parse_json(body) if len(body) < OFFLOAD_BYTES else \
+            await asyncio.to_thread(parse_json, body)
+        req = parse_submit(payload)
         if req.input is not None:
             data: Any = await asyncio.to_thread(
                 load_input_column, Path(self.config.data_dir), req.input)
@@ -346,7 +362,7 @@ class HttpApi:
         limit = query_int(request.query, "limit", DEFAULT_PAGE, 0, MAX_PAGE)
         job = await self.backend.get_job(request.match_info["job_id"], offset=offset,
                                          limit=limit)
-        return json_response(job)
+        return await json_response_offloaded(job, len(job.get("result") or ()))
 
     async def cancel_job(self, request: web.Request) -> web.Response:
         job = await self.backend.cancel_job(request.match_info["job_id"])

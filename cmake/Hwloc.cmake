@@ -1,8 +1,10 @@
-# hwloc is optional: without it the core falls back to Linux sysfs topology and reports
-# numa_binding=false in its stats.
+# hwloc is optional: without it the core falls back to Linux sysfs topology and
+# sched_setaffinity pinning, and reports numa_binding=false in its stats.
+# -DSABOT_WITH_HWLOC=OFF builds without it even where it is installed (tests use this).
+option(SABOT_WITH_HWLOC "Use hwloc for topology and thread binding when it is found" ON)
 find_package(PkgConfig QUIET)
 set(SABOT_HAVE_HWLOC OFF)
-if(PkgConfig_FOUND)
+if(SABOT_WITH_HWLOC AND PkgConfig_FOUND)
   pkg_check_modules(HWLOC IMPORTED_TARGET hwloc)
   if(HWLOC_FOUND)
     set(SABOT_HAVE_HWLOC ON)
@@ -10,5 +12,5 @@ if(PkgConfig_FOUND)
   endif()
 endif()
 if(NOT SABOT_HAVE_HWLOC)
-  message(STATUS "sabot: hwloc not found (apt-get install libhwloc-dev), building without NUMA binding")
+  message(STATUS "sabot: building without hwloc (apt-get install libhwloc-dev to enable NUMA binding)")
 endif()

@@ -76,13 +76,23 @@ def _tsan_supported() -> str | None:
 
 
 def test_cpp_unit_tests() -> None:
-    build = _build("cpp-tests", [])
+    build = _build("cpp-tests", ["-DSABOT_WITH_HWLOC=ON"])
     result = _ctest(build)
     assert result.returncode == 0, f"C++ tests failed:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"
     assert "100% tests passed" in result.stdout
     # Every test file contributed tests (guards against a silently empty discovery).
     for suite in ("MorselPlan.", "Topology.", "TaskScheduler."):
         assert suite in result.stdout
+
+
+def test_cpp_unit_tests_without_hwloc() -> None:
+    # The sysfs fallback: topology from /sys, pinning with sched_setaffinity, numa_binding false.
+    build = _build("cpp-tests-nohwloc", ["-DSABOT_WITH_HWLOC=OFF"])
+    cache = (build / "CMakeCache.txt").read_text()
+    assert "SABOT_WITH_HWLOC:BOOL=OFF" in cache
+    result = _ctest(build)
+    assert result.returncode == 0, f"C++ tests without hwloc failed:\n{result.stdout[-8000:]}"
+    assert "100% tests passed" in result.stdout
 
 
 def test_cpp_unit_tests_under_thread_sanitizer() -> None:

@@ -4,7 +4,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdlib>
 #include <deque>
 #include <exception>
 #include <latch>
@@ -155,7 +154,7 @@ std::vector<int> ComputeVictimOrder(const Topology &topology, int threads, int w
 	const int mine = node_of(worker);
 	std::vector<int> local, remote;
 	for (int step = 1; step < threads; step++) {
-		// Nearest ids first, alternating above and below, wrapping around.
+		// Next ids first (w+1, w+2, ... wrapping around), so neighbours spread their steals.
 		const int v = (worker + step) % threads;
 		(node_of(v) == mine ? local : remote).push_back(v);
 	}

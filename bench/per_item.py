@@ -23,7 +23,7 @@ TIMED = ("one call from the input in the parent to all results in the parent (po
 
 def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict[str, Any]]:
     n = 200_000 if quick else 2_000_000
-    repeats = repeat or (1 if quick else 5)
+    repeats = repeat or (1 if quick else 3)
     workers = usable_cores()
     inputs: list[tuple[str, Any]] = [(f"square {n:,} ints (list)", list(range(n)))]
     try:

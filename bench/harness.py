@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -110,7 +111,8 @@ def loadavg() -> list[float]:
 
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "hostname_hash": abs(hash(platform.node())) % 10**6,  # tells runs apart without naming hosts
+        # tells machines apart across runs without naming the host
+        "host_id": hashlib.sha256(platform.node().encode()).hexdigest()[:10],
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),

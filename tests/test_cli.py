@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-import zmq.utils.z85 as z85
+from zmq.utils import z85
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = shutil.which("sabot-node")
@@ -240,7 +240,8 @@ def test_keygen(tmp: Path) -> None:
     out = cli("keygen", "-o", "cluster.key", tmp=tmp)
     assert out.returncode == 0
     key = tmp / "cluster.key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(z85.decode(key.read_text().strip())) == 32
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert len(z85.decode(key.read_text().strip())) == 32
     one_line_error(cli("keygen", "-o", "cluster.key", tmp=tmp), 1, "exists")
 
 

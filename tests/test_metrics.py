@@ -7,7 +7,6 @@ import sys
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
-
 from sabot.metrics import CpuSampler, Metrics, _CounterRate, get_metrics
 
 README_NAMES = ("sabot_processing_throughput_items_per_second", "sabot_queue_depth",

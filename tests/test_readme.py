@@ -35,12 +35,10 @@ import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
 import tomllib
 import urllib.request
 from dataclasses import dataclass, field
@@ -91,7 +89,7 @@ def parse_blocks(text: str) -> list[Block]:
         body: list[str] = []
         j = i + 1
         while j < len(lines) and not lines[j].strip().startswith(fence):
-            body.append(lines[j][len(indent):] if lines[j].startswith(indent) else lines[j])
+            body.append(lines[j].removeprefix(indent))
             j += 1
         prev = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         skip = _SKIP.search(prev)
@@ -119,7 +117,8 @@ def join_continuations(code: str) -> list[str]:
 def rewrite(code: str, port: int) -> str:
     """Point the README's addresses at loopback and its port 8080 at ``port``."""
     code = re.sub(r"\b8080\b", str(port), code)
-    code = re.sub(r"(https?://)([A-Za-z0-9_.-]+|\{[^}]*\}|<[^>]*>)(:\d+)", r"\g<1>127.0.0.1\3", code)
+    code = re.sub(r"(https?://)([A-Za-z0-9_.-]+|\{[^}]*\}|<[^>]*>)(:\d+)", r"\g<1>127.0.0.1\3",
+                  code)
     code = re.sub(r"\bCOORDINATOR_HOST=(\"[^\"]*\"|'[^']*'|\S+)", "COORDINATOR_HOST=127.0.0.1",
                   code)
     code = re.sub(r"([\"'])[A-Za-z0-9_.-]+\1(\s*,\s*(?:port\s*=\s*)?%d\b)" % port,
@@ -385,7 +384,8 @@ curl() {
   last="$(cat "$README_TMP/last_job_id" 2>/dev/null || true)"
   for a in "$@"; do a="${a//\{job_id\}/$last}"; a="${a//<job_id>/$last}"; args+=("$a"); done
   local out
-  out="$(command curl -sS --fail-with-body --max-time 60 "${args[@]}")" || { echo "$out"; return 22; }
+  out="$(command curl -sS --fail-with-body --max-time 60 "${args[@]}")" \
+    || { echo "$out"; return 22; }
   printf '%s\n' "$out"
   printf '%s' "$out" | "$README_PYTHON" "$README_HELPER" remember-job "$README_TMP/last_job_id"
 }
@@ -727,7 +727,8 @@ curl -X POST http://sabot-coordinator:8080/submit_job \\
   -H "Content-Type: application/json" \\
   -d '{"data": [1,2,3,4,5], "processor_func": "square"}'
 sleep 1
-curl http://localhost:8080/job/{job_id} | python -c "import json,sys; assert json.load(sys.stdin)['result'] == [1,4,9,16,25]"
+curl http://localhost:8080/job/{job_id} \\
+  | python -c "import json,sys; assert json.load(sys.stdin)['result'] == [1,4,9,16,25]"
 ```
 
 ```python
@@ -746,7 +747,8 @@ await launcher.stop()
 
 ```bash
 SABOT_MODE=coordinator SABOT_PORT=8080 python -m sabot.composable_launcher
-SABOT_MODE=worker COORDINATOR_HOST=localhost COORDINATOR_PORT=8080 python -m sabot.composable_launcher
+SABOT_MODE=worker COORDINATOR_HOST=localhost COORDINATOR_PORT=8080 \\
+  python -m sabot.composable_launcher
 ```
 
 ```python

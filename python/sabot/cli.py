@@ -14,13 +14,19 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .config import LOG_LEVELS, MODES, Config, load_config
-from .errors import (ConfigError, CoordinatorUnavailableError, JobNotFoundError,
-                     RequestRefusedError, SabotError)
+from .errors import (
+    ConfigError,
+    CoordinatorUnavailableError,
+    JobNotFoundError,
+    RequestRefusedError,
+    SabotError,
+)
 
 PROG = "sabot-node"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -261,8 +267,7 @@ def write_result(items: list[Any], output: str | None) -> None:
     name = output.lower()
     if name.endswith((".jsonl", ".ndjson")):
         with open(output, "w", encoding="utf-8") as fh:
-            for item in items:
-                fh.write(json.dumps(item) + "\n")
+            fh.writelines(json.dumps(item) + "\n" for item in items)
     elif name.endswith((".csv", ".parquet", ".pq", ".arrow", ".feather", ".ipc")):
         import pyarrow as pa
 
@@ -415,7 +420,7 @@ def new_secret() -> str:
     try:
         from .cluster.security import generate_secret
     except ImportError:
-        import zmq.utils.z85 as z85
+        from zmq.utils import z85
 
         return z85.encode(os.urandom(32)).decode("ascii")
     return generate_secret()

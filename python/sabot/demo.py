@@ -8,7 +8,8 @@ an Arrow compute expression over a table, a group-by aggregation, and the README
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import __version__
 
@@ -53,7 +54,8 @@ def _aggregate(table: Any) -> tuple[Any, str]:
         out = table.group_by("key").aggregate([("value", "sum"), ("value", "count")])
         return out, "pyarrow group_by"
     out = columnar.aggregate(
-        table, {"value_sum": ("sum", pc.field("value")), "value_count": ("count", pc.field("value"))},
+        table,
+        {"value_sum": ("sum", pc.field("value")), "value_count": ("count", pc.field("value"))},
         by="key", morsel_size_kb=_config().morsel_size_kb)
     return out, "sabot.columnar.aggregate"
 

@@ -18,7 +18,8 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -111,7 +112,8 @@ class Metrics:
         self.jobs = Counter(
             "sabot_jobs_total", "Jobs that reached a state", labels + ["state"], registry=r)
         self.jobs_active = Gauge(
-            "sabot_jobs_by_state", "Jobs currently in each state (finished ones until they expire)", labels + ["state"], registry=r)
+            "sabot_jobs_by_state", "Jobs currently in each state (finished ones until they expire)",
+            labels + ["state"], registry=r)
         self.nodes = Gauge(
             "sabot_nodes", "Worker nodes known to the coordinator, by state",
             labels + ["state"], registry=r)
@@ -296,4 +298,4 @@ def get_metrics(cluster: str | None = None, node: str | None = None) -> Metrics:
         return _metrics
 
 
-__all__ = ["Metrics", "CpuSampler", "get_metrics", "THROUGHPUT_WINDOW_S", "LOAD_KEYS"]
+__all__ = ["LOAD_KEYS", "THROUGHPUT_WINDOW_S", "CpuSampler", "Metrics", "get_metrics"]

@@ -16,11 +16,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from sabot.config import Config, load_config
 from sabot.http.local_backend import LocalBackend
 from sabot.http.server import HttpApi

@@ -15,7 +15,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
-
 def _load_nodes() -> Any:
     # pytest's importlib mode puts no test directory on sys.path: load the shared helper by path.
     name = "sabot_test_nodes"

@@ -8,9 +8,7 @@ import pytest
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed "
                                                          "(pip install schemathesis)")
 from hypothesis import HealthCheck, settings  # noqa: E402
-
 from schemathesis.checks import positive_data_acceptance  # noqa: E402
-
 
 # A schema-valid request may still be refused for what no schema can say (the input file does
 # not exist on the node): those are 400s by design, so that one check is left out.

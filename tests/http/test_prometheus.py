@@ -12,7 +12,6 @@ import urllib.request
 
 import pytest
 
-
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="the prometheus binary is absent (apt-get install prometheus)")

@@ -13,9 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
-
 from sabot.http.server import HttpApi
-
 
 README_CURL = """curl -X POST http://sabot-coordinator:8080/submit_job \\
   -H "Content-Type: application/json" \\

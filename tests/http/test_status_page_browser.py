@@ -4,7 +4,6 @@ the page shows the node and its jobs with progress bars."""
 from __future__ import annotations
 
 
-
 def test_status_page_in_headless_chromium(node, dump_dom) -> None:
     done = node.submit([1, 2, 3])
     failed = node.submit([1, 2], processor="len")

@@ -1,2 +1,2 @@
-"""Sabot's HTTP API: ``server.HttpApi`` over a ``backend.NodeBackend`` (``local_backend.LocalBackend``
-for a single node; the cluster's coordinator and worker bring their own)."""
+"""Sabot's HTTP API: ``server.HttpApi`` over a ``backend.NodeBackend``
+(``local_backend.LocalBackend`` for a single node; the coordinator and worker bring their own)."""

@@ -3,20 +3,25 @@
 Errors come back as Sabot's exceptions with the server's own message: a node that cannot be
 reached is a :class:`~sabot.errors.CoordinatorUnavailableError`, an unknown job a
 :class:`~sabot.errors.JobNotFoundError`, a refused token an
-:class:`~sabot.errors.AuthenticationError`, any other refusal a :class:`~sabot.errors.RequestRefusedError`.
+:class:`~sabot.errors.AuthenticationError`, any other refusal a
+:class:`~sabot.errors.RequestRefusedError`.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from ..errors import (AuthenticationError, CoordinatorUnavailableError, JobNotFoundError,
-                      RequestRefusedError)
+from ..errors import (
+    AuthenticationError,
+    CoordinatorUnavailableError,
+    JobNotFoundError,
+    RequestRefusedError,
+)
 
 PAGE = 100_000
 
@@ -57,7 +62,7 @@ class HttpClient:
             if err.code == 404 and path.startswith("/job/"):
                 raise JobNotFoundError(message) from None
             raise RequestRefusedError(err.code, message, payload) from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as err:
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
             reason = getattr(err, "reason", err)
             raise CoordinatorUnavailableError(
                 f"cannot reach a Sabot node at {self.address}: {reason} (is it running? "

@@ -102,5 +102,11 @@ def load_input_column(root: Path, spec: dict[str, Any]) -> Any:
     return table.column(column).combine_chunks()
 
 
-__all__ = ["FORMATS", "InputError", "resolve_input_path", "detect_format", "read_table",
-           "load_input_column"]
+__all__ = [
+    "FORMATS",
+    "InputError",
+    "detect_format",
+    "load_input_column",
+    "read_table",
+    "resolve_input_path",
+]

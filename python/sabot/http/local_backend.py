@@ -15,8 +15,9 @@ import math
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from ..config import Config
 from ..errors import JobNotFoundError

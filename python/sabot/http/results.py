@@ -53,4 +53,4 @@ def dumps(value: Any) -> str:
         raise
 
 
-__all__ = ["to_json_list", "json_default", "dumps"]
+__all__ = ["dumps", "json_default", "to_json_list"]

@@ -13,8 +13,9 @@ import hmac
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -28,8 +29,7 @@ from .inputs import InputError, load_input_column
 from .openapi import openapi_document
 from .results import dumps
 from .status_page import STATIC_DIR, render_status_page
-from .validation import (DEFAULT_PAGE, MAX_PAGE, BadRequest, parse_json, parse_submit,
-                         query_int)
+from .validation import DEFAULT_PAGE, MAX_PAGE, BadRequest, parse_json, parse_submit, query_int
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class HttpApi:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "HttpApi":
+    async def __aenter__(self) -> HttpApi:
         if self._runner is None:
             await self.start()
         return self
@@ -247,8 +247,8 @@ class HttpApi:
                 allowed_methods=allowed)
         if isinstance(exc, web.HTTPNotFound):
             return error_response(404, f"no such endpoint: {request.path} (see /openapi.json)")
-        if exc.status < 400:
-            return exc  # redirects and the like pass through
+        if exc.status < 400:  # redirects and the like pass through
+            return web.Response(status=exc.status, headers=exc.headers, text=exc.text)
         return error_response(exc.status, exc.reason or "error")
 
     @web.middleware
@@ -377,4 +377,4 @@ def _bound_port(runner: web.AppRunner, requested: int) -> int:
     return requested
 
 
-__all__ = ["HttpApi", "OPEN_PATHS", "is_loopback", "json_response", "error_response"]
+__all__ = ["OPEN_PATHS", "HttpApi", "error_response", "is_loopback", "json_response"]

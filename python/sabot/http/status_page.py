@@ -63,7 +63,7 @@ def _points(samples: list[tuple[float, float]]) -> str:
     return " ".join(f"{(t - t0) / span * 600:.1f},{118 - v / top * 112:.1f}" for t, v in samples)
 
 
-def render_status_page(api: "HttpApi", *, with_data: bool) -> str:
+def render_status_page(api: HttpApi, *, with_data: bool) -> str:
     backend = api.backend
     values: dict[str, Any] = {
         "cluster_name": _e(api.config.cluster_name), "node_id": _e(backend.node_id),
@@ -88,4 +88,4 @@ def render_status_page(api: "HttpApi", *, with_data: bool) -> str:
     return _TEMPLATE.substitute(values)
 
 
-__all__ = ["render_status_page", "STATIC_DIR"]
+__all__ = ["STATIC_DIR", "render_status_page"]

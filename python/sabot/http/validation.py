@@ -1,10 +1,11 @@
-"""Checking what HTTP clients send: every refusal names the field, what came and what is accepted."""
+"""Checking what HTTP clients send: each refusal names the field, what came and what is accepted."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: Bounds of POST /submit_job's ``priority``.
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
@@ -129,5 +130,15 @@ def query_int(query: Mapping[str, str], name: str, default: int | None, lo: int,
     return value
 
 
-__all__ = ["BadRequest", "SubmitRequest", "parse_json", "parse_submit", "parse_input",
-           "query_int", "MAX_PAGE", "DEFAULT_PAGE", "PRIORITY_MIN", "PRIORITY_MAX"]
+__all__ = [
+    "DEFAULT_PAGE",
+    "MAX_PAGE",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
+    "BadRequest",
+    "SubmitRequest",
+    "parse_input",
+    "parse_json",
+    "parse_submit",
+    "query_int",
+]

@@ -23,8 +23,8 @@ How blocks run
   ``TYPE/NAME`` arguments (the resource is in an applied manifest), ``helm`` (the chart and values
   files exist), ``pip install -e .[extra]`` (the extra exists), ``pytest`` and ``python setup.py``
   (not run; their files exist), ``git clone``, ``cd``, ``telnet`` (not run). ```dockerfile blocks:
-  every ``COPY`` source exists; ```yaml blocks parse; other blocks: every ``sabot_*`` metric name
-  they mention is one Sabot exports. Every ``VAR`` of the README's configuration tables is a
+  every ``COPY`` source exists; ```yaml blocks parse; other blocks, and ``sabot_*`` names in
+  backticks in the prose: every metric name is one Sabot exports. Every ``VAR`` of the README's configuration tables is a
   setting of ``sabot.config``.
 * ``<!-- readme-test: skip REASON -->`` on the line before a block skips it (reported).
 """
@@ -683,10 +683,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def check_inline_metrics(text: str) -> set[str]:
+    """Every metric name the prose mentions in backticks (`sabot_...`) is one Sabot exports."""
+    prose = re.sub(r"^(`{3,}|~{3,}).*?^\1", "", text, flags=re.S | re.M)
+    names = {m for m in re.findall(r"`(sabot_[a-z0-9_]+)(?:\{[^`]*\})?`", prose)}
+    missing = names - exported_metric_names()
+    assert not missing, f"README mentions metrics Sabot does not export: {sorted(missing)}"
+    return names
+
+
 def run_readme(text: str, tmp: Path) -> list[tuple[Block, str]]:
     """Run every block of ``text``; returns (block, note) per block. Raises on the first
     failing block (AssertionError naming it)."""
     check_config_tables(text)
+    check_inline_metrics(text)
     session = Session(tmp)
     done: list[tuple[Block, str]] = []
     try:
@@ -791,6 +801,7 @@ def test_runner_passes_a_working_readme(tmp_path: Path) -> None:
     ("```bash\npip install -e .[nonexistent]\n```", "[nonexistent]"),
     ("```text\nsabot_made_up_metric{node=\"x\"}\n```", "sabot_made_up_metric"),
     ("| `SABOT_NO_SUCH_SETTING` | 1 |\n", "SABOT_NO_SUCH_SETTING"),
+    ("Watch `sabot_made_up_total` in Grafana.\n", "sabot_made_up_total"),
     ("```bash\nSABOT_MODE=single-node SABOT_PORT=eighty python -m sabot.composable_launcher\n```",
      "exited early"),
 ])

@@ -248,3 +248,28 @@ def test_coordinator_mode_runs_process_data_on_the_cluster(tmp_path):
     out, stats = asyncio.run(main())
     assert out == [x * 3 for x in range(500)]
     assert stats["mode"] == "coordinator" and isinstance(stats["cluster"], dict)
+
+
+def test_daemon_stops_promptly_while_a_worker_still_looks_for_its_coordinator(tmp_path):
+    env = clean_env(SABOT_MODE="worker", COORDINATOR_HOST="127.0.0.1",
+                    COORDINATOR_PORT=str(free_port()), SABOT_HOST="127.0.0.1",
+                    SABOT_DATA_DIR=str(tmp_path),
+                    SABOT_CLUSTER_KEY_FILE=str(tmp_path / "cluster.key"))
+    proc = subprocess.Popen([sys.executable, "-m", "sabot.composable_launcher"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        seen = b""
+        while b"starting in worker mode" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.readline()
+        time.sleep(0.5)
+        t = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, (seen + out).decode()
+    assert took < 8  # not after the worker's 10 s registration wait

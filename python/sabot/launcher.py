@@ -96,16 +96,16 @@ class ComposableLauncher:
         from .cluster.api import create_distributed_coordinator
 
         handle = create_distributed_coordinator(config=self.config)
+        self._coordinator = handle  # set first: stop() cleans up a start that was interrupted
         await handle.start()
-        self._coordinator = handle
         self._http_port = getattr(handle, "http_port", None)
 
     async def _start_worker(self) -> None:
         from .cluster.api import create_worker_node
 
         worker = create_worker_node(config=self.config)
+        self._worker = worker  # set first: stop() cleans up a start that was interrupted
         await worker.start()
-        self._worker = worker
 
     async def _start_http(self) -> None:
         try:
@@ -282,8 +282,21 @@ async def launch_sabot(config: Config | None = None) -> None:
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix loops
                 pass
     try:
-        await launcher.start(serve_http=True)
-        await stop.wait()
+        # A signal while starting (a worker still looking for its coordinator) stops at once.
+        starting = asyncio.ensure_future(launcher.start(serve_http=True))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a failed start raises here
+                await stopping
+            else:
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+        finally:
+            for task in (starting, stopping):
+                task.cancel()
+            await asyncio.gather(starting, stopping, return_exceptions=True)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -251,3 +251,14 @@ def test_demo(tmp: Path) -> None:
     assert "rows/s" in out.stdout and "items/s" in out.stdout
     assert "square" in out.stdout and "50,000" in out.stdout
     one_line_error(cli("demo", "--rows", "0", tmp=tmp), 1, "--rows")
+
+
+def test_too_big_for_the_node_suggests_node_file(tmp: Path) -> None:
+    node = Daemon(tmp, SABOT_MAX_REQUEST_MB="0.01")
+    try:
+        (tmp / "many.jsonl").write_text("\n".join(str(i) for i in range(5000)))
+        out = cli("submit", "--coordinator", node.address, "-p", "square", "--file",
+                  "many.jsonl", tmp=tmp)
+        one_line_error(out, 1, "SABOT_MAX_REQUEST_MB", "--node-file")
+    finally:
+        assert node.stop() == 0

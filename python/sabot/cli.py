@@ -310,7 +310,13 @@ def run_submit(args: argparse.Namespace) -> int:
                 raise CliError("--data must be a JSON array, like '[1, 2, 3]'")
         else:
             items = read_items(args.file, args.format, args.column)
-        accepted = client.submit(args.processor, data=items, priority=args.priority)
+        try:
+            accepted = client.submit(args.processor, data=items, priority=args.priority)
+        except RequestRefusedError as exc:
+            if exc.status == 413:
+                raise CliError(f"{exc} — put the file under the node's SABOT_DATA_DIR and use "
+                               "--node-file, or raise SABOT_MAX_REQUEST_MB on the node") from None
+            raise
     job_id = accepted["job_id"]
     if args.no_wait:
         print(job_id)

@@ -29,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -202,7 +203,9 @@ class Cluster:
         for key, value in list(env.items()):
             if value.startswith("/"):
                 env[key] = str(pod.root / value.lstrip("/"))
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+        # the image's PATH: this interpreter's scripts (where pip put sabot-node) come first
+        env["PATH"] = os.pathsep.join([str(self.bin_dir), sysconfig.get_path("scripts"),
+                                       os.environ.get("PATH", "/usr/bin:/bin")])
         # the image user's home, on the (read-only) root file system
         home = re.search(r"--home-dir (\S+)", " ".join(
             i.rest for i in self.df.runtime.all("RUN")))

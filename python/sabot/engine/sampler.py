@@ -44,12 +44,26 @@ class UtilizationSampler:
         self._cpu_prev: dict[int, float] = {}
         self._t_prev = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="sabot-sampler", daemon=True)
-        self._ncpu = psutil.cpu_count() or 1
+        self._busy_prev: float | None = None
 
     def start(self) -> None:
-        psutil.cpu_percent(interval=None)  # prime the delta
+        self._machine_busy()  # prime the deltas
         self._sabot_cpu()
         self._thread.start()
+
+    def _machine_busy(self) -> float:
+        """Busy CPU seconds of the whole machine since the previous call.
+
+        From cumulative ``cpu_times`` with our own previous value: ``psutil.cpu_percent``
+        keeps one shared "previous" per process, so any other caller (stats, /metrics) would
+        shorten our window."""
+        t = psutil.cpu_times()
+        # idle and iowait are not busy; steal is time the VM did not run; guest time is
+        # already counted in user time on Linux
+        busy = sum(t) - t.idle - sum(getattr(t, f, 0.0) for f in (
+            "iowait", "steal", "guest", "guest_nice"))
+        prev, self._busy_prev = self._busy_prev, busy
+        return max(0.0, busy - prev) if prev is not None else 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -85,7 +99,7 @@ class UtilizationSampler:
         now = time.monotonic()
         dt = max(1e-3, now - self._t_prev)
         self._t_prev = now
-        machine = psutil.cpu_percent(interval=None) / 100.0 * self._ncpu
+        machine = self._machine_busy() / dt
         sabot = self._sabot_cpu() / dt
         return Reading(machine_busy_cores=machine, sabot_busy_cores=min(sabot, machine + 1e-9)
                        if machine > 0 else sabot, pool_busy=self._pool_busy())

@@ -177,7 +177,8 @@ def join_numpy(parts: list[np.ndarray]) -> np.ndarray:
     if len(parts) == 1:
         return parts[0]
     try:
-        if len({p.dtype for p in parts}) == 1 or all(p.dtype.kind in "biuf" for p in parts):
+        kinds = {p.dtype.kind for p in parts}
+        if len({p.dtype for p in parts}) == 1 or kinds <= set("biuf") or kinds in ({"U"}, {"S"}):
             return np.concatenate(parts)
     except ValueError:
         pass  # different shapes: fall through

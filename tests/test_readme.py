@@ -113,6 +113,40 @@ def join_continuations(code: str) -> list[str]:
     return out
 
 
+def split_and_list(line: str) -> list[str]:
+    """``a && b; c`` as ``["a", "b", "c"]`` (separators inside quotes are kept); a line with
+    ``||`` or a trailing ``&`` stays whole."""
+    parts: list[str] = []
+    buf: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == quote:
+                quote = None
+            elif c == "\\" and quote == '"' and i + 1 < len(line):
+                buf.append(c)
+                i += 1
+                c = line[i]
+        elif c in ("'", '"'):
+            quote = c
+        elif c == "#" and (i == 0 or line[i - 1].isspace()):
+            buf.append(line[i:])
+            break
+        elif line.startswith("&&", i) or c == ";":
+            parts.append("".join(buf).strip())
+            buf = []
+            i += 2 if c == "&" else 1
+            continue
+        elif line.startswith("||", i):
+            return [line]
+        buf.append(c)
+        i += 1
+    parts.append("".join(buf).strip())
+    return [p for p in parts if p] or [line]
+
+
 # -- addresses -----------------------------------------------------------------------------------
 def rewrite(code: str, port: int) -> str:
     """Point the README's addresses at loopback and its port 8080 at ``port``."""
@@ -281,6 +315,8 @@ def check_static_command(words: list[str], state: StaticState, where: str) -> st
     if cmd in ("python", "python3") and len(words) > 1 and words[1] == "setup.py":
         assert (REPO / "setup.py").is_file(), f"{where}: setup.py does not exist"
         return "setup.py checked"
+    if cmd in ("apt-get", "apt", "sudo", "brew", "dnf", "yum"):
+        return f"{cmd} not run (system packages: CI installs them in .ci/run)"
     if cmd == "git" and words[1:2] == ["clone"]:
         return "git clone not run"
     if cmd == "cd":
@@ -571,7 +607,8 @@ class Session:
         script: list[str] = []
         notes: list[str] = []
         starts_server = needs_node = False
-        for line in join_continuations(code):
+        lines = [part for line in join_continuations(code) for part in split_and_list(line)]
+        for line in lines:
             env, words = split_command(line)
             if words == ["export"]:
                 exports.update(env)
@@ -602,7 +639,8 @@ class Session:
         output = self.run_bash("\n".join(script) + "\n", block.where)
         if starts_server:
             self.server_owner = "shell"
-        return "; ".join(notes) or output[-200:]
+        tail = (output.strip().splitlines() or [""])[-1][-200:]
+        return "; ".join(notes + ([f"ran: {tail}"] if tail else [])) or "ran"
 
     # -- python ----------------------------------------------------------------------------
     def start_kernel(self) -> None:
@@ -819,6 +857,14 @@ def test_rewrite_points_everything_at_loopback() -> None:
     out = rewrite(code, 5555)
     assert "8080" not in out and "example.com" not in out and "sabot-coordinator" not in out
     assert out.count("127.0.0.1") == 5 and "/job/{job_id}" in out
+
+
+def test_command_lists_are_split() -> None:
+    assert split_and_list("apt-get update && apt-get install -y x && pip install . && "
+                          "sabot-node demo") == ["apt-get update", "apt-get install -y x",
+                                                 "pip install .", "sabot-node demo"]
+    assert split_and_list("echo 'a && b'; echo \"c;d\"") == ["echo 'a && b'", 'echo "c;d"']
+    assert split_and_list("curl x || true") == ["curl x || true"]
 
 
 def test_parse_blocks_reads_indented_fences_and_skips() -> None:

@@ -42,19 +42,23 @@ def test_codes_and_ops_are_unique():
 def _frames(code: int = m.GetStats.CODE, body: object = None, version: int = PROTOCOL_VERSION,
             session: int = 7, seq: int = 1) -> list[bytes]:
     body = {"request_id": 1} if body is None else body
-    return [HEADER.pack(MAGIC, version, code, session, seq), msgpack.packb(body)]
+    return [HEADER.pack(MAGIC, version, code, session, seq) + msgpack.packb(body)]
+
+
+_HEAD = HEADER.pack(MAGIC, PROTOCOL_VERSION, m.GetStats.CODE, 7, 1)
 
 
 @pytest.mark.parametrize("frames, reason", [
-    ([b"garbage"], "2 frames"),
-    ([b"SABT\x00", b""], "truncated"),
-    ([b"XXXX" + b"\x00" * (HEADER.size - 4), msgpack.packb({})], "bad magic"),
+    ([b"garbage", b"more"], "1 frame"),
+    ([b"SABT\x00"], "truncated"),
+    ([b"XXXX" + b"\x00" * (HEADER.size - 4) + msgpack.packb({})], "bad magic"),
     (_frames(code=999), "unknown message type 999"),
     (_frames(body=[1, 2]), "body must be a map"),
     (_frames(body={}), "required field 'request_id' is missing"),
     (_frames(body={"request_id": "one"}), "wrong type"),
-    ([_frames()[0], b"\xc1\xc1"], "not valid msgpack"),
-    ([_frames()[0], msgpack.packb({"request_id": 1})[:-1]], "not valid msgpack"),
+    ([_HEAD + b"\xc1\xc1"], "not valid msgpack"),
+    ([_HEAD + msgpack.packb({"request_id": 1})[:-1]], "not valid msgpack"),
+    ([_HEAD], "not valid msgpack"),
     (_frames(session=0), "non-zero"),
 ])
 def test_malformed_frames_are_rejected_with_the_reason(frames, reason):

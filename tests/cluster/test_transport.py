@@ -122,10 +122,10 @@ def test_malformed_truncated_unknown_and_replayed_frames_are_dropped_and_logged(
     peer = raw()
     assert isinstance(peer.hello(), m.Welcome)
     header = HEADER.pack(MAGIC, PROTOCOL_VERSION, m.GetStats.CODE, peer.sender.session, 1000)
-    for frames in ([b"junk"], [header[:10], b""], [header, b"\xc1"],
-                   [HEADER.pack(MAGIC, PROTOCOL_VERSION, 4242, peer.sender.session, 1001),
-                    msgpack.packb({})],
-                   [header, msgpack.packb({"request_id": "x"})]):
+    for frames in ([b"junk"], [header[:10]], [header + b"\xc1"], [header, b"two frames"],
+                   [HEADER.pack(MAGIC, PROTOCOL_VERSION, 4242, peer.sender.session, 1001)
+                    + msgpack.packb({})],
+                   [header + msgpack.packb({"request_id": "x"})]):
         peer.send(frames)
     assert peer.recv(0.5) is None
     good = peer.sender.encode(m.GetStats(5))

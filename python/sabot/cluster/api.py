@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -165,11 +164,12 @@ class DistributedCoordinator:
         assert isinstance(reply, m.JobStatus)
         return dict(reply.job)
 
-    async def _batches(self, job_id: str, timeout: float | None
+    async def _batches(self, job_id: str, timeout: float | None, until_done: bool = False
                        ) -> AsyncIterator[m.ResultBatch]:
         try:
             async for batch in iter_result_batches(
-                    lambda make, t: self._request(make, t), job_id, timeout=timeout):
+                    lambda make, t: self._request(make, t), job_id, timeout=timeout,
+                    until_done=until_done):
                 if batch.status == "failed":
                     raise JobFailedError(job_id, batch.error or "unknown error")
                 if batch.status == "cancelled":
@@ -187,7 +187,7 @@ class DistributedCoordinator:
         Arrow for Arrow). Raises JobFailedError, CancelledError or JobTimeoutError."""
         kind = "list"
         parts: list[Any] = []
-        async for batch in self._batches(job_id, timeout):
+        async for batch in self._batches(job_id, timeout, until_done=True):
             kind = batch.result_kind
             for enc, _, blob in batch.morsels:
                 parts.append(payload.decode_value(enc, blob))

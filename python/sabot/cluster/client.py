@@ -206,8 +206,13 @@ class ClusterClient:
 
 
 async def iter_result_batches(client_request: Any, job_id: str, *, timeout: float | None,
-                              wait_ms: int = 2000) -> AsyncIterator[m.ResultBatch]:
-    """ResultBatch messages of a job in morsel order until the last one (used by the API)."""
+                              until_done: bool = False, wait_ms: int | None = None
+                              ) -> AsyncIterator[m.ResultBatch]:
+    """ResultBatch messages of a job in morsel order until the last one (used by the API).
+    ``until_done``: the first answer waits for the whole job (fewer round trips when the
+    caller wants everything anyway); otherwise batches come as morsels finish."""
+    if wait_ms is None:
+        wait_ms = 10_000 if until_done else 2000
     start = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -216,7 +221,7 @@ async def iter_result_batches(client_request: Any, job_id: str, *, timeout: floa
             raise TimeoutError(job_id)
         wait = wait_ms if left is None else max(0, min(wait_ms, int(left * 1000)))
         reply = await client_request(
-            lambda rid, s=start, w=wait: m.FetchResults(rid, job_id, s, 16 << 20, w),
+            lambda rid, s=start, w=wait: m.FetchResults(rid, job_id, s, 16 << 20, w, until_done),
             wait / 1000 + TRY_TIMEOUT_S)
         assert isinstance(reply, m.ResultBatch)
         yield reply

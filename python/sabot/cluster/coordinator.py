@@ -202,6 +202,8 @@ class CoordinatorCore(threading.Thread):
         self._clients: set[bytes] = set()
         self._waiters: dict[str, list[tuple[Target, m.FetchResults, float]]] = {}
         self._touched: set[str] = set()
+        self._turn_results: list[tuple[str, bytes, int, int, str, int]] = []
+        self._turn_items = 0
         self._rr = 0
         self._next_seq = self.journal.max_seq() + 1
         self._next_purge = 0.0
@@ -302,8 +304,19 @@ class CoordinatorCore(threading.Thread):
         self._timers(now)
         self._dispatch(now)
         self._serve_waiters(now)
+        self._store_results()
         self.journal.commit()
         self._flush()
+
+    def _store_results(self) -> None:
+        # One statement per turn for all results that came in, in the turn's one transaction.
+        if self._turn_results:
+            self.journal.store_results(self._turn_results)
+            self._turn_results = []
+        if self._turn_items:
+            # The cluster's throughput (the workers record their own items and morsels).
+            self.metrics.record_items(self._turn_items)
+            self._turn_items = 0
 
     def _poll_timeout_ms(self) -> int:
         # Timers need at most a tenth of the heartbeat period of resolution.
@@ -314,6 +327,7 @@ class CoordinatorCore(threading.Thread):
 
     def _shutdown(self) -> None:
         try:
+            self._store_results()
             self.journal.close()
         except Exception:
             log.exception("closing the journal failed")
@@ -407,6 +421,7 @@ class CoordinatorCore(threading.Thread):
                 if isinstance(item, m.Message):
                     self._handle(_Local(fut), item, PROTOCOL_VERSION)
                 else:
+                    self._store_results()
                     self.journal.commit()
                     fut.set_result(item())
             except Exception as exc:
@@ -570,10 +585,9 @@ class CoordinatorCore(threading.Thread):
         job.done_morsels += 1
         job.done_items += mo.items
         self.counters["morsels_completed"] += 1
-        self.metrics.record_items(int(msg.items))
-        self.metrics.record_morsel(float(msg.elapsed_s))
-        self.journal.store_results([(msg.encoding, mo.result[2], int(msg.items), mo.attempts,
-                                     job.job_id, key[1])])
+        self._turn_items += int(msg.items)
+        self._turn_results.append((msg.encoding, mo.result[2], int(msg.items), mo.attempts,
+                                   job.job_id, key[1]))
         self._touched.add(job.job_id)
         if job.done_morsels == len(job.morsels):
             self._finish(job, "completed")
@@ -747,6 +761,9 @@ class CoordinatorCore(threading.Thread):
             self._send(peer, m.ResultBatch(msg.request_id, msg.job_id, row.status, start, parts,
                                            row.total_morsels, row.result_kind, row.error))
             return True
+        finished = job.status in FINISHED_STATES
+        if msg.until_done and not finished and not final:
+            return False
         parts: list[list[Any]] = []
         size = 0
         i = start
@@ -756,6 +773,7 @@ class CoordinatorCore(threading.Thread):
             if not mo.done:
                 break
             if mo.result is None:  # evicted from memory: read the rest from the journal
+                self._store_results()
                 self.journal.commit()
                 parts.extend(list(p) for p in self.journal.results(job.job_id, i, limit - size))
                 break
@@ -764,7 +782,6 @@ class CoordinatorCore(threading.Thread):
             parts.append(list(mo.result))
             size += len(mo.result[2])
             i += 1
-        finished = job.status in FINISHED_STATES
         if parts or finished or final or start >= len(morsels):
             self._send(peer, m.ResultBatch(msg.request_id, job.job_id, job.status, start, parts,
                                            len(morsels), job.result_kind, job.error))
@@ -801,9 +818,10 @@ class CoordinatorCore(threading.Thread):
                 mo.deadline = now + timeout if timeout else 0.0
                 node.inflight[(job.job_id, mo.idx)] = mo.attempts
                 if job.status == "pending":
+                    # Journaled with the job's end: after a restart a job is pending until a
+                    # morsel runs again, which is what it is.
                     job.status = "running"
                     job.started_at = time.time()
-                    self.journal.set_job_state(job.job_id, "running", started_at=job.started_at)
                     self.metrics.record_job("running")
                 func = None
                 if job.func_pickle is not None and job.job_id not in node.funcs_sent:
@@ -841,7 +859,8 @@ class CoordinatorCore(threading.Thread):
                 if node is not None and node.inflight.pop((job.job_id, mo.idx), None) is not None:
                     self._send(node.peer, m.CancelMorsel(job.job_id, mo.idx, f"job {status}"))
                 mo.node = None
-        self.journal.set_job_state(job.job_id, status, error=error, finished_at=job.finished_at)
+        self.journal.set_job_state(job.job_id, status, error=error, started_at=job.started_at,
+                                   finished_at=job.finished_at)
         self.metrics.record_job(status)
         self._touched.add(job.job_id)
         self._finished.append(job.job_id)

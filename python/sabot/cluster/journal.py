@@ -141,8 +141,8 @@ class Journal:
         """rows: (result_encoding, result, result_items, attempts, job_id, idx)."""
         self._begin()
         self._db.executemany(
-            "UPDATE morsels SET done=1, result_encoding=?, result=?, result_items=?, attempts=? "
-            "WHERE job_id=? AND idx=?", rows)
+            "UPDATE morsels SET done=1, data=NULL, result_encoding=?, result=?, result_items=?, "
+            "attempts=? WHERE job_id=? AND idx=?", rows)
 
     def set_attempts(self, job_id: str, idx: int, attempts: int) -> None:
         self._begin()
@@ -155,9 +155,11 @@ class Journal:
         self._db.execute(
             "UPDATE jobs SET status=?, error=?, started_at=COALESCE(?, started_at), "
             "finished_at=? WHERE job_id=?", (status, error, started_at, finished_at, job_id))
-        if finished_at is not None:
-            # Inputs are no longer needed once a job is over; results stay until the TTL.
-            self._db.execute("UPDATE morsels SET data=NULL WHERE job_id=?", (job_id,))
+        if finished_at is not None and status != "completed":
+            # Inputs are no longer needed once a job is over (a completed job's went with its
+            # results); results stay until the TTL.
+            self._db.execute("UPDATE morsels SET data=NULL WHERE job_id=? AND data IS NOT NULL",
+                             (job_id,))
 
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs finished before ``before`` (UNIX time); returns their ids."""

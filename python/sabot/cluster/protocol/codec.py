@@ -1,6 +1,7 @@
-"""The one codec: message <-> ZeroMQ frames.
+"""The one codec: message <-> ZeroMQ frame.
 
-A message is two frames: the fixed header (:data:`~.version.HEADER`) and a msgpack map body.
+A message is one frame: the fixed 24-byte header (:data:`~.version.HEADER`) followed by a
+msgpack map body.
 Decoding checks the magic, the version, the type code, the frame count and every field, and
 raises :class:`~sabot.errors.ProtocolError` (or :class:`~sabot.errors.VersionMismatchError`)
 naming what was wrong. Replay is detected per peer by :class:`ReplayGuard`.
@@ -47,27 +48,30 @@ class Sender:
 
 
 def encode(msg: Message, session: int, seq: int, version: int = PROTOCOL_VERSION) -> list[bytes]:
+    """One ZeroMQ frame: the fixed header followed by the msgpack body."""
     header = HEADER.pack(MAGIC, version, msg.CODE, session, seq)
-    return [header, msgpack.packb(msg.to_body(), use_bin_type=True)]
+    return [header + msgpack.packb(msg.to_body(), use_bin_type=True)]
 
 
 def decode_header(frame: bytes) -> tuple[int, int, int, int]:
-    """(version, type code, session, seq) of a header frame."""
-    if len(frame) != HEADER.size:
+    """(version, type code, session, seq) from the start of a message frame."""
+    if len(frame) < HEADER.size:
         raise ProtocolError(
-            f"header frame has {len(frame)} bytes, expected {HEADER.size} (truncated or not a "
-            "Sabot message)")
-    magic, version, code, session, seq = HEADER.unpack(frame)
+            f"message has {len(frame)} bytes, less than its {HEADER.size}-byte header "
+            "(truncated or not a Sabot message)")
+    magic, version, code, session, seq = HEADER.unpack_from(frame)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {magic!r}, expected {MAGIC!r} (not a Sabot message)")
     return version, code, session, seq
 
 
 def decode(frames: Sequence[bytes]) -> Envelope:
-    """Decode [header, body]; raises ProtocolError for anything malformed."""
-    if len(frames) != 2:
-        raise ProtocolError(f"a message has 2 frames (header, body), got {len(frames)}")
-    version, code, session, seq = decode_header(bytes(frames[0]))
+    """Decode a message (one frame: header + body); raises ProtocolError for anything
+    malformed."""
+    if len(frames) != 1:
+        raise ProtocolError(f"a message is 1 frame (header + body), got {len(frames)}")
+    frame = frames[0]
+    version, code, session, seq = decode_header(frame)
     cls = REGISTRY.get(code)
     if cls is None:
         raise ProtocolError(f"unknown message type {code}")
@@ -77,7 +81,8 @@ def decode(frames: Sequence[bytes]) -> Envelope:
     if session == 0 or seq == 0:
         raise ProtocolError("session and sequence number must be non-zero")
     try:
-        body = msgpack.unpackb(frames[1], raw=False, strict_map_key=False, use_list=True)
+        body = msgpack.unpackb(memoryview(frame)[HEADER.size:], raw=False,
+                               strict_map_key=False, use_list=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ProtocolError(f"{cls.OP}: body is not valid msgpack ({exc})") from None
     return Envelope(version, session, seq, cls.from_body(body))

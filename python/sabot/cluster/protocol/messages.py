@@ -263,13 +263,15 @@ class JobStatus(Message):
 @message(24, "fetch-results")
 class FetchResults(Message):
     """Client -> coordinator: result morsels from ``start`` on, in order; waits up to
-    ``wait_ms`` for the next one when none is ready."""
+    ``wait_ms`` for the next one when none is ready, or with ``until_done`` until the job is
+    finished (one answer for a whole job instead of one per morsel)."""
 
     request_id: int
     job_id: str
     start: int
     max_bytes: int = 16 << 20
     wait_ms: int = 0
+    until_done: bool = False
 
 
 @message(25, "result-batch")

@@ -10,7 +10,7 @@ PROTOCOL_VERSION = 1
 #: First four bytes of every header frame.
 MAGIC = b"SABT"
 
-#: Header frame: magic, protocol version (u16), message type (u16), sender session (u64),
+#: Message header (the first 24 bytes of every message frame): magic, protocol version (u16), message type (u16), sender session (u64),
 #: sequence number within that session (u64); network byte order. Frozen across versions, so a
 #: peer of any version can read the version and refuse cleanly.
 HEADER = struct.Struct("!4sHHQQ")

@@ -1,6 +1,7 @@
 #include "sabot/compute/aggregate_state.hpp"
 
 #include "sabot/compute/bit_util.hpp"
+#include "sabot/compute/value_type.hpp"
 
 #include <arrow/array.h>
 #include <arrow/buffer.h>

@@ -622,10 +622,80 @@ struct AggColumn {
 	std::shared_ptr<arrow::DataType> input_type;
 };
 
+//! Group ids of one integer (or boolean) key: open addressing with linear probing over a
+//! power-of-two table; null keys share one group. Much lighter than Arrow's generic Grouper for
+//! the common "group by an integer expression" case.
+class IntGroupMap {
+public:
+	IntGroupMap() {
+		Rehash(64);
+	}
+	uint32_t FindOrInsert(int64_t key) {
+		uint64_t h = Slot(key);
+		while (true) {
+			const uint32_t id = slots_[h];
+			if (id == kEmpty) {
+				const auto fresh = static_cast<uint32_t>(keys_.size());
+				keys_.push_back(key);
+				slots_[h] = fresh;
+				if (keys_.size() * 2 > slots_.size()) {
+					Rehash(slots_.size() * 2);
+				}
+				return fresh;
+			}
+			if (keys_[id] == key && id != null_id_) {
+				return id;
+			}
+			h = (h + 1) & (slots_.size() - 1);
+		}
+	}
+	uint32_t NullGroup() {
+		if (null_id_ == kEmpty) {
+			null_id_ = static_cast<uint32_t>(keys_.size());
+			keys_.push_back(0);
+		}
+		return null_id_;
+	}
+	uint32_t size() const {
+		return static_cast<uint32_t>(keys_.size());
+	}
+	int64_t key(uint32_t id) const {
+		return keys_[id];
+	}
+	bool is_null(uint32_t id) const {
+		return id == null_id_;
+	}
+
+private:
+	static constexpr uint32_t kEmpty = std::numeric_limits<uint32_t>::max();
+	uint64_t Slot(int64_t key) const {
+		return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_;
+	}
+	void Rehash(size_t capacity) {
+		slots_.assign(capacity, kEmpty);
+		shift_ = 64 - __builtin_ctzll(capacity);
+		for (uint32_t id = 0; id < keys_.size(); ++id) {
+			if (id == null_id_) {
+				continue;
+			}
+			uint64_t h = Slot(keys_[id]);
+			while (slots_[h] != kEmpty) {
+				h = (h + 1) & (capacity - 1);
+			}
+			slots_[h] = id;
+		}
+	}
+	std::vector<uint32_t> slots_;
+	std::vector<int64_t> keys_;
+	uint32_t null_id_ = kEmpty;
+	int shift_ = 58;
+};
+
 //! One worker's partial aggregation.
 struct WorkerAgg {
 	std::vector<AggState> global;
 	std::unique_ptr<ac::Grouper> grouper;
+	std::unique_ptr<IntGroupMap> int_groups;
 	std::vector<std::vector<AggState>> groups;
 	std::vector<int64_t> first_row;
 };
@@ -722,6 +792,85 @@ std::shared_ptr<arrow::Table> AggregatePlan::Execute(const ColumnarInput &input,
 	}
 	// Frame slots: aggregates 0..naggs-1, predicate naggs, keys naggs+1...
 	const size_t pred_frame = naggs;
+	// One fused integer/boolean key: chunk-at-a-time grouping with IntGroupMap, nothing materialised.
+	const bool int_key = grouped && p.keys.size() == 1 && p.keys[0].fused &&
+	                     p.keys[0].fused->result_type() != ValueType::kFloat32 &&
+	                     p.keys[0].fused->result_type() != ValueType::kFloat64;
+	auto AggregateIntKeyed = [&](const MorselRef &m, const arrow::RecordBatch &batch, const uint8_t *mask,
+	                             WorkerScratch &ws, WorkerAgg &wa) {
+		if (!wa.int_groups) {
+			wa.int_groups = std::make_unique<IntGroupMap>();
+		}
+		IntGroupMap &map = *wa.int_groups;
+		const FusedProgram &key_program = *p.keys[0].fused;
+		FusedFrame &key_frame = ws.Frame(naggs + 1, key_program);
+		const ValueType key_type = key_program.result_type();
+		ws.ids.resize(kChunkRows);
+		ws.live.resize(kChunkRows);
+		const int64_t base = batch_start[m.batch] + m.offset;
+		for (int64_t r = 0; r < m.length; r += kChunkRows) {
+			const int64_t n = std::min(kChunkRows, m.length - r);
+			const uint8_t *sel = mask ? mask + r : nullptr;
+			if (sel && CountNonZero(sel, n) == 0) {
+				continue;
+			}
+			ChunkView k = key_program.Evaluate(key_frame, batch, m.offset + r, n, sel);
+			uint32_t *ids = ws.ids.data();
+			// The selected rows, gathered branch-free (a sparse filter would mispredict a branch).
+			int32_t rows[kChunkRows];
+			int64_t count = 0;
+			for (int64_t i = 0; i < n; ++i) {
+				rows[count] = static_cast<int32_t>(i);
+				count += sel == nullptr || sel[i];
+			}
+			auto assign = [&](auto *keys) {
+				for (int64_t j = 0; j < count; ++j) {
+					const int32_t i = rows[j];
+					const uint32_t g = (k.valid && !k.valid[i]) ? map.NullGroup()
+					                                            : map.FindOrInsert(static_cast<int64_t>(keys[i]));
+					ids[i] = g;
+					if (g >= wa.first_row.size()) {
+						wa.first_row.resize(g + 1, std::numeric_limits<int64_t>::max());
+					}
+					wa.first_row[g] = std::min(wa.first_row[g], base + r + i);
+				}
+			};
+			if (key_type == ValueType::kInt64) {
+				assign(static_cast<const int64_t *>(k.data));
+			} else if (key_type == ValueType::kInt32) {
+				assign(static_cast<const int32_t *>(k.data));
+			} else {
+				assign(static_cast<const uint8_t *>(k.data));
+			}
+			for (auto &g : wa.groups) {
+				g.resize(map.size());
+			}
+			for (size_t a = 0; a < naggs; ++a) {
+				const AggColumn &agg = p.aggs[a];
+				const AggKind kind = agg.spec.kind;
+				AggState *states = wa.groups[a].data();
+				if (kind == AggKind::kCountAll) {
+					UpdateGroupedStates(states, kind, agg.input, nullptr, sel, ids, n);
+					continue;
+				}
+				const CompiledExpr &value = *agg.value;
+				if (value.fused) {
+					ChunkView v = value.fused->Evaluate(ws.Frame(a, *value.fused), batch, m.offset + r, n, sel);
+					const uint8_t *live = CombineLive(v.valid, sel, n, ws.live.data());
+					UpdateGroupedStates(states, kind, agg.input, kind == AggKind::kCount ? nullptr : v.data, live, ids,
+					                    n);
+					continue;
+				}
+				// A generic value in a fused-key plan: Arrow evaluates this chunk's rows.
+				auto slice = batch.Slice(m.offset + r, n);
+				auto arr = value.passthrough >= 0 ? slice->column(value.passthrough) : EvaluateGeneric(value, *slice);
+				ArrayChunks chunks(arr, agg.input, kind == AggKind::kCount ? nullptr : agg.cast_to);
+				auto [data, valid] = chunks.Get(0, n);
+				const uint8_t *live = CombineLive(valid, sel, n, ws.live.data());
+				UpdateGroupedStates(states, kind, agg.input, kind == AggKind::kCount ? nullptr : data, live, ids, n);
+			}
+		}
+	};
 
 	auto body = [&](size_t mi, int worker) {
 		const MorselRef &m = morsels[mi];
@@ -756,6 +905,10 @@ std::shared_ptr<arrow::Table> AggregatePlan::Execute(const ColumnarInput &input,
 			return *filtered;
 		};
 
+		if (int_key) {
+			AggregateIntKeyed(m, batch, mask, ws, wa);
+			return;
+		}
 		// Group ids: one per selected row (compact) and one per morsel row (row-aligned).
 		const uint32_t *ids_compact = nullptr;
 		std::shared_ptr<arrow::Array> ids_array;
@@ -877,10 +1030,64 @@ std::shared_ptr<arrow::Table> AggregatePlan::Execute(const ColumnarInput &input,
 		return arrow::Table::Make(arrow::schema(fields), columns, 1);
 	}
 
-	// Merge the workers' groups through one grouper: local id -> global id.
-	auto global = ValueOrThrow(ac::Grouper::Make(p.key_types));
 	std::vector<std::vector<AggState>> merged(naggs);
 	std::vector<int64_t> first_row;
+	if (int_key) {
+		IntGroupMap global;
+		for (const auto &w : partial) {
+			if (!w.int_groups) {
+				continue;
+			}
+			const IntGroupMap &local = *w.int_groups;
+			for (uint32_t g = 0; g < local.size(); ++g) {
+				const uint32_t gid = local.is_null(g) ? global.NullGroup() : global.FindOrInsert(local.key(g));
+				if (gid >= first_row.size()) {
+					first_row.resize(gid + 1, std::numeric_limits<int64_t>::max());
+					for (auto &mg : merged) {
+						mg.resize(gid + 1);
+					}
+				}
+				first_row[gid] = std::min(first_row[gid], w.first_row[g]);
+				for (size_t a = 0; a < naggs; ++a) {
+					MergeState(merged[a][gid], w.groups[a][g]);
+				}
+			}
+		}
+		const uint32_t ngroups = global.size();
+		std::vector<uint32_t> order(ngroups);
+		std::iota(order.begin(), order.end(), 0);
+		std::sort(order.begin(), order.end(), [&](uint32_t x, uint32_t y) { return first_row[x] < first_row[y]; });
+		arrow::Int64Builder keys;
+		ThrowIfNotOk(keys.Reserve(ngroups));
+		for (uint32_t g : order) {
+			if (global.is_null(g)) {
+				keys.UnsafeAppendNull();
+			} else {
+				keys.UnsafeAppend(global.key(g));
+			}
+		}
+		std::shared_ptr<arrow::Array> key_array;
+		ThrowIfNotOk(keys.Finish(&key_array));
+		const auto &key_type = p.keys[0].type;
+		if (!key_type->Equals(*key_array->type())) {
+			key_array = ValueOrThrow(ac::Cast(*key_array, key_type, ac::CastOptions::Unsafe(key_type)));
+		}
+		fields.push_back(arrow::field(p.key_names[0], key_type));
+		columns.push_back(std::move(key_array));
+		for (size_t a = 0; a < naggs; ++a) {
+			std::vector<const AggState *> states;
+			states.reserve(ngroups);
+			for (uint32_t g : order) {
+				states.push_back(&merged[a][g]);
+			}
+			const AggColumn &agg = p.aggs[a];
+			columns.push_back(ValueOrThrow(FinalizeStates(agg.spec.kind, agg.input, agg.input_type, states)));
+			fields.push_back(arrow::field(agg.spec.name, columns.back()->type()));
+		}
+		return arrow::Table::Make(arrow::schema(fields), columns, ngroups);
+	}
+	// Merge the workers' groups through one grouper: local id -> global id.
+	auto global = ValueOrThrow(ac::Grouper::Make(p.key_types));
 	for (const auto &w : partial) {
 		if (!w.grouper || w.grouper->num_groups() == 0) {
 			continue;

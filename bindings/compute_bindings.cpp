@@ -2,6 +2,7 @@
 // copy and no libarrow_python; expressions arrive as Arrow's own expression serialization.
 #include "error_translation.hpp"
 #include "sabot/compute/columnar_executor.hpp"
+#include "sabot/compute/fused_program.hpp"
 #include "sabot/status_error.hpp"
 
 #include <arrow/buffer.h>
@@ -188,6 +189,8 @@ void register_compute(py::module_ &m) {
 	m.def("columnar_aggregate", &Aggregate, py::arg("data"), py::arg("aggregates"), py::arg("key_names"),
 	      py::arg("keys"), py::arg("where"), py::arg("threads"), py::arg("morsel_bytes"),
 	      "Global or grouped aggregation; returns (stream capsule, '') or (None, reason) when unsupported.");
+	m.def("columnar_kernel_isa", [] { return std::string(sc::FusedKernelIsa()); },
+	      "Which compiled copy of the fused kernels this CPU runs: avx2 or generic.");
 	m.def("columnar_is_fused", &IsFused, py::arg("schema"), py::arg("expr"),
 	      "Whether the serialized expression, bound to the schema, runs on the fused evaluator.");
 }

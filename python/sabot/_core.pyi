@@ -42,3 +42,39 @@ def run_count(num_morsels: int) -> list[tuple[int, int]]: ...
 def scan_sum(data: Any, morsel_bytes: int = 65536) -> tuple[int, int]: ...
 
 # --- columnar compute (bindings/compute_bindings.cpp) ----------------------------------------
+# Arrow data crosses as "arrow_array_stream" PyCapsules (`data` is any object with
+# __arrow_c_stream__; results come back as such a capsule). Expressions are Arrow's own
+# serialization: the buffer of pyarrow.compute.Expression.__reduce__(). threads=0 uses the global
+# pool; morsel_bytes is MORSEL_SIZE_KB * 1024. The public API is sabot.columnar.
+
+def columnar_project(
+    data: Any,
+    names: list[str],
+    exprs: list[bytes],
+    where: bytes | None,
+    threads: int,
+    morsel_bytes: int,
+) -> Any:
+    """Evaluate `exprs` (optionally over the rows where `where` is true), in input order."""
+
+def columnar_filter(data: Any, predicate: bytes, threads: int, morsel_bytes: int) -> Any:
+    """The rows where `predicate` is true, in input order."""
+
+def columnar_aggregate(
+    data: Any,
+    aggregates: list[tuple[str, str, bytes | None]],
+    key_names: list[str],
+    keys: list[bytes],
+    where: bytes | None,
+    threads: int,
+    morsel_bytes: int,
+) -> tuple[Any | None, str]:
+    """(name, function, value) aggregates, grouped by `keys` when given. Returns (capsule, "")
+    or (None, reason) when the native engine does not cover the request (then use pyarrow)."""
+
+def columnar_is_fused(schema: Any, expr: bytes) -> bool:
+    """Whether the expression, bound to `schema` (anything with __arrow_c_schema__), runs on the
+    fused evaluator."""
+
+def columnar_kernel_isa() -> str:
+    """Which compiled copy of the fused kernels this CPU runs: "avx2" or "generic"."""

@@ -182,6 +182,13 @@ def is_fused(expr: ExpressionLike, schema: pa.Schema) -> bool:
     return bool(core.columnar_is_fused(schema, serialized[0]))
 
 
+def kernel_isa() -> str | None:
+    """Which compiled copy of the fused kernels this CPU runs ("avx2" or "generic"), or None
+    without the native core."""
+    core = _native.get_core()
+    return None if core is None else str(core.columnar_kernel_isa())
+
+
 # --------------------------------------------------------------------------------------------
 # argument handling
 # --------------------------------------------------------------------------------------------
@@ -440,4 +447,5 @@ __all__ = [
     "filter",
     "aggregate",
     "is_fused",
+    "kernel_isa",
 ]

@@ -24,8 +24,9 @@ How blocks run
   files exist), ``pip install -e .[extra]`` (the extra exists), ``pytest`` and ``python setup.py``
   (not run; their files exist), ``git clone``, ``cd``, ``telnet`` (not run). ```dockerfile blocks:
   every ``COPY`` source exists; ```yaml blocks parse; other blocks, and ``sabot_*`` names in
-  backticks in the prose: every metric name is one Sabot exports. Every ``VAR`` of the README's configuration tables is a
-  setting of ``sabot.config``.
+  backticks in the prose: every metric name is one Sabot exports. Every ``VAR`` of the README's
+  configuration tables is a setting of ``sabot.config``. ``apt-get`` is not run (CI installs
+  system packages); ``a && b; c`` lists are split and each command is treated as above.
 * ``<!-- readme-test: skip REASON -->`` on the line before a block skips it (reported).
 """
 

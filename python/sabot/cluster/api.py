@@ -17,14 +17,11 @@ morsel times out); each result is kept exactly once.
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any, AsyncIterator
 
 from ..config import Config, load_config
-from ..errors import CancelledError, CoordinatorUnavailableError, JobFailedError, JobTimeoutError
+from ..errors import CancelledError, JobFailedError, JobTimeoutError
 from .client import ClusterClient, iter_result_batches
 from .coordinator import Coordinator, reply_or_raise
 from .protocol import messages as m
@@ -216,17 +213,10 @@ class DistributedCoordinator:
         if self._local is not None:
             core = self._local._core()
             return core.query(core.stats)
-        host, port = self.address
-        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/stats"
-        req = urllib.request.Request(url)
-        if self.config.auth_token:
-            req.add_header("Authorization", f"Bearer {self.config.auth_token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (http only)
-                return json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise CoordinatorUnavailableError(
-                f"cannot read {url}: {getattr(exc, 'reason', exc)}") from None
+        if self._client is None:
+            host, port = self.address
+            self._client = ClusterClient(self.config, host, port)
+        return self._client.stats_sync()
 
 
 class WorkerNode:

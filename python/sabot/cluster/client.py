@@ -162,6 +162,37 @@ class ClusterClient:
             self._ctx.term()
             self._ctx = None
 
+    def stats_sync(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Cluster stats without an event loop: a short-lived plain ZeroMQ session. It works even
+        when the coordinator's HTTP API shares this thread's (blocked) event loop."""
+        keys = self._keys or ClusterKeys.from_config(self.config)
+        endpoint = self._endpoint
+        if endpoint is None:
+            info = transport.fetch_cluster_info(self.host, self.port, timeout=timeout,
+                                                token=self.config.auth_token)
+            endpoint = transport.zmq_endpoint(self.host, int(info["zmq_port"]))
+        ctx = zmq.Context()
+        sock = transport.client_socket(ctx, keys, endpoint)
+        try:
+            sender = Sender()
+            sock.send_multipart(sender.encode(m.Hello(
+                PROTOCOL_VERSION, self.config.cluster_name, "client", self.node_id + "-sync",
+                pid=os.getpid())))
+            for request in (None, m.GetStats(1)):
+                if request is not None:
+                    sock.send_multipart(sender.encode(request))
+                if not sock.poll(int(timeout * 1000)):
+                    raise CoordinatorUnavailableError(
+                        f"the coordinator at {endpoint} did not answer within {timeout:g} s")
+                reply = decode(sock.recv_multipart()).msg
+                if isinstance(reply, m.Refused):
+                    raise CoordinatorUnavailableError(f"the coordinator refused: {reply.message}")
+            assert isinstance(reply, m.Stats)
+            return dict(reply.stats)
+        finally:
+            sock.close(0)
+            ctx.term()
+
     # -- requests -----------------------------------------------------------------------------
     def new_request_id(self) -> int:
         self._next_id += 1

@@ -155,3 +155,12 @@ def test_a_peer_that_just_finished_does_not_shrink_the_next_call():
     c.observe(busy(machine=0.1, sabot=0.0, pool_busy=None))
     c.observe(busy(machine=7.5, sabot=0.0, pool_busy=None))  # another engine's last burst
     assert c.workers_for_call() == 6
+
+
+def test_a_call_lost_only_to_the_cold_start_starts_the_pool_for_the_next_ones():
+    c = controller(cores=2, max_workers=2)
+    c.startup_s = 0.5
+    cold = c.plan_items(items=10_000, per_item_s=50e-6, ship_item_s=1e-7, pool_warm=False)
+    assert cold.executor == INLINE and cold.warm_pool and "starting the worker pool" in cold.reason
+    cheap = c.plan_items(items=2_000_000, per_item_s=60e-9, ship_item_s=80e-9, pool_warm=False)
+    assert not cheap.warm_pool

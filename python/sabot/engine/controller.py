@@ -59,6 +59,8 @@ class Plan:
     ship_cost_s: float = 0.0
     items: int = 0
     items_per_task: int = 0
+    #: True when a warm pool would have won: start it now, for the calls that follow.
+    warm_pool: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,6 +235,10 @@ class AdaptiveController:
                             f"on {workers} processes (shipping {ship * 1e9:.0f} ns/item "
                             f"vs computing {per_item_s * 1e9:.0f} ns/item)", per_item_s,
                             ship_item_s, items)
+                if startup > 0 and (t_par - startup) * MARGIN < t_inline:
+                    # Only the cold start made processes lose: start the pool for next time.
+                    plan.warm_pool = True
+                    plan.reason += "; starting the worker pool for the next calls"
         self._record(plan)
         return plan
 

@@ -295,6 +295,8 @@ class LocalEngine:
             items=remaining, per_item_s=per_item, ship_item_s=ship,
             pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=morsel_rows)
         morsels = math.ceil(n / morsel_rows)
+        if plan.warm_pool:
+            self.warm_up()
         if plan.executor == PROCESSES:
             try:
                 parts = await self._run_items_in_pool(
@@ -415,24 +417,25 @@ class LocalEngine:
                          offset: int = 0, *, allow_processes: bool = True
                          ) -> tuple[list[Any], int]:
         """An ``async def`` per-item function. The first items are awaited one by one and timed;
-        a function that only computes (its CPU time is its wall time: it never really waits) is
-        what the README's example passes, and it runs on worker processes when the controller
-        says they pay off. Everything else is awaited here with bounded concurrency."""
+        a function that never gives control back to the event loop only computes (the README's
+        example is such a function), and it runs on worker processes when the controller says
+        they pay off. Everything else is awaited here with bounded concurrency."""
         func = spec.func
         n = len(items)
         results: list[Any] = [None] * n
-        done, wall, cpu = 0, 0.0, 0.0
+        done, wall, suspended = 0, 0.0, 0
         while done < min(n, 64) and wall < SAMPLE_S:
-            t, c = time.perf_counter(), time.thread_time()
+            t = time.perf_counter()
+            probe = _CountSuspensions(func(items[done]))
             try:
-                results[done] = await func(items[done])
+                results[done] = await probe
             except Exception as exc:
                 raise _async_failure(spec, offset + done, exc) from exc
             wall += time.perf_counter() - t
-            cpu += time.thread_time() - c
+            suspended += probe.suspensions
             done += 1
         remaining = n - done
-        if remaining and allow_processes and cpu >= 0.9 * wall:
+        if remaining and allow_processes and suspended == 0:
             per_item = wall / done + ASYNC_CHILD_OVERHEAD_S
             ship, picklable = (_ship_cost(items[:done], results[:done], spec)
                                if remaining * per_item >= 0.03 else (0.0, True))
@@ -534,6 +537,32 @@ class LocalEngine:
 
 class _PoolUnavailable(RuntimeError):
     pass
+
+
+class _CountSuspensions:
+    """Awaits a coroutine and counts how often it gave control back to the event loop: a
+    coroutine function that never does only computes, and can run on worker processes."""
+
+    __slots__ = ("coro", "suspensions")
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+        self.suspensions = 0
+
+    def __await__(self) -> Any:
+        gen = self.coro.__await__()
+        try:
+            signal = gen.send(None)
+            while True:
+                self.suspensions += 1
+                try:
+                    value = yield signal
+                except BaseException as exc:  # cancellation and friends go to the coroutine
+                    signal = gen.throw(exc)
+                else:
+                    signal = gen.send(value)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _async_failure(spec: FunctionSpec, index: int, exc: BaseException) -> ProcessingError:

@@ -176,6 +176,8 @@ class NodeProcess(HttpClient):
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_fh: Any = None
         self.starts = 0
+        #: Command prefix, e.g. ``["ip", "netns", "exec", name]`` to run inside a namespace.
+        self.prefix: list[str] = []
 
     def start(self) -> "NodeProcess":
         assert self.proc is None or self.proc.poll() is not None, f"{self.name} already runs"
@@ -183,7 +185,8 @@ class NodeProcess(HttpClient):
         self._log_fh.write(f"\n=== start {self.starts} ===\n".encode())
         self._log_fh.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sabot.composable_launcher"], env=child_env(self.env),
+            [*self.prefix, sys.executable, "-m", "sabot.composable_launcher"],
+            env=child_env(self.env),
             stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=str(self.log_path.parent))
         self.starts += 1
@@ -204,9 +207,9 @@ class NodeProcess(HttpClient):
                 raise AssertionError(f"{self.name} exited with {self.proc and self.proc.returncode}"
                                      f" before it was ready:\n{self.log_tail()}")
             try:
-                if http("GET", self.url + "/ready", timeout=2).status == 200:
+                if self.request("GET", "/ready", timeout=2).status == 200:
                     return self
-            except OSError:
+            except (OSError, ValueError, subprocess.SubprocessError):
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} not ready after {timeout} s:\n{self.log_tail()}")

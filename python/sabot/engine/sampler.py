@@ -17,9 +17,40 @@ from typing import Any
 
 import psutil
 
+from ..system import _cgroup_cpu_limit
 from .controller import AdaptiveController, Reading
 
 log = logging.getLogger("sabot.engine.sampler")
+
+
+def _cgroup_usage_s() -> float | None:
+    """CPU seconds used by this container (cgroup v2 cpu.stat, or v1 cpuacct.usage)."""
+    try:
+        for line in Path("/sys/fs/cgroup/cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    except (OSError, ValueError):
+        pass
+    for path in ("/sys/fs/cgroup/cpuacct/cpuacct.usage", "/sys/fs/cgroup/cpu,cpuacct/cpuacct.usage"):
+        try:
+            return int(Path(path).read_text()) / 1e9
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _busy(t: Any) -> float:
+    # idle and iowait are not busy; steal is time the VM did not run; guest time is already
+    # counted in user time on Linux
+    return sum(t) - t.idle - sum(getattr(t, f, 0.0) for f in (
+        "iowait", "steal", "guest", "guest_nice"))
+
+
+def _cpus_busy_s(cpus: list[int] | None) -> float:
+    if cpus is None:
+        return _busy(psutil.cpu_times())
+    per_cpu = psutil.cpu_times(percpu=True)
+    return sum(_busy(per_cpu[i]) for i in cpus if i < len(per_cpu))
 
 
 class UtilizationSampler:
@@ -45,6 +76,12 @@ class UtilizationSampler:
         self._t_prev = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="sabot-sampler", daemon=True)
         self._busy_prev: float | None = None
+        self._use_cgroup = _cgroup_cpu_limit() is not None and _cgroup_usage_s() is not None
+        try:
+            cpus = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = []
+        self._cpus = cpus if 0 < len(cpus) < (psutil.cpu_count() or 1) else None
 
     def start(self) -> None:
         self._machine_busy()  # prime the deltas
@@ -52,16 +89,16 @@ class UtilizationSampler:
         self._thread.start()
 
     def _machine_busy(self) -> float:
-        """Busy CPU seconds of the whole machine since the previous call.
+        """Busy CPU seconds, since the previous call, of the CPUs this process may use.
 
-        From cumulative ``cpu_times`` with our own previous value: ``psutil.cpu_percent``
-        keeps one shared "previous" per process, so any other caller (stats, /metrics) would
-        shorten our window."""
-        t = psutil.cpu_times()
-        # idle and iowait are not busy; steal is time the VM did not run; guest time is
-        # already counted in user time on Linux
-        busy = sum(t) - t.idle - sum(getattr(t, f, 0.0) for f in (
-            "iowait", "steal", "guest", "guest_nice"))
+        In a container with a CPU quota that is the container's own usage (cgroup
+        ``cpu.stat``): the host's other tenants are not ours to make room for. With a CPU
+        affinity mask, the busy time of those CPUs only. Otherwise the whole machine. Always
+        from cumulative counters with our own previous value (``psutil.cpu_percent`` keeps one
+        shared "previous" per process, so any other caller would shorten our window)."""
+        busy = _cgroup_usage_s() if self._use_cgroup else None
+        if busy is None:
+            busy = _cpus_busy_s(self._cpus)
         prev, self._busy_prev = self._busy_prev, busy
         return max(0.0, busy - prev) if prev is not None else 0.0
 

@@ -792,6 +792,11 @@ std::shared_ptr<arrow::Table> AggregatePlan::Execute(const ColumnarInput &input,
 	}
 	// Frame slots: aggregates 0..naggs-1, predicate naggs, keys naggs+1...
 	const size_t pred_frame = naggs;
+	// A global aggregation whose predicate and values are all fused runs chunk-major.
+	bool chunk_major = !grouped && (!p.pred || p.pred->fused);
+	for (const auto &agg : p.aggs) {
+		chunk_major = chunk_major && (agg.spec.kind == AggKind::kCountAll || (agg.value->fused && !agg.cast_to));
+	}
 	// One fused integer/boolean key: chunk-at-a-time grouping with IntGroupMap, nothing materialised.
 	const bool int_key = grouped && p.keys.size() == 1 && p.keys[0].fused &&
 	                     p.keys[0].fused->result_type() != ValueType::kFloat32 &&
@@ -880,6 +885,41 @@ std::shared_ptr<arrow::Table> AggregatePlan::Execute(const ColumnarInput &input,
 		if (wa.global.empty()) {
 			wa.global.resize(naggs);
 			wa.groups.resize(naggs);
+		}
+		if (chunk_major) {
+			// Everything fused: predicate and aggregates chunk by chunk, all data hot in L1.
+			ws.live.resize(kChunkRows);
+			ws.mask.resize(kChunkRows);
+			for (int64_t r = 0; r < m.length; r += kChunkRows) {
+				const int64_t n = std::min(kChunkRows, m.length - r);
+				const uint8_t *sel = nullptr;
+				if (p.pred) {
+					ChunkView pv = p.pred->fused->Evaluate(ws.Frame(pred_frame, *p.pred->fused), batch, m.offset + r, n,
+					                                       nullptr);
+					const uint8_t *pval = static_cast<const uint8_t *>(pv.data);
+					if (pv.valid) {
+						for (int64_t i = 0; i < n; ++i) {
+							ws.mask[i] = pval[i] & pv.valid[i];
+						}
+						sel = ws.mask.data();
+					} else {
+						sel = pval;
+					}
+				}
+				for (size_t a = 0; a < naggs; ++a) {
+					const AggColumn &agg = p.aggs[a];
+					const AggKind kind = agg.spec.kind;
+					if (kind == AggKind::kCountAll) {
+						UpdateState(wa.global[a], kind, agg.input, nullptr, sel, n);
+						continue;
+					}
+					const FusedProgram &program = *agg.value->fused;
+					ChunkView v = program.Evaluate(ws.Frame(a, program), batch, m.offset + r, n, sel);
+					const uint8_t *live = CombineLive(v.valid, sel, n, ws.live.data());
+					UpdateState(wa.global[a], kind, agg.input, kind == AggKind::kCount ? nullptr : v.data, live, n);
+				}
+			}
+			return;
 		}
 		const uint8_t *mask = nullptr;
 		int64_t nsel = m.length;

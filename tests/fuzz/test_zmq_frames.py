@@ -103,10 +103,11 @@ class Attacker:
         self.ctx.term()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Any]:
-    c = nodes.Cluster(tmp_path / "cluster", {"SABOT_HEARTBEAT_S": "0.2",
-                                              "SABOT_NODE_TIMEOUT_S": "2"})
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # One cluster for the coordinator tests: each ends by checking that it still serves.
+    c = nodes.Cluster(tmp_path_factory.mktemp("zmq") / "cluster",
+                      {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "2"})
     c.start_coordinator()
     c.add_worker()
     c.wait_workers(1)
@@ -295,25 +296,17 @@ def test_hypothesis_frames_to_the_coordinator(shared_target: dict[str, Any],
 
 
 @pytest.fixture(scope="module")
-def shared_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    c = nodes.Cluster(tmp_path_factory.mktemp("zmq-hyp") / "cluster",
-                      {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "2"})
-    a = None
+def shared_target(cluster: Any) -> Iterator[dict[str, Any]]:
+    info = cluster.coordinator.request("GET", "/cluster").json
+    a = Attacker(f"tcp://127.0.0.1:{info['zmq_port']}", cluster_keys(cluster.key_file))
     try:
-        c.start_coordinator()
-        c.add_worker()
-        c.wait_workers(1)
-        info = c.coordinator.request("GET", "/cluster").json
-        a = Attacker(f"tcp://127.0.0.1:{info['zmq_port']}", cluster_keys(c.key_file))
-        yield {"cluster": c, "attacker": a}
+        yield {"cluster": cluster, "attacker": a}
         # After everything hypothesis sent, the cluster still serves.
         time.sleep(0.5)
-        assert protocol_errors(c) > 0
-        assert_cluster_serves(c)
+        assert protocol_errors(cluster) > 0
+        assert_cluster_serves(cluster)
     finally:
-        if a is not None:
-            a.close()
-        c.stop()
+        a.close()
 
 
 # -- a worker --------------------------------------------------------------------------------------

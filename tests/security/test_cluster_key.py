@@ -26,10 +26,10 @@ from sabot.config import load_config
 TOKEN = "http-token-never-logged-4d2a9e"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Any]:
-    c = nodes.Cluster(tmp_path / "cluster", {"SABOT_HEARTBEAT_S": "0.2",
-                                              "SABOT_NODE_TIMEOUT_S": "2"}, token=TOKEN)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    c = nodes.Cluster(tmp_path_factory.mktemp("key") / "cluster",
+                      {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "2"}, token=TOKEN)
     c.start_coordinator()
     c.add_worker()
     c.wait_workers(1)
@@ -72,11 +72,13 @@ def send_pickled_job(sock: zmq.Socket, job_id: str, func_pickle: bytes) -> list[
     kind, morsels = payload.split([1, 2, 3], 64 * 1024)
     sock.send_multipart(encode(m.SubmitJob(1, job_id, "fn", func_pickle, kind, morsels),
                                session, 2))
-    replies = []
-    deadline = time.monotonic() + 3
+    replies: list[m.Message] = []
+    deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         if sock.poll(100):
             replies.append(decode(sock.recv_multipart()).msg)
+            if isinstance(replies[-1], (m.SubmitAck, m.ErrorReply)):
+                break
     return replies
 
 

@@ -17,7 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TITLE = "columnar: sum(b*2+1) where a%7=3 (global and grouped by a%10)"
 TIMED = "one query over data already in memory (Arrow table / numpy arrays)"
@@ -41,7 +42,6 @@ def make_data(rows: int) -> dict[str, Any]:
 
 def _sabot(table: Any, threads: int, grouped: bool) -> Callable[[], Any]:
     import pyarrow.compute as pc
-
     from sabot import columnar
 
     where = pc.equal(pc.modulo(pc.field("a"), 7), 3)
@@ -230,7 +230,6 @@ def _row(case: str, engine: str, rows: int, times: list[float], answer: Any, par
 def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict[str, Any]]:
     """Rows (one per case, engine) for the harness; see the module docstring."""
     import pyarrow as pa
-
     from sabot import _native
 
     rows = QUICK_ROWS if quick else FULL_ROWS
@@ -244,12 +243,12 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
             case = f"{query}, {rows // 1_000_000}M rows, threads={t}"
             params = {"rows": rows, "threads": t, "grouped": grouped, "repeat": repeat}
             engines: list[tuple[str, Callable[[], Callable[[], Any]], tuple[bool, str]]] = [
-                ("sabot", lambda: _sabot(table, t, grouped),
+                ("sabot", lambda t=t, g=grouped: _sabot(table, t, g),
                  (_native.get_core() is not None, _native.native_status())),
-                ("pyarrow.compute", lambda: _pyarrow_eager(table, t, grouped), (True, "")),
-                ("acero", lambda: _acero(table, t, grouped), (True, "")),
-                ("duckdb", lambda: _duckdb(table, t, grouped), _available("duckdb")),
-                ("numpy", lambda: _numpy(arrays, grouped), (True, "")),
+                ("pyarrow.compute", lambda t=t, g=grouped: _pyarrow_eager(table, t, g), (True, "")),
+                ("acero", lambda t=t, g=grouped: _acero(table, t, g), (True, "")),
+                ("duckdb", lambda t=t, g=grouped: _duckdb(table, t, g), _available("duckdb")),
+                ("numpy", lambda g=grouped: _numpy(arrays, g), (True, "")),
             ]
             for name, make, (ok, why) in engines:
                 if not ok:
@@ -258,7 +257,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
                 try:
                     times, answer = _time(make(), repeat)
                     out.append(_row(case, name, rows, times, answer, params))
-                except Exception as exc:  # a peer failing is reported, not fatal
+                except Exception as exc:  # noqa: BLE001 - a peer failing is reported, not fatal
                     out.append(_row(case, name, rows, [], None, params, "error", f"{type(exc).__name__}: {exc}"))
             ok, why = _available("polars")
             if not ok:
@@ -268,7 +267,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
                 res = _polars_child(rows, t, repeat, grouped)
                 out.append(_row(case, "polars", rows, res["times"], res["answer"],
                                 {**params, "polars_threads": res["threads"]}))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported in the row
                 out.append(_row(case, "polars", rows, [], None, params, "error", f"{type(exc).__name__}: {exc}"))
     _check(out)
     return out

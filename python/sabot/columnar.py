@@ -19,7 +19,8 @@ Results keep input order for :func:`evaluate`, :func:`project` and :func:`filter
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,9 +38,9 @@ VALUE_COLUMN = "value"
 #: Default morsel size (MORSEL_SIZE_KB's default); callers with a Config pass theirs.
 DEFAULT_MORSEL_SIZE_KB = 64
 
-ExpressionLike = Union[pc.Expression, str]
-AggregationSpec = Union[str, tuple[str, Union[ExpressionLike, None]]]
-KeySpec = Union[ExpressionLike, Sequence[ExpressionLike], Mapping[str, ExpressionLike], None]
+ExpressionLike = pc.Expression | str
+AggregationSpec = str | tuple[str, ExpressionLike | None]
+KeySpec = ExpressionLike | Sequence[ExpressionLike] | Mapping[str, ExpressionLike] | None
 
 _PYARROW_INPUT_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowKeyError,
                          pa.ArrowIndexError)
@@ -101,7 +102,7 @@ def project(
     return _fallback_project(table, names, exprs, predicate)
 
 
-def filter(  # noqa: A001 - the natural name; sabot.columnar.filter
+def filter(
     data: Any,
     predicate: pc.Expression,
     *,
@@ -440,12 +441,12 @@ def _fallback_aggregate(table: pa.Table, specs: list[tuple[str, str, pc.Expressi
 
 __all__ = [
     "AGGREGATIONS",
-    "VALUE_COLUMN",
     "DEFAULT_MORSEL_SIZE_KB",
-    "evaluate",
-    "project",
-    "filter",
+    "VALUE_COLUMN",
     "aggregate",
+    "evaluate",
+    "filter",
     "is_fused",
     "kernel_isa",
+    "project",
 ]

@@ -3,6 +3,7 @@ pure-pyarrow fallback; the native path copies no input and releases the GIL."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -11,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from sabot import columnar
 from sabot.errors import ArrowInputError
 
@@ -38,7 +38,7 @@ def make_table(n: int, seed: int = 0, chunks: int = 3, null_rate: float = 0.1) -
     table = pa.table(cols)
     if chunks > 1 and n > 0:
         bounds = sorted(set(np.linspace(0, n, chunks + 1, dtype=int).tolist()))
-        batches = [b for lo, hi in zip(bounds, bounds[1:]) for b in table.slice(lo, hi - lo).to_batches()]
+        batches = [b for lo, hi in itertools.pairwise(bounds) for b in table.slice(lo, hi - lo).to_batches()]
         table = pa.Table.from_batches(batches, schema=table.schema)
     return table
 

@@ -13,6 +13,7 @@ import math
 import pickle
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -351,7 +352,7 @@ class LocalEngine:
                         workers, max_attempts=self.config.max_attempts,
                         morsel_timeout_s=self.config.morsel_timeout_s,
                         processor_modules=self.config.processors,
-                        on_started=self._worker_started)
+                        on_started=_weakly(self._worker_started))
                 except Exception as exc:  # no processes allowed here (sandbox, limits)
                     raise _PoolUnavailable(f"{type(exc).__name__}: {exc}") from exc
                 self._pool = pool
@@ -360,8 +361,10 @@ class LocalEngine:
 
                 self._sampler = UtilizationSampler(
                     self.controller, pids=pool.pids, pool_busy=pool.busy_fraction,
-                    on_resize=self._resize_pool)
+                    on_resize=_weakly(self._resize_pool))
                 self._sampler.start()
+                # An engine dropped without close() (or alive at exit) still stops its workers.
+                weakref.finalize(self, _shutdown, self._sampler, pool)
             elif self._pool.size != workers:
                 self._pool.resize(workers)
             return self._pool
@@ -537,6 +540,23 @@ class LocalEngine:
 
 class _PoolUnavailable(RuntimeError):
     pass
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A callback that does not keep its engine alive (the pool and sampler hold callbacks;
+    the engine's finalizer must be able to run when the user drops it)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        target = ref()
+        return None if target is None else target(*args)
+
+    return call
+
+
+def _shutdown(sampler: Any, pool: ProcessPool) -> None:
+    sampler.stop()
+    pool.close()
 
 
 class _CountSuspensions:

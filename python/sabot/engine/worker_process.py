@@ -254,9 +254,11 @@ def main_fd(fd: int) -> None:
     for entry in reversed(parent_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    conn.send(("ready", os.getpid()))
     try:
+        conn.send(("ready", os.getpid()))
         worker_main(conn, tuple(modules))
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the parent went away: nothing left to do
     finally:
         conn.close()
 

@@ -33,6 +33,18 @@ from .worker import Worker
 _INLINE_SPLIT_ITEMS = 50_000
 
 
+#: How long the early result request of a small job waits for it to finish.
+_PREFETCH_WAIT_MS = 5000
+#: Early result requests kept for jobs whose result() has not been asked for yet.
+_PREFETCH_KEEP = 256
+
+
+def _consume(task: "asyncio.Future[Any]") -> None:
+    # An early result request nobody awaits must not log "exception never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
 def _function_payload(func: Any) -> tuple[str, bytes | None]:
     if isinstance(func, str):
         return func, None
@@ -61,6 +73,7 @@ class DistributedCoordinator:
         self._port = port
         self._local: Coordinator | None = None
         self._client: ClusterClient | None = None
+        self._prefetched: dict[str, asyncio.Future[m.Message]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> "DistributedCoordinator":
@@ -82,6 +95,12 @@ class DistributedCoordinator:
 
     async def stop(self) -> None:
         """Stop serving (a started coordinator) or close the connection (a remote handle)."""
+        pending = list(self._prefetched.values())
+        self._prefetched.clear()
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._local is not None:
             await self._local.stop()
             self._local = None
@@ -143,9 +162,28 @@ class DistributedCoordinator:
         else:
             kind, morsels = await asyncio.to_thread(payload.split, data, size, morsel_items)
         job_id = uuid.uuid4().hex
-        reply = await self._request(
-            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority))
+        submit = asyncio.ensure_future(self._request(
+            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority)))
+        prefetch = None
+        if len(morsels) <= 1:
+            # A small job is likely done before its submitter even asks: the request for its
+            # result goes out right behind the submit (same connection, so in order), which
+            # saves a round trip in result().
+            prefetch = asyncio.ensure_future(self._request(
+                lambda rid: m.FetchResults(rid, job_id, 0, 16 << 20, _PREFETCH_WAIT_MS, True),
+                _PREFETCH_WAIT_MS / 1000 + 5))
+            prefetch.add_done_callback(_consume)
+        try:
+            reply = await submit
+        except BaseException:
+            if prefetch is not None:
+                prefetch.cancel()
+            raise
         assert isinstance(reply, m.SubmitAck)
+        if prefetch is not None:
+            self._prefetched[job_id] = prefetch
+            while len(self._prefetched) > _PREFETCH_KEEP:
+                self._prefetched.pop(next(iter(self._prefetched))).cancel()
         return reply.job_id
 
     async def status(self, job_id: str) -> dict[str, Any]:
@@ -182,6 +220,23 @@ class DistributedCoordinator:
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's results in input order (a list for list-like input, numpy for numpy,
         Arrow for Arrow). Raises JobFailedError, CancelledError or JobTimeoutError."""
+        prefetch = self._prefetched.pop(job_id, None)
+        if prefetch is not None:
+            try:
+                first = await asyncio.wait_for(prefetch, timeout)
+            except asyncio.TimeoutError:
+                raise JobTimeoutError(f"job {job_id} did not finish within {timeout:g} s (it "
+                                      "keeps running; ask again, or cancel it)") from None
+            except Exception:  # noqa: BLE001 - the ordinary path below reports real errors
+                first = None
+            if isinstance(first, m.ResultBatch):
+                if first.status == "failed":
+                    raise JobFailedError(job_id, first.error or "unknown error")
+                if first.status == "cancelled":
+                    raise CancelledError(f"job {job_id} was cancelled")
+                if first.status == "completed" and len(first.morsels) == first.total_morsels:
+                    return payload.join(first.result_kind, [
+                        payload.decode_value(enc, blob) for enc, _, blob in first.morsels])
         kind = "list"
         parts: list[Any] = []
         async for batch in self._batches(job_id, timeout, until_done=True):

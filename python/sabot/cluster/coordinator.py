@@ -56,6 +56,8 @@ _PURGE_EVERY_S = 60.0
 #: Longest wait a FetchResults may ask for.
 _MAX_WAIT_MS = 60_000
 _ACTIVE = ("pending", "running")
+#: Longest time results may wait in memory for their journal commit when nobody asked yet.
+_COMMIT_EVERY_S = 0.05
 #: Log lines per second per kind of rejected message.
 _LOG_BURST = 10
 
@@ -204,6 +206,8 @@ class CoordinatorCore(threading.Thread):
         self._touched: set[str] = set()
         self._turn_results: list[tuple[str, bytes, int, int, str, int]] = []
         self._turn_items = 0
+        self._need_commit = False
+        self._last_commit = time.monotonic()
         self._rr = 0
         self._next_seq = self.journal.max_seq() + 1
         self._next_purge = 0.0
@@ -304,12 +308,19 @@ class CoordinatorCore(threading.Thread):
         self._timers(now)
         self._dispatch(now)
         self._serve_waiters(now)
-        self._store_results()
-        self.journal.commit()
+        # Commit before any answer that depends on the journal (acks, results, states).
+        # Turns that only take in results and hand out morsels are committed together, at most
+        # _COMMIT_EVERY_S apart: a crash then costs re-running those morsels, never a result a
+        # client has seen.
+        if self._need_commit or now - self._last_commit >= _COMMIT_EVERY_S:
+            self._store_results()
+            self.journal.commit()
+            self._need_commit = False
+            self._last_commit = now
         self._flush()
 
     def _store_results(self) -> None:
-        # One statement per turn for all results that came in, in the turn's one transaction.
+        # One statement for all results that came in since the last commit.
         if self._turn_results:
             self.journal.store_results(self._turn_results)
             self._turn_results = []
@@ -429,6 +440,8 @@ class CoordinatorCore(threading.Thread):
                     fut.set_exception(exc)
 
     def _send(self, target: Target, msg: m.Message) -> None:
+        if not isinstance(msg, _NO_COMMIT_NEEDED):
+            self._need_commit = True
         self._out.append((target, msg))
 
     def _flush(self) -> None:
@@ -1050,6 +1063,9 @@ _HANDLERS: dict[type, Callable[..., None]] = {
     m.FetchResults: CoordinatorCore._on_fetch,
     m.GetStats: CoordinatorCore._on_stats,
 }
+
+#: Messages whose sending does not depend on the journal being committed.
+_NO_COMMIT_NEEDED = (m.Assign, m.CancelMorsel, m.HeartbeatAck, m.Welcome, m.Refused)
 
 #: Messages a registered client (not a worker) may send.
 _CLIENT_MESSAGES = (m.SubmitJob, m.GetStatus, m.CancelJob, m.FetchResults, m.GetStats)

@@ -26,6 +26,7 @@ import zmq.asyncio
 
 from .. import __version__
 from ..config import Config
+from ..engine.functions import ITEM, resolve_function
 from ..errors import (
     AuthenticationError,
     ClusterMismatchError,
@@ -50,6 +51,11 @@ log = logging.getLogger(__name__)
 _FUNC_CACHE = 128
 #: Longest a draining worker waits for its running morsels before handing them back.
 DRAIN_GRACE_S = 30.0
+#: Morsels of a per-item function up to this size run inline on the worker's loop.
+INLINE_MAX_ITEMS = 64
+INLINE_MAX_BYTES = 4096
+#: ... and when they are expected to take less than this (the loop serves heartbeats).
+INLINE_BUDGET_S = 0.001
 
 
 class _FatalRefusal(Exception):
@@ -71,8 +77,9 @@ class Worker:
         self.node_id = node_id or f"worker-{socket.gethostname()}-{os.getpid()}-" \
                                   f"{uuid.uuid4().hex[:6]}"
         self.cores = config.effective_max_workers
-        # One morsel per core plus one in transit, so the link never idles between morsels.
-        self.slots = slots or self.cores + 1
+        # Two morsels per core (one running, one ready) plus two in transit, so neither the
+        # cores nor the link idle between morsels.
+        self.slots = slots or 2 * self.cores + 2
         self.metrics = get_metrics(config.cluster_name, self.node_id)
         self.engine: Any = None
         self.http: Any = None
@@ -82,9 +89,11 @@ class Worker:
         self._keys: ClusterKeys | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
+        self._sync: zmq.Socket | None = None
         self._sender = Sender()
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._funcs: OrderedDict[str, Any] = OrderedDict()
+        self._item_cost: dict[str, float] = {}  # job id -> seconds per item, measured
         self._outbox: list[m.Message] = []
         self._outbox_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -212,6 +221,7 @@ class Worker:
             log.warning("worker %s: %s; retrying", self.node_id, exc)
 
     def _close_socket(self, linger_ms: int = 0) -> None:
+        self._sync = None
         if self._sock is not None:
             self._sock.close(linger_ms)
             self._sock = None
@@ -228,6 +238,8 @@ class Worker:
         self._sender = Sender()
         self._coord_session = None
         self._sock = transport.client_socket(self._ctx, self._keys, endpoint)
+        # The same socket without asyncio, for sends and reads that need not wait.
+        self._sync = zmq.Socket.shadow(self._sock.underlying)
         await self._send_now(m.Hello(
             PROTOCOL_VERSION, config.cluster_name, "worker", self.node_id,
             host=self.advertise_host or "", http_port=int(self.http_port or 0), pid=os.getpid(),
@@ -288,33 +300,54 @@ class Worker:
                 return None
             if not await self._sock.poll(None if left is None else int(left * 1000) + 1):
                 continue
-            frames = await self._sock.recv_multipart()
-            try:
-                env = decode(frames)
-            except ProtocolError as exc:
-                self.metrics.record_error("protocol")
-                log.warning("worker %s rejected a message from the coordinator: %s",
-                            self.node_id, exc)
-                continue
-            known = self._coord_session
-            if known is not None and env.session == known[0] and env.seq <= known[1]:
-                log.warning("worker %s rejected a replayed message (seq %d)", self.node_id,
-                            env.seq)
-                continue
-            if known is not None and env.session != known[0] and not isinstance(
-                    env.msg, (m.Refused, m.Welcome)):
-                log.warning("worker %s ignored %s from an unknown coordinator session",
-                            self.node_id, env.msg.OP)
-                continue
-            self._coord_session = (env.session, env.seq)
-            self._last_heard = time.monotonic()
-            return env.msg
+            msg = self._accept(await self._sock.recv_multipart())
+            if msg is not None:
+                return msg
+
+    def _recv_nowait(self) -> m.Message | None | bool:
+        """A message already waiting (None when it was rejected), False when none is."""
+        if self._sync is None:
+            return False
+        try:
+            frames = self._sync.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return self._accept(frames)
+
+    def _accept(self, frames: list[bytes]) -> m.Message | None:
+        try:
+            env = decode(frames)
+        except ProtocolError as exc:
+            self.metrics.record_error("protocol")
+            log.warning("worker %s rejected a message from the coordinator: %s",
+                        self.node_id, exc)
+            return None
+        known = self._coord_session
+        if known is not None and env.session == known[0] and env.seq <= known[1]:
+            log.warning("worker %s rejected a replayed message (seq %d)", self.node_id, env.seq)
+            return None
+        if known is not None and env.session != known[0] and not isinstance(
+                env.msg, (m.Refused, m.Welcome)):
+            log.warning("worker %s ignored %s from an unknown coordinator session",
+                        self.node_id, env.msg.OP)
+            return None
+        self._coord_session = (env.session, env.seq)
+        self._last_heard = time.monotonic()
+        return env.msg
 
     async def _send_now(self, msg: m.Message) -> None:
         if self._sock is not None:
             await self._sock.send_multipart(self._sender.encode(msg))
 
     def _post(self, msg: m.Message) -> None:
+        if not self._outbox and self._sync is not None:
+            try:
+                self._sync.send_multipart(self._sender.encode(msg), zmq.NOBLOCK)
+                return
+            except zmq.ZMQError:
+                # Not connected right now (the sequence number is spent; the next one is
+                # higher, which is all the coordinator checks).
+                pass
         self._outbox.append(msg)
         self._outbox_event.set()
 
@@ -332,29 +365,81 @@ class Worker:
 
     async def _receive_loop(self) -> None:
         while True:
-            msg = await self._recv(None)
-            if msg is None:
-                continue
-            if isinstance(msg, m.Assign):
-                key = (msg.job_id, msg.morsel)
-                old = self._running.get(key)
-                if old is not None:
-                    old.cancel()
-                self._running[key] = asyncio.ensure_future(self._run_morsel(msg))
-            elif isinstance(msg, m.CancelMorsel):
-                task = self._running.pop((msg.job_id, msg.morsel), None)
-                if task is not None:
-                    task.cancel()
-                    log.info("morsel %d of job %s cancelled: %s", msg.morsel, msg.job_id,
-                             msg.reason)
-            elif isinstance(msg, m.Refused):
-                if msg.code == "unknown_session":
-                    log.info("worker %s: the coordinator does not know this session "
-                             "(it restarted); registering again", self.node_id)
+            msg: Any = await self._recv(None)
+            while msg is not False:
+                if msg is not None and not self._dispatch(msg):
                     return
-                self._refused(msg)
-                return
-            # HeartbeatAck and Welcome only refresh _last_heard.
+                # Everything already queued is handled in this wake-up, without the loop.
+                msg = self._recv_nowait()
+
+    def _dispatch(self, msg: m.Message) -> bool:
+        """Act on one message from the coordinator; False ends the session."""
+        if isinstance(msg, m.Assign):
+            key = (msg.job_id, msg.morsel)
+            old = self._running.pop(key, None)
+            if old is not None:
+                old.cancel()
+            if not self._run_inline(msg):
+                self._running[key] = asyncio.ensure_future(self._run_morsel(msg))
+        elif isinstance(msg, m.CancelMorsel):
+            task = self._running.pop((msg.job_id, msg.morsel), None)
+            if task is not None:
+                task.cancel()
+                log.info("morsel %d of job %s cancelled: %s", msg.morsel, msg.job_id,
+                         msg.reason)
+        elif isinstance(msg, m.Refused):
+            if msg.code == "unknown_session":
+                log.info("worker %s: the coordinator does not know this session "
+                         "(it restarted); registering again", self.node_id)
+                return False
+            self._refused(msg)
+            return False
+        # HeartbeatAck and Welcome only refresh _last_heard.
+        return True
+
+    def _run_inline(self, msg: m.Assign) -> bool:
+        """Run a tiny morsel of a per-item function right here: for a few items the engine's
+        planning costs more than the work. False when the morsel is not such a case."""
+        if msg.encoding != "msgpack" or len(msg.data) > INLINE_MAX_BYTES:
+            return False
+        t0 = time.perf_counter()
+        try:
+            func = self._function(msg)
+            spec = resolve_function(func)
+            if spec.kind != ITEM:
+                return False
+            data = payload.decode_value(msg.encoding, msg.data)
+            if len(data) > INLINE_MAX_ITEMS:
+                return False
+            # Only work known to be cheap may hold the loop: a built-in processor, or a
+            # function whose earlier morsels of this job measured cheap on the engine.
+            if not (isinstance(func, str) and getattr(spec.func, "__module__", "") ==
+                    "sabot.processors"):
+                cost = self._item_cost.get(msg.job_id)
+                if cost is None or cost * len(data) > INLINE_BUDGET_S:
+                    return False
+            f = spec.func
+            out = []
+            for i, item in enumerate(data):
+                try:
+                    out.append(f(item))
+                except Exception as exc:
+                    raise ProcessingError(f"item {i} failed: {type(exc).__name__}: {exc}",
+                                          index=i, original=exc) from exc
+            encoding, blob = payload.encode_items(out)
+        except Exception as exc:
+            self._morsels_failed += 1
+            self.metrics.record_morsel(time.perf_counter() - t0, "failed")
+            self._post(self._failure(msg, exc))
+            return True
+        elapsed = time.perf_counter() - t0
+        self._items_done += len(data)
+        self._morsels_done += 1
+        self.metrics.record_items(len(data))
+        self.metrics.record_morsel(elapsed)
+        self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, len(data), encoding, blob,
+                                  elapsed))
+        return True
 
     async def _heartbeat_loop(self) -> None:
         period = self.config.heartbeat_s
@@ -381,6 +466,9 @@ class Worker:
             out = await self.engine.process(data, func)
             encoding, blob = await _encode(out)
             elapsed = time.perf_counter() - t0
+            self._item_cost[msg.job_id] = elapsed / max(1, items)
+            while len(self._item_cost) > _FUNC_CACHE:
+                self._item_cost.pop(next(iter(self._item_cost)))
             self._items_done += items
             self._morsels_done += 1
             self.metrics.record_items(items)

@@ -412,3 +412,21 @@ def test_cancelling_a_call_drops_its_queued_morsels_and_the_pool_stays_usable():
         assert engine._pool.tasks.qsize() == 0
     finally:
         engine.close_sync()
+
+
+def test_an_engine_dropped_without_close_stops_its_workers():
+    import gc
+
+    import psutil
+
+    engine = make_engine(executor="processes")
+    run(engine.process(list(range(10_000)), square))
+    procs = [psutil.Process(pid) for pid in engine.get_stats()["controller"]["pool_pids"]]
+    assert procs
+    del engine
+    gc.collect()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(
+            p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs):
+        time.sleep(0.05)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)

@@ -1,0 +1,101 @@
+"""The distributed API with this process as the coordinator (``await handle.start()``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import sabot
+from sabot.cluster.protocol import messages
+from sabot.config import load_config
+
+
+def _config(tmp_path, **extra):
+    env = {"SABOT_HOST": "127.0.0.1", "SABOT_PORT": "0", "SABOT_ZMQ_PORT": "0",
+           "SABOT_DATA_DIR": str(tmp_path / "data"),
+           "SABOT_CLUSTER_KEY_FILE": str(tmp_path / "cluster.key"), "MAX_WORKERS": "1",
+           "SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "2", **extra}
+    return load_config(env=env)
+
+
+def test_a_started_handle_is_the_coordinator(tmp_path):
+    async def main():
+        config = _config(tmp_path)
+        coordinator = sabot.create_distributed_coordinator(config=config)
+        await coordinator.start()
+        host, port = coordinator.address
+        worker = sabot.create_worker_node(host, port, config=config)
+        try:
+            await worker.start()
+            stats = coordinator.get_cluster_stats()
+            assert [n["node_id"] for n in stats["nodes"]] == [worker.node_id]
+            assert stats["system_resources"]["usable_cores"] >= 1
+
+            offset = 7
+            job = await sabot.submit_distributed_job(coordinator, range(1000),
+                                                     lambda x: x + offset, priority=5)
+            assert await sabot.get_distributed_job_result(coordinator, job, timeout=60) == \
+                [x + 7 for x in range(1000)]
+            status = await sabot.get_distributed_job_status(coordinator, job)
+            assert status["status"] == "completed" and status["priority"] == 5
+            assert status["progress"] == {"done": 1000, "total": 1000, "fraction": 1.0,
+                                          "morsels_done": 1, "morsels_total": 1}
+
+            with pytest.raises(sabot.UnknownProcessorError, match="nope"):
+                await coordinator.submit([1], "nope")
+            with pytest.raises(TypeError, match="priority"):
+                await coordinator.submit([1], "square", priority="high")
+            with pytest.raises(sabot.JobNotFoundError):
+                await coordinator.status("no-such-job")
+
+            # Empty input: a job with no morsels completes at once.
+            assert await coordinator.result(await coordinator.submit([], "square")) == []
+            # A remote handle in the same process reaches the same coordinator.
+            remote = sabot.create_distributed_coordinator(host, port, config=config)
+            try:
+                assert await remote.result(await remote.submit([2, 3], "square"),
+                                           timeout=30) == [4, 9]
+                assert len((await remote.cluster_stats())["nodes"]) == 1
+            finally:
+                await remote.stop()
+        finally:
+            await worker.stop()
+            await coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_a_timeout_leaves_the_job_running(tmp_path):
+    async def main():
+        config = _config(tmp_path)
+        coordinator = await sabot.create_distributed_coordinator(config=config).start()
+        try:
+            job = await coordinator.submit([1, 2, 3], "square")  # no worker: stays pending
+            with pytest.raises(sabot.JobTimeoutError, match="did not finish within 0.3 s"):
+                await coordinator.result(job, timeout=0.3)
+            assert (await coordinator.status(job))["status"] == "pending"
+            host, port = coordinator.address
+            worker = sabot.create_worker_node(host, port, config=config)
+            await worker.start()
+            try:
+                assert await coordinator.result(job, timeout=30) == [1, 4, 9]
+            finally:
+                await worker.stop()
+        finally:
+            await coordinator.stop()
+
+    asyncio.run(main())
+
+
+def test_a_remote_handle_without_a_coordinator_says_where_it_looked(tmp_path):
+    async def main():
+        config = _config(tmp_path)
+        handle = sabot.create_distributed_coordinator("127.0.0.1", 9, config=config)
+        try:
+            await handle._request(lambda rid: messages.GetStats(rid), timeout=1.0)
+        finally:
+            await handle.stop()
+
+    with pytest.raises(sabot.CoordinatorUnavailableError, match="127.0.0.1:9"):
+        asyncio.run(main())

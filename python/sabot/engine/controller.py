@@ -165,7 +165,8 @@ class AdaptiveController:
             direction = 0
             if room >= cur + self.band and cur < self._clamp(cur + 1):
                 # Growing helps only when the workers we have are kept busy.
-                if reading.pool_busy >= min(0.9, self.target):
+                busy = reading.pool_busy
+                if busy is not None and busy >= min(0.9, self.target):
                     direction = 1
             elif room <= cur - self.band and cur > 1:
                 direction = -1

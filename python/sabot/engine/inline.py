@@ -147,11 +147,11 @@ class InlineRun:
                 except Exception as exc:
                     raise _Failed(self.n - self.it.__length_hint__() - 1, exc) from None
         except _Failed as failed:
-            exc = failed.original
+            original = failed.original
             index = self.offset + failed.index
             raise ProcessingError(
-                f"{_name(func)} failed on item {index}: {type(exc).__name__}: {exc}",
-                index=index, original=exc) from exc
+                f"{_name(func)} failed on item {index}: {type(original).__name__}: {original}",
+                index=index, original=original) from original
         if len(piece) != k:
             # map() ends silently when the function raises StopIteration: never drop items.
             index = self.offset + start + len(piece)

@@ -481,8 +481,8 @@ class LocalEngine:
                                   f"{ASYNC_CONCURRENCY} at a time",
                                   (wall + time.perf_counter() - t) / max(1, n), 0.0, n))
         if failure:
-            index, exc = min(failure, key=lambda f: f[0])
-            raise _async_failure(spec, offset + index, exc) from exc
+            index, error = min(failure, key=lambda f: f[0])
+            raise _async_failure(spec, offset + index, error) from error
         return results, 1 if n else 0
 
     # ---- batch functions ----

@@ -196,16 +196,6 @@ def _available(module: str) -> tuple[bool, str]:
     return True, ""
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> tuple[list[float], Any]:
-    answer = fn()  # warm-up (and the answer)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times, answer
-
-
 def _row(case: str, engine: str, rows: int, times: list[float], answer: Any, params: dict[str, Any],
          status: str = "ok", error: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {
@@ -250,15 +240,37 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
                 ("duckdb", lambda t=t, g=grouped: _duckdb(table, t, g), _available("duckdb")),
                 ("numpy", lambda g=grouped: _numpy(arrays, g), (True, "")),
             ]
+            # Engines take turns within each repeat, so a change in machine load hits all alike.
+            runners: dict[str, Callable[[], Any]] = {}
+            answers: dict[str, Any] = {}
+            times: dict[str, list[float]] = {}
+            failed: dict[str, str] = {}
             for name, make, (ok, why) in engines:
                 if not ok:
-                    out.append(_row(case, name, rows, [], None, params, "not available", why))
+                    failed[name] = why
                     continue
                 try:
-                    times, answer = _time(make(), repeat)
-                    out.append(_row(case, name, rows, times, answer, params))
+                    runners[name] = make()
+                    answers[name] = runners[name]()  # warm-up, and the answer
+                    times[name] = []
                 except Exception as exc:  # noqa: BLE001 - a peer failing is reported, not fatal
-                    out.append(_row(case, name, rows, [], None, params, "error", f"{type(exc).__name__}: {exc}"))
+                    failed[name] = f"{type(exc).__name__}: {exc}"
+                    runners.pop(name, None)
+            for _ in range(repeat):
+                for name, fn in list(runners.items()):
+                    try:
+                        t0 = time.perf_counter()
+                        fn()
+                        times[name].append(time.perf_counter() - t0)
+                    except Exception as exc:  # noqa: BLE001 - reported in the row
+                        failed[name] = f"{type(exc).__name__}: {exc}"
+                        del runners[name]
+            for name, _, (ok, _why) in engines:
+                if name in failed:
+                    status = "not available" if not ok else "error"
+                    out.append(_row(case, name, rows, [], None, params, status, failed[name]))
+                else:
+                    out.append(_row(case, name, rows, times[name], answers[name], params))
             ok, why = _available("polars")
             if not ok:
                 out.append(_row(case, "polars", rows, [], None, params, "not available", why))

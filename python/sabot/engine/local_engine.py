@@ -533,7 +533,8 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         self.controller.note(Plan(NATIVE, self.controller.cores,
                                   "Arrow compute expression: evaluated by the native core"))
-        out = await loop.run_in_executor(None, _evaluate_expression, data, spec.func)
+        out = await loop.run_in_executor(None, _evaluate_expression, data, spec.func,
+                                         self.config.morsel_size_kb)
         n = _num_rows(data)
         return out, n, max(1, math.ceil(n * 8 / self.config.morsel_size_bytes)) if n else 0
 
@@ -717,13 +718,15 @@ def _num_rows(data: Any) -> int:
         return 0
 
 
-def _evaluate_expression(data: Any, expr: Any) -> Any:
+def _evaluate_expression(data: Any, expr: Any, morsel_size_kb: int | None = None) -> Any:
+    """An Arrow compute expression over every row, by the native columnar core (its
+    ``sabot.columnar.evaluate``), or by Arrow's own engine in a build without it."""
     try:
-        from ..columnar import evaluate  # the native columnar helper's API
+        from ..columnar import evaluate as native_evaluate
     except ImportError:
-        evaluate = None
-    if evaluate is not None:
-        return evaluate(data, expr)
+        native_evaluate = None
+    if native_evaluate is not None:
+        return native_evaluate(data, expr, morsel_size_kb=morsel_size_kb)
     import pyarrow as pa
     import pyarrow.dataset as ds
 

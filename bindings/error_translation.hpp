@@ -20,6 +20,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace sabot {
@@ -47,14 +48,47 @@ inline void CheckStatus(const arrow::Status &status) {
 	}
 }
 
-//! Run `fn` with the GIL released (it must not touch Python objects). Exceptions of unknown types
-//! thrown by scheduler tasks become SchedulerTaskError; known ones pass through to the translator.
+//! Run `fn` with the GIL released (it must not touch Python objects). While it waits for the
+//! scheduler, pending signals are checked about every 100 ms: a Ctrl-C (or any signal handler that
+//! raises) cancels the running job and its exception (KeyboardInterrupt) is raised here.
+//! Exceptions of unknown types thrown by scheduler tasks become SchedulerTaskError; known ones
+//! pass through to the translator.
 template <typename Fn>
 decltype(auto) RunScheduled(Fn &&fn) {
+	PyObject *pending_type = nullptr, *pending_value = nullptr, *pending_tb = nullptr;
+	const auto raise_pending = [&] {
+		pybind11::gil_scoped_acquire acquire;
+		PyErr_Restore(pending_type, pending_value, pending_tb);
+		throw pybind11::error_already_set();
+	};
 	pybind11::gil_scoped_release release;
+	sabot::ScopedInterruptCheck interrupt_check([&] {
+		pybind11::gil_scoped_acquire acquire;
+		if (PyErr_CheckSignals() != 0) {
+			PyErr_Fetch(&pending_type, &pending_value, &pending_tb);
+			return true;
+		}
+		return false;
+	});
 	try {
-		return std::forward<Fn>(fn)();
+		if constexpr (std::is_void_v<decltype(std::forward<Fn>(fn)())>) {
+			std::forward<Fn>(fn)();
+			if (pending_type) {
+				raise_pending();
+			}
+		} else {
+			auto result = std::forward<Fn>(fn)();
+			if (pending_type) {
+				raise_pending(); // the signal came as the job finished: still raise it
+			}
+			return result;
+		}
 	} catch (const sabot::CancelledError &) {
+		if (pending_type) {
+			raise_pending();
+		}
+		throw;
+	} catch (const pybind11::error_already_set &) {
 		throw;
 	} catch (const sabot::StatusError &) {
 		throw;

@@ -330,6 +330,28 @@ private:
 } // namespace
 
 //===--------------------------------------------------------------------===//
+// ScopedInterruptCheck
+//===--------------------------------------------------------------------===//
+namespace {
+thread_local const ScopedInterruptCheck *tl_interrupt_check = nullptr;
+// How often a waiting ParallelFor caller runs its interrupt check.
+constexpr auto INTERRUPT_POLL = std::chrono::milliseconds(100);
+} // namespace
+
+ScopedInterruptCheck::ScopedInterruptCheck(std::function<bool()> check)
+    : check_(std::move(check)), previous_(tl_interrupt_check) {
+	tl_interrupt_check = this;
+}
+
+ScopedInterruptCheck::~ScopedInterruptCheck() {
+	tl_interrupt_check = previous_;
+}
+
+const std::function<bool()> *ScopedInterruptCheck::Current() {
+	return tl_interrupt_check && tl_interrupt_check->check_ ? &tl_interrupt_check->check_ : nullptr;
+}
+
+//===--------------------------------------------------------------------===//
 // WorkerPool
 //===--------------------------------------------------------------------===//
 WorkerPool::WorkerPool(const TaskScheduler &owner, const Topology &topology, int threads, bool pin) : owner_(owner) {
@@ -752,7 +774,8 @@ void TaskScheduler::ParallelFor(size_t num_morsels, const MorselFunction &body, 
 	constexpr size_t CHUNK = std::numeric_limits<uint32_t>::max();
 	uint64_t executed_total = 0;
 	std::exception_ptr error;
-	for (size_t base = 0; base < num_morsels && !error; base += CHUNK) {
+	bool interrupted = false;
+	for (size_t base = 0; base < num_morsels && !error && !interrupted; base += CHUNK) {
 		const size_t n = std::min(CHUNK, num_morsels - base);
 		ParallelForJob job;
 		job.base = base;
@@ -773,7 +796,25 @@ void TaskScheduler::ParallelFor(size_t num_morsels, const MorselFunction &body, 
 		pool.PushEach(tasks);
 		{
 			std::unique_lock<std::mutex> wait_lock(job.mutex);
-			job.done_cv.wait(wait_lock, [&] { return job.pending == 0; });
+			const auto done = [&] {
+				return job.pending == 0;
+			};
+			const auto *check = ScopedInterruptCheck::Current();
+			if (!check) {
+				job.done_cv.wait(wait_lock, done);
+			} else {
+				while (!job.done_cv.wait_for(wait_lock, INTERRUPT_POLL, done)) {
+					wait_lock.unlock();
+					const bool stop = (*check)();
+					wait_lock.lock();
+					if (stop) {
+						interrupted = true;
+						job.stop.store(true, std::memory_order_relaxed);
+						job.done_cv.wait(wait_lock, done);
+						break;
+					}
+				}
+			}
 			error = job.error;
 		}
 		executed_total += job.executed.load();
@@ -784,6 +825,10 @@ void TaskScheduler::ParallelFor(size_t num_morsels, const MorselFunction &body, 
 	parallel_for_calls_.fetch_add(1, std::memory_order_relaxed);
 	if (error) {
 		std::rethrow_exception(error);
+	}
+	if (interrupted && executed_total < num_morsels) {
+		throw InterruptedError("job interrupted after " + std::to_string(executed_total) + " of " +
+		                       std::to_string(num_morsels) + " morsels");
 	}
 	if (executed_total < num_morsels) {
 		throw CancelledError("job cancelled after " + std::to_string(executed_total) + " of " +

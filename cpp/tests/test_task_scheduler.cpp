@@ -393,3 +393,21 @@ TEST(TaskScheduler, ForkedChildGetsAFreshPool) {
 	sched->ParallelFor(100, [&](size_t, int) { warm++; });
 	EXPECT_EQ(warm.load(), 200);
 }
+
+TEST(TaskScheduler, InterruptCheckStopsAWaitingCaller) {
+	auto sched = MakeScheduler(2);
+	std::atomic<int> polls {0};
+	std::atomic<size_t> ran {0};
+	{
+		ScopedInterruptCheck check([&] { return ++polls >= 2; });
+		EXPECT_THROW(sched->ParallelFor(100000, [&](size_t, int) { ran++, SleepMicros(1000); }), InterruptedError);
+	}
+	EXPECT_GE(polls.load(), 2);
+	EXPECT_LT(ran.load(), 100000u);
+	// Outside the scope nothing polls: a job runs to the end.
+	const int before = polls.load();
+	std::atomic<size_t> all {0};
+	sched->ParallelFor(300, [&](size_t, int) { all++, SleepMicros(1000); });
+	EXPECT_EQ(all.load(), 300u);
+	EXPECT_EQ(polls.load(), before);
+}

@@ -209,3 +209,30 @@ def test_scan_sum_reads_the_buffer_in_place(native_core) -> None:
         native_core.scan_sum(np.arange(10, dtype=np.float64))
     with pytest.raises(ValueError, match="1-D contiguous int64"):
         native_core.scan_sum(np.arange(20, dtype=np.int64)[::2])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_signal_interrupts_a_long_native_call(native_core) -> None:
+    """Ctrl-C during a long native job: the job is cancelled and the handler's exception raised."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Interrupt("interrupted by SIGUSR1")
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    total = 1_000_000  # 1 ms each: minutes if the signal were ignored until the end
+    before = native_core.get_stats()["morsels_executed"]
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    try:
+        with pytest.raises(_Interrupt, match="interrupted by SIGUSR1"):
+            native_core.run_spin(total, 1_000_000)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    ran = native_core.get_stats()["morsels_executed"] - before
+    assert 0 < ran < total
+    # The pool is idle and usable again.
+    assert sum(c for c, _ in native_core.run_count(100)) == 100

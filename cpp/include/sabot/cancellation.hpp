@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -40,6 +41,37 @@ public:
 	//! Build with a message saying what was cancelled.
 	explicit CancelledError(const std::string &message) : std::runtime_error(message) {
 	}
+};
+
+//! Thrown by ParallelFor when the calling thread's ScopedInterruptCheck asked to stop the job
+//! (the bindings use it for Ctrl-C: the pending KeyboardInterrupt is raised instead).
+class InterruptedError : public CancelledError {
+public:
+	//! Build with a message saying how far the job got.
+	explicit InterruptedError(const std::string &message) : CancelledError(message) {
+	}
+};
+
+//! While alive, ParallelFor calls made by this thread poll `check` about every 100 ms while they
+//! wait for the workers; when it returns true the job is cancelled and ParallelFor throws
+//! InterruptedError. Scopes nest (the innermost one is used). The core stays free of Python: the
+//! bindings pass a check that looks for pending signals.
+class ScopedInterruptCheck {
+public:
+	//! Install `check` for the calling thread.
+	explicit ScopedInterruptCheck(std::function<bool()> check);
+	//! Restore the previous check of this thread.
+	~ScopedInterruptCheck();
+	ScopedInterruptCheck(const ScopedInterruptCheck &) = delete;
+	ScopedInterruptCheck &operator=(const ScopedInterruptCheck &) = delete;
+	//! The calling thread's innermost check, or nullptr.
+	static const std::function<bool()> *Current();
+
+private:
+	//! The check.
+	std::function<bool()> check_;
+	//! The scope this one replaced.
+	const ScopedInterruptCheck *previous_;
 };
 
 } // namespace sabot

@@ -33,7 +33,7 @@ class LocalCluster:
         self.coordinator: Any = None
         self.procs: list[subprocess.Popen[str]] = []
 
-    async def __aenter__(self) -> "LocalCluster":
+    async def __aenter__(self) -> LocalCluster:
         self.coordinator = sabot.create_distributed_coordinator(config=self.config)
         await self.coordinator.start()
         host, port = self.coordinator.address

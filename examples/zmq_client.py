@@ -148,7 +148,7 @@ class Session:
         if not self.sock.poll(int(timeout_s * 1000)):
             raise TimeoutError("no answer from the coordinator (wrong cluster key?)")
         frame = self.sock.recv()
-        magic, version, type_code, _, _ = HEADER.unpack_from(frame)
+        magic, _, type_code, _, _ = HEADER.unpack_from(frame)
         if magic != b"SABT":
             raise ValueError("not a Sabot message")
         body = unpack(frame[HEADER.size:])
@@ -160,7 +160,7 @@ class Session:
 def main() -> int:
     parser = argparse.ArgumentParser(description="submit a named-processor job over ZeroMQ")
     parser.add_argument("--host", default=os.environ.get("COORDINATOR_HOST", "localhost"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("COORDINATOR_PORT", 8080)))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("COORDINATOR_PORT", "8080")))
     parser.add_argument("--cluster", default=os.environ.get("CLUSTER_NAME", "sabot-cluster"))
     parser.add_argument("--processor", default="square")
     parser.add_argument("items", nargs="*", type=int, default=[1, 2, 3, 4, 5])

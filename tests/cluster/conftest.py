@@ -4,6 +4,7 @@ a temporary SABOT_DATA_DIR and key file, small heartbeat and node timeouts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -12,9 +13,9 @@ import sys
 import threading
 import time
 import urllib.request
-import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 

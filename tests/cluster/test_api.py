@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 import sabot
 from sabot.cluster.protocol import messages
 from sabot.config import load_config

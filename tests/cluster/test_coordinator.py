@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-
 import sabot
 from sabot.errors import CancelledError, JobFailedError
 
@@ -213,7 +211,7 @@ def test_coordinator_killed_and_restarted_resumes_the_job(cluster):
         finally:
             await c.stop()
 
-    job, out = asyncio.run(main())
+    _, out = asyncio.run(main())
     assert out == [x * x for x in range(n)]
     assert "resumed 1 unfinished job" in cluster.coordinator.output
     # The workers found the new coordinator by themselves.

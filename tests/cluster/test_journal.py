@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from sabot.cluster.journal import Journal, JobRow, MorselRow
+from sabot.cluster.journal import JobRow, Journal, MorselRow
 
 
 def _job(job_id: str, seq: int, morsels: int = 3) -> tuple[JobRow, list[MorselRow]]:

@@ -6,12 +6,18 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sabot.cluster.protocol import (
-    HEADER, MAGIC, PROTOCOL_VERSION, REGISTRY, ReplayGuard, Sender, decode, encode,
+    HEADER,
+    MAGIC,
+    PROTOCOL_VERSION,
+    REGISTRY,
+    ReplayGuard,
+    Sender,
+    decode,
+    encode,
+    payload,
 )
 from sabot.cluster.protocol import messages as m
-from sabot.cluster.protocol import payload
 from sabot.errors import ProtocolError, VersionMismatchError
 
 

@@ -7,7 +7,6 @@ import os
 import stat
 
 import pytest
-
 from sabot.cluster.security import ClusterKeys, generate_secret, load_secret, parse_secret
 from sabot.config import load_config
 from sabot.errors import ConfigError

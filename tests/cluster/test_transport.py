@@ -7,7 +7,6 @@ import time
 import msgpack
 import pytest
 import zmq
-
 from sabot.cluster.protocol import HEADER, MAGIC, PROTOCOL_VERSION, Sender, decode, encode
 from sabot.cluster.protocol import messages as m
 from sabot.cluster.security import ClusterKeys, generate_secret, parse_secret

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from ..config import Config, load_config
 from ..errors import CancelledError, JobFailedError, JobTimeoutError
@@ -39,7 +40,7 @@ _PREFETCH_WAIT_MS = 5000
 _PREFETCH_KEEP = 256
 
 
-def _consume(task: "asyncio.Future[Any]") -> None:
+def _consume(task: asyncio.Future[Any]) -> None:
     # An early result request nobody awaits must not log "exception never retrieved".
     if not task.cancelled():
         task.exception()
@@ -76,7 +77,7 @@ class DistributedCoordinator:
         self._prefetched: dict[str, asyncio.Future[m.Message]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> "DistributedCoordinator":
+    async def start(self) -> DistributedCoordinator:
         """Become the coordinator: serve HTTP on host:port (default SABOT_HOST:SABOT_PORT) and
         ZeroMQ on SABOT_ZMQ_PORT (default port + 1). Returns once serving."""
         if self._local is not None:
@@ -108,7 +109,7 @@ class DistributedCoordinator:
             await self._client.close()
             self._client = None
 
-    async def __aenter__(self) -> "DistributedCoordinator":
+    async def __aenter__(self) -> DistributedCoordinator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -224,7 +225,7 @@ class DistributedCoordinator:
         if prefetch is not None:
             try:
                 first = await asyncio.wait_for(prefetch, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise JobTimeoutError(f"job {job_id} did not finish within {timeout:g} s (it "
                                       "keeps running; ask again, or cancel it)") from None
             except Exception:  # noqa: BLE001 - the ordinary path below reports real errors
@@ -289,7 +290,7 @@ class WorkerNode:
         self._slots = slots
         self.worker: Worker | None = None
 
-    async def start(self) -> "WorkerNode":
+    async def start(self) -> WorkerNode:
         if self.worker is None:
             worker = Worker(self.config, slots=self._slots)
             await worker.start()
@@ -316,7 +317,7 @@ class WorkerNode:
     def get_stats(self) -> dict[str, Any]:
         return self.worker.info() if self.worker is not None else {"state": "stopped"}
 
-    async def __aenter__(self) -> "WorkerNode":
+    async def __aenter__(self) -> WorkerNode:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -362,7 +363,13 @@ def stream_distributed_job_result(coordinator: DistributedCoordinator, job_id: s
 
 
 __all__ = [
-    "DistributedCoordinator", "WorkerNode", "create_distributed_coordinator",
-    "create_worker_node", "submit_distributed_job", "get_distributed_job_result",
-    "get_distributed_job_status", "cancel_distributed_job", "stream_distributed_job_result",
+    "DistributedCoordinator",
+    "WorkerNode",
+    "cancel_distributed_job",
+    "create_distributed_coordinator",
+    "create_worker_node",
+    "get_distributed_job_result",
+    "get_distributed_job_status",
+    "stream_distributed_job_result",
+    "submit_distributed_job",
 ]

@@ -12,7 +12,8 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -94,7 +95,7 @@ class ClusterClient:
         try:
             reply = await asyncio.wait_for(asyncio.shield(self._welcome),
                                            max(2.0, self.config.node_timeout_s))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CoordinatorUnavailableError(
                 f"the coordinator at {self._endpoint} did not answer hello") from None
         if isinstance(reply, m.Refused):
@@ -228,7 +229,7 @@ class ClusterClient:
                 wait = try_timeout if left is None else min(try_timeout, left)
                 try:
                     return await asyncio.wait_for(fut, wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     # Maybe the coordinator restarted and lost the session: hello again.
                     self._session_ok = False
                     last_error = None
@@ -263,4 +264,4 @@ async def iter_result_batches(client_request: Any, job_id: str, *, timeout: floa
             return
 
 
-__all__ = ["ClusterClient", "iter_result_batches", "TRY_TIMEOUT_S"]
+__all__ = ["TRY_TIMEOUT_S", "ClusterClient", "iter_result_batches"]

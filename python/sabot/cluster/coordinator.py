@@ -20,8 +20,9 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 
@@ -39,10 +40,9 @@ from ..metrics import Metrics, get_metrics
 from ..processors import list_processors, load_processor_modules
 from ..system import system_resources
 from . import transport
-from .journal import Journal, JobRow, MorselRow
-from .protocol import PROTOCOL_VERSION, ReplayGuard, Sender, decode
+from .journal import JobRow, Journal, MorselRow
+from .protocol import PROTOCOL_VERSION, ReplayGuard, Sender, decode, payload
 from .protocol import messages as m
-from .protocol import payload
 from .security import ClusterKeys
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,6 @@ class CoordinatorCore(threading.Thread):
         self._pending = 0  # morsels queued, not assigned
         self._nodes: dict[str, _Node] = {}
         self._by_peer: dict[bytes, str] = {}  # routing id -> node id (workers)
-        self._clients: set[bytes] = set()
         self._waiters: dict[str, list[tuple[Target, m.FetchResults, float]]] = {}
         self._touched: set[str] = set()
         self._turn_results: list[tuple[str, bytes, int, int, str, int]] = []
@@ -500,9 +499,7 @@ class CoordinatorCore(threading.Thread):
             self._guard.forget(peer)
             self._send(peer, m.Refused(refusal[0], refusal[1], PROTOCOL_VERSION, name))
             return
-        if msg.role == "client":
-            self._clients.add(peer)
-        else:
+        if msg.role == "worker":
             self._register(peer, msg)
         self._send(peer, m.Welcome(self.node_id, name, PROTOCOL_VERSION, self.config.heartbeat_s,
                                    self.config.node_timeout_s))
@@ -1239,4 +1236,4 @@ def _decode_items(parts: list[tuple[str, int, bytes]]) -> list[Any]:
     return out
 
 
-__all__ = ["Coordinator", "CoordinatorCore", "CoordinatorBackend", "reply_or_raise"]
+__all__ = ["Coordinator", "CoordinatorBackend", "CoordinatorCore", "reply_or_raise"]

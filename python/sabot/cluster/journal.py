@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
 
 SCHEMA_VERSION = 1
 
@@ -224,4 +224,4 @@ def now() -> float:
     return time.time()
 
 
-__all__ = ["Journal", "JobRow", "MorselRow", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "JobRow", "Journal", "MorselRow"]

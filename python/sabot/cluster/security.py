@@ -98,7 +98,7 @@ class ClusterKeys:
     client_secret: bytes = field(repr=False)
 
     @classmethod
-    def from_secret(cls, secret: bytes) -> "ClusterKeys":
+    def from_secret(cls, secret: bytes) -> ClusterKeys:
         server_secret = z85.encode(_derive(secret, b"server"))
         client_secret = z85.encode(_derive(secret, b"client"))
         return cls(
@@ -109,7 +109,7 @@ class ClusterKeys:
         )
 
     @classmethod
-    def from_config(cls, config: Config) -> "ClusterKeys":
+    def from_config(cls, config: Config) -> ClusterKeys:
         return cls.from_secret(load_secret(config))
 
     @property
@@ -118,4 +118,4 @@ class ClusterKeys:
         return hashlib.sha256(self.server_public).hexdigest()[:16]
 
 
-__all__ = ["generate_secret", "parse_secret", "load_secret", "ClusterKeys", "SECRET_BYTES"]
+__all__ = ["SECRET_BYTES", "ClusterKeys", "generate_secret", "load_secret", "parse_secret"]

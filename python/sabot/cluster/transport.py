@@ -133,7 +133,7 @@ def fetch_cluster_info(host: str, port: int, *, timeout: float = 5.0,
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (http only)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             info = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:500].decode("utf-8", "replace")
@@ -178,6 +178,14 @@ def detect_advertise_host(coordinator_host: str, coordinator_port: int) -> str:
     return socket.gethostname()
 
 
-__all__ = ["start_authenticator", "server_socket", "client_socket", "monitor_socket",
-           "log_monitor_event", "fetch_cluster_info", "zmq_endpoint", "detect_advertise_host",
-           "ZAP_DOMAIN"]
+__all__ = [
+    "ZAP_DOMAIN",
+    "client_socket",
+    "detect_advertise_host",
+    "fetch_cluster_info",
+    "log_monitor_event",
+    "monitor_socket",
+    "server_socket",
+    "start_authenticator",
+    "zmq_endpoint",
+]

@@ -40,9 +40,8 @@ from ..metrics import CpuSampler, get_metrics
 from ..processors import list_processors, load_processor_modules
 from ..system import system_resources, usable_cores
 from . import transport
-from .protocol import PROTOCOL_VERSION, Sender, decode
+from .protocol import PROTOCOL_VERSION, Sender, decode, payload
 from .protocol import messages as m
-from .protocol import payload
 from .security import ClusterKeys
 
 log = logging.getLogger(__name__)
@@ -132,9 +131,10 @@ class Worker:
         self._ctx = zmq.asyncio.Context()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="sabot-worker")
         wait = max(10.0, 2 * config.node_timeout_s) if wait_s is None else wait_s
-        done, _ = await asyncio.wait(
-            [self._task, asyncio.ensure_future(self.registered.wait())], timeout=wait,
-            return_when=asyncio.FIRST_COMPLETED)
+        registered = asyncio.ensure_future(self.registered.wait())
+        await asyncio.wait([self._task, registered], timeout=wait,
+                           return_when=asyncio.FIRST_COMPLETED)
+        registered.cancel()
         if self._fatal is not None:
             error = self._fatal
             await self.stop(drain=False)
@@ -274,7 +274,7 @@ class Worker:
                  asyncio.ensure_future(self._heartbeat_loop()),
                  asyncio.ensure_future(self._send_loop())]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
         finally:
@@ -608,4 +608,4 @@ class WorkerBackend:
         return []
 
 
-__all__ = ["Worker", "WorkerBackend", "DRAIN_GRACE_S"]
+__all__ = ["DRAIN_GRACE_S", "Worker", "WorkerBackend"]

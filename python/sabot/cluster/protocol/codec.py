@@ -10,14 +10,17 @@ naming what was wrong. Replay is detected per peer by :class:`ReplayGuard`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import msgpack
 
 from ...errors import ProtocolError, VersionMismatchError
 from .messages import REGISTRY, Hello, Message, Refused
 from .version import HEADER, MAGIC, PROTOCOL_VERSION
+
+#: Peers whose sessions a ReplayGuard remembers.
+MAX_PEERS = 65536
 
 #: Messages a peer of another protocol version can still decode (their bodies are frozen).
 _VERSIONLESS = (Hello.CODE, Refused.CODE)
@@ -36,7 +39,7 @@ class Envelope:
 class Sender:
     """One sending session: a random session id and increasing sequence numbers."""
 
-    __slots__ = ("session", "_seq")
+    __slots__ = ("_seq", "session")
 
     def __init__(self) -> None:
         self.session = int.from_bytes(os.urandom(8), "big") or 1
@@ -108,6 +111,10 @@ class ReplayGuard:
                     f"replayed or reordered message: seq {env.seq} <= last seen {known[1]}")
         elif not isinstance(env.msg, Hello):
             return False
+        elif known is None and len(self._last) >= MAX_PEERS:
+            # Forget the longest-known peer; should it still be there, it is asked to say
+            # hello again, which costs it one round trip.
+            self._last.pop(next(iter(self._last)))
         self._last[peer] = (env.session, env.seq)
         return True
 
@@ -119,4 +126,4 @@ class ReplayGuard:
         return known[0] if known else None
 
 
-__all__ = ["Envelope", "Sender", "encode", "decode", "decode_header", "ReplayGuard"]
+__all__ = ["Envelope", "ReplayGuard", "Sender", "decode", "decode_header", "encode"]

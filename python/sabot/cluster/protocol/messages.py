@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from ...errors import ProtocolError
 
 #: type code -> message class
-REGISTRY: dict[int, type["Message"]] = {}
+REGISTRY: dict[int, type[Message]] = {}
 
 _Check = Callable[[Any], bool]
 
@@ -78,7 +79,7 @@ class Message:
         return {name: getattr(self, name) for name, _, _, _ in self._SPEC}
 
     @classmethod
-    def from_body(cls, body: Any) -> "Message":
+    def from_body(cls, body: Any) -> Message:
         if not isinstance(body, dict):
             raise ProtocolError(f"{cls.OP}: body must be a map, got {type(body).__name__}")
         kwargs: dict[str, Any] = {}

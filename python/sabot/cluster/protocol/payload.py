@@ -17,7 +17,8 @@ result kinds (how the client joins the result morsels): ``list``, ``numpy``, ``a
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import msgpack
 
@@ -267,5 +268,14 @@ def iter_items(kind: str, parts: Iterable[Any]) -> Iterator[Any]:
         yield from (p if isinstance(p, list) else _to_list(p))
 
 
-__all__ = ["ENCODINGS", "RESULT_KINDS", "encode_items", "encode_value", "decode_value",
-           "split", "join", "result_kind_of", "iter_items"]
+__all__ = [
+    "ENCODINGS",
+    "RESULT_KINDS",
+    "decode_value",
+    "encode_items",
+    "encode_value",
+    "iter_items",
+    "join",
+    "result_kind_of",
+    "split",
+]

@@ -15,4 +15,4 @@ MAGIC = b"SABT"
 #: peer of any version can read the version and refuse cleanly.
 HEADER = struct.Struct("!4sHHQQ")
 
-__all__ = ["PROTOCOL_VERSION", "MAGIC", "HEADER"]
+__all__ = ["HEADER", "MAGIC", "PROTOCOL_VERSION"]

@@ -3,8 +3,9 @@
 Measures Sabot's native morsel scheduler alone, at each thread count:
 
 - empty morsels: ParallelFor over N morsels whose body does nothing. Throughput is morsels per
-  second of wall time; the per-morsel overhead is the CPU time spent per morsel
-  (wall x threads / N), i.e. what scheduling one morsel costs a worker (target < 2 us).
+  second of wall time; the per-morsel overhead is wall x threads / N, what scheduling one morsel
+  costs a worker (target < 2 us); the per-morsel CPU is the workers' own CPU time / N (from
+  /proc schedstat), which other load on the machine does not inflate.
 - per-call latency: one ParallelFor of one morsel per thread: the fixed cost of waking the pool
   and joining it, paid once per job.
 - morsel-size sweep: a zero-copy sum of an int64 array split into morsels of 4 KB .. 4 MB, to show

@@ -98,3 +98,28 @@ def test_a_remote_handle_without_a_coordinator_says_where_it_looked(tmp_path):
 
     with pytest.raises(sabot.CoordinatorUnavailableError, match="127.0.0.1:9"):
         asyncio.run(main())
+
+
+def test_old_finished_jobs_are_served_from_the_journal(tmp_path):
+    async def main():
+        config = _config(tmp_path)
+        coordinator = await sabot.create_distributed_coordinator(config=config).start()
+        host, port = coordinator.address
+        worker = sabot.create_worker_node(host, port, config=config)
+        await worker.start()
+        try:
+            jobs = [await coordinator.submit([i, i + 1], "square") for i in range(80)]
+            for job in jobs:
+                await coordinator.result(job, timeout=30)
+            # The first jobs left memory (only the latest finished ones stay there).
+            first = jobs[0]
+            assert await coordinator.result(first) == [0, 1]
+            status = await coordinator.status(first)
+            return status, [await coordinator.result(j) for j in jobs[:3]]
+        finally:
+            await worker.stop()
+            await coordinator.stop()
+
+    status, results = asyncio.run(main())
+    assert status["status"] == "completed" and status["progress"]["done"] == 2
+    assert results == [[0, 1], [1, 4], [4, 9]]

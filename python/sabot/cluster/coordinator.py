@@ -728,6 +728,7 @@ class CoordinatorCore(threading.Thread):
         job = self._jobs.get(job_id)
         if job is not None:
             return job.summary()
+        self._store_results()
         row = self.journal.job(job_id)
         if row is None:
             return None
@@ -762,6 +763,7 @@ class CoordinatorCore(threading.Thread):
         start = max(0, int(msg.start))
         limit = max(1, int(msg.max_bytes))
         if job is None:
+            self._store_results()  # the journal must hold what memory let go of
             row = self.journal.job(msg.job_id)
             if row is None:
                 self._send(peer, m.ErrorReply(msg.request_id, "job_not_found",

@@ -430,3 +430,23 @@ def test_an_engine_dropped_without_close_stops_its_workers():
             p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs):
         time.sleep(0.05)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
+
+
+@pytest.mark.skipif(__import__("sabot.system").system.usable_cores() < 2,
+                    reason="needs two usable cores")
+def test_items_that_get_costly_after_the_sample_move_to_processes():
+    engine = make_engine()
+    try:
+        def late_cost(x):
+            if x >= 4_000:  # the sample sees only cheap items
+                end = time.perf_counter() + 300e-6
+                while time.perf_counter() < end:
+                    pass
+            return x
+
+        out = run(engine.process(list(range(12_000)), late_cost))
+        assert out == list(range(12_000))
+        ctl = engine.get_stats()["controller"]
+        assert ctl["executor"] == "processes" and "re-planned after" in ctl["reason"]
+    finally:
+        engine.close_sync()

@@ -36,7 +36,7 @@ log = logging.getLogger("sabot.engine")
 SAMPLE_S = 0.005
 #: Inline work runs on a helper thread (the event loop stays responsive: HTTP, heartbeats) in
 #: slices of about this long, so a cancelled call stops between slices.
-INLINE_SLICE_S = 0.5
+INLINE_SLICE_S = 0.25
 #: Inline work shorter than this runs directly on the event loop (a thread hop costs more).
 INLINE_DIRECT_S = 0.01
 EXECUTOR_CHOICES = ("auto", INLINE, PROCESSES)
@@ -317,25 +317,77 @@ class LocalEngine:
             sampled = run.results
             run = InlineRun(func, columnar.all_items())
             run.skip(done, sampled)
-        await self._run_inline(run, per_item, morsel_rows)
+        convert = per_item - elapsed / max(1, done)
+        measured = remaining * (elapsed / max(1, done)) >= 0.03
+
+        async def switch(per_item_now: float) -> list[Any] | None:
+            """Re-plan with the cost measured inline so far (the first items may not be
+            representative); when processes now win, they take the rest."""
+            nonlocal ship, picklable, measured
+            if not measured:
+                k = min(run.done, 2000)
+                if columnar is not None:
+                    ship, picklable, _ = columnar.ship_cost(k, run.results[:k], spec)
+                else:
+                    ship, picklable = _ship_cost(items[:k], run.results[:k], spec)
+                measured = True
+            again = self.controller.plan_items(
+                items=run.remaining, per_item_s=per_item_now + convert, ship_item_s=ship,
+                pool_warm=self._pool is not None, picklable=picklable,
+                items_per_morsel=morsel_rows)
+            if again.executor != PROCESSES:
+                return None
+            again.reason = f"re-planned after {run.done} items inline: " + again.reason
+            try:
+                return await self._run_items_in_pool(
+                    items if columnar is None else columnar, run.done, spec, again, morsel_rows)
+            except _PoolUnavailable:
+                return None
+
+        parts = await self._run_inline(run, per_item, morsel_rows, switch)
+        if parts is not None:
+            if columnar is not None:
+                return columnar.join(run.results, parts), morsels
+            for part in parts:
+                run.results.extend(part)
+            return run.results, morsels
         return finish(run.results), morsels
 
-    async def _run_inline(self, run: InlineRun, per_item: float, morsel_rows: int) -> None:
+    async def _run_inline(self, run: InlineRun, per_item: float, morsel_rows: int,
+                          switch: Callable[[float], Any] | None = None) -> list[Any] | None:
+        """Run the rest of ``run`` here, in slices; after each slice ``switch`` may hand the
+        remaining items to the pool (its result is returned then, else None)."""
         estimate = run.remaining * per_item
-        if estimate < INLINE_DIRECT_S:
+        probe = 4 * max(1, run.done)
+        if estimate < INLINE_DIRECT_S and run.remaining <= probe:
             t = time.perf_counter()
             k = run.remaining
             run.step(k)
             self._observe_morsels(time.perf_counter() - t, math.ceil(k / morsel_rows))
-            return
+            return None
         loop = asyncio.get_running_loop()
         inline = self._inline_executor()
         step = max(1, int(INLINE_SLICE_S / per_item)) if per_item > 0 else run.remaining
+        # The first slice is a few times the sample only: items after the sample may cost more
+        # (inputs sorted by size, ...), and the re-plan below should see that early.
+        step_now = min(step, probe)
         while run.remaining:
-            k = min(step, run.remaining)
+            k = min(step_now, run.remaining)
             t = time.perf_counter()
-            await loop.run_in_executor(inline, run.step, k)
-            self._observe_morsels(time.perf_counter() - t, math.ceil(k / morsel_rows))
+            if k * per_item < 0.001:
+                run.step(k)  # shorter than a thread hop
+            else:
+                await loop.run_in_executor(inline, run.step, k)
+            dt = time.perf_counter() - t
+            self._observe_morsels(dt, math.ceil(k / morsel_rows))
+            measured = dt / k
+            if switch is not None and run.remaining and measured > per_item * 1.5:
+                parts = await switch(measured)
+                if parts is not None:
+                    return parts
+            per_item = max(per_item, measured)
+            step_now = max(1, int(INLINE_SLICE_S / per_item))
+        return None
 
     def _inline_executor(self) -> ThreadPoolExecutor:
         if self._inline_thread is None:

@@ -181,8 +181,9 @@ def test_global_aggregates_match_pyarrow(native_mode: str, where: pc.Expression 
             assert_columns_equal(got.column(name), expected, rel=1e-9)
 
 
-@pytest.mark.parametrize("by", [["s"], ["t", "i"], ["t"], ["i"], {"k": pc.modulo(pc.field("a"), 10)}],
-                         ids=["string", "two", "bool", "int32", "expr"])
+@pytest.mark.parametrize("by", [["s"], ["t", "i"], ["t"], ["i"], ["a"], {"k": pc.modulo(pc.field("a"), 10)},
+                                {"big": pc.field("a") * 1000003}],
+                         ids=["string", "two", "bool", "int32", "int64", "expr", "large_keys"])
 @pytest.mark.parametrize("where", [None, A7], ids=["all", "where"])
 def test_grouped_aggregates_match_group_by(native_mode: str, by: object, where: pc.Expression | None) -> None:
     table = make_table(20_000, seed=5, chunks=3)

@@ -631,6 +631,15 @@ public:
 		Rehash(64);
 	}
 	uint32_t FindOrInsert(int64_t key) {
+		// Small non-negative keys (remainders, codes, booleans) index a direct table: no hashing.
+		if (static_cast<uint64_t>(key) < kDirect) {
+			uint32_t &id = direct_[key];
+			if (id == kEmpty) {
+				id = static_cast<uint32_t>(keys_.size());
+				keys_.push_back(key);
+			}
+			return id;
+		}
 		uint64_t h = Slot(key);
 		while (true) {
 			const uint32_t id = slots_[h];
@@ -638,7 +647,7 @@ public:
 				const auto fresh = static_cast<uint32_t>(keys_.size());
 				keys_.push_back(key);
 				slots_[h] = fresh;
-				if (keys_.size() * 2 > slots_.size()) {
+				if (++hashed_ * 2 > slots_.size()) {
 					Rehash(slots_.size() * 2);
 				}
 				return fresh;
@@ -668,6 +677,7 @@ public:
 
 private:
 	static constexpr uint32_t kEmpty = std::numeric_limits<uint32_t>::max();
+	static constexpr uint64_t kDirect = 1024;
 	uint64_t Slot(int64_t key) const {
 		return (static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ULL) >> shift_;
 	}
@@ -675,7 +685,7 @@ private:
 		slots_.assign(capacity, kEmpty);
 		shift_ = 64 - __builtin_ctzll(capacity);
 		for (uint32_t id = 0; id < keys_.size(); ++id) {
-			if (id == null_id_) {
+			if (id == null_id_ || static_cast<uint64_t>(keys_[id]) < kDirect) {
 				continue;
 			}
 			uint64_t h = Slot(keys_[id]);
@@ -685,8 +695,10 @@ private:
 			slots_[h] = id;
 		}
 	}
+	std::vector<uint32_t> direct_ = std::vector<uint32_t>(kDirect, kEmpty);
 	std::vector<uint32_t> slots_;
 	std::vector<int64_t> keys_;
+	size_t hashed_ = 0;
 	uint32_t null_id_ = kEmpty;
 	int shift_ = 58;
 };

@@ -380,3 +380,30 @@ def test_native_copies_no_input_and_releases_the_gil(native_core: object) -> Non
     output_bytes = out.nbytes
     peak = max(during + [pa.total_allocated_bytes()])
     assert peak - baseline <= output_bytes + input_bytes / 8
+
+
+def test_concurrent_calls_from_python_threads(native_mode: str) -> None:
+    table = make_table(50_000, seed=9, chunks=4)
+    expected = columnar.aggregate(table, {"s": ("sum", B21), "n": "count_all"}, by={"k": pc.modulo(pc.field("a"), 10)},
+                                  where=A7, native=False)
+    results: list[pa.Table] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for threads in (1, 2, None):
+                results.append(columnar.aggregate(table, {"s": ("sum", B21), "n": "count_all"},
+                                                  by={"k": pc.modulo(pc.field("a"), 10)}, where=A7,
+                                                  threads=threads, morsel_size_kb=2))
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    assert len(results) == 12
+    for r in results:
+        assert_tables_equal(r, expected, rel=1e-9)

@@ -33,3 +33,20 @@ def native_core():  # type: ignore[no-untyped-def]
     if core is None:
         pytest.skip(f"compiled parts not available: {_native.native_status()}")
     return core
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long variants (@pytest.mark.slow: chaos loops, soak, large fuzz, full builds) are
+    deselected unless asked for with ``-m slow`` (or any -m naming slow) or SABOT_SLOW=1, so a
+    plain ``pytest`` (CI) runs the short forms."""
+    import os
+
+    expr = str(config.getoption("markexpr", "") or "")
+    if os.environ.get("SABOT_SLOW") == "1" or "slow" in expr:
+        return
+    keep, dropped = [], []
+    for item in items:
+        (dropped if item.get_closest_marker("slow") else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

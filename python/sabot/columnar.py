@@ -19,6 +19,7 @@ Results keep input order for :func:`evaluate`, :func:`project` and :func:`filter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,11 +96,12 @@ def project(
         serialized = _serialize_all(exprs + ([predicate] if predicate is not None else []))
         if serialized is not None:
             where_bytes = serialized[-1] if predicate is not None else None
-            capsule = core.columnar_project(
-                table, names, serialized[: len(exprs)], where_bytes, threads_n, morsel_bytes
+            capsule = _clarified(
+                table.schema, core.columnar_project, table, names, serialized[: len(exprs)],
+                where_bytes, threads_n, morsel_bytes,
             )
             return _import_table(capsule)
-    return _fallback_project(table, names, exprs, predicate)
+    return _clarified(table.schema, _fallback_project, table, names, exprs, predicate)
 
 
 def filter(
@@ -119,8 +121,9 @@ def filter(
     if core is not None:
         serialized = _serialize_all([expr])
         if serialized is not None:
-            return _import_table(core.columnar_filter(table, serialized[0], threads_n, morsel_bytes))
-    return _fallback_filter(table, expr)
+            return _import_table(_clarified(table.schema, core.columnar_filter,
+                                            table, serialized[0], threads_n, morsel_bytes))
+    return _clarified(table.schema, _fallback_filter, table, expr)
 
 
 def aggregate(
@@ -163,13 +166,14 @@ def aggregate(
             native_specs = [(name, func, next(it) if e is not None else None) for name, func, e in specs]
             key_bytes = serialized[len(values) : len(values) + len(keys)]
             where_bytes = serialized[-1] if predicate is not None else None
-            capsule, _reason = core.columnar_aggregate(
-                table, native_specs, key_names, key_bytes, where_bytes, threads_n, morsel_bytes
+            capsule, _reason = _clarified(
+                table.schema, core.columnar_aggregate, table, native_specs, key_names, key_bytes,
+                where_bytes, threads_n, morsel_bytes,
             )
             if capsule is not None:
                 return _import_table(capsule)
             # The native engine does not cover this request (e.g. min over strings): pyarrow does.
-    return _fallback_aggregate(table, specs, key_names, keys, predicate)
+    return _clarified(table.schema, _fallback_aggregate, table, specs, key_names, keys, predicate)
 
 
 def is_fused(expr: ExpressionLike, schema: pa.Schema) -> bool:
@@ -359,6 +363,23 @@ def _acero_project(table: pa.Table, names: list[str], exprs: list[pc.Expression]
     nodes.append(acero.Declaration("project", acero.ProjectNodeOptions(exprs, names)))
     # One thread keeps input order.
     return acero.Declaration.from_sequence(nodes).to_table(use_threads=False)
+
+
+_UNKNOWN_FIELD = re.compile(r"No match for FieldRef\.Name\((?P<name>.*?)\) in ")
+
+
+def _clarified(schema: pa.Schema, fn: Any, *args: Any) -> Any:
+    """Run fn; an input error about an unknown column is restated with the columns that exist."""
+    try:
+        return fn(*args)
+    except ArrowInputError as exc:
+        match = _UNKNOWN_FIELD.search(str(exc))
+        if match is None:
+            raise
+        columns = ", ".join(f"{f.name} ({f.type})" for f in schema)
+        raise ArrowInputError(
+            f"unknown column {match.group('name')!r}; the input has: {columns}"
+        ) from exc
 
 
 def _pyarrow_errors(fn: Any, *args: Any) -> Any:

@@ -142,7 +142,7 @@ def test_worker_link_cut_mid_job_and_restored(netns: dict[str, str], tmp_path: P
                 time.sleep(0.2)
         finally:
             ip("link", "set", netns["vw"], "up", ns=netns["w"])
-        job = coordinator.wait_job(job_id, timeout=300)
+        job = coordinator.wait_job(job_id, timeout=120)
         assert job["status"] == "completed", job
         result = job["result"]
         expected = [procs.answer(x) for x in items]

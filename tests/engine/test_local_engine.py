@@ -450,3 +450,39 @@ def test_items_that_get_costly_after_the_sample_move_to_processes():
         assert ctl["executor"] == "processes" and "re-planned after" in ctl["reason"]
     finally:
         engine.close_sync()
+
+
+@pytest.mark.parametrize("how", ["exit", "segfault"])
+def test_isolated_engine_survives_functions_that_kill_their_process(how):
+    engine = LocalEngine(load_config(env={}, max_workers=2, max_attempts=2), isolate=True)
+    try:
+        def dies(x):
+            if x == 3:  # in the first items: an engine that samples here would die itself
+                if how == "exit":
+                    import os
+
+                    os._exit(3)
+                import ctypes
+
+                ctypes.string_at(0)
+            return x
+
+        with pytest.raises(sabot.WorkerLostError):
+            run(engine.process(list(range(100)), dies))
+        # the caller is alive and every kind of function still works, in the workers
+        assert run(engine.process([1, 2, 3], square)) == [1, 4, 9]
+        out = run(engine.process(np.arange(5), square))
+        assert out.dtype == np.int64 and out.tolist() == [0, 1, 4, 9, 16]
+        assert run(engine.process(pa.array([1, 2]), "double")).to_pylist() == [2, 4]
+
+        async def plus(x):
+            return x + 1
+
+        assert run(engine.process(range(4), plus)) == [1, 2, 3, 4]
+        out = run(engine.process(np.arange(10.0), sabot.batch(np.sqrt)))
+        assert np.allclose(out, np.sqrt(np.arange(10.0)))
+        assert run(engine.process([], square)) == []
+        ctl = engine.get_stats()["controller"]
+        assert ctl["executor"] == "processes" and "isolate" in ctl["reason"]
+    finally:
+        engine.close_sync()

@@ -76,17 +76,24 @@ class LocalEngine:
     """Runs ``process(data, func)`` on this machine. Create one per process and reuse it."""
 
     def __init__(self, config: Config | None = None, *, node: str | None = None,
-                 executor: str = "auto", record_metrics: bool = True) -> None:
+                 executor: str = "auto", record_metrics: bool = True,
+                 isolate: bool = False) -> None:
         """``executor``: ``auto`` (the controller decides) or ``inline`` / ``processes`` to
         force where per-item functions run (tests, or a user who knows better).
         ``record_metrics``: count items and morsels in the Prometheus metrics; an owner that
         counts its own work (a cluster worker counting whole morsels) passes False so nothing
-        is counted twice."""
+        is counted twice.
+        ``isolate``: never run user Python code in this process (not even the controller's
+        sample): every per-item, async and batch function runs on the worker processes, so a
+        function that crashes (``os._exit``, a segfault) takes down a pool worker, never the
+        caller. For long-lived services (a cluster worker) that must outlive bad functions."""
         if executor not in EXECUTOR_CHOICES:
             raise ValueError(f"executor={executor!r} is invalid: expected one of "
                              f"{', '.join(EXECUTOR_CHOICES)}")
         self.config = config if config is not None else load_config()
         self.node = node
+        self.isolate = isolate
+        self._active_isolated = 0
         self.controller = AdaptiveController(
             usable_cores=usable_cores(),
             max_workers=self.config.effective_max_workers,
@@ -115,7 +122,9 @@ class LocalEngine:
                 out, n, morsels = await self._run_expression(data, spec)
             else:
                 src = adapt(data)
-                if spec.kind == BATCH:
+                if self.isolate:
+                    out, morsels = await self._run_isolated(src, spec)
+                elif spec.kind == BATCH:
                     out, morsels = await self._run_batches(src, spec)
                 elif spec.kind == ITEM and _Columnar.supports(src):
                     rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
@@ -430,7 +439,7 @@ class LocalEngine:
     def _resize_pool(self, workers: int) -> None:
         pool = self._pool
         if pool is not None:
-            pool.resize(workers)
+            pool.resize(self._isolated_pool_size(workers) if self.isolate else workers)
 
     async def _run_items_in_pool(self, items: Sequence[Any], start: int, spec: FunctionSpec,
                                  plan: Plan, morsel_rows: int) -> list[Any]:
@@ -466,6 +475,72 @@ class LocalEngine:
                 call.cancelled = True
                 for f in futures:
                     f.cancel()
+
+    # ---- isolated: user code only in worker processes ----
+    async def _run_isolated(self, src: Source, spec: FunctionSpec) -> tuple[Any, int]:
+        self._active_isolated += 1
+        try:
+            return await self._run_isolated_call(src, spec)
+        finally:
+            self._active_isolated -= 1
+
+    def _isolated_pool_size(self, workers: int) -> int:
+        # Every call in flight gets at least one process of its own, so a function that hangs
+        # in one call does not hold up the others (a cluster worker runs several morsels at
+        # once); capped like a cluster worker's slots.
+        cap = 2 * self.controller.max_workers + 2
+        return max(workers, min(cap, self._active_isolated))
+
+    async def _run_isolated_call(self, src: Source, spec: FunctionSpec) -> tuple[Any, int]:
+        n = len(src)
+        rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
+        workers = max(1, self.controller.workers_for_call())
+        plan = self.controller.note(Plan(
+            PROCESSES, workers, "isolate=True: user functions run only in worker processes",
+            items=n, items_per_task=max(1, min(rows, math.ceil(n / workers)))))
+        if n == 0:
+            return (src.build_batches([]) if spec.kind == BATCH else _build(src, [])), 0
+        func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
+        try:
+            shipped = ShippedFunction(func, batch=spec.kind == BATCH, processor=spec.processor)
+        except Exception as exc:
+            raise ProcessingError(
+                f"{spec.name} cannot be sent to a worker process ({exc}); with isolate=True "
+                "functions must pickle (cloudpickle)", original=exc) from exc
+        loop = asyncio.get_running_loop()
+        try:
+            pool = await loop.run_in_executor(None, self._ensure_pool,
+                                              self._isolated_pool_size(workers))
+        except _PoolUnavailable as exc:
+            raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
+                                  original=exc) from exc
+        call = CallGroup()
+        if spec.kind == BATCH:
+            tasks = [Task(shipped, off, m, i, call)
+                     for i, (off, m) in enumerate(src.morsels(plan.items_per_task))]
+            parts = await self._gather_tasks(pool, tasks, call, rows)
+            try:
+                return src.build_batches(parts), len(tasks)
+            except (TypeError, ValueError, adapters.pa.ArrowException) as exc:
+                raise ProcessingError(
+                    f"the results of batch function {spec.name} cannot be combined: {exc}",
+                    original=exc) from exc
+        columnar = _Columnar(src) if _Columnar.supports(src) else None
+        items = src.items() if columnar is None else ()
+        step = plan.items_per_task
+        if columnar is not None:
+            tasks = [Task(shipped, a, columnar.task_data(a, min(step, n - a)), i, call)
+                     for i, a in enumerate(range(0, n, step))]
+        else:
+            tasks = [Task(shipped, a, items[a:a + step], i, call)
+                     for i, a in enumerate(range(0, n, step))]
+        parts = await self._gather_tasks(pool, tasks, call, rows)
+        if columnar is not None:
+            return columnar.join([], parts), len(tasks)
+        results: list[Any] = []
+        for part in parts:
+            results.extend(part)
+        return _build(src, results), len(tasks)
 
     # ---- async per-item functions ----
     async def _run_async(self, items: Sequence[Any], spec: FunctionSpec,
@@ -710,12 +785,16 @@ class _Columnar:
 
     def join(self, sample_results: list[Any], parts: list[Any]) -> Any:
         try:
-            first = self._result_part(sample_results)
+            first = [self._result_part(sample_results)] if sample_results else []
         except TypeError as exc:
             raise ProcessingError(str(exc), original=exc) from exc
+        # empty parts carry no type information (an empty array is float64 / null)
+        parts = [p for p in [*first, *parts] if len(p)]
+        if not parts:
+            return self.build([])
         if self.numpy:
-            return join_numpy([first, *parts])
-        return self.src.build_arrow_parts([first, *parts])
+            return join_numpy(parts)
+        return self.src.build_arrow_parts(parts)
 
     def ship_cost(self, done: int, sample_results: list[Any],
                   spec: FunctionSpec) -> tuple[float, bool, float]:

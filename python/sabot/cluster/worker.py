@@ -12,7 +12,9 @@ ones finish (or are handed back), then goodbye.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import operator
 import os
 import socket
 import time
@@ -55,6 +57,11 @@ INLINE_MAX_ITEMS = 64
 INLINE_MAX_BYTES = 4096
 #: ... and when they are expected to take less than this (the loop serves heartbeats).
 INLINE_BUDGET_S = 0.001
+#: Larger morsels of a per-item function measured cheaper than this per item skip the engine:
+#: they run on the worker's one "direct" thread. At this cost the engine would run them inline
+#: anyway (processes cannot win back their pickling), so its planning, re-slicing into
+#: sub-morsels and thread hops would be pure overhead.
+DIRECT_MAX_ITEM_S = 2e-6
 
 
 class _FatalRefusal(Exception):
@@ -94,6 +101,7 @@ class Worker:
         self._funcs: OrderedDict[str, Any] = OrderedDict()
         self._item_cost: dict[str, float] = {}  # job id -> seconds per item, measured
         self._outbox: list[m.Message] = []
+        self._direct: concurrent.futures.ThreadPoolExecutor | None = None
         self._outbox_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fatal: SabotError | None = None
@@ -120,7 +128,9 @@ class Worker:
         from ..engine.local_engine import LocalEngine
         from ..http.server import HttpApi
 
-        self.engine = LocalEngine(config, node=self.node_id)
+        # isolate: a user function that crashes takes down a pool process, not this worker;
+        # record_metrics=False: this worker counts items and morsels itself.
+        self.engine = LocalEngine(config, node=self.node_id, isolate=True, record_metrics=False)
         self._cpu = CpuSampler(self.cores)
         self.metrics.set_load_source(self._load)
         self.http = HttpApi(config, WorkerBackend(self), self.metrics)
@@ -185,6 +195,9 @@ class Worker:
         if self.engine is not None:
             await self.engine.close()
             self.engine = None
+        if self._direct is not None:
+            self._direct.shutdown(wait=True)
+            self._direct = None
         self.metrics.set_load_source(None)
         log.info("worker %s stopped", self.node_id)
 
@@ -274,7 +287,7 @@ class Worker:
                  asyncio.ensure_future(self._heartbeat_loop()),
                  asyncio.ensure_future(self._send_loop())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
         finally:
@@ -398,48 +411,75 @@ class Worker:
         return True
 
     def _run_inline(self, msg: m.Assign) -> bool:
-        """Run a tiny morsel of a per-item function right here: for a few items the engine's
-        planning costs more than the work. False when the morsel is not such a case."""
-        if msg.encoding != "msgpack" or len(msg.data) > INLINE_MAX_BYTES:
+        """Run a morsel of a cheap per-item function without the engine: a tiny one right
+        here on the loop (for a few items the engine's planning costs more than the work), a
+        bigger one on the direct thread. False when the morsel is not such a case."""
+        if msg.encoding not in ("msgpack", "pickle"):
             return False
+        tiny = msg.encoding == "msgpack" and len(msg.data) <= INLINE_MAX_BYTES
+        cost = self._item_cost.get(msg.job_id)
+        if not tiny and (cost is None or cost > DIRECT_MAX_ITEM_S):
+            return False  # unmeasured or costly: the engine measures and plans it
         t0 = time.perf_counter()
         try:
             func = self._function(msg)
             spec = resolve_function(func)
             if spec.kind != ITEM:
                 return False
+            if not tiny:
+                self._running[(msg.job_id, msg.morsel)] = asyncio.ensure_future(
+                    self._run_direct(msg, spec.func))
+                return True
             data = payload.decode_value(msg.encoding, msg.data)
             if len(data) > INLINE_MAX_ITEMS:
                 return False
             # Only work known to be cheap may hold the loop: a built-in processor, or a
-            # function whose earlier morsels of this job measured cheap on the engine.
+            # function whose earlier morsels of this job measured cheap.
             if not (isinstance(func, str) and getattr(spec.func, "__module__", "") ==
                     "sabot.processors"):
-                cost = self._item_cost.get(msg.job_id)
                 if cost is None or cost * len(data) > INLINE_BUDGET_S:
                     return False
-            f = spec.func
-            out = []
-            for i, item in enumerate(data):
-                try:
-                    out.append(f(item))
-                except Exception as exc:
-                    raise ProcessingError(f"item {i} failed: {type(exc).__name__}: {exc}",
-                                          index=i, original=exc) from exc
-            encoding, blob = payload.encode_items(out)
+            encoding, blob, _ = _apply_items(spec.func, data)
         except Exception as exc:
             self._morsels_failed += 1
             self.metrics.record_morsel(time.perf_counter() - t0, "failed")
             self._post(self._failure(msg, exc))
             return True
-        elapsed = time.perf_counter() - t0
-        self._items_done += len(data)
-        self._morsels_done += 1
-        self.metrics.record_items(len(data))
-        self.metrics.record_morsel(elapsed)
-        self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, len(data), encoding, blob,
-                                  elapsed))
+        self._done(msg, len(data), encoding, blob, time.perf_counter() - t0)
         return True
+
+    async def _run_direct(self, msg: m.Assign, func: Any) -> None:
+        """A morsel of a function measured cheap: decode, apply, encode in one hop to the
+        direct thread (one thread, so morsels do not fight over the GIL)."""
+        key = (msg.job_id, msg.morsel)
+        t0 = time.perf_counter()
+        try:
+            if self._direct is None:
+                self._direct = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="sabot-direct")
+            encoding, blob, items = await asyncio.get_running_loop().run_in_executor(
+                self._direct, _decode_apply_encode, func, msg.encoding, msg.data)
+            elapsed = time.perf_counter() - t0
+            self._item_cost[msg.job_id] = elapsed / max(1, items)
+            self._done(msg, items, encoding, blob, elapsed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._morsels_failed += 1
+            self.metrics.record_morsel(time.perf_counter() - t0, "failed")
+            self._post(self._failure(msg, exc))
+        finally:
+            if self._running.get(key) is asyncio.current_task():
+                del self._running[key]
+
+    def _done(self, msg: m.Assign, items: int, encoding: str, blob: bytes,
+              elapsed: float) -> None:
+        self._items_done += items
+        self._morsels_done += 1
+        self.metrics.record_items(items)
+        self.metrics.record_morsel(elapsed)
+        self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, items, encoding, blob,
+                                  elapsed))
 
     async def _heartbeat_loop(self) -> None:
         period = self.config.heartbeat_s
@@ -543,6 +583,27 @@ class Worker:
             "coordinator": f"{self.config.coordinator_host}:{self.config.coordinator_port}",
             "draining": self._draining,
         }
+
+
+def _apply_items(func: Any, data: list[Any]) -> tuple[str, bytes, int]:
+    """``func`` over every item, encoded; ProcessingError names the failing item."""
+    it = iter(data)
+    try:
+        out = [func(item) for item in it]
+    except Exception as exc:
+        # A list iterator knows how many items it has left: the failing one is the last taken.
+        i = len(data) - operator.length_hint(it) - 1
+        raise ProcessingError(f"item {i} failed: {type(exc).__name__}: {exc}",
+                              index=i, original=exc) from exc
+    encoding, blob = payload.encode_items(out)
+    return encoding, blob, len(data)
+
+
+def _decode_apply_encode(func: Any, encoding: str, data: bytes) -> tuple[str, bytes, int]:
+    items = payload.decode_value(encoding, data)
+    if not isinstance(items, list):
+        items = list(items)
+    return _apply_items(func, items)
 
 
 async def _encode(out: Any) -> tuple[str, bytes]:

@@ -148,6 +148,16 @@ void UpdateState(AggState &state, AggKind kind, AccumInput input, const void *da
 	generic_isa::UpdateStateImpl(state, kind, input, data, live, n);
 }
 
+void UpdateGroupedRows(AggState *states, AggKind kind, AccumInput input, const void *data, const int32_t *rows,
+                       int64_t count, const uint32_t *ids) {
+#ifdef SABOT_AVX2_AGGREGATES
+	if (UseAvx2()) {
+		return avx2_isa::UpdateGroupedRowsImpl(states, kind, input, data, rows, count, ids);
+	}
+#endif
+	generic_isa::UpdateGroupedRowsImpl(states, kind, input, data, rows, count, ids);
+}
+
 void UpdateGroupedStates(AggState *states, AggKind kind, AccumInput input, const void *data, const uint8_t *live,
                          const uint32_t *ids, int64_t n) {
 #ifdef SABOT_AVX2_AGGREGATES

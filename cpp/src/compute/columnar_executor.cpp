@@ -867,12 +867,18 @@ std::shared_ptr<arrow::Table> AggregatePlan::Execute(const ColumnarInput &input,
 				const AggKind kind = agg.spec.kind;
 				AggState *states = wa.groups[a].data();
 				if (kind == AggKind::kCountAll) {
-					UpdateGroupedStates(states, kind, agg.input, nullptr, sel, ids, n);
+					UpdateGroupedRows(states, kind, agg.input, nullptr, rows, count, ids);
 					continue;
 				}
 				const CompiledExpr &value = *agg.value;
 				if (value.fused) {
 					ChunkView v = value.fused->Evaluate(ws.Frame(a, *value.fused), batch, m.offset + r, n, sel);
+					if (v.valid == nullptr) {
+						// Every value is valid: the selected rows gathered above are the live rows.
+						UpdateGroupedRows(states, kind, agg.input, kind == AggKind::kCount ? nullptr : v.data, rows, count,
+						                  ids);
+						continue;
+					}
 					const uint8_t *live = CombineLive(v.valid, sel, n, ws.live.data());
 					UpdateGroupedStates(states, kind, agg.input, kind == AggKind::kCount ? nullptr : v.data, live, ids,
 					                    n);

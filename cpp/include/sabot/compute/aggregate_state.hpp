@@ -61,6 +61,9 @@ void UpdateState(AggState &state, AggKind kind, AccumInput input, const void *da
 //! Fold n values into states[ids[i]] for every live row i.
 void UpdateGroupedStates(AggState *states, AggKind kind, AccumInput input, const void *data, const uint8_t *live,
                          const uint32_t *ids, int64_t n);
+//! Fold the rows rows[0..count) (already known to be live) into states[ids[row]].
+void UpdateGroupedRows(AggState *states, AggKind kind, AccumInput input, const void *data, const int32_t *rows,
+                       int64_t count, const uint32_t *ids);
 //! Merge `from` into `into`.
 void MergeState(AggState &into, const AggState &from);
 //! The results of `states` (one row each) as an array of AggResultType(kind, input_type).

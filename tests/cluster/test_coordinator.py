@@ -129,6 +129,31 @@ def test_poison_item_fails_the_job_after_max_attempts_with_its_error(shared_clus
     assert "after 3 attempt(s)" in text
 
 
+def _slow_then_poison(x):
+    import time as t
+
+    t.sleep(0.0005)  # costly enough that the worker hands the morsel's rest to its engine
+    return 1 // (x - 350)
+
+
+def test_costly_function_failing_after_the_sampled_items_names_the_item(shared_cluster):
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            good = await c.submit(list(range(300)), _slow_then_poison, morsel_items=300)
+            ok = await c.result(good, timeout=60)
+            job = await c.submit(list(range(400)), _slow_then_poison, morsel_items=400)
+            with pytest.raises(JobFailedError) as err:
+                await c.result(job, timeout=60)
+            return ok, err.value
+        finally:
+            await c.stop()
+
+    ok, error = asyncio.run(main())
+    assert ok == [1 // (x - 350) for x in range(300)]
+    assert "ZeroDivisionError" in str(error) and "item 350" in str(error)
+
+
 def test_stream_result_yields_items_in_order(shared_cluster):
     async def main():
         c = shared_cluster.handle()

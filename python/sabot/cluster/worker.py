@@ -21,6 +21,7 @@ import time
 import traceback
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -57,11 +58,17 @@ INLINE_MAX_ITEMS = 64
 INLINE_MAX_BYTES = 4096
 #: ... and when they are expected to take less than this (the loop serves heartbeats).
 INLINE_BUDGET_S = 0.001
-#: Larger morsels of a per-item function measured cheaper than this per item skip the engine:
-#: they run on the worker's one "direct" thread. At this cost the engine would run them inline
-#: anyway (processes cannot win back their pickling), so its planning, re-slicing into
-#: sub-morsels and thread hops would be pure overhead.
+#: Larger morsels of a per-item function cheaper than this per item skip the engine: they run
+#: on the worker's "direct" threads. At this cost processes cannot win back the pickling of
+#: items and results, so the engine's planning, re-slicing into sub-morsels and thread hops
+#: would be pure overhead (and on a busy machine its sampler can pick processes anyway).
 DIRECT_MAX_ITEM_S = 2e-6
+#: The first list morsel of a job times the function on its first items (at most this many,
+#: and for at most DIRECT_SAMPLE_S) to learn which path the job's morsels take.
+DIRECT_SAMPLE_ITEMS = 256
+DIRECT_SAMPLE_S = 0.002
+#: Sampled items (over one or more morsels) that settle a job's path.
+DIRECT_VERDICT_ITEMS = 8
 
 
 class _FatalRefusal(Exception):
@@ -99,7 +106,10 @@ class Worker:
         self._sender = Sender()
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._funcs: OrderedDict[str, Any] = OrderedDict()
-        self._item_cost: dict[str, float] = {}  # job id -> seconds per item, measured
+        # job id -> the function's own seconds per item, sampled on the job's first list morsel
+        self._cost: dict[str, float] = {}
+        # job id -> per-item times sampled so far, until there are enough for a verdict
+        self._samples: dict[str, list[float]] = {}
         self._outbox: list[m.Message] = []
         self._direct: concurrent.futures.ThreadPoolExecutor | None = None
         self._outbox_event = asyncio.Event()
@@ -411,34 +421,36 @@ class Worker:
         return True
 
     def _run_inline(self, msg: m.Assign) -> bool:
-        """Run a morsel of a cheap per-item function without the engine: a tiny one right
-        here on the loop (for a few items the engine's planning costs more than the work), a
-        bigger one on the direct thread. False when the morsel is not such a case."""
+        """Run a list morsel of a per-item function without the engine: a tiny one of a
+        function known to be cheap right here on the loop (for a few items the engine's
+        planning costs more than the work), others on a direct thread, which samples the
+        function first when its cost is unknown. False for morsels the engine must plan:
+        other encodings and function kinds, and functions sampled costly."""
         if msg.encoding not in ("msgpack", "pickle"):
             return False
-        tiny = msg.encoding == "msgpack" and len(msg.data) <= INLINE_MAX_BYTES
-        cost = self._item_cost.get(msg.job_id)
-        if not tiny and (cost is None or cost > DIRECT_MAX_ITEM_S):
-            return False  # unmeasured or costly: the engine measures and plans it
+        cost = self._cost.get(msg.job_id)
+        if cost is not None and cost > DIRECT_MAX_ITEM_S:
+            return False  # costly: the engine plans it (processes, several cores)
         t0 = time.perf_counter()
         try:
             func = self._function(msg)
             spec = resolve_function(func)
             if spec.kind != ITEM:
                 return False
-            if not tiny:
+            builtin = isinstance(func, str) and getattr(spec.func, "__module__", "") == \
+                "sabot.processors"
+            data: Any = None
+            if msg.encoding == "msgpack" and len(msg.data) <= INLINE_MAX_BYTES and (
+                    builtin or cost is not None):
+                data = payload.decode_value(msg.encoding, msg.data)
+                # Only work known to be cheap may hold the loop.
+                if len(data) > INLINE_MAX_ITEMS or (
+                        not builtin and cost is not None and cost * len(data) > INLINE_BUDGET_S):
+                    data = None
+            if data is None:
                 self._running[(msg.job_id, msg.morsel)] = asyncio.ensure_future(
                     self._run_direct(msg, spec.func))
                 return True
-            data = payload.decode_value(msg.encoding, msg.data)
-            if len(data) > INLINE_MAX_ITEMS:
-                return False
-            # Only work known to be cheap may hold the loop: a built-in processor, or a
-            # function whose earlier morsels of this job measured cheap.
-            if not (isinstance(func, str) and getattr(spec.func, "__module__", "") ==
-                    "sabot.processors"):
-                if cost is None or cost * len(data) > INLINE_BUDGET_S:
-                    return False
             encoding, blob, _ = _apply_items(spec.func, data)
         except Exception as exc:
             self._morsels_failed += 1
@@ -449,19 +461,43 @@ class Worker:
         return True
 
     async def _run_direct(self, msg: m.Assign, func: Any) -> None:
-        """A morsel of a function measured cheap: decode, apply, encode in one hop to the
-        direct thread (one thread, so morsels do not fight over the GIL)."""
+        """A list morsel of a per-item function not known to be costly: decode, apply and
+        encode in one hop to a direct thread. When the job's cost is unknown the first items
+        are timed; if they are costly the rest of the morsel goes to the engine (the sampled
+        results are kept)."""
         key = (msg.job_id, msg.morsel)
         t0 = time.perf_counter()
         try:
             if self._direct is None:
+                # A thread per slot: no morsel ever waits behind another one (a hung item
+                # holds only its own morsel, which the coordinator times out and retries).
                 self._direct = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="sabot-direct")
-            encoding, blob, items = await asyncio.get_running_loop().run_in_executor(
-                self._direct, _decode_apply_encode, func, msg.encoding, msg.data)
-            elapsed = time.perf_counter() - t0
-            self._item_cost[msg.job_id] = elapsed / max(1, items)
-            self._done(msg, items, encoding, blob, elapsed)
+                    self.slots, thread_name_prefix="sabot-direct")
+            sample = msg.job_id not in self._cost
+            done = await asyncio.get_running_loop().run_in_executor(
+                self._direct, _direct_morsel, func, msg.encoding, msg.data, sample)
+            if done.times and msg.job_id not in self._cost:
+                times = self._samples.setdefault(msg.job_id, [])
+                times.extend(done.times)
+                if len(times) >= DIRECT_VERDICT_ITEMS:
+                    self._cost[msg.job_id] = _median(times)
+                    del self._samples[msg.job_id]
+                    while len(self._cost) > _FUNC_CACHE:
+                        self._cost.pop(next(iter(self._cost)))
+                while len(self._samples) > _FUNC_CACHE:
+                    self._samples.pop(next(iter(self._samples)))
+            if done.rest is not None:
+                try:
+                    out = await self.engine.process(done.rest, self._function(msg))
+                except ProcessingError as exc:
+                    if exc.index is not None:
+                        exc.index += len(done.head)
+                    raise
+                encoding, blob = await _encode(done.head + list(out))
+                items = len(done.head) + len(done.rest)
+            else:
+                encoding, blob, items = done.encoding, done.blob, done.items
+            self._done(msg, items, encoding, blob, time.perf_counter() - t0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -506,9 +542,6 @@ class Worker:
             out = await self.engine.process(data, func)
             encoding, blob = await _encode(out)
             elapsed = time.perf_counter() - t0
-            self._item_cost[msg.job_id] = elapsed / max(1, items)
-            while len(self._item_cost) > _FUNC_CACHE:
-                self._item_cost.pop(next(iter(self._item_cost)))
             self._items_done += items
             self._morsels_done += 1
             self.metrics.record_items(items)
@@ -587,23 +620,75 @@ class Worker:
 
 def _apply_items(func: Any, data: list[Any]) -> tuple[str, bytes, int]:
     """``func`` over every item, encoded; ProcessingError names the failing item."""
+    encoding, blob = payload.encode_items(_apply(func, data))
+    return encoding, blob, len(data)
+
+
+@dataclass(slots=True)
+class _Direct:
+    """What the direct thread made of a morsel: its encoded result, or (``rest`` set) the
+    results of the sampled head and the items left for the engine."""
+
+    encoding: str = ""
+    blob: bytes = b""
+    items: int = 0
+    times: list[float] = field(default_factory=list)  # sampled seconds per item
+    head: list[Any] = field(default_factory=list)
+    rest: list[Any] | None = None
+
+
+def _direct_morsel(func: Any, encoding: str, data: bytes, sample: bool) -> _Direct:
+    items = payload.decode_value(encoding, data)
+    if not isinstance(items, list):
+        items = list(items)
+    if not sample:
+        enc, blob, n = _apply_items(func, items)
+        return _Direct(enc, blob, n)
+    head: list[Any] = []
+    times: list[float] = []
+    clock = time.perf_counter
+    t0 = last = clock()
+    limit = min(len(items), DIRECT_SAMPLE_ITEMS)
+    while len(head) < limit:
+        i = len(head)
+        try:
+            head.append(func(items[i]))
+        except Exception as exc:
+            raise ProcessingError(f"item {i} failed: {type(exc).__name__}: {exc}",
+                                  index=i, original=exc) from exc
+        now = clock()
+        times.append(now - last)
+        last = now
+        if now - t0 > DIRECT_SAMPLE_S:
+            break
+    n = len(head)
+    # The median item: on a busy machine a preemption lengthens one item, not most of them
+    # (a function that sleeps or computes for long lengthens them all). A handful of items
+    # decide only when they alone used up the sampling time.
+    if n < len(items) and _median(times) > DIRECT_MAX_ITEM_S and (
+            n >= DIRECT_VERDICT_ITEMS or last - t0 > DIRECT_SAMPLE_S):
+        return _Direct(times=times, head=head, rest=items[n:])
+    tail = _apply(func, items, n)
+    enc, blob = payload.encode_items(head + tail)
+    return _Direct(enc, blob, len(items), times)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
+def _apply(func: Any, data: list[Any], start: int = 0) -> list[Any]:
+    """``func`` over ``data[start:]``; ProcessingError names the failing item."""
     it = iter(data)
+    if start:
+        it = iter(data[start:])
     try:
-        out = [func(item) for item in it]
+        return [func(item) for item in it]
     except Exception as exc:
         # A list iterator knows how many items it has left: the failing one is the last taken.
         i = len(data) - operator.length_hint(it) - 1
         raise ProcessingError(f"item {i} failed: {type(exc).__name__}: {exc}",
                               index=i, original=exc) from exc
-    encoding, blob = payload.encode_items(out)
-    return encoding, blob, len(data)
-
-
-def _decode_apply_encode(func: Any, encoding: str, data: bytes) -> tuple[str, bytes, int]:
-    items = payload.decode_value(encoding, data)
-    if not isinstance(items, list):
-        items = list(items)
-    return _apply_items(func, items)
 
 
 async def _encode(out: Any) -> tuple[str, bytes]:

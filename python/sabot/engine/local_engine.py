@@ -485,11 +485,10 @@ class LocalEngine:
             self._active_isolated -= 1
 
     def _isolated_pool_size(self, workers: int) -> int:
-        # Every call in flight gets at least one process of its own, so a function that hangs
-        # in one call does not hold up the others (a cluster worker runs several morsels at
-        # once); capped like a cluster worker's slots.
-        cap = 2 * self.controller.max_workers + 2
-        return max(workers, min(cap, self._active_isolated))
+        # With several calls in flight (a cluster worker runs several morsels at once), one
+        # spare process: a function that hangs in one call does not hold up all the others,
+        # and the cores are not oversubscribed by more than one process.
+        return max(workers, min(workers + 1, self._active_isolated))
 
     async def _run_isolated_call(self, src: Source, spec: FunctionSpec) -> tuple[Any, int]:
         n = len(src)

@@ -11,13 +11,19 @@ is stored before its job is reported complete, without a commit per morsel. With
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA_VERSION = 1
+#: Least time between two WAL checkpoints.
+_CHECKPOINT_EVERY_S = 0.2
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,6 +110,11 @@ class Journal:
                 f"journal {self.path} has schema {row[0]}, this Sabot writes {SCHEMA_VERSION}: "
                 "point SABOT_DATA_DIR at another directory or remove the file")
         self._in_tx = False
+        # Checkpoints (copying the WAL into the database file, with an fsync under
+        # synchronous=NORMAL) run on a thread of their own, so the core thread's commits only
+        # append to the WAL; they cost it most of the time a big job's journal took.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _Checkpointer(self.path)
 
     # -- transactions -----------------------------------------------------------------------
     def _begin(self) -> None:
@@ -119,9 +130,11 @@ class Journal:
         if self._in_tx:
             self._db.execute("COMMIT")
             self._in_tx = False
+            self._checkpointer.poke()
 
     def close(self) -> None:
         self.commit()
+        self._checkpointer.stop()
         self._db.close()
 
     # -- writes (inside the current transaction) ----------------------------------------------
@@ -218,6 +231,44 @@ class Journal:
     def recent_jobs(self, limit: int) -> list[JobRow]:
         return [JobRow(*r) for r in self._db.execute(
             "SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
+
+
+class _Checkpointer:
+    """A thread with its own connection that checkpoints the WAL after commits (at most every
+    _CHECKPOINT_EVERY_S). PASSIVE checkpoints never block the writer; a commit is durable once
+    it is in the WAL, so when checkpoints run changes nothing a reader or a restart sees."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sabot-journal-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                self._wake.wait()
+                if self._stopping.is_set():
+                    return
+                self._wake.clear()
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # the next commit pokes again
+                    log.debug("journal checkpoint failed: %s", exc)
+                self._stopping.wait(_CHECKPOINT_EVERY_S)
+        finally:
+            db.close()
 
 
 def now() -> float:

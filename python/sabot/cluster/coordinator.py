@@ -312,6 +312,7 @@ class CoordinatorCore(threading.Thread):
         # _COMMIT_EVERY_S apart: a crash then costs re-running those morsels, never a result a
         # client has seen.
         if self._need_commit or now - self._last_commit >= _COMMIT_EVERY_S:
+            self._flush_to_workers()
             self._store_results()
             self.journal.commit()
             self._need_commit = False
@@ -443,6 +444,30 @@ class CoordinatorCore(threading.Thread):
             self._need_commit = True
         self._out.append((target, msg))
 
+    def _flush_to_workers(self) -> None:
+        """Send what registered workers get (assignments, cancels, acks: nothing a client can
+        see) before the commit, so they start on a new job's morsels while its input is still
+        being journaled. If the coordinator dies before the commit, the job was never
+        acknowledged and their results are ignored as unknown. Per-peer order is kept."""
+        keep: list[tuple[Target, m.Message]] = []
+        held: set[bytes] = set()
+        for target, msg in self._out:
+            if (isinstance(target, bytes) and target not in held
+                    and isinstance(msg, _NO_COMMIT_NEEDED) and target in self._by_peer):
+                self._send_frame(target, msg)
+            else:
+                if isinstance(target, bytes):
+                    held.add(target)
+                keep.append((target, msg))
+        self._out = keep
+
+    def _send_frame(self, target: bytes, msg: m.Message) -> None:
+        try:
+            self.router.send_multipart([target, *self._sender.encode(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # The peer is gone (EHOSTUNREACH); heartbeats deal with workers.
+            log.debug("dropping %s to a gone peer: %s", msg.OP, exc)
+
     def _flush(self) -> None:
         out, self._out = self._out, []
         for target, msg in out:
@@ -450,11 +475,7 @@ class CoordinatorCore(threading.Thread):
                 if not target.future.done():
                     target.future.set_result(msg)
                 continue
-            try:
-                self.router.send_multipart([target, *self._sender.encode(msg)], zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                # The peer is gone (EHOSTUNREACH); heartbeats deal with workers.
-                log.debug("dropping %s to a gone peer: %s", msg.OP, exc)
+            self._send_frame(target, msg)
 
     # -- message handlers ---------------------------------------------------------------------
     def _handle(self, peer: Target, msg: m.Message, version: int) -> None:

@@ -38,6 +38,9 @@ _INLINE_SPLIT_ITEMS = 50_000
 _PREFETCH_WAIT_MS = 5000
 #: Early result requests kept for jobs whose result() has not been asked for yet.
 _PREFETCH_KEEP = 256
+#: Jobs with at least this much input and more than one morsel have their results fetched as
+#: morsels finish, so decoding them overlaps with the workers' work instead of following it.
+_STREAM_BYTES = 1 << 20
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -75,6 +78,7 @@ class DistributedCoordinator:
         self._local: Coordinator | None = None
         self._client: ClusterClient | None = None
         self._prefetched: dict[str, asyncio.Future[m.Message]] = {}
+        self._big: dict[str, None] = {}  # recent jobs of this handle worth streaming
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> DistributedCoordinator:
@@ -185,6 +189,10 @@ class DistributedCoordinator:
             self._prefetched[job_id] = prefetch
             while len(self._prefetched) > _PREFETCH_KEEP:
                 self._prefetched.pop(next(iter(self._prefetched))).cancel()
+        elif sum(len(part[2]) for part in morsels) >= _STREAM_BYTES:
+            self._big[job_id] = None
+            while len(self._big) > _PREFETCH_KEEP:
+                self._big.pop(next(iter(self._big)))
         return reply.job_id
 
     async def status(self, job_id: str) -> dict[str, Any]:
@@ -240,7 +248,8 @@ class DistributedCoordinator:
                         payload.decode_value(enc, blob) for enc, _, blob in first.morsels])
         kind = "list"
         parts: list[Any] = []
-        async for batch in self._batches(job_id, timeout, until_done=True):
+        stream = self._big.pop(job_id, False) is None
+        async for batch in self._batches(job_id, timeout, until_done=not stream):
             kind = batch.result_kind
             for enc, _, blob in batch.morsels:
                 parts.append(payload.decode_value(enc, blob))

@@ -29,6 +29,9 @@ RESULT_KINDS = ("list", "numpy", "arrow-array", "arrow-table")
 
 #: Items sampled to estimate the encoded size of a list item.
 _SAMPLE = 256
+#: An input is cut into at least this many morsels when they can stay at least 1/16 of the
+#: morsel size: a job of a few morsels would leave workers idle and finish on its slowest one.
+MIN_MORSELS = 16
 
 
 class _NotPlain(Exception):
@@ -171,9 +174,12 @@ def split(data: Any, morsel_bytes: int, morsel_items: int | None = None
     return kind, morsels
 
 
-def _rows_per_morsel(total: int, nbytes: int, morsel_bytes: int) -> int:
+def _rows_per_morsel(total: int, nbytes: int, morsel_bytes: int, n: int | None = None) -> int:
+    """Rows per morsel for ``n`` rows (default ``total``) that take ``nbytes`` per ``total``."""
     per_item = max(1.0, nbytes / max(1, total))
-    return max(1, int(morsel_bytes / per_item))
+    step = max(1, int(morsel_bytes / per_item))
+    n = total if n is None else n
+    return max(1, min(step, max(step // 16, -(-n // MIN_MORSELS))))
 
 
 def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -> Iterator[Any]:
@@ -215,7 +221,7 @@ def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -
         sample = items[:_SAMPLE]
         enc = _pack_plain(sample)
         size = len(enc) if enc is not None else len(_pickle(sample))
-        step = _rows_per_morsel(len(sample), size, morsel_bytes) if sample else 1
+        step = _rows_per_morsel(len(sample), size, morsel_bytes, n) if sample else 1
     for i in range(0, n, step):
         yield items[i:i + step]
 

@@ -29,6 +29,8 @@ def publish(run_dir: Path, doc: Path = DOC, assets: Path = ASSETS) -> None:
         raise SystemExit(f"{doc} lacks the markers {BEGIN!r} ... {END!r}; add them where the"
                          " results belong")
     summary = summary_path.read_text()
+    # the run's output directory is a path on the measuring machine: keep it out of the docs
+    summary = re.sub(r"--out(\s+|=)\S+?(`|\s)", r"--out DIR\2", summary)
     rel = assets.relative_to(doc.parent).as_posix()
     # plots move to docs/performance/; headings nest one level under the page's own
     summary = re.sub(r"\]\(([^)/]+\.png)\)", lambda m: f"]({rel}/{m.group(1)})", summary)
@@ -42,5 +44,6 @@ def publish(run_dir: Path, doc: Path = DOC, assets: Path = ASSETS) -> None:
         old.unlink()
     for png in sorted(run_dir.glob("*.png")):
         shutil.copy2(png, assets / png.name)
-    shutil.copy2(run_dir / "raw.jsonl", assets / "raw.jsonl")
+    raw = (run_dir / "raw.jsonl").read_text()
+    (assets / "raw.jsonl").write_text(re.sub(r"--out(\s+|=)[^\s\"]+", r"--out DIR", raw))
     print(f"published {run_dir} into {doc} and {assets}/")

@@ -142,7 +142,11 @@ def test_worker_link_cut_mid_job_and_restored(netns: dict[str, str], tmp_path: P
                 time.sleep(0.2)
         finally:
             ip("link", "set", netns["vw"], "up", ns=netns["w"])
-        job = coordinator.wait_job(job_id, timeout=120)
+        try:
+            job = coordinator.wait_job(job_id, timeout=120)
+        except AssertionError as exc:
+            stats = coordinator.request("GET", "/stats").json
+            raise AssertionError(f"{exc}\nstats: {stats}\n{c.logs()}") from None
         assert job["status"] == "completed", job
         result = job["result"]
         expected = [procs.answer(x) for x in items]

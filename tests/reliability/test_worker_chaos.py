@@ -123,12 +123,12 @@ def run_chaos(cluster: Any, items_count: int, kills: int, variant: str) -> None:
 
 
 def test_kill9_random_workers_during_a_long_job(cluster: Any) -> None:
-    run_chaos(cluster, items_count=2500, kills=4, variant="ci")
+    run_chaos(cluster, items_count=4000, kills=4, variant="ci")
 
 
 @pytest.mark.slow
 def test_kill9_random_workers_20_times(cluster: Any) -> None:
-    run_chaos(cluster, items_count=9000, kills=20, variant="slow")
+    run_chaos(cluster, items_count=20000, kills=20, variant="slow")
 
 
 def test_frozen_worker_is_requeued_and_rejoins(cluster: Any) -> None:

@@ -437,8 +437,7 @@ def _one_run(engine: Engine, case: Case, row: dict[str, Any], live: list[Engine]
         log(f"  {case.name} / {engine.name}: failed: {error_text(exc)}")
         _debug_trace()
         live.remove(engine)
-        if engine.ready:  # shared: leave it out of the following cases too
-            engine.setup_error = f"an earlier case failed: {error_text(exc)}"
+        # a failed engine may be broken: stop it; a shared one is started afresh by the next case
         _safe_teardown(engine)
         engine.ready = False
         return

@@ -257,6 +257,8 @@ class SabotLauncherEngine(ItemEngine):
         except Exception:
             return {}
         out = {}
+        if ctl.get("reason"):
+            out["controller_reason"] = str(ctl["reason"])[:200]
         if "executor" in ctl:
             out["executor"] = ctl["executor"]
             if ctl["executor"] not in ("inline",) and "workers" in ctl:

@@ -106,10 +106,13 @@ class Worker:
         self._sender = Sender()
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._funcs: OrderedDict[str, Any] = OrderedDict()
-        # job id -> the function's own seconds per item, sampled on the job's first list morsel
-        self._cost: dict[str, float] = {}
-        # job id -> per-item times sampled so far, until there are enough for a verdict
-        self._samples: dict[str, list[float]] = {}
+        # Keyed by the function (its pickle, or a processor's name), not the job, so that jobs
+        # submitted again and again with the same function (small jobs) skip both unpickling
+        # and sampling:
+        self._job_func: OrderedDict[str, bytes | str] = OrderedDict()  # job id -> key
+        self._loaded: OrderedDict[bytes, Any] = OrderedDict()  # pickle -> function
+        self._cost: dict[bytes | str, float] = {}  # the function's own seconds per item
+        self._samples: dict[bytes | str, list[float]] = {}  # until enough for a verdict
         self._outbox: list[m.Message] = []
         self._direct: concurrent.futures.ThreadPoolExecutor | None = None
         self._outbox_event = asyncio.Event()
@@ -428,7 +431,9 @@ class Worker:
         other encodings and function kinds, and functions sampled costly."""
         if msg.encoding not in ("msgpack", "pickle"):
             return False
-        cost = self._cost.get(msg.job_id)
+        if msg.func_pickle is not None:
+            self._remember_func(msg.job_id, bytes(msg.func_pickle))
+        cost = self._cost.get(self._func_key(msg))
         if cost is not None and cost > DIRECT_MAX_ITEM_S:
             return False  # costly: the engine plans it (processes, several cores)
         t0 = time.perf_counter()
@@ -473,15 +478,16 @@ class Worker:
                 # holds only its own morsel, which the coordinator times out and retries).
                 self._direct = concurrent.futures.ThreadPoolExecutor(
                     self.slots, thread_name_prefix="sabot-direct")
-            sample = msg.job_id not in self._cost
+            fkey = self._func_key(msg)
+            sample = fkey not in self._cost
             done = await asyncio.get_running_loop().run_in_executor(
                 self._direct, _direct_morsel, func, msg.encoding, msg.data, sample)
-            if done.times and msg.job_id not in self._cost:
-                times = self._samples.setdefault(msg.job_id, [])
+            if done.times and fkey not in self._cost:
+                times = self._samples.setdefault(fkey, [])
                 times.extend(done.times)
                 if len(times) >= DIRECT_VERDICT_ITEMS:
-                    self._cost[msg.job_id] = _median(times)
-                    del self._samples[msg.job_id]
+                    self._cost[fkey] = _median(times)
+                    del self._samples[fkey]
                     while len(self._cost) > _FUNC_CACHE:
                         self._cost.pop(next(iter(self._cost)))
                 while len(self._samples) > _FUNC_CACHE:
@@ -569,14 +575,33 @@ class Worker:
         return m.MorselFailed(msg.job_id, msg.morsel, msg.attempt, type(exc).__name__, str(exc),
                               tb, None)
 
+    def _remember_func(self, job_id: str, key: bytes) -> None:
+        self._job_func[job_id] = key
+        self._job_func.move_to_end(job_id)
+        while len(self._job_func) > _FUNC_CACHE:
+            self._job_func.popitem(last=False)
+
+    def _func_key(self, msg: m.Assign) -> bytes | str:
+        return self._job_func.get(msg.job_id, msg.func_name)
+
     def _function(self, msg: m.Assign) -> Any:
         if msg.func_pickle is None:
             cached = self._funcs.get(msg.job_id)
             if cached is None:
                 return msg.func_name  # a named processor: the engine looks it up
         else:
-            cached = self._load_function(msg)
+            key = bytes(msg.func_pickle)
+            cached = self._loaded.get(key)
+            if cached is None:
+                cached = self._load_function(msg)
+                if not isinstance(cached, BaseException):  # a module may be installed later
+                    self._loaded[key] = cached
+                    while len(self._loaded) > _FUNC_CACHE:
+                        self._loaded.popitem(last=False)
+            else:
+                self._loaded.move_to_end(key)
             self._funcs[msg.job_id] = cached
+            self._remember_func(msg.job_id, key)
             while len(self._funcs) > _FUNC_CACHE:
                 self._funcs.popitem(last=False)
         self._funcs.move_to_end(msg.job_id)

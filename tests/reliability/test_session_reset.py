@@ -69,10 +69,6 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
     c.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cluster bug: CoordinatorCore._register (python/sabot/cluster/coordinator.py) keeps "
-    "node.inflight when a known worker says hello from a new session, so morsels sent to the "
-    "old session stay 'running' forever (with SABOT_MORSEL_TIMEOUT_S=0, the default)"))
 def test_morsels_of_a_reset_session_are_handed_out_again(cluster: Any) -> None:
     info = cluster.coordinator.request("GET", "/cluster").json
     endpoint = f"tcp://127.0.0.1:{info['zmq_port']}"

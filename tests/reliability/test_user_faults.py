@@ -54,15 +54,7 @@ def faulty_items(kind: str) -> list[str]:
     return items
 
 
-_CRASH_REASON = (
-    "worker bug: the first attempt of a crashing function runs inside the worker daemon itself "
-    "(the engine starts inline), so os._exit / a segfault kills that worker node; it is marked "
-    "dead and never comes back (python/sabot/cluster/worker.py + engine executor choice)")
-
-
-@pytest.mark.parametrize("kind", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=_CRASH_REASON))
-    if k in ("exit", "segv") else k for k in FAULTS])
+@pytest.mark.parametrize("kind", list(FAULTS))
 def test_faulty_function_fails_its_job_only(cluster: Any, kind: str) -> None:
     procs = nodes.chaos_procs()
     bad_id = cluster.coordinator.submit(faulty_items(kind), "chaos_fault")

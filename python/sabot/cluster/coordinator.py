@@ -545,6 +545,11 @@ class CoordinatorCore(threading.Thread):
                 slots, slots
             node.processors = [str(p) for p in msg.processors]
             node.funcs_sent.clear()
+            # A new session does not carry the old one's morsels: hand them out again (a late
+            # result from the old session is then a duplicate, and ignored).
+            for key in list(node.inflight):
+                self._requeue(node, key, refund=True,
+                              reason=f"worker {node.node_id} started a new session")
             if node.state != "alive":
                 log.info("worker %s is back (was %s)", node.node_id, node.state)
             node.state = "alive"

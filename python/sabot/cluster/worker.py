@@ -444,6 +444,10 @@ class Worker:
                 return False
             builtin = isinstance(func, str) and getattr(spec.func, "__module__", "") == \
                 "sabot.processors"
+            if not builtin:
+                # User code runs only in the engine's isolated pool processes: an os._exit or a
+                # segfault there kills a pool process (retried), never this worker node.
+                return False
             data: Any = None
             if msg.encoding == "msgpack" and len(msg.data) <= INLINE_MAX_BYTES and (
                     builtin or cost is not None):

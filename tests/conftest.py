@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,3 +54,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+def _load_nodes() -> Any:
+    # pytest's importlib mode puts no test directory on sys.path: load the shared node helper
+    # (tests/nodes.py) by path once, as ``sabot_test_nodes``, for the test modules to import.
+    name = "sabot_test_nodes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "nodes.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+nodes = _load_nodes()
+
+
+@pytest.fixture
+def inproc_node(tmp_path: Path) -> Iterator[Any]:
+    """An in-process HTTP node (HttpApi + LocalBackend on a free loopback port)."""
+    node = nodes.InProcessNode(tmp_path / "node")
+    yield node
+    node.stop()

@@ -3,11 +3,9 @@ coordinator and two workers as daemons on loopback (tests/nodes.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def _load_nodes() -> Any:
-    # pytest's importlib mode puts no test directory on sys.path: load the shared helper by path.
-    name = "sabot_test_nodes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "nodes.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-nodes = _load_nodes()
+import sabot_test_nodes as nodes  # registered by tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -310,7 +310,8 @@ def test_coordinator_catches_an_item_count_lie(cluster: Any, attacker: Attacker)
               st.dictionaries(st.text(max_size=20), st.one_of(
                   st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(),
                   st.text(max_size=30),
-                  st.binary(max_size=30), st.lists(st.integers(), max_size=5)), max_size=8)),
+                  st.binary(max_size=30),
+                  st.lists(st.integers(-2**63, 2**64 - 1), max_size=5)), max_size=8)),
 ), min_size=1, max_size=3))
 def test_hypothesis_frames_to_the_coordinator(shared_target: dict[str, Any],
                                               frames: list[bytes]) -> None:

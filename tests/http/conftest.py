@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import threading
@@ -24,16 +23,6 @@ import pytest
 from sabot.config import Config, load_config
 from sabot.http.local_backend import LocalBackend
 from sabot.http.server import HttpApi
-
-
-@pytest.fixture(autouse=True)
-def _slow_gate(request: pytest.FixtureRequest) -> None:
-    """Long variants (@pytest.mark.slow) run with ``-m slow`` or SABOT_SLOW=1, as in the other
-    test directories; the default run (CI) takes the short forms."""
-    if request.node.get_closest_marker("slow"):
-        expr = str(request.config.getoption("markexpr", "") or "")
-        if os.environ.get("SABOT_SLOW") != "1" and not ("slow" in expr and "not slow" not in expr):
-            pytest.skip("long variant: run with -m slow or SABOT_SLOW=1")
 
 
 class Gate:

@@ -461,3 +461,18 @@ def slow_enabled(config: Any) -> bool:
 __all__ = ["free_port", "child_env", "http", "HttpReply", "HttpClient", "NodeProcess", "Cluster",
            "InProcessNode", "slow_enabled", "record", "chaos_procs", "REPO", "PYTHON_DIR",
            "CHAOS_SETTINGS", "RESULTS_FILE"]
+
+
+def curve_dealer(endpoint: str, keys: Any) -> tuple[Any, Any, int]:
+    """A CURVE-authenticated DEALER connected to a coordinator's ZeroMQ endpoint, for tests that
+    speak the wire protocol by hand: (context, socket, a fresh odd session id)."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.curve_serverkey = keys.server_public
+    sock.curve_publickey = keys.client_public
+    sock.curve_secretkey = keys.client_secret
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return ctx, sock, int.from_bytes(os.urandom(8), "big") | 1

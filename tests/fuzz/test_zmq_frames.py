@@ -62,14 +62,7 @@ class Attacker:
     """A CURVE-authenticated DEALER on the coordinator's endpoint."""
 
     def __init__(self, endpoint: str, keys: ClusterKeys) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.curve_serverkey = keys.server_public
-        self.sock.curve_publickey = keys.client_public
-        self.sock.curve_secretkey = keys.client_secret
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-        self.session = int.from_bytes(os.urandom(8), "big") | 1
+        self.ctx, self.sock, self.session = nodes.curve_dealer(endpoint, keys)
         self.seq = 0
         self.sent = 0
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import zmq
 
 import sabot_test_nodes as nodes
 from sabot.cluster.protocol import PROTOCOL_VERSION, decode, encode, payload
@@ -29,14 +28,7 @@ class ProtocolWorker:
     """One session of a minimal worker speaking the wire protocol."""
 
     def __init__(self, endpoint: str, keys: ClusterKeys, node_id: str) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.curve_serverkey = keys.server_public
-        self.sock.curve_publickey = keys.client_public
-        self.sock.curve_secretkey = keys.client_secret
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-        self.session = int.from_bytes(os.urandom(8), "big") | 1
+        self.ctx, self.sock, self.session = nodes.curve_dealer(endpoint, keys)
         self.seq = 0
         self.node_id = node_id
 

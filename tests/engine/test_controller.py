@@ -164,3 +164,18 @@ def test_a_call_lost_only_to_the_cold_start_starts_the_pool_for_the_next_ones():
     assert cold.executor == INLINE and cold.warm_pool and "starting the worker pool" in cold.reason
     cheap = c.plan_items(items=2_000_000, per_item_s=60e-9, ship_item_s=80e-9, pool_warm=False)
     assert not cheap.warm_pool
+
+
+def test_background_noise_does_not_cost_a_worker_but_real_load_does():
+    # 2 cores at 0.8: 1.6 cores of room. A quarter core of background use (kernel, agents,
+    # an idle cluster's heartbeats) must not round that down to one worker...
+    c = controller(cores=2, max_workers=2, target=0.8)
+    for _ in range(3):
+        c.observe(busy(machine=0.2, sabot=0.0, pool_busy=None))
+    assert c.workers_for_call() == 2
+    # ...while a program that keeps a core busy does
+    for _ in range(3):
+        c.observe(busy(machine=1.0, sabot=0.0, pool_busy=None))
+    assert c.workers_for_call() == 1
+    plan = c.plan_items(items=10_000, per_item_s=1e-3, ship_item_s=1e-7, pool_warm=True)
+    assert plan.executor == INLINE and "only 1 worker" in plan.reason

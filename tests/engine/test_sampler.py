@@ -28,3 +28,34 @@ def test_sampler_reads_this_process_and_feeds_the_controller():
     assert reading.pool_busy == 0.9
     assert not sampler._thread.is_alive()
     assert all(1 <= n <= 2 for n in resized)
+
+
+def test_a_worker_started_between_readings_counts_as_sabot_not_as_other_load():
+    """A pool child that appears after the previous reading has spent all its CPU inside the
+    window; booking it to "other processes" would make the controller shrink the pool."""
+    import subprocess
+    import sys
+
+    ctl = AdaptiveController(usable_cores=2, max_workers=2, target_utilization=0.8)
+    pids: list[int] = []
+    sampler = UtilizationSampler(ctl, pids=lambda: list(pids), pool_busy=lambda: 1.0,
+                                 on_resize=lambda n: None, interval=3600)
+    sampler.start()  # primes the counters; the loop never fires within this test
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "while time.process_time() < 0.3: pass\n"
+         "print('done', flush=True)\n"
+         "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pids.append(child.pid)
+        assert child.stdout.readline().strip() == "done"
+        # CPU seconds booked to Sabot since start(): the child's whole 0.3 s are in them
+        # (the parent only waited on the pipe meanwhile)
+        assert sampler._sabot_cpu() >= 0.25  # /proc counts in 10 ms ticks
+    finally:
+        sampler.stop()
+        child.stdin.close()
+        child.wait(timeout=10)
+        child.stdout.close()

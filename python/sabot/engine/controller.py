@@ -46,6 +46,13 @@ MIN_PARALLEL_S = 0.03
 #: Estimated cost of starting a cold pool (until its first child answers); replaced by the
 #: measured value once a pool has started.
 DEFAULT_STARTUP_S = 0.15
+#: CPU that other processes always use on a live machine (kernel threads, agents, an idle Ray
+#: or Dask cluster's heartbeats, this process's own sampler) is not load to make room for:
+#: the first quarter core (or 5% of the cores, whichever is more) of "other" use is ignored.
+#: Without it, 0.15 cores of background noise on a 2-core machine turns 1.6 cores of room
+#: into one worker, and every call after the first runs serially.
+NOISE_FLOOR_CORES = 0.25
+NOISE_FLOOR_SHARE = 0.05
 
 
 @dataclass
@@ -101,6 +108,7 @@ class AdaptiveController:
         self.cooldown = cooldown
         self.band = band
         self.force = force
+        self.noise_floor = max(NOISE_FLOOR_CORES, NOISE_FLOOR_SHARE * usable_cores)
         self._lock = threading.Lock()
         self._workers = self.initial_workers()
         self._streak_dir = 0
@@ -118,6 +126,11 @@ class AdaptiveController:
         """Workers for an idle pool: the share of cores the target allows, capped."""
         wanted = self.cores * self.target - max(0.0, other_busy_cores)
         return self._clamp(math.floor(wanted + 0.5))
+
+    def others(self, reading: Reading) -> float:
+        """Cores that other processes keep busy, less the background noise floor."""
+        raw = reading.machine_busy_cores - reading.sabot_busy_cores
+        return max(0.0, raw - self.noise_floor)
 
     def _clamp(self, n: int) -> int:
         return max(1, min(self.max_workers, self.cores, int(n)))
@@ -152,7 +165,7 @@ class AdaptiveController:
         with self._lock:
             self.last_reading = reading
             self._since_change += 1
-            others = max(0.0, reading.machine_busy_cores - reading.sabot_busy_cores)
+            others = self.others(reading)
             room = self.cores * self.target - others  # cores Sabot may keep busy
             cur = self._workers
             self._recent_others.append(others)

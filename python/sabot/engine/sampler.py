@@ -75,6 +75,7 @@ class UtilizationSampler:
         self._procs: dict[int, Any] = {}
         self._cpu_prev: dict[int, float] = {}
         self._t_prev = time.monotonic()
+        self._primed = False
         self._thread = threading.Thread(target=self._loop, name="sabot-sampler", daemon=True)
         self._busy_prev: float | None = None
         self._use_cgroup = _cgroup_cpu_limit() is not None and _cgroup_usage_s() is not None
@@ -129,8 +130,15 @@ class UtilizationSampler:
                 continue
             prev = self._cpu_prev.get(pid)
             self._cpu_prev[pid] = total
+            if prev is None and self._primed:
+                # The pool lists only children it started itself, so a pid first listed after
+                # the priming read was started within this window: all its CPU time is in the
+                # window. Counting it as 0 would book it to "other processes" and shrink the
+                # pool right after it grew.
+                prev = 0.0
             if prev is not None:
                 delta += max(0.0, total - prev)
+        self._primed = True
         return delta
 
     def sample(self) -> Reading:

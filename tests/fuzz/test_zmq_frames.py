@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import cloudpickle
 import msgpack
+import numpy as np
+import pyarrow as pa
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -267,27 +270,48 @@ def test_coordinator_survives_hostile_submits(cluster: Any, attacker: Attacker) 
     assert_cluster_serves(cluster)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "coordinator bug: the item count a submit claims per morsel is trusted; a morsel of 2 items "
-    "claiming 10**12 'completes' with items=10**12 and a 2-item result "
-    "(python/sabot/cluster/coordinator.py _check_submit / _on_result never compare the count "
-    "with the data or the worker's result)"))
 def test_coordinator_catches_an_item_count_lie(cluster: Any, attacker: Attacker) -> None:
+    """A submit whose morsel claims more (or fewer) items than its data holds is refused with a
+    reply naming the morsel and both counts; the coordinator keeps serving."""
     a = attacker
     a.send(client_hello(a))
     a.replies(1.0)
-    reply = a.request(m.SubmitJob(1, "lie-count", "square", None, "list",
-                                  [["msgpack", 10**12, msgpack.packb([1, 2])]]))
-    if isinstance(reply, m.SubmitAck):
-        job = cluster.coordinator.job("lie-count")
-        deadline = time.monotonic() + 60
-        while job["status"] not in ("completed", "failed", "cancelled"):
-            assert time.monotonic() < deadline, job
-            time.sleep(0.1)
-            job = cluster.coordinator.job("lie-count")
-        assert job["status"] == "failed" and job["error"], job
-    else:
-        assert isinstance(reply, m.ErrorReply) and reply.message, reply
+    for rid, (job_id, claimed, enc, data) in enumerate([
+            ("lie-count", 10**12, "msgpack", msgpack.packb([1, 2])),
+            ("lie-count-low", 1, "msgpack", msgpack.packb([1, 2, 3])),
+            ("lie-count-npy", 9, *payload.encode_value(np.arange(4))),
+            ("lie-count-arrow", 2**40, *payload.encode_value(pa.array([1, 2])))], start=1):
+        reply = a.request(m.SubmitJob(rid, job_id, "square", None, "list",
+                                      [["msgpack", 2, msgpack.packb([5, 6])],
+                                       [enc, claimed, data]]))
+        assert isinstance(reply, m.ErrorReply), (job_id, reply)
+        assert reply.code == "bad_request" and "morsel 1 claims" in reply.message, reply
+        assert f"{claimed}" in reply.message, reply
+        # Refused, not journaled: the job does not exist.
+        assert cluster.coordinator.request("GET", f"/job/{job_id}").status == 404
+    assert_cluster_serves(cluster)
+
+
+def test_a_pickle_item_count_lie_fails_the_job(cluster: Any, attacker: Attacker) -> None:
+    """A pickle morsel cannot be counted without unpickling it, so the coordinator compares the
+    count the worker decoded: the job fails naming both counts, it never completes with a
+    result shorter than its own item count."""
+    a = attacker
+    a.send(client_hello(a))
+    a.replies(1.0)
+    enc, data = payload.encode_items([(1, 2), (3, 4)])
+    assert enc == "pickle"
+    reply = a.request(m.SubmitJob(1, "lie-count-pickle", "len", cloudpickle.dumps(len), "list",
+                                  [["pickle", 1000, data]]))
+    assert isinstance(reply, m.SubmitAck), reply
+    job = cluster.coordinator.job("lie-count-pickle")
+    deadline = time.monotonic() + 60
+    while job["status"] not in ("completed", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = cluster.coordinator.job("lie-count-pickle")
+    assert job["status"] == "failed", job
+    assert "submitted as 1000 item(s)" in job["error"] and "decoded 2" in job["error"], job
     assert_cluster_serves(cluster)
 
 

@@ -610,6 +610,16 @@ class CoordinatorCore(threading.Thread):
             self.counters["duplicates_ignored"] += 1
             log.debug("ignored a duplicate result for %s morsel %d", msg.job_id, key[1])
             return
+        if int(msg.items) != mo.items:
+            # The worker decoded another number of items than the submit claimed (a pickle
+            # morsel, which the coordinator cannot count): running it again cannot help.
+            mo.node = None
+            self.counters["morsels_failed"] += 1
+            self._finish(job, "failed", error=(
+                f"morsel {mo.idx} (items {mo.offset}-{mo.offset + mo.items - 1}) was submitted "
+                f"as {mo.items} item(s) but worker {node.node_id if node else '?'} decoded "
+                f"{int(msg.items)}: the submit's item count is wrong"))
+            return
         if mo.node is not None and (node is None or mo.node != node.node_id):
             other = self._nodes.get(mo.node)
             if other is not None and other.inflight.pop(key, None) is not None:
@@ -731,6 +741,18 @@ class CoordinatorCore(threading.Thread):
                     or part[1] < 0 or not isinstance(part[2], (bytes, bytearray))):
                 return "bad_request", (f"morsel {i} must be [encoding, items, data] with encoding "
                                        f"one of {', '.join(payload.ENCODINGS)}"), {}
+            # The count a submit claims sizes the job's progress and its result: it must be the
+            # count the data holds (read from the payload's header; a pickle is counted by the
+            # worker that unpickles it, see _on_result).
+            try:
+                held = payload.count_items(part[0], bytes(part[2]))
+            except ProtocolError as exc:
+                return "bad_request", f"morsel {i} is not a valid {part[0]} payload: {exc}", {}
+            if held is not None and held != part[1]:
+                return "bad_request", (f"morsel {i} claims {part[1]} item(s) but its {part[0]} "
+                                       f"data holds {held}; the items field must be the number "
+                                       f"of items in the data"), {"morsel": i, "claimed": part[1],
+                                                                  "held": held}
         if msg.func_pickle is None:
             known = set(list_processors())
             for node in self._nodes.values():

@@ -147,6 +147,61 @@ def decode_value(encoding: str, data: bytes) -> Any:
     raise ProtocolError(f"unknown encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
 
 
+def count_items(encoding: str, data: bytes) -> int | None:
+    """The number of items a morsel's bytes hold, read from its header without decoding the
+    items (cheap enough for the coordinator to check every submit); None for ``pickle``, which
+    only unpickling could count (a worker reports the count it decoded, and the coordinator
+    compares it then). ProtocolError when the bytes are not a payload of that encoding."""
+    if encoding == "msgpack":
+        n, header = _msgpack_array_len(data)
+        # Every item takes at least one byte: a count beyond the bytes left is a lie even when
+        # the header says it.
+        if n > len(data) - header:
+            raise ProtocolError(f"a msgpack morsel's header counts {n} items but only "
+                                f"{len(data) - header} bytes follow")
+        return n
+    if encoding == "pickle":
+        return None
+    if encoding == "npy":
+        import numpy as np
+
+        try:
+            stream = io.BytesIO(data)
+            version = np.lib.format.read_magic(stream)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read(stream, max_header_size=10_000)
+        except Exception as exc:
+            raise ProtocolError(f"cannot read the header of an npy payload: {exc}") from exc
+        if not shape:
+            raise ProtocolError("an npy morsel must hold an array of at least one dimension")
+        return int(shape[0])
+    if encoding in ("arrow", "arrow-array"):
+        import pyarrow as pa
+
+        try:
+            reader = pa.ipc.open_stream(pa.py_buffer(data))
+            # Reading batches from an in-memory buffer maps them without copying the values.
+            return sum(batch.num_rows for batch in reader)
+        except Exception as exc:
+            raise ProtocolError(f"cannot read an {encoding} payload: {exc}") from exc
+    raise ProtocolError(f"unknown encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
+
+
+def _msgpack_array_len(data: bytes) -> tuple[int, int]:
+    """(items, header bytes) of the msgpack array ``data`` starts with."""
+    if not data:
+        raise ProtocolError("an empty msgpack morsel (expected an array)")
+    first = data[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F, 1
+    if first == 0xDC and len(data) >= 3:
+        return int.from_bytes(data[1:3], "big"), 3
+    if first == 0xDD and len(data) >= 5:
+        return int.from_bytes(data[1:5], "big"), 5
+    raise ProtocolError("a msgpack morsel must be an array")
+
+
 # -- splitting a job's input ------------------------------------------------------------------
 def result_kind_of(data: Any) -> str:
     mod = type(data).__module__

@@ -89,6 +89,16 @@ def _max_workers(var: str, raw: str) -> int:
     return _int(var, raw, 1, 4096)
 
 
+def _worker_slots(var: str, raw: str) -> int:
+    value = str(raw).strip().lower()
+    if value in ("auto", "0", ""):
+        return 0
+    try:
+        return _int(var, raw, 1, 65536)
+    except ConfigError:
+        raise ConfigError(var, raw, "auto, or an integer from 1 to 65536") from None
+
+
 def _modules(var: str, raw: str) -> tuple[str, ...]:
     mods = tuple(m.strip() for m in str(raw).split(",") if m.strip())
     for m in mods:
@@ -148,6 +158,7 @@ _VARS: dict[str, _Var] = {
     ),
     "max_attempts": _Var("SABOT_MAX_ATTEMPTS", "3", lambda v, r: _int(v, r, 1, 1000)),
     "morsel_timeout_s": _Var("SABOT_MORSEL_TIMEOUT_S", "0", lambda v, r: _float(v, r, 0.0, None)),
+    "worker_slots": _Var("SABOT_WORKER_SLOTS", "auto", _worker_slots),
     "result_ttl_s": _Var("SABOT_RESULT_TTL_S", "86400", lambda v, r: _float(v, r, 0.0, None)),
     "max_request_mb": _Var(
         "SABOT_MAX_REQUEST_MB", "64", lambda v, r: _float(v, r, 0.0, 65536, lo_open=True)
@@ -185,6 +196,8 @@ class Config:
     node_timeout_s: float = 5.0
     max_attempts: int = 3
     morsel_timeout_s: float = 0.0
+    #: Morsels a worker holds at once (credit flow control); 0 = auto, see effective_worker_slots.
+    worker_slots: int = 0
     result_ttl_s: float = 86400.0
     max_request_mb: float = 64.0
     processors: tuple[str, ...] = ()
@@ -219,6 +232,12 @@ class Config:
         return self.max_workers or usable_cores()
 
     @property
+    def effective_worker_slots(self) -> int:
+        """SABOT_WORKER_SLOTS, or for auto two per core (one running, one ready) plus two in
+        transit, so neither the cores nor the link idle between morsels."""
+        return self.worker_slots or 2 * self.effective_max_workers + 2
+
+    @property
     def morsel_size_bytes(self) -> int:
         return self.morsel_size_kb * 1024
 
@@ -243,7 +262,7 @@ class Config:
                 env[var.env] = "1" if value else "0"
             elif isinstance(value, tuple):
                 env[var.env] = ",".join(value)
-            elif name == "max_workers" and value == 0:
+            elif name in ("max_workers", "worker_slots") and value == 0:
                 env[var.env] = "auto"
             else:
                 env[var.env] = str(value)

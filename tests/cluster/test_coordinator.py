@@ -373,3 +373,62 @@ def test_sigterm_drains_a_worker_and_exits_0(cluster):
     assert "leaves (stopping)" in cluster.coordinator.output
     states = {n["pid"]: n["state"] for n in cluster.http("/stats")["nodes"]}
     assert states[first.proc.pid] == "left"
+
+
+def _nodes_by_pid(cluster) -> dict[int, str]:
+    return {int(n["pid"]): n["state"] for n in cluster.http("/stats")["nodes"]}
+
+
+def _wait_nodes(cluster, check, what: str, timeout: float = 60) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = _nodes_by_pid(cluster)
+        if check(nodes):
+            return nodes
+        assert time.monotonic() < deadline, f"{what}: {nodes}\n{cluster.coordinator.output}"
+        time.sleep(0.1)
+
+
+def test_dead_and_departed_workers_are_forgotten_and_a_silent_one_comes_back(cluster):
+    """Churning workers do not grow the coordinator's node table: a worker killed with -9
+    (dead), one stopped with SIGTERM (left) and one frozen with SIGSTOP (dead) are shown with
+    their state first, then dropped after SABOT_NODE_TIMEOUT_S x FORGET_AFTER_TIMEOUTS. The
+    frozen one, continued, registers again and runs a job."""
+    import signal
+
+    from sabot.cluster.coordinator import FORGET_AFTER_TIMEOUTS
+
+    timeout_s = 0.5
+    cluster.start_coordinator(SABOT_NODE_TIMEOUT_S=str(timeout_s), SABOT_HEARTBEAT_S="0.1")
+    workers = [cluster.start_worker(wait=False, SABOT_NODE_TIMEOUT_S=str(timeout_s),
+                                    SABOT_HEARTBEAT_S="0.1") for _ in range(4)]
+    cluster.wait_workers(4)
+    killed, left, frozen, kept = (w.proc.pid for w in workers)
+    workers[0].kill()
+    assert workers[1].terminate() == 0
+    workers[2].proc.send_signal(signal.SIGSTOP)
+    try:
+        nodes = _wait_nodes(cluster, lambda n: n.get(killed) == "dead" and n.get(left) == "left"
+                            and n.get(frozen) == "dead", "not marked dead / left")
+        marked = time.monotonic()
+        assert nodes[kept] == "alive"
+        nodes = _wait_nodes(cluster, lambda n: not {killed, left, frozen} & set(n),
+                            "dead and departed workers are never forgotten")
+        # Not before the grace period (measured from when the test saw them marked).
+        assert time.monotonic() - marked > FORGET_AFTER_TIMEOUTS * timeout_s * 0.5
+        assert kept in nodes
+    finally:
+        workers[2].proc.send_signal(signal.SIGCONT)
+    _wait_nodes(cluster, lambda n: n.get(frozen) == "alive", "the continued worker is not back")
+
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(2000)), "square", morsel_items=10)
+            return await c.result(job, timeout=60)
+        finally:
+            await c.stop()
+
+    assert asyncio.run(main()) == [x * x for x in range(2000)]
+    workers_seen = {int(n["pid"]): n["morsels_done"] for n in cluster.http("/stats")["nodes"]}
+    assert set(workers_seen) == {frozen, kept}

@@ -29,9 +29,8 @@ SETTINGS = {
     "MORSEL_SIZE_KB": "1",
     "SABOT_MAX_ATTEMPTS": "25",
     "SABOT_HOST": "0.0.0.0",
-    # Morsels sent to the cut worker's old session are only recovered by the morsel timeout
-    # until the coordinator hands them out again on re-hello (test_session_reset.py, xfail).
-    "SABOT_MORSEL_TIMEOUT_S": "5",
+    # No SABOT_MORSEL_TIMEOUT_S: morsels sent to the cut worker's old session are handed out
+    # again when it registers anew (test_session_reset.py), not recovered by a timeout.
 }
 
 

@@ -60,6 +60,10 @@ _ACTIVE = ("pending", "running")
 _COMMIT_EVERY_S = 0.05
 #: Log lines per second per kind of rejected message.
 _LOG_BURST = 10
+#: A dead or departed worker stays in the node table (and the stats) for this many
+#: SABOT_NODE_TIMEOUT_S, then is forgotten, so churning workers do not grow the table forever.
+#: (One heard from again after that registers anew: it is told its session is unknown.)
+FORGET_AFTER_TIMEOUTS = 10
 
 
 @dataclass(slots=True)
@@ -128,6 +132,7 @@ class _Node:
     registered_at: float
     last_seen: float
     state: str = "alive"
+    state_since: float = 0.0  # monotonic time of the last change of state
     inflight: dict[tuple[str, int], int] = field(default_factory=dict)
     funcs_sent: set[str] = field(default_factory=set)
     morsels_done: int = 0
@@ -532,7 +537,8 @@ class CoordinatorCore(threading.Thread):
         if node is None:
             node = _Node(msg.node_id, peer, msg.host, int(msg.http_port), int(msg.pid),
                          int(msg.cores), slots, [str(c) for c in msg.capabilities],
-                         [str(p) for p in msg.processors], slots, time.time(), now)
+                         [str(p) for p in msg.processors], slots, time.time(), now,
+                         state_since=now)
             self._nodes[msg.node_id] = node
             log.info("worker %s registered from %s (http port %s, %d cores, %d slots)",
                      msg.node_id, msg.host, msg.http_port, msg.cores, slots)
@@ -552,13 +558,23 @@ class CoordinatorCore(threading.Thread):
                               reason=f"worker {node.node_id} started a new session")
             if node.state != "alive":
                 log.info("worker %s is back (was %s)", node.node_id, node.state)
+                node.state_since = now
             node.state = "alive"
             node.last_seen = now
         self._by_peer[peer] = node.node_id
 
+    def _forget(self, node: _Node) -> None:
+        log.info("worker %s forgotten after %g s %s", node.node_id,
+                 time.monotonic() - node.state_since, node.state)
+        del self._nodes[node.node_id]
+        if self._by_peer.get(node.peer) == node.node_id:
+            del self._by_peer[node.peer]
+            self._guard.forget(node.peer)
+
     def _revive(self, node: _Node) -> None:
         log.info("worker %s is heard from again; marking it alive", node.node_id)
         node.state = "alive"
+        node.state_since = time.monotonic()
         node.funcs_sent.clear()
 
     def _on_heartbeat(self, peer: Target, msg: m.Heartbeat, version: int) -> None:
@@ -572,7 +588,8 @@ class CoordinatorCore(threading.Thread):
     def _on_credit(self, peer: Target, msg: m.Credit, version: int) -> None:
         node = self._node_of(peer)
         if node is not None:
-            node.credits = max(0, int(msg.credits))
+            # Never above the slots it registered with: a worker holds at most its slots.
+            node.credits = min(node.slots, max(0, int(msg.credits)))
 
     def _on_goodbye(self, peer: Target, msg: m.Goodbye, version: int) -> None:
         node = self._node_of(peer)
@@ -582,6 +599,7 @@ class CoordinatorCore(threading.Thread):
         log.info("worker %s leaves (%s); %d morsel(s) handed back", node.node_id, msg.reason,
                  len(returned))
         node.state = "left"
+        node.state_since = time.monotonic()
         for key in list(node.inflight):
             # A morsel handed back did not fail: it does not use up an attempt.
             self._requeue(node, key, refund=key in returned, reason=f"worker {node.node_id} left")
@@ -958,6 +976,7 @@ class CoordinatorCore(threading.Thread):
         for node in self._nodes.values():
             if node.state == "alive" and now - node.last_seen > timeout:
                 node.state = "dead"
+                node.state_since = now
                 log.warning("worker %s missed heartbeats for %.1f s (SABOT_NODE_TIMEOUT_S=%g): "
                             "marked dead, %d morsel(s) requeued", node.node_id,
                             now - node.last_seen, timeout, len(node.inflight))
@@ -965,6 +984,11 @@ class CoordinatorCore(threading.Thread):
                 for key in list(node.inflight):
                     self._requeue(node, key, refund=False,
                                   reason=f"worker {node.node_id} stopped answering")
+        forget = FORGET_AFTER_TIMEOUTS * timeout
+        gone = [n for n in self._nodes.values()
+                if n.state != "alive" and now - n.state_since > forget and not n.inflight]
+        for node in gone:
+            self._forget(node)
         if self.config.morsel_timeout_s and now >= self._next_timeout_scan:
             self._next_timeout_scan = now + self.config.morsel_timeout_s / 10
             for node in self._nodes.values():

@@ -90,9 +90,9 @@ class Worker:
         self.node_id = node_id or f"worker-{socket.gethostname()}-{os.getpid()}-" \
                                   f"{uuid.uuid4().hex[:6]}"
         self.cores = config.effective_max_workers
-        # Two morsels per core (one running, one ready) plus two in transit, so neither the
-        # cores nor the link idle between morsels.
-        self.slots = slots or 2 * self.cores + 2
+        # SABOT_WORKER_SLOTS (auto: two morsels per core, one running and one ready, plus two
+        # in transit, so neither the cores nor the link idle between morsels).
+        self.slots = slots or config.effective_worker_slots
         self.metrics = get_metrics(config.cluster_name, self.node_id)
         self.engine: Any = None
         self.http: Any = None

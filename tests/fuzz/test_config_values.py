@@ -28,6 +28,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "SABOT_ADVERTISE_HOST": ["", "a b", "pod/ip"],
     "CLUSTER_NAME": ["", "a b", "a/b", "x" * 129, "caf\u00e9;rm"],
     "MAX_WORKERS": ["-1", "many", "1.5", "5000"],
+    "SABOT_WORKER_SLOTS": ["-1", "many", "1.5", "70000"],
     "MORSEL_SIZE_KB": ["0", "-64", "64k", "2000000"],
     "TARGET_UTILIZATION": ["0", "-0.5", "1.01", "nan", "80%", "inf"],
     "LOG_LEVEL": ["LOUD", "verbose", "10", ""],

@@ -305,6 +305,41 @@ def test_numpy_morsels_travel_as_arrays_to_worker_processes():
         engine.close_sync()
 
 
+def test_numpy_inline_in_pieces_matches_one_conversion_of_all_results():
+    """Inline numpy runs convert and join cache-sized pieces; the output must equal converting
+    every result at once: dtype promoted across pieces, ragged results as objects, and a failure
+    names the item's index in the whole input."""
+    engine = make_engine(executor="inline")
+    try:
+        arr = np.arange(200_000, dtype=np.int64)  # several pieces of 65536
+
+        def late_float(x):
+            return x / 2 if x >= 150_000 else x
+
+        out = run(engine.process(arr, late_float))
+        expected = np.array([late_float(x) for x in arr.tolist()])
+        assert out.dtype == expected.dtype == np.float64
+        assert np.array_equal(out, expected)
+
+        def late_ragged(x):
+            return (x, x) if x == 199_999 else (x,)
+
+        out = run(engine.process(arr, late_ragged))
+        assert out.dtype == object and out[0] == (0,) and out[-1] == (199_999, 199_999)
+
+        def bad(x):
+            if x == 170_001:
+                raise ArithmeticError("bad")
+            return x
+
+        with pytest.raises(ProcessingError) as info:
+            run(engine.process(arr, bad))
+        assert info.value.index == 170_001
+        assert engine.get_stats()["controller"]["executor"] == "inline"
+    finally:
+        engine.close_sync()
+
+
 def test_arrow_morsels_travel_as_ipc_to_worker_processes():
     engine = make_engine(executor="processes")
     try:

@@ -28,7 +28,7 @@ from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import InlineRun, native_loop_available
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
-from .worker_process import ArrowMorsel, AsyncAsSync, results_array, results_arrow
+from .worker_process import ArrowMorsel, AsyncAsSync, results_arrow, results_part
 
 log = logging.getLogger("sabot.engine")
 
@@ -322,10 +322,14 @@ class LocalEngine:
                 self.controller.note(Plan(INLINE, 1, f"process pool unavailable: {exc}",
                                           per_item, ship, remaining))
         if columnar is not None:
-            # Continue over all items as Python objects, after the sampled ones.
             sampled = run.results
-            run = InlineRun(func, columnar.all_items())
-            run.skip(done, sampled)
+            if columnar.numpy:
+                # Converted and run in cache-sized pieces, each joined as an array.
+                run = NumpyRun(func, columnar.src.data, done, sampled)
+            else:
+                # Continue over all items as Python objects, after the sampled ones.
+                run = InlineRun(func, columnar.all_items())
+                run.skip(done, sampled)
         convert = per_item - elapsed / max(1, done)
         measured = remaining * (elapsed / max(1, done)) >= 0.03
 
@@ -334,7 +338,7 @@ class LocalEngine:
             representative); when processes now win, they take the rest."""
             nonlocal ship, picklable, measured
             if not measured:
-                k = min(run.done, 2000)
+                k = min(len(run.results), 2000)
                 if columnar is not None:
                     ship, picklable, _ = columnar.ship_cost(k, run.results[:k], spec)
                 else:
@@ -354,6 +358,8 @@ class LocalEngine:
                 return None
 
         parts = await self._run_inline(run, per_item, morsel_rows, switch)
+        if isinstance(run, NumpyRun):
+            return columnar.join(run.results, run.parts + (parts or [])), morsels
         if parts is not None:
             if columnar is not None:
                 return columnar.join(run.results, parts), morsels
@@ -745,6 +751,47 @@ def _run_batch(func: Callable[[Any], Any], name: str, morsel: int, offset: int,
     return out
 
 
+class NumpyRun:
+    """A per-item function over the rest of a 1-D numpy array, inline, in cache-sized pieces.
+
+    Converting the whole array to Python objects first (``tolist``), running the function, and
+    converting all results back walks millions of freshly made objects three times, out of
+    cache. Here each piece of ``PIECE`` items is converted, run and turned into an array while
+    its objects are still in cache (and freed, so the next piece reuses the same memory):
+    ~25% less time than the whole-array way for a cheap function. ``results`` keeps the
+    controller's sample (Python objects); ``parts`` the arrays of the items run here since.
+    """
+
+    PIECE = 65536
+
+    def __init__(self, func: Callable[[Any], Any], data: Any, done: int,
+                 sampled: list[Any]) -> None:
+        self.func = func
+        self.data = data
+        self.n = len(data)
+        self.done = done
+        self.results = sampled
+        self.parts: list[Any] = []
+
+    @property
+    def remaining(self) -> int:
+        return self.n - self.done
+
+    def step(self, k: int) -> None:
+        end = min(self.n, self.done + k)
+        items = None
+        while self.done < end:
+            stop = min(end, self.done + self.PIECE)
+            # The previous piece's items are freed only once the next piece is converted
+            # (assigning ``items``): measured ~10% faster than freeing them first, as the
+            # results' objects then do not land in the just-freed slots of the inputs.
+            items = self.data[self.done:stop].tolist()
+            piece = InlineRun(self.func, items, self.done).run_all()
+            self.parts.append(results_part(piece))
+            self.done = stop
+        del items
+
+
 class _Columnar:
     """numpy or Arrow input for a per-item function: how its morsels travel to worker processes
     (raw array slices / Arrow IPC, never per-item pickling in this process) and how the
@@ -777,7 +824,7 @@ class _Columnar:
         return ArrowMorsel.encode(self.src.arrow_slice(start, rows))
 
     def _result_part(self, results: list[Any]) -> Any:
-        return results_array(results) if self.numpy else results_arrow(results)
+        return results_part(results) if self.numpy else results_arrow(results)
 
     def build(self, results: list[Any]) -> Any:
         return _build(self.src, results)

@@ -93,7 +93,7 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
         # A numpy slice came as raw bytes: convert here, in parallel, and send back an array,
         # so the parent does no per-item work (it would be the pool's bottleneck).
         results = InlineRun(func, data.tolist(), offset).run_all()
-        return results_array(results)
+        return results_part(results)
     return InlineRun(func, data, offset).run_all()
 
 
@@ -181,6 +181,14 @@ def results_array(results: list[Any]) -> Any:
         out = np.empty(len(results), dtype=object)
         out[:] = results
         return out
+
+
+def results_part(results: list[Any]) -> Any:
+    """One piece of the results of a per-item function over numpy input: an array when the
+    results are scalars, else the list itself (an array of tuples would come back as rows or
+    lists, and a later piece may make the whole output ragged; the join decides)."""
+    out = results_array(results)
+    return out if out.ndim == 1 and out.dtype != object else results
 
 
 def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:

@@ -170,22 +170,6 @@ def _to_numpy(results: list[Any]) -> np.ndarray:
     return results_array(results)
 
 
-def join_numpy(parts: list[Any]) -> np.ndarray:
-    """Per-task results joined into one array, as if converted at once from all results.
-
-    A part is a 1-D array of scalar results, or the list of results itself when they are not
-    scalars (tuples, arrays, objects): those are only ever converted once, all together."""
-    if not parts:
-        return np.empty((0,))
-    if all(isinstance(p, np.ndarray) for p in parts):
-        if len(parts) == 1:
-            return parts[0]
-        kinds = {p.dtype.kind for p in parts}
-        if len({p.dtype for p in parts}) == 1 or kinds <= set("biuf") or kinds in ({"U"}, {"S"}):
-            return np.concatenate(parts)
-    return _to_numpy([x for p in parts for x in (p if isinstance(p, list) else p.tolist())])
-
-
 def _arrow_nbytes(obj: Any) -> int:
     try:
         return int(obj.get_total_buffer_size())

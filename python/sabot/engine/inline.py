@@ -170,6 +170,35 @@ class InlineRun:
         self.done = start + k
 
 
+#: Items per piece when numpy input is run per item: converted, run and turned back into an
+#: array while the piece's objects are still in cache.
+NUMPY_PIECE = 65536
+
+
+def run_numpy_pieces(func: Callable[[Any], Any], arr: Any, offset: int = 0,
+                     piece: int = NUMPY_PIECE) -> list[Any]:
+    """``func`` over every item of a 1-D numpy array, in pieces: one result part per piece (an
+    array of scalar results, or the results' list; see ``worker_process.results_part``).
+
+    Converting the whole array to Python objects first, running the function and converting
+    all results back walks millions of fresh objects three times, out of cache; piece by piece
+    is ~25% faster for a cheap function. ``offset`` is ``arr[0]``'s index in the whole input
+    (error messages)."""
+    from .worker_process import results_part
+
+    parts: list[Any] = []
+    n = len(arr)
+    items = None
+    for start in range(0, n, piece):
+        stop = min(n, start + piece)
+        # The previous piece's items are freed only once the next piece is converted
+        # (assigning ``items``): measured ~10% faster than freeing them first.
+        items = arr[start:stop].tolist()
+        parts.append(results_part(InlineRun(func, items, offset + start).run_all()))
+    del items
+    return parts
+
+
 class _Failed(Exception):
     def __init__(self, index: int, original: BaseException) -> None:
         super().__init__(index)
@@ -177,4 +206,4 @@ class _Failed(Exception):
         self.original = original
 
 
-__all__ = ["InlineRun", "apply_items", "native_loop_available"]
+__all__ = ["InlineRun", "apply_items", "native_loop_available", "run_numpy_pieces"]

@@ -83,17 +83,25 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
             )
         return out
     from .inline import InlineRun
+    from .shm import ArrowSlice, NumpySlice
 
     if isinstance(data, ArrowMorsel):
         # Arrow slices came as IPC bytes: rows/values become Python objects here, and the
         # results go back as Arrow (buffers, not pickled objects).
         results = InlineRun(func, data.decode().to_pylist(), offset).run_all()
         return results_arrow(results)
+    if isinstance(data, NumpySlice):
+        # Rows of a shared-memory copy of the input, read in place; results go back through
+        # shared memory too when they have the expected type.
+        return data.run(func, offset)
+    if isinstance(data, ArrowSlice):
+        return results_arrow(InlineRun(func, data.read_items(), offset).run_all())
     if type(data).__module__ == "numpy":
         # A numpy slice came as raw bytes: convert here, in parallel, and send back an array,
         # so the parent does no per-item work (it would be the pool's bottleneck).
-        results = InlineRun(func, data.tolist(), offset).run_all()
-        return results_part(results)
+        from .inline import run_numpy_pieces
+
+        return join_parts(run_numpy_pieces(func, data, offset))
     return InlineRun(func, data, offset).run_all()
 
 
@@ -189,6 +197,31 @@ def results_part(results: list[Any]) -> Any:
     lists, and a later piece may make the whole output ragged; the join decides)."""
     out = results_array(results)
     return out if out.ndim == 1 and out.dtype != object else results
+
+
+def join_parts(parts: list[Any]) -> Any:
+    """Result parts (see ``results_part``) joined into one part, as if made from all results
+    at once: one array when every part is an array of scalars whose types combine, else the
+    list of all results."""
+    import numpy as np
+
+    if parts and all(isinstance(p, np.ndarray) for p in parts):
+        if len(parts) == 1:
+            return parts[0]
+        kinds = {p.dtype.kind for p in parts}
+        if len({p.dtype for p in parts}) == 1 or kinds <= set("biuf") or kinds in ({"U"}, {"S"}):
+            return np.concatenate(parts)
+    return [x for p in parts for x in (p if isinstance(p, list) else p.tolist())]
+
+
+def join_numpy(parts: list[Any]) -> Any:
+    """Result parts joined into the output array of a per-item call over numpy input."""
+    import numpy as np
+
+    if not parts:
+        return np.empty((0,))
+    out = join_parts(parts)
+    return out if isinstance(out, np.ndarray) else results_array(out)
 
 
 def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:

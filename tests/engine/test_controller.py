@@ -179,3 +179,35 @@ def test_background_noise_does_not_cost_a_worker_but_real_load_does():
     assert c.workers_for_call() == 1
     plan = c.plan_items(items=10_000, per_item_s=1e-3, ship_item_s=1e-7, pool_warm=True)
     assert plan.executor == INLINE and "only 1 worker" in plan.reason
+
+
+def test_a_pool_slower_than_modelled_is_learned_and_measured_again_later():
+    c = controller(cores=2, max_workers=2, target=0.8)
+    kw = dict(items=10_000, per_item_s=60e-6, ship_item_s=1e-7, pool_warm=True)
+    first = c.plan_items(**kw)
+    assert first.executor == PROCESSES and first.model_s > 0
+    # the machine gives the two workers little more than one core: the run takes 1.9x the model
+    c.learn(first, first.model_s * 1.9)
+    c.learn(first, first.model_s * 1.9)
+    assert c.slowdown > 1.5
+    assert c.snapshot()["pool_slowdown"] == pytest.approx(c.slowdown, abs=1e-3)
+    second = c.plan_items(**kw)
+    assert second.executor == INLINE and "slower than modelled" in second.reason
+    # while inline is chosen because of what was learned, it fades: the pool is tried again
+    plans = [c.plan_items(**kw).executor for _ in range(10)]
+    assert PROCESSES in plans
+    # a pool that keeps its promise keeps being used
+    c2 = controller(cores=2, max_workers=2, target=0.8)
+    for _ in range(5):
+        plan = c2.plan_items(**kw)
+        assert plan.executor == PROCESSES
+        c2.learn(plan, plan.model_s)
+    assert c2.slowdown == pytest.approx(1.0)
+
+
+def test_cold_or_unplanned_runs_teach_nothing():
+    c = controller(cores=2, max_workers=2)
+    cold = c.plan_items(items=100_000, per_item_s=60e-6, ship_item_s=1e-7, pool_warm=False)
+    assert cold.executor == PROCESSES and cold.model_s == 0.0
+    c.learn(cold, 100.0)
+    assert c.slowdown == 1.0

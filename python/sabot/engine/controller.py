@@ -46,6 +46,12 @@ MIN_PARALLEL_S = 0.03
 #: Estimated cost of starting a cold pool (until its first child answers); replaced by the
 #: measured value once a pool has started.
 DEFAULT_STARTUP_S = 0.15
+#: Learning the pool's real speed: weight of a new measurement, bounds of one measurement's
+#: ratio, and how much of the excess over 1 is kept each time inline is chosen because of it.
+SLOWDOWN_WEIGHT = 0.5
+SLOWDOWN_MIN = 0.5
+SLOWDOWN_MAX = 4.0
+SLOWDOWN_DECAY = 0.7
 #: CPU that other processes always use on a live machine (kernel threads, agents, an idle Ray
 #: or Dask cluster's heartbeats, this process's own sampler) is not load to make room for:
 #: the first quarter core (or 5% of the cores, whichever is more) of "other" use is ignored.
@@ -68,6 +74,9 @@ class Plan:
     items_per_task: int = 0
     #: True when a warm pool would have won: start it now, for the calls that follow.
     warm_pool: bool = False
+    #: The cost model's time for the pool's work (without start-up or the learned slowdown);
+    #: 0 when the plan is not a warm-pool run whose time teaches the controller anything.
+    model_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,6 +125,11 @@ class AdaptiveController:
         self._since_change = cooldown
         self.startup_s = DEFAULT_STARTUP_S
         self._recent_others: collections.deque[float] = collections.deque(maxlen=3)
+        #: Measured pool time / modelled pool time (EWMA of warm runs): how much less than
+        #: ``workers`` cores the pool really gets (a VM's shared cores, memory bandwidth,
+        #: neighbours). 1.0 until measured; eases back to 1 while inline is chosen instead,
+        #: so one bad run does not keep the pool unused for good.
+        self.slowdown = 1.0
         self._idle = True
         self.last_plan: Plan | None = None
         self.last_reading: Reading | None = None
@@ -237,12 +251,15 @@ class AdaptiveController:
             # A cold pool costs its start-up first (user code never runs in this process on the
             # pool's behalf: a crashing function must only take a worker down).
             startup = 0.0 if pool_warm else self.startup_s
-            t_par = startup + items * per_item_par + tasks * TASK_OVERHEAD_S
+            model = items * per_item_par + tasks * TASK_OVERHEAD_S
+            t_par = startup + model * self.slowdown
             if t_par * MARGIN < t_inline:
                 plan = Plan(PROCESSES, workers,
                             f"estimated {t_par * 1e3:.0f} ms on {workers} processes vs "
                             f"{t_inline * 1e3:.0f} ms inline", per_item_s, ship_item_s, items,
-                            per_task)
+                            per_task, model_s=model if pool_warm else 0.0)
+                if self.slowdown != 1.0:
+                    plan.reason += f" (pool measured {self.slowdown:.2f}x slower than modelled)"
             else:
                 plan = Plan(INLINE, 1,
                             f"estimated {t_inline * 1e3:.0f} ms inline vs {t_par * 1e3:.0f} ms "
@@ -253,6 +270,12 @@ class AdaptiveController:
                     # Only the cold start made processes lose: start the pool for next time.
                     plan.warm_pool = True
                     plan.reason += "; starting the worker pool for the next calls"
+                if self.slowdown > 1.0 and (startup + model) * MARGIN < t_inline:
+                    # Only the learned slowdown made processes lose: forget some of it, so
+                    # the pool is measured again after a few calls (the load may have gone).
+                    plan.reason += (f" (pool measured {self.slowdown:.2f}x slower than "
+                                    "modelled)")
+                    self.slowdown = 1.0 + (self.slowdown - 1.0) * SLOWDOWN_DECAY
         self._record(plan)
         return plan
 
@@ -270,6 +293,16 @@ class AdaptiveController:
                         "functions run on threads", per_morsel_s, 0.0, morsels)
         self._record(plan)
         return plan
+
+    def learn(self, plan: Plan, seconds: float) -> None:
+        """Feed the measured time of a warm pool run planned by ``plan_items``."""
+        if plan.executor != PROCESSES or plan.model_s < MIN_PARALLEL_S or seconds <= 0:
+            return
+        ratio = min(SLOWDOWN_MAX, max(SLOWDOWN_MIN, seconds / plan.model_s))
+        with self._lock:
+            self.slowdown = (1 - SLOWDOWN_WEIGHT) * self.slowdown + SLOWDOWN_WEIGHT * ratio
+        log.debug("controller: pool run took %.0f ms, modelled %.0f ms; slowdown now %.2f",
+                  seconds * 1e3, plan.model_s * 1e3, self.slowdown)
 
     def note(self, plan: Plan) -> Plan:
         """Record a decision made outside the cost model (native, async)."""
@@ -308,6 +341,7 @@ class AdaptiveController:
                 "target_utilization": self.target,
                 "reason": plan.reason if plan else "no work yet",
                 "per_item_cost_s": plan.per_item_cost_s if plan else None,
+                "pool_slowdown": round(self.slowdown, 3),
                 "ship_cost_s": plan.ship_cost_s if plan else None,
                 "utilization": None,
                 "pool_busy": None,

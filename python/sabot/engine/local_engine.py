@@ -309,7 +309,7 @@ class LocalEngine:
                 ship, picklable = _ship_cost(items[:done], run.results, spec)
         plan = self.controller.plan_items(
             items=remaining, per_item_s=per_item, ship_item_s=ship,
-            pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=morsel_rows)
+            pool_warm=self._pool_warm(), picklable=picklable, items_per_morsel=morsel_rows)
         morsels = math.ceil(n / morsel_rows)
         if plan.warm_pool:
             self.warm_up()
@@ -353,7 +353,7 @@ class LocalEngine:
                 measured = True
             again = self.controller.plan_items(
                 items=run.remaining, per_item_s=per_item_now + convert, ship_item_s=ship,
-                pool_warm=self._pool is not None, picklable=picklable,
+                pool_warm=self._pool_warm(), picklable=picklable,
                 items_per_morsel=morsel_rows)
             if again.executor != PROCESSES:
                 return None
@@ -444,6 +444,11 @@ class LocalEngine:
                 self._pool.resize(workers)
             return self._pool
 
+    def _pool_warm(self) -> bool:
+        """A pool whose workers have started (not one still starting after warm_up)."""
+        pool = self._pool
+        return pool is not None and pool.ready_count >= min(2, pool.size)
+
     def _worker_started(self, seconds: float) -> None:
         # What a cold pool costs before its first child answers: the controller's estimate for
         # the next cold start (after close(), or in another engine of this process).
@@ -468,16 +473,22 @@ class LocalEngine:
         call = CallGroup()
         n = len(items)
         if not isinstance(items, _Columnar):
+            t0 = time.perf_counter()
             tasks = [Task(shipped, a, items[a:a + min(step, n - a)], i + 1, call)
                      for i, a in enumerate(range(start, n, step))]
-            return await self._gather_tasks(pool, tasks, call, morsel_rows)
+            parts = await self._gather_tasks(pool, tasks, call, morsel_rows)
+            self.controller.learn(plan, time.perf_counter() - t0)
+            return parts
+        t0 = time.perf_counter()
         items.open_shared(sample_results or [])
         try:
             tasks = [Task(shipped, a, items.task_data(a, min(step, n - a)), i + 1, call)
                      for i, a in enumerate(range(start, n, step))]
-            return items.resolve(start, await self._gather_tasks(pool, tasks, call, morsel_rows))
+            out = items.resolve(start, await self._gather_tasks(pool, tasks, call, morsel_rows))
         finally:
             items.close_shared()
+        self.controller.learn(plan, time.perf_counter() - t0)
+        return out
 
     async def _gather_tasks(self, pool: ProcessPool, tasks: list[Task], call: CallGroup,
                             morsel_rows: int) -> list[Any]:
@@ -598,7 +609,7 @@ class LocalEngine:
                                if remaining * per_item >= 0.03 else (0.0, True))
             plan = self.controller.plan_items(
                 items=remaining, per_item_s=per_item, ship_item_s=ship,
-                pool_warm=self._pool is not None, picklable=picklable, items_per_morsel=64)
+                pool_warm=self._pool_warm(), picklable=picklable, items_per_morsel=64)
             if plan.executor == PROCESSES:
                 plan.reason = "async def function that never waits (CPU-bound): " + plan.reason
                 wrapped = FunctionSpec(spec.kind, AsyncAsSync(func), spec.name, spec.processor)

@@ -211,3 +211,16 @@ def test_cold_or_unplanned_runs_teach_nothing():
     assert cold.executor == PROCESSES and cold.model_s == 0.0
     c.learn(cold, 100.0)
     assert c.slowdown == 1.0
+
+
+def test_a_peer_busy_for_the_last_readings_but_gone_now_does_not_shrink_the_next_call():
+    c = controller(cores=2, max_workers=2, target=0.8)
+    for _ in range(3):  # another engine ran flat out for the last 1.5 s...
+        c.observe(busy(machine=2.0, sabot=0.0, pool_busy=None))
+    assert c.workers_for_call() == 1  # without an instant probe, the readings decide
+    c.instant_others = lambda: 0.0    # ...but nothing else is runnable now
+    assert c.workers_for_call() == 2
+    c.instant_others = lambda: 2.0    # it is still running
+    assert c.workers_for_call() == 1
+    c.instant_others = lambda: 1 / 0  # a broken probe changes nothing
+    assert c.workers_for_call() == 1

@@ -321,6 +321,17 @@ def test_numpy_inline_in_pieces_matches_one_conversion_of_all_results():
         assert out.dtype == expected.dtype == np.float64
         assert np.array_equal(out, expected)
 
+        for late in (lambda x: x > 10 if x >= 150_000 else x,          # bools after ints
+                     lambda x: 2 ** 70 if x == 199_998 else x,         # beyond int64
+                     lambda x: None if x == 180_000 else x):           # a None
+            out = run(engine.process(arr, late))
+            expected = np.array([late(x) for x in arr.tolist()])
+            assert out.dtype == expected.dtype
+            assert out.tolist() == expected.tolist()
+        out = run(engine.process(arr, square))
+        out[0] = -1  # the output is an ordinary, writable array
+        assert out.dtype == np.int64 and out[1] == 1
+
         def late_ragged(x):
             return (x, x) if x == 199_999 else (x,)
 

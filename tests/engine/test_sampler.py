@@ -59,3 +59,36 @@ def test_a_worker_started_between_readings_counts_as_sabot_not_as_other_load():
         child.stdin.close()
         child.wait(timeout=10)
         child.stdout.close()
+
+
+def test_instant_probe_counts_runnable_threads_other_than_the_caller():
+    import subprocess
+    import sys
+
+    from sabot.engine.sampler import runnable_threads
+
+    now = runnable_threads()
+    if now is None:
+        import pytest
+
+        pytest.skip("no /proc/stat procs_running on this system")
+    assert now >= 1  # this thread is running
+    ctl = AdaptiveController(usable_cores=2, max_workers=2, target_utilization=0.8)
+    sampler = UtilizationSampler(ctl, pids=lambda: [], pool_busy=lambda: None,
+                                 on_resize=lambda n: None, interval=3600)
+    sampler.start()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    try:
+        time.sleep(0.3)
+        assert ctl.instant_others is not None
+        if sampler._use_cgroup:
+            assert sampler.instant_others() is None
+        else:
+            # three busy processes on 2 cores: at least two are always running or runnable
+            assert sampler.instant_others() >= 2
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait(timeout=10)
+        sampler.stop()
+    assert ctl.instant_others is None

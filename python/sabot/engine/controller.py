@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("sabot.engine.controller")
@@ -130,6 +131,9 @@ class AdaptiveController:
         #: neighbours). 1.0 until measured; eases back to 1 while inline is chosen instead,
         #: so one bad run does not keep the pool unused for good.
         self.slowdown = 1.0
+        #: Cores other processes want at this instant (runnable threads), or None: set by the
+        #: sampler (``/proc/stat``), by tests, or left unset where the system has no such count.
+        self.instant_others: Callable[[], float | None] | None = None
         self._idle = True
         self.last_plan: Plan | None = None
         self.last_reading: Reading | None = None
@@ -149,6 +153,16 @@ class AdaptiveController:
     def _clamp(self, n: int) -> int:
         return max(1, min(self.max_workers, self.cores, int(n)))
 
+    def _instant_others(self) -> float | None:
+        probe = self.instant_others
+        if probe is None:
+            return None
+        try:
+            return probe()
+        except Exception:  # a probe must never break planning
+            log.debug("instant load probe failed", exc_info=True)
+            return None
+
     @property
     def workers(self) -> int:
         """The pool size the controller currently wants."""
@@ -163,6 +177,12 @@ class AdaptiveController:
             if not self._idle or not self._recent_others:
                 return self._workers
             others = min(self._recent_others)
+            now = self._instant_others()
+            if now is not None:
+                # The readings are 0.5 s windows of the past: a program that has just
+                # finished still shows in them. What is runnable right now says whether it
+                # is still there (the least of the two: either one may be a spike).
+                others = min(others, max(0.0, now - self.noise_floor))
             wanted = self._clamp(math.floor(self.cores * self.target - others + 0.5))
             if wanted != self._workers:
                 self.resizes.append({"at": time.time(), "from": self._workers, "to": wanted,

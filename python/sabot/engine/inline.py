@@ -194,7 +194,8 @@ def run_numpy_pieces(func: Callable[[Any], Any], arr: Any, offset: int = 0,
         # The previous piece's items are freed only once the next piece is converted
         # (assigning ``items``): measured ~10% faster than freeing them first.
         items = arr[start:stop].tolist()
-        parts.append(results_part(InlineRun(func, items, offset + start).run_all()))
+        ints = bool(parts) and getattr(parts[-1], "dtype", None) == "int64"
+        parts.append(results_part(InlineRun(func, items, offset + start).run_all(), ints))
     del items
     return parts
 

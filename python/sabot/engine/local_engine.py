@@ -436,7 +436,7 @@ class LocalEngine:
 
                 self._sampler = UtilizationSampler(
                     self.controller, pids=pool.pids, pool_busy=pool.busy_fraction,
-                    on_resize=_weakly(self._resize_pool))
+                    on_resize=_weakly(self._resize_pool), busy_workers=pool.busy_workers)
                 self._sampler.start()
                 # An engine dropped without close() (or alive at exit) still stops its workers.
                 weakref.finalize(self, _shutdown, self._sampler, pool)

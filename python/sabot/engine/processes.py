@@ -406,6 +406,11 @@ class ProcessPool:
         with self._lock:
             return sum(1 for w in self._workers if w.ready)
 
+    def busy_workers(self) -> int:
+        """Workers running a task at this instant."""
+        with self._lock:
+            return sum(1 for w in self._workers if w.busy_since is not None)
+
     def pids(self) -> list[int]:
         with self._lock:
             return [p for p in (w.pid for w in self._workers) if p is not None]

@@ -54,6 +54,19 @@ def _cpus_busy_s(cpus: list[int] | None) -> float:
     return sum(_busy(per_cpu[i]) for i in cpus if i < len(per_cpu))
 
 
+def runnable_threads() -> int | None:
+    """Threads runnable on this machine right now (``procs_running`` of ``/proc/stat``), the
+    caller's own included; None where the system does not say."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"procs_running "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class UtilizationSampler:
     def __init__(
         self,
@@ -64,7 +77,9 @@ class UtilizationSampler:
         on_resize: Callable[[int], None],
         on_reading: Callable[[Reading], None] | None = None,
         interval: float = 0.5,
+        busy_workers: Callable[[], int] | None = None,
     ) -> None:
+        self._pool_busy_now = busy_workers
         self.controller = controller
         self._pids = pids
         self._pool_busy = pool_busy
@@ -85,7 +100,21 @@ class UtilizationSampler:
             cpus = []
         self._cpus = cpus if 0 < len(cpus) < (psutil.cpu_count() or 1) else None
 
+    def instant_others(self) -> float | None:
+        """Cores other processes want now: runnable threads, less this caller and the pool's
+        busy workers; the least of three reads (a read is ~20 us; one may catch a spike).
+        Not meaningful inside a CPU-quota container (the host's threads count there), where it
+        says nothing."""
+        if self._use_cgroup:
+            return None
+        reads = [r for r in (runnable_threads() for _ in range(3)) if r is not None]
+        if not reads:
+            return None
+        busy = self._pool_busy_now() if self._pool_busy_now is not None else 0
+        return float(max(0, min(reads) - 1 - busy))
+
     def start(self) -> None:
+        self.controller.instant_others = self.instant_others
         self._machine_busy()  # prime the deltas
         self._sabot_cpu()
         self._thread.start()
@@ -105,6 +134,8 @@ class UtilizationSampler:
         return max(0.0, busy - prev) if prev is not None else 0.0
 
     def stop(self) -> None:
+        if self.controller.instant_others == self.instant_others:
+            self.controller.instant_others = None
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)

@@ -129,6 +129,27 @@ def test_poison_item_fails_the_job_after_max_attempts_with_its_error(shared_clus
     assert "after 3 attempt(s)" in text
 
 
+def test_tiny_morsels_of_a_lambda_complete_and_a_poison_among_them_is_named(shared_cluster):
+    """Small morsels of one function are coalesced into shared engine calls on a worker: every
+    result still lands in its own morsel, in order, and an item failing inside such a call is
+    reported as itself (its morsel's offset plus its index), not as a neighbour."""
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            good = await c.submit(list(range(3000)), lambda x: (x, -x), morsel_items=3)
+            bad = await c.submit(list(range(3000)), lambda x: 1 // (x - 2018), morsel_items=7)
+            out = await c.result(good, timeout=120)
+            with pytest.raises(JobFailedError) as err:
+                await c.result(bad, timeout=120)
+            return out, str(err.value)
+        finally:
+            await c.stop()
+
+    out, error = asyncio.run(main())
+    assert out == [(x, -x) for x in range(3000)]
+    assert "ZeroDivisionError" in error and "item 2018" in error and "morsel 288 " in error
+
+
 def _slow_then_poison(x):
     import time as t
 

@@ -206,6 +206,10 @@ class ClusterClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         rid = self.new_request_id()
         msg = make(rid)
+        if isinstance(msg, m.FetchResults):
+            # The coordinator holds a fetch up to its wait_ms: a try must outlast that, or it
+            # is sent again (and the session taken for lost) while its answer is still due.
+            try_timeout = max(try_timeout, msg.wait_ms / 1000 + TRY_TIMEOUT_S)
         loop = asyncio.get_running_loop()
         last_error: BaseException | None = None
         try:

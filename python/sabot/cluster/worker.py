@@ -114,8 +114,11 @@ class Worker:
         self._cost: dict[bytes | str, float] = {}  # the function's own seconds per item
         self._samples: dict[bytes | str, list[float]] = {}  # until enough for a verdict
         self._outbox: list[m.Message] = []
+        self._lanes = _Lanes(self)
         self._direct: concurrent.futures.ThreadPoolExecutor | None = None
         self._outbox_event = asyncio.Event()
+        self._kick_pending = False
+        self._session_over: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._fatal: SabotError | None = None
         self._stopping = False
@@ -296,9 +299,11 @@ class Worker:
                  self.node_id, reply.coordinator_id, endpoint, self.slots, self.http_port)
         if self._draining:
             await self._send_now(m.Credit(0))
+        self._session_over = asyncio.Event()
         tasks = [asyncio.ensure_future(self._receive_loop()),
                  asyncio.ensure_future(self._heartbeat_loop()),
-                 asyncio.ensure_future(self._send_loop())]
+                 asyncio.ensure_future(self._send_loop()),
+                 asyncio.ensure_future(self._session_over.wait())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -369,6 +374,7 @@ class Worker:
         if not self._outbox and self._sync is not None:
             try:
                 self._sync.send_multipart(self._sender.encode(msg), zmq.NOBLOCK)
+                self._kick()
                 return
             except zmq.ZMQError:
                 # Not connected right now (the sequence number is spent; the next one is
@@ -376,6 +382,32 @@ class Worker:
                 pass
         self._outbox.append(msg)
         self._outbox_event.set()
+
+    def _kick(self) -> None:
+        """After a send on the plain socket: read what waits now. ZMQ_FD, which the asyncio
+        poll in _receive_loop waits on, is edge-triggered, and a send on the same socket can
+        consume its edge (the send processes the socket's pending commands); a message that
+        arrived meanwhile would then sit unread until some later traffic (a heartbeat ack a
+        second later), which held morsels back for up to a heartbeat period."""
+        if self._kick_pending or self._sync is None:
+            return
+        try:
+            readable = self._sync.get(zmq.EVENTS) & zmq.POLLIN
+        except zmq.ZMQError:
+            return
+        if readable:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._drain_kicked)
+
+    def _drain_kicked(self) -> None:
+        self._kick_pending = False
+        msg = self._recv_nowait()
+        while msg is not False:
+            if msg is not None and not self._dispatch(msg):
+                if self._session_over is not None:
+                    self._session_over.set()
+                return
+            msg = self._recv_nowait()
 
     async def _flush_outbox(self) -> None:
         while self._outbox and self._sock is not None:
@@ -446,8 +478,12 @@ class Worker:
                 "sabot.processors"
             if not builtin:
                 # User code runs only in the engine's isolated pool processes: an os._exit or a
-                # segfault there kills a pool process (retried), never this worker node.
-                return False
+                # segfault there kills a pool process (retried), never this worker node. List
+                # morsels of one function are coalesced into one engine call (_Lanes).
+                key = (msg.job_id, msg.morsel)
+                self._running[key] = asyncio.ensure_future(
+                    self._lanes.run(msg, func, self._func_key(msg)))
+                return True
             data: Any = None
             if msg.encoding == "msgpack" and len(msg.data) <= INLINE_MAX_BYTES and (
                     builtin or cost is not None):
@@ -645,6 +681,190 @@ class Worker:
             "coordinator": f"{self.config.coordinator_host}:{self.config.coordinator_port}",
             "draining": self._draining,
         }
+
+
+@dataclass(slots=True, eq=False)
+class _Queued:
+    """A list morsel of a user function waiting for (or in) a coalesced engine call."""
+
+    msg: m.Assign
+    func: Any
+    fkey: bytes | str
+    done: asyncio.Future[None]
+    size: int
+
+
+class _Lanes:
+    """Coalesced engine calls for list morsels of user (per-item) functions.
+
+    One engine call per morsel costs the isolated pool a round trip, the function's pickling
+    and the engine's planning for each morsel, and calls that come and go one by one make the
+    isolated pool grow and shrink (a process start each time): tiny morsels then ran at a few
+    hundred per second. Here the morsels that wait while a call runs go, with every other
+    waiting morsel of the same function, into the next call (one engine call spreads them over
+    the pool's processes); the results are cut back into morsels. One call at a time keeps the
+    pool's size steady; a call running longer than ESCALATE_S (a slow or hung item) lets one
+    more start beside it, so other morsels are not held up behind it.
+
+    Each morsel keeps its own task in ``Worker._running`` (awaiting its ``done`` future), so
+    cancelling, draining and handing back work as for any morsel: a morsel cancelled while
+    its call runs cancels that call and the call's other morsels wait for the next one.
+    """
+
+    #: A call running this long lets another start beside it.
+    ESCALATE_S = 1.0
+    #: Most bytes of input and morsels coalesced into one call.
+    MAX_BYTES = 16 << 20
+    MAX_MORSELS = 256
+    #: Inputs or results bigger than this are decoded / encoded off the event loop.
+    THREAD_BYTES = 256 << 10
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.waiting: list[_Queued] = []
+        self.calls: dict[asyncio.Future[None], tuple[float, list[_Queued]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def run(self, msg: m.Assign, func: Any, fkey: bytes | str) -> None:
+        """The morsel's task: queue it and wait until its result (or failure) is posted."""
+        key = (msg.job_id, msg.morsel)
+        q = _Queued(msg, func, fkey, asyncio.get_running_loop().create_future(), len(msg.data))
+        self.waiting.append(q)
+        self.pump()
+        try:
+            await q.done
+        except asyncio.CancelledError:
+            self._drop(q)
+            raise
+        finally:
+            running = self.worker._running
+            if running.get(key) is asyncio.current_task():
+                del running[key]
+
+    def _drop(self, q: _Queued) -> None:
+        if q in self.waiting:
+            self.waiting.remove(q)
+            return
+        for call, (_, batch) in list(self.calls.items()):
+            if q in batch:
+                # The call's other morsels run again in the next call, without this one.
+                del self.calls[call]
+                call.cancel()
+                self.waiting[:0] = [o for o in batch if o is not q and not o.done.done()]
+                break
+        self.pump()
+
+    def pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self.waiting:
+            oldest = min((t for t, _ in self.calls.values()), default=None)
+            if oldest is not None and now - oldest < self.ESCALATE_S:
+                if self._timer is None:
+                    self._timer = loop.call_later(self.ESCALATE_S - (now - oldest), self._tick)
+                return
+            batch = self._take()
+            call = asyncio.ensure_future(self._call(batch))
+            self.calls[call] = (now, batch)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.pump()
+
+    def _take(self) -> list[_Queued]:
+        first = self.waiting[0]
+        batch, rest, size = [], [], 0
+        for q in self.waiting:
+            if q.fkey == first.fkey and len(batch) < self.MAX_MORSELS and (
+                    not batch or size + q.size <= self.MAX_BYTES):
+                batch.append(q)
+                size += q.size
+            else:
+                rest.append(q)
+        self.waiting = rest
+        return batch
+
+    async def _call(self, batch: list[_Queued]) -> None:
+        worker = self.worker
+        t0 = time.perf_counter()
+        me = asyncio.current_task()
+        try:
+            big = sum(q.size for q in batch) > self.THREAD_BYTES
+            if big:
+                parts = await asyncio.to_thread(_decode_lists, batch)
+            else:
+                parts = _decode_lists(batch)
+            items = [x for part in parts for x in part] if len(parts) > 1 else parts[0]
+            try:
+                out = await worker.engine.process(items, batch[0].func)
+            except ProcessingError as exc:
+                if exc.index is None or len(batch) == 1:
+                    raise
+                self._failed_item(batch, parts, exc, t0)
+                return
+            out = out if isinstance(out, list) else list(out)
+            if big:
+                encoded = await asyncio.to_thread(_encode_cut, out, parts)
+            else:
+                encoded = _encode_cut(out, parts)
+            elapsed = time.perf_counter() - t0
+            for q, part, (encoding, blob) in zip(batch, parts, encoded):
+                if not q.done.done():
+                    worker._done(q.msg, len(part), encoding, blob, elapsed)
+                    q.done.set_result(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            for q in batch:
+                if not q.done.done():
+                    worker._morsels_failed += 1
+                    worker.metrics.record_morsel(time.perf_counter() - t0, "failed")
+                    worker._post(worker._failure(q.msg, exc))
+                    q.done.set_result(None)
+        finally:
+            if me is not None:
+                self.calls.pop(me, None)
+            if self.waiting:
+                self.pump()
+
+    def _failed_item(self, batch: list[_Queued], parts: list[list[Any]], exc: ProcessingError,
+                     t0: float) -> None:
+        """An item failed: its morsel fails (with the index inside it); the others run again
+        in the next call (this call's results are gone with the exception)."""
+        worker = self.worker
+        index = int(exc.index or 0)
+        again = []
+        for q, part in zip(batch, parts):
+            if q.done.done():
+                continue
+            if 0 <= index < len(part):
+                exc.index = index
+                worker._morsels_failed += 1
+                worker.metrics.record_morsel(time.perf_counter() - t0, "failed")
+                worker._post(worker._failure(q.msg, exc))
+                q.done.set_result(None)
+            else:
+                again.append(q)
+            index -= len(part)
+        self.waiting[:0] = again
+
+
+def _decode_lists(batch: list[_Queued]) -> list[list[Any]]:
+    out = []
+    for q in batch:
+        items = payload.decode_value(q.msg.encoding, q.msg.data)
+        out.append(items if isinstance(items, list) else list(items))
+    return out
+
+
+def _encode_cut(out: list[Any], parts: list[list[Any]]) -> list[tuple[str, bytes]]:
+    """The results of a coalesced call cut back into its morsels, each encoded."""
+    encoded = []
+    pos = 0
+    for part in parts:
+        encoded.append(payload.encode_items(out[pos:pos + len(part)]))
+        pos += len(part)
+    return encoded
 
 
 def _apply_items(func: Any, data: list[Any]) -> tuple[str, bytes, int]:

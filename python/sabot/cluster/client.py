@@ -221,7 +221,8 @@ class ClusterClient:
                         f"{msg.OP} within {timeout:g} s"
                         + (f" ({last_error})" if last_error else ""))
                 try:
-                    await self.connect()
+                    if not self._session_ok or self._sock is None:
+                        await self.connect()  # (a live session skips the lock)
                 except (CoordinatorUnavailableError, OSError) as exc:
                     last_error = exc
                     await asyncio.sleep(min(0.5, left) if left is not None else 0.5)

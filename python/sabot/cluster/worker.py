@@ -692,6 +692,7 @@ class _Queued:
     fkey: bytes | str
     done: asyncio.Future[None]
     size: int
+    items: list[Any] | None = None  # decoded input, once ready
 
 
 class _Lanes:
@@ -700,11 +701,13 @@ class _Lanes:
     One engine call per morsel costs the isolated pool a round trip, the function's pickling
     and the engine's planning for each morsel, and calls that come and go one by one make the
     isolated pool grow and shrink (a process start each time): tiny morsels then ran at a few
-    hundred per second. Here the morsels that wait while a call runs go, with every other
-    waiting morsel of the same function, into the next call (one engine call spreads them over
-    the pool's processes); the results are cut back into morsels. One call at a time keeps the
-    pool's size steady; a call running longer than ESCALATE_S (a slow or hung item) lets one
-    more start beside it, so other morsels are not held up behind it.
+    hundred per second. Here a morsel is decoded when it arrives (big ones off the loop), and
+    every decoded morsel of the same function that waits while an engine call runs goes into
+    the next call (one engine call spreads them over the pool's processes); results are cut
+    back into morsels and encoded after the call has left the engine, while the next one runs.
+    One engine call at a time keeps the pool's size steady; a call running longer than
+    ESCALATE_S (a slow or hung item) lets one more start beside it, so other morsels are not
+    held up behind it.
 
     Each morsel keeps its own task in ``Worker._running`` (awaiting its ``done`` future), so
     cancelling, draining and handing back work as for any morsel: a morsel cancelled while
@@ -722,24 +725,47 @@ class _Lanes:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.waiting: list[_Queued] = []
+        # Engine calls in flight: task -> (start time, morsels); a task leaves this table when
+        # its engine call returns (its results may still be being encoded).
         self.calls: dict[asyncio.Future[None], tuple[float, list[_Queued]]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     async def run(self, msg: m.Assign, func: Any, fkey: bytes | str) -> None:
-        """The morsel's task: queue it and wait until its result (or failure) is posted."""
+        """The morsel's task: decode, queue, and wait until its result (or failure) is
+        posted."""
         key = (msg.job_id, msg.morsel)
+        t0 = time.perf_counter()
         q = _Queued(msg, func, fkey, asyncio.get_running_loop().create_future(), len(msg.data))
-        self.waiting.append(q)
-        self.pump()
         try:
-            await q.done
-        except asyncio.CancelledError:
-            self._drop(q)
-            raise
+            try:
+                if q.size > self.THREAD_BYTES:
+                    q.items = await asyncio.to_thread(_decode_list, msg)
+                else:
+                    q.items = _decode_list(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._fail(q, exc, t0)
+                return
+            self.waiting.append(q)
+            self.pump()
+            try:
+                await q.done
+            except asyncio.CancelledError:
+                self._drop(q)
+                raise
         finally:
             running = self.worker._running
             if running.get(key) is asyncio.current_task():
                 del running[key]
+
+    def _fail(self, q: _Queued, exc: BaseException, t0: float) -> None:
+        worker = self.worker
+        worker._morsels_failed += 1
+        worker.metrics.record_morsel(time.perf_counter() - t0, "failed")
+        worker._post(worker._failure(q.msg, exc))
+        if not q.done.done():
+            q.done.set_result(None)
 
     def _drop(self, q: _Queued) -> None:
         if q in self.waiting:
@@ -788,12 +814,9 @@ class _Lanes:
         worker = self.worker
         t0 = time.perf_counter()
         me = asyncio.current_task()
+        left_engine = False
         try:
-            big = sum(q.size for q in batch) > self.THREAD_BYTES
-            if big:
-                parts = await asyncio.to_thread(_decode_lists, batch)
-            else:
-                parts = _decode_lists(batch)
+            parts: list[list[Any]] = [q.items or [] for q in batch]
             items = [x for part in parts for x in part] if len(parts) > 1 else parts[0]
             try:
                 out = await worker.engine.process(items, batch[0].func)
@@ -802,28 +825,33 @@ class _Lanes:
                     raise
                 self._failed_item(batch, parts, exc, t0)
                 return
+            # Out of the engine: the next call may start while these results are encoded.
+            left_engine = self.calls.pop(me, None) is not None  # type: ignore[arg-type]
+            if left_engine and self.waiting:
+                self.pump()
             out = out if isinstance(out, list) else list(out)
-            if big:
+            if sum(q.size for q in batch) > self.THREAD_BYTES:
                 encoded = await asyncio.to_thread(_encode_cut, out, parts)
             else:
                 encoded = _encode_cut(out, parts)
             elapsed = time.perf_counter() - t0
             for q, part, (encoding, blob) in zip(batch, parts, encoded):
                 if not q.done.done():
+                    q.items = None
                     worker._done(q.msg, len(part), encoding, blob, elapsed)
                     q.done.set_result(None)
         except asyncio.CancelledError:
+            if left_engine:
+                # Cancelled while encoding: the morsels not yet posted run again.
+                self.waiting[:0] = [q for q in batch if not q.done.done()]
             raise
         except Exception as exc:
             for q in batch:
                 if not q.done.done():
-                    worker._morsels_failed += 1
-                    worker.metrics.record_morsel(time.perf_counter() - t0, "failed")
-                    worker._post(worker._failure(q.msg, exc))
-                    q.done.set_result(None)
+                    self._fail(q, exc, t0)
         finally:
             if me is not None:
-                self.calls.pop(me, None)
+                self.calls.pop(me, None)  # type: ignore[arg-type]
             if self.waiting:
                 self.pump()
 
@@ -831,7 +859,6 @@ class _Lanes:
                      t0: float) -> None:
         """An item failed: its morsel fails (with the index inside it); the others run again
         in the next call (this call's results are gone with the exception)."""
-        worker = self.worker
         index = int(exc.index or 0)
         again = []
         for q, part in zip(batch, parts):
@@ -839,22 +866,16 @@ class _Lanes:
                 continue
             if 0 <= index < len(part):
                 exc.index = index
-                worker._morsels_failed += 1
-                worker.metrics.record_morsel(time.perf_counter() - t0, "failed")
-                worker._post(worker._failure(q.msg, exc))
-                q.done.set_result(None)
+                self._fail(q, exc, t0)
             else:
                 again.append(q)
             index -= len(part)
         self.waiting[:0] = again
 
 
-def _decode_lists(batch: list[_Queued]) -> list[list[Any]]:
-    out = []
-    for q in batch:
-        items = payload.decode_value(q.msg.encoding, q.msg.data)
-        out.append(items if isinstance(items, list) else list(items))
-    return out
+def _decode_list(msg: m.Assign) -> list[Any]:
+    items = payload.decode_value(msg.encoding, msg.data)
+    return items if isinstance(items, list) else list(items)
 
 
 def _encode_cut(out: list[Any], parts: list[list[Any]]) -> list[tuple[str, bytes]]:

@@ -351,6 +351,42 @@ def test_numpy_inline_in_pieces_matches_one_conversion_of_all_results():
         engine.close_sync()
 
 
+def test_arrow_inline_in_pieces_matches_one_conversion_of_all_results():
+    engine = make_engine(executor="inline")
+    try:
+        n = 150_000  # three pieces
+        table = pa.table({"a": pa.array(range(n)), "s": pa.array([str(i % 7) for i in range(n)])})
+
+        def late_float(row):
+            return row["a"] / 2 if row["a"] >= 140_000 else row["a"]
+
+        out = run(engine.process(table, late_float))
+        expected = pa.array([late_float(r) for r in table.to_pylist()])
+        assert isinstance(out, pa.ChunkedArray) and out.type == expected.type == pa.float64()
+        assert out.to_pylist() == expected.to_pylist()
+
+        out = run(engine.process(table, lambda row: {"k": row["s"], "v": row["a"] * 2}))
+        assert isinstance(out, pa.Table) and out.num_rows == n
+        assert out.slice(n - 1).to_pylist() == [{"k": str((n - 1) % 7), "v": (n - 1) * 2}]
+
+        chunked = pa.chunked_array([pa.array(range(0, 70_000)), pa.array(range(70_000, n))])
+        out = run(engine.process(chunked, lambda x: x + 1))
+        assert [len(c) for c in out.chunks] == [70_000, n - 70_000]
+        assert out.to_pylist() == list(range(1, n + 1))
+
+        def bad(row):
+            if row["a"] == 131_072 + 5:
+                raise KeyError("missing")
+            return 1
+
+        with pytest.raises(ProcessingError) as info:
+            run(engine.process(table, bad))
+        assert info.value.index == 131_077
+        assert engine.get_stats()["controller"]["executor"] == "inline"
+    finally:
+        engine.close_sync()
+
+
 def test_arrow_morsels_travel_as_ipc_to_worker_processes():
     engine = make_engine(executor="processes")
     try:

@@ -29,7 +29,7 @@ from .adapters import Source, adapt, rows_per_morsel
 from .controller import ASYNC, INLINE, NATIVE, PROCESSES, THREADS, AdaptiveController, Plan
 from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
-from .inline import InlineRun, native_loop_available, run_numpy_pieces
+from .inline import NUMPY_PIECE, InlineRun, native_loop_available, run_numpy_pieces
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
 from .worker_process import ArrowMorsel, AsyncAsSync, join_numpy, results_arrow, results_part
 
@@ -330,13 +330,8 @@ class LocalEngine:
                                           per_item, ship, remaining))
         if columnar is not None:
             sampled = run.results
-            if columnar.numpy:
-                # Converted and run in cache-sized pieces, each joined as an array.
-                run = NumpyRun(func, columnar.src.data, done, sampled)
-            else:
-                # Continue over all items as Python objects, after the sampled ones.
-                run = InlineRun(func, columnar.all_items())
-                run.skip(done, sampled)
+            # Converted and run in cache-sized pieces, each made an array as it is done.
+            run = PieceRun(func, columnar, done, sampled)
         convert = per_item - elapsed / max(1, done)
         measured = remaining * (elapsed / max(1, done)) >= 0.03
 
@@ -366,7 +361,7 @@ class LocalEngine:
                 return None
 
         parts = await self._run_inline(run, per_item, morsel_rows, switch)
-        if isinstance(run, NumpyRun):
+        if isinstance(run, PieceRun):
             return columnar.join(run.results, run.parts + (parts or [])), morsels
         if parts is not None:
             if columnar is not None:
@@ -784,16 +779,19 @@ def _run_batch(func: Callable[[Any], Any], name: str, morsel: int, offset: int,
     return out
 
 
-class NumpyRun:
-    """A per-item function over the rest of a 1-D numpy array, inline, in cache-sized pieces
-    (``run_numpy_pieces``). ``results`` keeps the controller's sample (Python objects);
-    ``parts`` the result parts of the items run here since."""
+class PieceRun:
+    """A per-item function over the rest of numpy or Arrow input, inline, in pieces of 64K
+    items: each piece is converted to Python objects, run, and its results made an array
+    (numpy) or Arrow array (Arrow) at once. Faster than converting everything first (the
+    objects are still in cache), and memory holds one piece of objects, not the whole input's.
+    ``results`` keeps the controller's sample (Python objects); ``parts`` the result parts of
+    the items run here since."""
 
-    def __init__(self, func: Callable[[Any], Any], data: Any, done: int,
+    def __init__(self, func: Callable[[Any], Any], columnar: _Columnar, done: int,
                  sampled: list[Any]) -> None:
         self.func = func
-        self.data = data
-        self.n = len(data)
+        self.columnar = columnar
+        self.n = len(columnar)
         self.done = done
         self.results = sampled
         self.parts: list[Any] = []
@@ -804,9 +802,22 @@ class NumpyRun:
 
     def step(self, k: int) -> None:
         end = min(self.n, self.done + k)
-        if end > self.done:
-            self.parts.extend(run_numpy_pieces(self.func, self.data[self.done:end], self.done))
-            self.done = end
+        if end <= self.done:
+            return
+        src = self.columnar.src
+        if self.columnar.numpy:
+            self.parts.extend(run_numpy_pieces(self.func, src.data[self.done:end], self.done))
+        else:
+            for start in range(self.done, end, NUMPY_PIECE):
+                rows = min(end, start + NUMPY_PIECE) - start
+                items = src.arrow_slice(start, rows).to_pylist()
+                results = InlineRun(self.func, items, start).run_all()
+                del items
+                try:
+                    self.parts.append(results_arrow(results))
+                except TypeError as exc:
+                    raise ProcessingError(str(exc), original=exc) from exc
+        self.done = end
 
 
 class _Columnar:
@@ -836,9 +847,6 @@ class _Columnar:
 
     def head(self, rows: int) -> list[Any]:
         return self.src.data[:rows].tolist() if self.numpy else self.src.head(rows)
-
-    def all_items(self) -> Sequence[Any]:
-        return self.src.data.tolist() if self.numpy else self.src.items()
 
     def task_data(self, start: int, rows: int) -> Any:
         """What one pool task gets: a shared-memory descriptor once ``open_shared`` made the

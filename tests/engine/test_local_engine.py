@@ -647,3 +647,28 @@ def test_shared_memory_left_by_a_killed_process_is_removed_by_the_next_one():
 
     assert shm.sweep_stale() >= 1
     assert not os.path.exists(path)
+
+
+def test_a_full_dev_shm_falls_back_to_the_pipes(monkeypatch):
+    """posix_fallocate fails with ENOSPC when /dev/shm has no room (64 MiB in a default Docker
+    container): the call still completes, over the pipes, with the same results."""
+    import errno
+
+    from sabot.engine import shm
+
+    def no_room(self, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shm.Segment, "__init__", no_room)
+    engine = make_engine(executor="processes")
+    try:
+        arr = np.arange(400_000, dtype=np.int64)
+        out = run(engine.process(arr, square))
+        assert np.array_equal(out, arr * arr)
+        table = pa.table({"a": pa.array(range(200_000))})
+        out = run(engine.process(table, lambda row: row["a"] + 1))
+        assert out.to_pylist() == list(range(1, 200_001))
+        transport = engine.get_stats()["controller"]["transport"]
+        assert transport["shared_memory_tasks"] == 0 and transport["pipe_tasks"] > 0
+    finally:
+        engine.close_sync()

@@ -402,6 +402,10 @@ def test_pods_run_locked_down(scenario: Any) -> None:
             assert {"/tmp", env_of(c)["SABOT_DATA_DIR"]["value"]} <= writable
             for m in c["volumeMounts"]:
                 assert m["name"] in volumes
+            # shared-memory morsels need more than a container's own 64 MiB /dev/shm
+            shm = next(m for m in c["volumeMounts"] if m["mountPath"] == "/dev/shm")
+            assert volumes[shm["name"]]["emptyDir"]["medium"] == "Memory"
+            assert volumes[shm["name"]]["emptyDir"]["sizeLimit"]
             assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
 
 

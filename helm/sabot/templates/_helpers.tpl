@@ -201,6 +201,8 @@ readinessProbe:
 {{- define "sabot.volumeMountsCommon" -}}
 - name: tmp
   mountPath: /tmp
+- name: shm
+  mountPath: /dev/shm
 - name: data
   mountPath: {{ .Values.dataDir }}
 - name: cluster-key
@@ -212,6 +214,12 @@ readinessProbe:
 - name: tmp
   emptyDir:
     sizeLimit: {{ .Values.tmpSizeLimit }}
+# numpy and Arrow morsels reach a node's worker processes through /dev/shm; a container's own
+# is 64 MiB, so larger inputs would fall back to pipes
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.shmSizeLimit }}
 - name: cluster-key
   secret:
     secretName: {{ include "sabot.clusterKeySecretName" . }}

@@ -834,6 +834,9 @@ class _Columnar:
         self._input: shm.Segment | None = None
         self._output: tuple[shm.Segment, Any] | None = None
         self._arrow_shared = False
+        # the shared output as the whole result, and its pool-written tail (resolve .. join)
+        self._whole: Any = None
+        self._tail: Any = None
 
     @staticmethod
     def supports(src: Source) -> bool:
@@ -923,8 +926,11 @@ class _Columnar:
         out = np.frombuffer(seg.map, dtype=dtype, count=self.n)
         if parts and all(isinstance(p, shm.InShared) for p in parts):
             # Every task wrote its results: one array over the shared output, no copy (the
-            # array keeps the mapping alive; close_shared only removes the file's name).
-            return [out[start:]]
+            # array keeps the mapping alive; close_shared only removes the file's name). The
+            # join may put the first rows' results in front of it in place (see join).
+            self._whole = out
+            self._tail = out[start:]
+            return [self._tail]
         pos, resolved = start, []
         for part in parts:
             if isinstance(part, shm.InShared):
@@ -958,6 +964,18 @@ class _Columnar:
         if not parts:
             return self.build([])
         if self.numpy:
+            whole, tail, self._whole, self._tail = self._whole, self._tail, None, None
+            if whole is not None and parts[-1] is tail:
+                # The pool wrote its rows into the shared output: the rows before them go in
+                # front, in place, when they are of the same type (no copy of the output).
+                heads = parts[:-1]
+                if all(isinstance(p, np.ndarray) and p.dtype == whole.dtype for p in heads) \
+                        and sum(len(p) for p in heads) == len(whole) - len(tail):
+                    pos = 0
+                    for p in heads:
+                        whole[pos:pos + len(p)] = p
+                        pos += len(p)
+                    return whole
             return join_numpy(parts)
         return self.src.build_arrow_parts(parts)
 

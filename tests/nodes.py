@@ -80,6 +80,22 @@ class HttpReply:
         return f"HttpReply({self.status}, {self.body[:300]!r})"
 
 
+def python_child(code: str) -> subprocess.Popen[str]:
+    """A Python process running ``code`` with text pipes on stdin and stdout (the test reads
+    its lines and closes stdin to end it); close with ``end_child``."""
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def end_child(child: subprocess.Popen[str], *, kill: bool = False) -> None:
+    if kill:
+        child.kill()
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.close()
+    child.wait(timeout=10)
+    child.stdout.close()
+
+
 def http(method: str, url: str, body: Any = None, *, raw: bytes | None = None,
          headers: dict[str, str] | None = None, timeout: float = 30) -> HttpReply:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -460,7 +476,7 @@ def slow_enabled(config: Any) -> bool:
 
 __all__ = ["free_port", "child_env", "http", "HttpReply", "HttpClient", "NodeProcess", "Cluster",
            "InProcessNode", "slow_enabled", "record", "chaos_procs", "REPO", "PYTHON_DIR",
-           "CHAOS_SETTINGS", "RESULTS_FILE"]
+           "CHAOS_SETTINGS", "RESULTS_FILE", "python_child", "end_child"]
 
 
 def curve_dealer(endpoint: str, keys: Any) -> tuple[Any, Any, int]:

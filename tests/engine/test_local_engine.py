@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import sabot
+import sabot_test_nodes as nodes
 from sabot.config import load_config
 from sabot.engine import LocalEngine
 from sabot.errors import ProcessingError, UnknownProcessorError
@@ -305,6 +306,20 @@ def test_numpy_morsels_travel_as_arrays_to_worker_processes():
         engine.close_sync()
 
 
+def assert_fails_at(engine: LocalEngine, data, index: int, executor: str) -> None:
+    """A function failing on item ``index`` fails the call with that index."""
+    def bad(x):
+        value = x["a"] if isinstance(x, dict) else x
+        if value == index:
+            raise ArithmeticError("bad")
+        return 1
+
+    with pytest.raises(ProcessingError) as info:
+        run(engine.process(data, bad))
+    assert info.value.index == index
+    assert engine.get_stats()["controller"]["executor"] == executor
+
+
 def test_numpy_inline_in_pieces_matches_one_conversion_of_all_results():
     """Inline numpy runs convert and join cache-sized pieces; the output must equal converting
     every result at once: dtype promoted across pieces, ragged results as objects, and a failure
@@ -338,15 +353,7 @@ def test_numpy_inline_in_pieces_matches_one_conversion_of_all_results():
         out = run(engine.process(arr, late_ragged))
         assert out.dtype == object and out[0] == (0,) and out[-1] == (199_999, 199_999)
 
-        def bad(x):
-            if x == 170_001:
-                raise ArithmeticError("bad")
-            return x
-
-        with pytest.raises(ProcessingError) as info:
-            run(engine.process(arr, bad))
-        assert info.value.index == 170_001
-        assert engine.get_stats()["controller"]["executor"] == "inline"
+        assert_fails_at(engine, arr, 170_001, "inline")
     finally:
         engine.close_sync()
 
@@ -374,15 +381,7 @@ def test_arrow_inline_in_pieces_matches_one_conversion_of_all_results():
         assert [len(c) for c in out.chunks] == [70_000, n - 70_000]
         assert out.to_pylist() == list(range(1, n + 1))
 
-        def bad(row):
-            if row["a"] == 131_072 + 5:
-                raise KeyError("missing")
-            return 1
-
-        with pytest.raises(ProcessingError) as info:
-            run(engine.process(table, bad))
-        assert info.value.index == 131_077
-        assert engine.get_stats()["controller"]["executor"] == "inline"
+        assert_fails_at(engine, table, 131_077, "inline")
     finally:
         engine.close_sync()
 
@@ -600,14 +599,7 @@ def test_large_numpy_and_arrow_inputs_reach_workers_through_shared_memory():
         assert np.array_equal(out, np.array([late_float(x) for x in arr.tolist()]))
         assert out.dtype == np.float64
 
-        def bad(x):
-            if x == 345_678:
-                raise ArithmeticError("bad")
-            return x
-
-        with pytest.raises(ProcessingError) as info:
-            run(engine.process(arr, bad))
-        assert info.value.index == 345_678
+        assert_fails_at(engine, arr, 345_678, "processes")
 
         table = pa.table({"a": pa.array(range(200_000)), "b": pa.array([1.5] * 200_000)})
         shared = engine.get_stats()["controller"]["transport"]["shared_memory_tasks"]
@@ -625,26 +617,18 @@ def test_large_numpy_and_arrow_inputs_reach_workers_through_shared_memory():
 @pytest.mark.skipif(not __import__("os").path.isdir("/dev/shm"), reason="no /dev/shm")
 def test_shared_memory_left_by_a_killed_process_is_removed_by_the_next_one():
     import os
-    import signal
-    import subprocess
 
     # a process that makes a segment and is killed before it can remove it
-    child = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys\n"
-         "from sabot.engine import shm\n"
-         "seg = shm.Segment(4096)\n"
-         "print(seg.path, flush=True)\n"
-         "sys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = nodes.python_child("import sys\n"
+                               "from sabot.engine import shm\n"
+                               "seg = shm.Segment(4096)\n"
+                               "print(seg.path, flush=True)\n"
+                               "sys.stdin.read()\n")
     try:
         path = child.stdout.readline().strip()
         assert os.path.exists(path)
     finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
-        child.stdin.close()
-        child.stdout.close()
+        nodes.end_child(child, kill=True)
     assert os.path.exists(path)  # SIGKILL left it behind
     from sabot.engine import shm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import sabot_test_nodes as nodes
 from sabot.engine.controller import AdaptiveController
 from sabot.engine.sampler import UtilizationSampler
 
@@ -33,21 +34,15 @@ def test_sampler_reads_this_process_and_feeds_the_controller():
 def test_a_worker_started_between_readings_counts_as_sabot_not_as_other_load():
     """A pool child that appears after the previous reading has spent all its CPU inside the
     window; booking it to "other processes" would make the controller shrink the pool."""
-    import subprocess
-    import sys
-
     ctl = AdaptiveController(usable_cores=2, max_workers=2, target_utilization=0.8)
     pids: list[int] = []
     sampler = UtilizationSampler(ctl, pids=lambda: list(pids), pool_busy=lambda: 1.0,
                                  on_resize=lambda n: None, interval=3600)
     sampler.start()  # primes the counters; the loop never fires within this test
-    child = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "while time.process_time() < 0.3: pass\n"
-         "print('done', flush=True)\n"
-         "sys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = nodes.python_child("import sys, time\n"
+                               "while time.process_time() < 0.3: pass\n"
+                               "print('done', flush=True)\n"
+                               "sys.stdin.read()\n")
     try:
         pids.append(child.pid)
         assert child.stdout.readline().strip() == "done"
@@ -56,9 +51,7 @@ def test_a_worker_started_between_readings_counts_as_sabot_not_as_other_load():
         assert sampler._sabot_cpu() >= 0.25  # /proc counts in 10 ms ticks
     finally:
         sampler.stop()
-        child.stdin.close()
-        child.wait(timeout=10)
-        child.stdout.close()
+        nodes.end_child(child)
 
 
 def test_instant_probe_counts_runnable_threads_other_than_the_caller():

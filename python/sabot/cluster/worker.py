@@ -422,8 +422,14 @@ class Worker:
                 await self._outbox_event.wait()
 
     async def _receive_loop(self) -> None:
+        assert self._sock is not None
         while True:
-            msg: Any = await self._recv(None)
+            # Only wait for readability here: every read is a plain read that is handled at
+            # once (here or in _drain_kicked), so messages are handled in the order they came
+            # (an asyncio read could complete, then wait for the loop while a kicked drain
+            # handles later messages, and be dropped as a replay).
+            await self._sock.poll()
+            msg: Any = self._recv_nowait()
             while msg is not False:
                 if msg is not None and not self._dispatch(msg):
                     return

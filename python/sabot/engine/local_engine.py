@@ -884,7 +884,8 @@ class _Columnar:
                 self._input = seg
                 part = results_part(sample_results) if sample_results else None
                 if isinstance(part, np.ndarray) and part.dtype.kind in "biufc":
-                    out = shm.Segment(self.n * part.dtype.itemsize)
+                    # workers write it; this process touches only the first rows
+                    out = shm.Segment(self.n * part.dtype.itemsize, populate=False)
                     self._segments.append(out)
                     self._output = (out, part.dtype)
             else:

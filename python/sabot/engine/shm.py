@@ -92,7 +92,7 @@ def _alive(pid: int) -> bool:
 class Segment:
     """A shared-memory file created by this process, mapped read-write."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, populate: bool = True) -> None:
         where = shared_dir()
         if where is None:
             raise OSError("no writable /dev/shm on this system")
@@ -106,7 +106,9 @@ class Segment:
                 os.posix_fallocate(fd, 0, self.size)
             except AttributeError:  # pragma: no cover - non-Linux
                 os.ftruncate(fd, self.size)
-            self.map = mmap.mmap(fd, self.size, flags=mmap.MAP_SHARED | _POPULATE)
+            # populate: map every page now, when this process is about to write them all
+            self.map = mmap.mmap(fd, self.size,
+                                 flags=mmap.MAP_SHARED | (_POPULATE if populate else 0))
         except BaseException:
             os.close(fd)
             os.unlink(self.path)

@@ -569,6 +569,63 @@ def test_isolated_engine_survives_functions_that_kill_their_process(how):
         engine.close_sync()
 
 
+def test_isolated_pool_keeps_its_spare_process_between_calls(monkeypatch):
+    """Calls whose concurrency comes and goes (a cluster worker's morsels) must not start and
+    retire a process each time: the spare stays for SPARE_KEEP_S after it was needed."""
+    from sabot.engine import local_engine
+
+    engine = LocalEngine(load_config(env={}, max_workers=1), isolate=True)
+
+    async def two_then_one():
+        slow = lambda x: time.sleep(0.05) or x  # noqa: E731
+        await asyncio.gather(engine.process(list(range(4)), slow),
+                             engine.process(list(range(4)), slow))
+        grown = sorted(engine.get_stats()["controller"]["pool_pids"])
+        for _ in range(3):
+            assert await engine.process([1, 2], square) == [1, 4]
+        return grown, sorted(engine.get_stats()["controller"]["pool_pids"])
+
+    try:
+        grown, after = run(two_then_one())
+        assert len(grown) == 2  # one worker + the spare for the second concurrent call
+        assert after == grown    # the same processes: nothing retired, nothing restarted
+        # as if SPARE_KEEP_S had passed since the spare was last needed
+        monkeypatch.setattr(local_engine, "SPARE_KEEP_S", 0.0)
+        engine._spare_until = 0.0
+        assert run(engine.process([3], square)) == [9]
+        deadline = time.monotonic() + 10
+        while len(engine.get_stats()["controller"]["pool_pids"]) != 1:
+            assert time.monotonic() < deadline, "the spare was never retired"
+            time.sleep(0.05)
+    finally:
+        engine.close_sync()
+
+
+def test_functions_are_shipped_once_but_never_stale(monkeypatch):
+    """The same function (same pickled bytes) shares one token, so a worker that has it is not
+    sent it again; a function whose captured values changed is a new one; a worker keeps a
+    bounded number of functions and gets a forgotten one again when it is used again."""
+    from sabot.engine import processes
+
+    def scale(k):
+        return lambda x: x * k
+
+    f = scale(3)
+    assert processes.ShippedFunction(f, batch=False).token == \
+        processes.ShippedFunction(f, batch=False).token
+    assert processes.ShippedFunction(scale(4), batch=False).token != \
+        processes.ShippedFunction(f, batch=False).token
+
+    monkeypatch.setattr(processes, "WORKER_FUNCTIONS", 4)
+    engine = LocalEngine(load_config(env={}, max_workers=1), isolate=True)
+    try:
+        data = list(range(50))
+        for k in [*range(10), 0, 1, 9]:  # 0 and 1 were forgotten by then, 9 was not
+            assert run(engine.process(data, scale(k))) == [x * k for x in data]
+    finally:
+        engine.close_sync()
+
+
 def _sabot_segments() -> set[str]:
     import os
 

@@ -42,6 +42,8 @@ SAMPLE_S = 0.005
 INLINE_SLICE_S = 0.25
 #: Inline work shorter than this runs directly on the event loop (a thread hop costs more).
 INLINE_DIRECT_S = 0.01
+#: How long the isolated pool keeps a spare process after the last call that needed it.
+SPARE_KEEP_S = 10.0
 EXECUTOR_CHOICES = ("auto", INLINE, PROCESSES)
 #: What driving an ``async def`` function to completion costs a worker process per item (one
 #: ``send`` when it never waits), added to the measured cost when planning.
@@ -97,6 +99,8 @@ class LocalEngine:
         self.node = node
         self.isolate = isolate
         self._active_isolated = 0
+        self._spare_until = 0.0  # the isolated pool keeps its spare process until then
+        self._pool_full_at = 0.0  # when a call last wanted the pool at its current size
         self.controller = AdaptiveController(
             usable_cores=usable_cores(),
             max_workers=self.config.effective_max_workers,
@@ -435,8 +439,18 @@ class LocalEngine:
                 self._sampler.start()
                 # An engine dropped without close() (or alive at exit) still stops its workers.
                 weakref.finalize(self, _shutdown, self._sampler, pool)
-            elif self._pool.size != workers:
-                self._pool.resize(workers)
+            else:
+                now = time.monotonic()
+                if workers >= self._pool.size:
+                    self._pool_full_at = now
+                    if workers > self._pool.size:
+                        self._pool.resize(workers)
+                elif now - self._pool_full_at > SPARE_KEEP_S:
+                    # A call wants fewer processes than the pool has: shrink only when no
+                    # call has wanted the larger size for a while, so calls whose size comes
+                    # and goes do not start and retire a process each time. (The sampler's
+                    # resizes while work runs are not held back: see _resize_pool.)
+                    self._pool.resize(workers)
             return self._pool
 
     def _pool_warm(self) -> bool:
@@ -518,8 +532,15 @@ class LocalEngine:
     def _isolated_pool_size(self, workers: int) -> int:
         # With several calls in flight (a cluster worker runs several morsels at once), one
         # spare process: a function that hangs in one call does not hold up all the others,
-        # and the cores are not oversubscribed by more than one process.
-        return max(workers, min(workers + 1, self._active_isolated))
+        # and the cores are not oversubscribed by more than one process. The spare stays for
+        # SPARE_KEEP_S after it was last needed: calls that come and go would otherwise start
+        # and retire a process (~0.1 s of CPU each) every time.
+        now = time.monotonic()
+        if self._active_isolated > workers:
+            self._spare_until = now + SPARE_KEEP_S
+        if now < self._spare_until:
+            return workers + 1
+        return workers
 
     async def _run_isolated_call(self, src: Source, spec: FunctionSpec) -> tuple[Any, int]:
         n = len(src)

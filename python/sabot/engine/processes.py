@@ -11,12 +11,13 @@ Children are fresh interpreters (``python -c``) talking over a socket pair: fork
 multi-threaded parent is unsafe, and unlike ``multiprocessing``'s spawn they never re-import the
 user's ``__main__`` (no ``if __name__ == "__main__"`` guard needed). A child that dies closes its
 end of the socket, which is how the parent notices at once. Functions travel with cloudpickle
-(lambdas and closures, also those defined in ``__main__``), once per worker per call; named
-processors travel by name.
+(lambdas and closures, also those defined in ``__main__``), sent to a worker once while it keeps
+them loaded (the last WORKER_FUNCTIONS used); named processors travel by name.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import multiprocessing.connection
@@ -37,13 +38,24 @@ from .worker_process import FN_PICKLED, FN_PROCESSOR
 
 log = logging.getLogger("sabot.engine.processes")
 
+#: Functions a worker process keeps loaded; the least recently used beyond this is forgotten
+#: (a long-running node sees many calls, and a function may hold large closures).
+WORKER_FUNCTIONS = 64
+
+
 class ShippedFunction:
-    """A function prepared for the children: pickled once per call, sent once per worker."""
+    """A function prepared for the children: pickled once per call, sent once per worker.
+
+    Calls that ship the same function (the same pickled bytes: the same code and the same
+    captured values) share one token, so a worker that has it loaded is not sent it again
+    (a cluster worker makes one call per batch of morsels). Pickling each call still sees a
+    function's current globals and closures; only identical bytes are shared."""
 
     _tokens = itertools.count(1)
+    _known: collections.OrderedDict[tuple[str, Any, bool], int] = collections.OrderedDict()
+    _known_lock = threading.Lock()
 
     def __init__(self, func: Any, *, batch: bool, processor: str | None = None) -> None:
-        self.token = next(self._tokens)
         self.batch = batch
         if processor is not None:
             self.kind, self.payload = FN_PROCESSOR, processor
@@ -51,6 +63,16 @@ class ShippedFunction:
             import cloudpickle
 
             self.kind, self.payload = FN_PICKLED, cloudpickle.dumps(func, protocol=5)
+        key = (self.kind, self.payload, batch)
+        with self._known_lock:
+            token = self._known.get(key)
+            if token is None:
+                token = self._known[key] = next(self._tokens)
+                if len(self._known) > 4 * WORKER_FUNCTIONS:
+                    self._known.popitem(last=False)
+            else:
+                self._known.move_to_end(key)
+        self.token = token
 
 
 class Task:
@@ -101,7 +123,8 @@ class _Worker:
         self.conn: Any = None
         self.ready = False
         self.spawned_at = 0.0
-        self.tokens: set[int] = set()
+        # tokens of the functions the child has loaded, least recently used first
+        self.tokens: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.busy_s = 0.0
         self.busy_since: float | None = None
         self.cpu_s = 0.0
@@ -122,7 +145,8 @@ class _Worker:
         conn = multiprocessing.connection.Connection(parent_sock.detach())
         conn.send(("init", list(sys.path), self.pool.processor_modules))
         with self.lock:
-            self.proc, self.conn, self.tokens, self.ready = proc, conn, set(), False
+            self.proc, self.conn, self.ready = proc, conn, False
+            self.tokens = collections.OrderedDict()
         self.spawned_at = time.perf_counter()
 
     def kill(self) -> None:
@@ -258,7 +282,12 @@ class _Worker:
                 self.pool.note_startup(time.perf_counter() - self.spawned_at)
             if fn.token not in self.tokens:
                 conn.send(("fn", fn.token, fn.kind, fn.payload, fn.batch))
-                self.tokens.add(fn.token)
+                self.tokens[fn.token] = None
+                if len(self.tokens) > WORKER_FUNCTIONS:
+                    old, _ = self.tokens.popitem(last=False)
+                    conn.send(("forget", old))
+            else:
+                self.tokens.move_to_end(fn.token)
             conn.send(("run", id(task), fn.token, task.offset, task.data))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             # The morsel itself cannot be pickled: the child may hold a partial message, so

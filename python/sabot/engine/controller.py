@@ -23,8 +23,8 @@ import logging
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 log = logging.getLogger("sabot.engine.controller")

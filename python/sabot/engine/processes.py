@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ProcessingError, WorkerLostError
 from .worker_process import FN_PICKLED, FN_PROCESSOR
@@ -52,7 +52,8 @@ class ShippedFunction:
     function's current globals and closures; only identical bytes are shared."""
 
     _tokens = itertools.count(1)
-    _known: collections.OrderedDict[tuple[str, Any, bool], int] = collections.OrderedDict()
+    _known: ClassVar[collections.OrderedDict[tuple[str, Any, bool], int]] = \
+        collections.OrderedDict()
     _known_lock = threading.Lock()
 
     def __init__(self, func: Any, *, batch: bool, processor: str | None = None) -> None:

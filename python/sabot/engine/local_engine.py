@@ -453,6 +453,16 @@ class LocalEngine:
                     self._pool.resize(workers)
             return self._pool
 
+    async def _pool_for(self, workers: int) -> ProcessPool:
+        """The pool, sized for a call. Starting processes blocks (fork/exec), so that happens
+        on a helper thread; a pool that is big enough already is returned right here (a
+        thread hop costs more than a small call's work)."""
+        pool = self._pool
+        if pool is not None and not pool.closed and workers <= pool.size:
+            return self._ensure_pool(workers)  # at most a shrink: no process is started
+        return await asyncio.get_running_loop().run_in_executor(None, self._ensure_pool,
+                                                                workers)
+
     def _pool_warm(self) -> bool:
         """A pool whose workers have started (not one still starting after warm_up)."""
         pool = self._pool
@@ -472,12 +482,11 @@ class LocalEngine:
     async def _run_items_in_pool(self, items: Sequence[Any], start: int, spec: FunctionSpec,
                                  plan: Plan, morsel_rows: int,
                                  sample_results: list[Any] | None = None) -> list[Any]:
-        loop = asyncio.get_running_loop()
         try:
             shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
         except Exception as exc:
             raise _PoolUnavailable(f"the function cannot be pickled ({exc})") from exc
-        pool = await loop.run_in_executor(None, self._ensure_pool, plan.workers)
+        pool = await self._pool_for(plan.workers)
         step = max(1, plan.items_per_task)
         call = CallGroup()
         n = len(items)
@@ -558,10 +567,8 @@ class LocalEngine:
             raise ProcessingError(
                 f"{spec.name} cannot be sent to a worker process ({exc}); with isolate=True "
                 "functions must pickle (cloudpickle)", original=exc) from exc
-        loop = asyncio.get_running_loop()
         try:
-            pool = await loop.run_in_executor(None, self._ensure_pool,
-                                              self._isolated_pool_size(workers))
+            pool = await self._pool_for(self._isolated_pool_size(workers))
         except _PoolUnavailable as exc:
             raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
                                   original=exc) from exc

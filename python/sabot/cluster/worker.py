@@ -593,13 +593,7 @@ class Worker:
             items = int(getattr(data, "num_rows", None) or len(data))
             out = await self.engine.process(data, func)
             encoding, blob = await _encode(out)
-            elapsed = time.perf_counter() - t0
-            self._items_done += items
-            self._morsels_done += 1
-            self.metrics.record_items(items)
-            self.metrics.record_morsel(elapsed)
-            self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, items, encoding,
-                                      blob, elapsed))
+            self._done(msg, items, encoding, blob, time.perf_counter() - t0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

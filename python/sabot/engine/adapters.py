@@ -178,13 +178,9 @@ def _arrow_nbytes(obj: Any) -> int:
 
 
 def _to_arrow_array(results: list[Any]) -> pa.Array:
-    try:
-        return pa.array(results)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise TypeError(
-            f"the function's results cannot be stored in an Arrow array ({exc}); return values "
-            "of one Arrow-compatible type (numbers, strings, bools, dicts with the same keys, ...)"
-        ) from exc
+    from .worker_process import arrow_array
+
+    return arrow_array(results)
 
 
 def _looks_like_rows(results: list[Any]) -> bool:

@@ -168,15 +168,28 @@ def results_arrow(results: list[Any]) -> Any:
     """Per-item results as Arrow: a RecordBatch for dict rows, else an Array."""
     import pyarrow as pa
 
-    try:
-        if results and all(isinstance(r, dict) for r in results):
+    if results and all(isinstance(r, dict) for r in results):
+        try:
             return pa.RecordBatch.from_pylist(results)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise _not_arrow(exc) from exc
+    return arrow_array(results)
+
+
+def arrow_array(results: list[Any]) -> Any:
+    """Results as one Arrow array; TypeError saying what Arrow accepts when they do not fit."""
+    import pyarrow as pa
+
+    try:
         return pa.array(results)
     except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise TypeError(
-            f"the function's results cannot be stored in Arrow ({exc}); return values of one "
-            "Arrow-compatible type (numbers, strings, bools, dicts with the same keys, ...)"
-        ) from exc
+        raise _not_arrow(exc) from exc
+
+
+def _not_arrow(exc: BaseException) -> TypeError:
+    return TypeError(
+        f"the function's results cannot be stored in Arrow ({exc}); return values of one "
+        "Arrow-compatible type (numbers, strings, bools, dicts with the same keys, ...)")
 
 
 def results_array(results: list[Any]) -> Any:

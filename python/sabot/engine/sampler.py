@@ -107,11 +107,16 @@ class UtilizationSampler:
         says nothing."""
         if self._use_cgroup:
             return None
-        reads = [r for r in (runnable_threads() for _ in range(3)) if r is not None]
-        if not reads:
-            return None
         busy = self._pool_busy_now() if self._pool_busy_now is not None else 0
-        return float(max(0, min(reads) - 1 - busy))
+        least: int | None = None
+        for _ in range(3):  # stop at the first read that shows nobody else
+            now = runnable_threads()
+            if now is None:
+                break
+            least = now if least is None else min(least, now)
+            if least - 1 - busy <= 0:
+                break
+        return None if least is None else float(max(0, least - 1 - busy))
 
     def start(self) -> None:
         self.controller.instant_others = self.instant_others

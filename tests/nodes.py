@@ -492,3 +492,11 @@ def curve_dealer(endpoint: str, keys: Any) -> tuple[Any, Any, int]:
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
     return ctx, sock, int.from_bytes(os.urandom(8), "big") | 1
+
+
+def decode_all(frames: list[bytes]) -> list[Any]:
+    """The messages of one ZeroMQ message (a peer may send several together, one per frame)."""
+    from sabot.cluster.protocol import check_frames, decode_frame
+
+    check_frames(frames)
+    return [decode_frame(f).msg for f in frames]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from typing import Any
 
 import pytest
 import sabot
+from sabot.cluster.protocol import PROTOCOL_VERSION
 from sabot.errors import CancelledError, JobFailedError
 
 
@@ -63,7 +66,8 @@ def test_stats_show_nodes_jobs_and_system_resources(shared_cluster):
         assert s["system_resources"]["cpu_count"] >= 1
     info = shared_cluster.http("/cluster")
     assert info["zmq_port"] == shared_cluster.zmq_port
-    assert info["protocol_version"] == 1 and info["cluster_name"] == "sabot-cluster"
+    assert info["protocol_version"] == PROTOCOL_VERSION
+    assert info["cluster_name"] == "sabot-cluster"
     # Workers registered with an address and their own (ephemeral) HTTP port, which answers.
     import urllib.request
 
@@ -127,6 +131,59 @@ def test_poison_item_fails_the_job_after_max_attempts_with_its_error(shared_clus
     text = str(error)
     assert "ZeroDivisionError" in text and "item 4321" in text
     assert "after 3 attempt(s)" in text
+
+
+def _encoded_tasks(cluster: Any) -> int:
+    total = 0
+    for node in cluster.alive_workers():
+        with urllib.request.urlopen(f"http://127.0.0.1:{node['http_port']}/stats",
+                                    timeout=10) as r:
+            engine = json.loads(r.read())["engine"] or {}
+        total += engine.get("controller", {}).get("transport", {}).get("encoded_tasks", 0)
+    return total
+
+
+def test_bulk_morsels_run_encoded_in_the_pool_exactly_and_a_poison_item_is_named(
+        shared_cluster, tmp_path, monkeypatch):
+    """Morsels of 32 KiB or more are not decoded by the worker node: its pool processes decode,
+    run and encode them. Plain and pickled results come back exactly, in order; a failing item
+    is named by its place in the input; an input value whose class the workers cannot import
+    fails naming the module."""
+    mod = tmp_path / "points_only_here.py"
+    mod.write_text("class Point:\n    def __init__(self, x):\n        self.x = x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    points = importlib.import_module("points_only_here")
+    before = _encoded_tasks(shared_cluster)
+
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            plain = await c.submit(list(range(200_000)), lambda x: x * 3, morsel_items=20_000)
+            pairs = await c.submit([(x, str(x)) for x in range(60_000)],
+                                   lambda t: (t[1], t[0]), morsel_items=15_000)
+            bad = await c.submit(list(range(200_000)), lambda x: 1 // (x - 123_456),
+                                 morsel_items=20_000)
+            alien = await c.submit([points.Point(x) for x in range(20_000)],
+                                   lambda p: p.x, morsel_items=20_000)
+            out = (await c.result(plain, timeout=120), await c.result(pairs, timeout=120))
+            errors = []
+            for job in (bad, alien):
+                with pytest.raises(JobFailedError) as err:
+                    await c.result(job, timeout=120)
+                errors.append(str(err.value))
+            return out, errors
+        finally:
+            await c.stop()
+
+    (plain, pairs), (poison, alien) = asyncio.run(main())
+    assert plain == [x * 3 for x in range(200_000)]
+    assert pairs == [(str(x), x) for x in range(60_000)]
+    assert "ZeroDivisionError" in poison and "item 123456" in poison
+    assert "ModuleNotFoundError" in alien and "points_only_here" in alien
+    # 10 + 4 + 10 + 1 morsels, each an encoded pool task (failed ones once per attempt)
+    assert _encoded_tasks(shared_cluster) - before >= 25
 
 
 def test_tiny_morsels_of_a_lambda_complete_and_a_poison_among_them_is_named(shared_cluster):

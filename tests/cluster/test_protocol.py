@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 from sabot.cluster.protocol import (
     HEADER,
     MAGIC,
+    MAX_FRAMES,
     PROTOCOL_VERSION,
     REGISTRY,
     ReplayGuard,
     Sender,
+    check_frames,
     decode,
+    decode_frame,
     encode,
     payload,
 )
@@ -70,6 +73,23 @@ _HEAD = HEADER.pack(MAGIC, PROTOCOL_VERSION, m.GetStats.CODE, 7, 1)
 def test_malformed_frames_are_rejected_with_the_reason(frames, reason):
     with pytest.raises(ProtocolError, match=reason):
         decode(frames)
+
+
+def test_several_messages_travel_as_the_frames_of_one_zmq_message():
+    s = Sender()
+    msgs = [m.GetStats(1), m.GetStatus(2, "job"), m.Credit(3)]
+    frames = s.encode_many(msgs)
+    check_frames(frames)
+    envs = [decode_frame(f) for f in frames]
+    assert [e.msg for e in envs] == msgs
+    assert [e.seq for e in envs] == [1, 2, 3] and {e.session for e in envs} == {s.session}
+    assert decode_frame(s.encode(m.GetStats(4))[0]).seq == 4  # one sequence for both
+    with pytest.raises(ProtocolError, match="got 3 frames"):
+        decode(frames)  # the single-message decoder refuses a batch
+    with pytest.raises(ProtocolError, match="no frame"):
+        check_frames([])
+    with pytest.raises(ProtocolError, match=f"at most {MAX_FRAMES}"):
+        check_frames(frames[:1] * (MAX_FRAMES + 1))
 
 
 def test_another_version_is_refused_but_its_hello_is_readable():

@@ -101,10 +101,13 @@ def test_a_peer_without_curve_gets_nothing(lone_coordinator, raw):
 
 def test_another_protocol_version_is_refused_with_a_clear_message(lone_coordinator, raw):
     peer = raw()
-    peer.send(encode(m.Hello(2, "sabot-cluster", "client", "old-node"), 99, 1, version=2))
+    other = PROTOCOL_VERSION + 1
+    peer.send(encode(m.Hello(other, "sabot-cluster", "client", "new-node"), 99, 1,
+                     version=other))
     reply = peer.recv()
     assert isinstance(reply, m.Refused) and reply.code == "version_mismatch"
-    assert "version 1" in reply.message and "speaks 2" in reply.message
+    assert f"version {PROTOCOL_VERSION}" in reply.message
+    assert f"speaks {other}" in reply.message
     _wait_log(lone_coordinator.coordinator, "protocol version mismatch")
 
 
@@ -114,6 +117,19 @@ def test_a_worker_of_another_cluster_is_refused_on_both_sides(lone_coordinator):
     worker.kill()
     assert "cluster name mismatch" in worker.output and "other-cluster" in worker.output
     _wait_log(lone_coordinator.coordinator, "refused node")
+
+
+def test_requests_sent_together_are_each_answered_and_a_bad_frame_among_them_alone_dropped(
+        lone_coordinator, raw):
+    peer = raw()
+    assert isinstance(peer.hello(), m.Welcome)
+    first, second = peer.sender.encode_many([m.GetStats(11), m.GetStatus(12, "no-such-job")])
+    peer.send([first, b"junk", second])
+    replies = [peer.recv(), peer.recv()]
+    assert isinstance(replies[0], m.Stats) and replies[0].request_id == 11
+    assert isinstance(replies[1], m.ErrorReply) and replies[1].request_id == 12
+    assert replies[1].code == "job_not_found"
+    _wait_log(lone_coordinator.coordinator, "less than its 24-byte header")
 
 
 def test_malformed_truncated_unknown_and_replayed_frames_are_dropped_and_logged(

@@ -569,6 +569,55 @@ def test_isolated_engine_survives_functions_that_kill_their_process(how):
         engine.close_sync()
 
 
+def test_encoded_morsels_are_decoded_run_and_encoded_in_the_workers():
+    """process_encoded (a cluster worker's bulk morsels): each morsel travels as its bytes, a
+    worker process decodes, runs and encodes it; results per morsel in order, a failure names
+    its morsel and the item within it, undecodable bytes and lost processes are errors, and
+    only per-item functions are accepted."""
+    from sabot.cluster.protocol import payload
+
+    engine = LocalEngine(load_config(env={}, max_workers=2, max_attempts=1), isolate=True)
+    codec = (payload.decode_value, payload.encode_items)
+    try:
+        morsels = [payload.encode_items(list(range(i, i + 1000))) for i in (0, 1000, 2000)]
+        morsels.append(payload.encode_items([(1, "a"), (2, "b")]))  # pickle: tuples
+        out = run(engine.process_encoded([(e, b, 1) for e, b in morsels],
+                                         lambda x: (x, x) if isinstance(x, int) else x[::-1],
+                                         *codec))
+        assert [n for n, _, _ in out] == [1000, 1000, 1000, 2]
+        assert [enc for _, enc, _ in out] == ["pickle"] * 4
+        got = [payload.decode_value(enc, blob) for _, enc, blob in out]
+        assert got[:3] == [[(x, x) for x in range(i, i + 1000)] for i in (0, 1000, 2000)]
+        assert got[3] == [("a", 1), ("b", 2)]
+        plain = run(engine.process_encoded([(e, b, 1000) for e, b in morsels[:2]], square,
+                                           *codec))
+        assert [payload.decode_value(enc, blob) for _, enc, blob in plain] == \
+            [[x * x for x in range(i, i + 1000)] for i in (0, 1000)]
+        assert plain[0][1] == "msgpack"
+        assert engine.get_stats()["controller"]["transport"]["encoded_tasks"] == 6
+
+        with pytest.raises(sabot.ProcessingError) as err:
+            run(engine.process_encoded([(e, b, 1000) for e, b in morsels[:3]],
+                                       lambda x: 1 // (x - 1500), *codec))
+        assert err.value.morsel == 1 and err.value.index == 500
+        assert isinstance(err.value.original, ZeroDivisionError)
+        with pytest.raises(sabot.ProcessingError, match="cannot decode a msgpack payload"):
+            run(engine.process_encoded([("msgpack", b"\xc1", 1)], square, *codec))
+
+        def dies(x):
+            import os
+
+            os._exit(5)
+
+        with pytest.raises(sabot.WorkerLostError):
+            run(engine.process_encoded([(*morsels[0], 1000)], dies, *codec))
+        with pytest.raises(TypeError, match="per-item function"):
+            run(engine.process_encoded([(*morsels[0], 1000)], sabot.batch(len), *codec))
+        assert run(engine.process_encoded([], square, *codec)) == []
+    finally:
+        engine.close_sync()
+
+
 def test_isolated_pool_keeps_its_spare_process_between_calls(monkeypatch):
     """Calls whose concurrency comes and goes (a cluster worker's morsels) must not start and
     retire a process each time: the spare stays for SPARE_KEEP_S after it was needed."""

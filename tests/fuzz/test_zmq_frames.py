@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sabot_test_nodes as nodes
-from sabot.cluster.protocol import HEADER, MAGIC, PROTOCOL_VERSION, REGISTRY, decode, encode
+from sabot.cluster.protocol import HEADER, MAGIC, PROTOCOL_VERSION, REGISTRY, encode
 from sabot.cluster.protocol import messages as m
 from sabot.cluster.protocol import payload
 from sabot.cluster.security import ClusterKeys, load_secret
@@ -80,7 +80,7 @@ class Attacker:
     def replies(self, wait_s: float = 0.3) -> list[m.Message]:
         out = []
         while self.sock.poll(int(wait_s * 1000)):
-            out.append(decode(self.sock.recv_multipart()).msg)
+            out += nodes.decode_all(self.sock.recv_multipart())
             wait_s = 0.05
         return out
 
@@ -89,9 +89,9 @@ class Attacker:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if self.sock.poll(100):
-                reply = decode(self.sock.recv_multipart()).msg
-                if getattr(reply, "request_id", None) == getattr(msg, "request_id", None):
-                    return reply
+                for reply in nodes.decode_all(self.sock.recv_multipart()):
+                    if getattr(reply, "request_id", None) == getattr(msg, "request_id", None):
+                        return reply
         raise AssertionError(f"no reply to {msg.OP}")
 
     def close(self) -> None:
@@ -386,6 +386,7 @@ class FakeCoordinator:
         self.session = int.from_bytes(os.urandom(8), "big") | 1
         self.seq = 0
         self.peer: bytes | None = None
+        self.inbox: list[m.Message] = []
 
     def frames(self, msg: m.Message, **kw: Any) -> list[bytes]:
         self.seq += 1
@@ -396,11 +397,13 @@ class FakeCoordinator:
         self.router.send_multipart([self.peer, *[bytes(f) for f in frames]])
 
     def recv(self, wait_s: float) -> m.Message | None:
-        if not self.router.poll(int(wait_s * 1000)):
-            return None
-        peer, *frames = self.router.recv_multipart()
-        self.peer = peer
-        return decode(frames).msg
+        if not self.inbox:
+            if not self.router.poll(int(wait_s * 1000)):
+                return None
+            peer, *frames = self.router.recv_multipart()
+            self.peer = peer
+            self.inbox = nodes.decode_all(frames)
+        return self.inbox.pop(0)
 
     def wait_for(self, kind: type, wait_s: float = 30) -> Any:
         deadline = time.monotonic() + wait_s

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 
 import sabot_test_nodes as nodes
-from sabot.cluster.protocol import PROTOCOL_VERSION, decode, encode, payload
+from sabot.cluster.protocol import PROTOCOL_VERSION, encode, payload
 from sabot.cluster.protocol import messages as m
 from sabot.cluster.security import ClusterKeys, load_secret
 from sabot.config import load_config
@@ -31,6 +31,7 @@ class ProtocolWorker:
         self.ctx, self.sock, self.session = nodes.curve_dealer(endpoint, keys)
         self.seq = 0
         self.node_id = node_id
+        self.inbox: list[m.Message] = []
 
     def send(self, msg: m.Message) -> None:
         self.seq += 1
@@ -43,9 +44,11 @@ class ProtocolWorker:
         self.send(m.Credit(slots))
 
     def recv(self, wait_s: float) -> m.Message | None:
-        if not self.sock.poll(int(wait_s * 1000)):
-            return None
-        return decode(self.sock.recv_multipart()).msg
+        if not self.inbox:
+            if not self.sock.poll(int(wait_s * 1000)):
+                return None
+            self.inbox = nodes.decode_all(self.sock.recv_multipart())
+        return self.inbox.pop(0)
 
     def close(self) -> None:
         self.sock.close(0)

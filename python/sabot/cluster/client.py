@@ -27,7 +27,7 @@ from ..errors import (
     VersionMismatchError,
 )
 from . import transport
-from .protocol import PROTOCOL_VERSION, Sender, decode
+from .protocol import PROTOCOL_VERSION, Sender, decode, decode_frame
 from .protocol import messages as m
 from .security import ClusterKeys
 
@@ -113,32 +113,35 @@ class ClusterClient:
     async def _read_loop(self) -> None:
         assert self._sock is not None
         while True:
-            frames = await self._sock.recv_multipart()
-            try:
-                env = decode(frames)
-            except ProtocolError as exc:
-                log.warning("client rejected a message from the coordinator: %s", exc)
-                continue
-            known = self._coord_session
-            if known is not None and env.session == known[0] and env.seq <= known[1]:
-                log.warning("client rejected a replayed message (seq %d)", env.seq)
-                continue
-            self._coord_session = (env.session, env.seq)
-            msg = env.msg
-            if isinstance(msg, (m.Welcome, m.Refused)):
-                if isinstance(msg, m.Refused) and msg.code == "unknown_session":
-                    self._session_ok = False
-                    if self._welcome is not None and not self._welcome.done():
-                        continue  # an answer to a request sent before our hello; wait on
-                    asyncio.get_running_loop().create_task(self._rehello())
-                    continue
+            for frame in await self._sock.recv_multipart():
+                self._on_frame(frame)
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            env = decode_frame(frame)
+        except ProtocolError as exc:
+            log.warning("client rejected a message from the coordinator: %s", exc)
+            return
+        known = self._coord_session
+        if known is not None and env.session == known[0] and env.seq <= known[1]:
+            log.warning("client rejected a replayed message (seq %d)", env.seq)
+            return
+        self._coord_session = (env.session, env.seq)
+        msg = env.msg
+        if isinstance(msg, (m.Welcome, m.Refused)):
+            if isinstance(msg, m.Refused) and msg.code == "unknown_session":
+                self._session_ok = False
                 if self._welcome is not None and not self._welcome.done():
-                    self._welcome.set_result(msg)
-                continue
-            rid = getattr(msg, "request_id", None)
-            entry = self._pending.get(rid) if rid is not None else None
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(msg)
+                    return  # an answer to a request sent before our hello; wait on
+                asyncio.get_running_loop().create_task(self._rehello())
+                return
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_result(msg)
+            return
+        rid = getattr(msg, "request_id", None)
+        entry = self._pending.get(rid) if rid is not None else None
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(msg)
 
     async def _rehello(self) -> None:
         try:

@@ -41,7 +41,8 @@ from ..processors import list_processors, load_processor_modules
 from ..system import system_resources
 from . import transport
 from .journal import JobRow, Journal, MorselRow
-from .protocol import PROTOCOL_VERSION, ReplayGuard, Sender, decode, payload
+from .protocol import PROTOCOL_VERSION, ReplayGuard, Sender, check_frames, decode_frame, payload
+from .protocol import MAX_FRAMES
 from .protocol import messages as m
 from .security import ClusterKeys
 
@@ -377,27 +378,38 @@ class CoordinatorCore(threading.Thread):
                 return
             peer = frames[0]
             try:
-                env = decode(frames[1:])
-                if not self._guard.check(peer, env):
-                    self._send(peer, m.Refused(
-                        "unknown_session", "this coordinator does not know the session (it "
-                        "restarted, or the peer never said hello): say hello again",
-                        PROTOCOL_VERSION, self.config.cluster_name))
-                    continue
-            except VersionMismatchError as exc:
-                self._protocol_error(peer, f"{exc}; run the same Sabot version on every node")
-                continue
+                check_frames(frames[1:])
             except ProtocolError as exc:
                 self._protocol_error(peer, str(exc))
                 continue
-            try:
-                self._handle(peer, env.msg, env.version)
-            except Exception as exc:
-                log.exception("handling %s failed", env.msg.OP)
-                self.metrics.record_error("coordinator_internal")
-                rid = getattr(env.msg, "request_id", None)
-                if rid is not None:
-                    self._send(peer, m.ErrorReply(rid, "internal", f"{type(exc).__name__}: {exc}"))
+            # Each frame is one message (a peer may send several together), handled in order;
+            # a bad one is rejected alone.
+            for frame in frames[1:]:
+                self._read_frame(peer, frame)
+
+    def _read_frame(self, peer: bytes, frame: bytes) -> None:
+        try:
+            env = decode_frame(frame)
+            if not self._guard.check(peer, env):
+                self._send(peer, m.Refused(
+                    "unknown_session", "this coordinator does not know the session (it "
+                    "restarted, or the peer never said hello): say hello again",
+                    PROTOCOL_VERSION, self.config.cluster_name))
+                return
+        except VersionMismatchError as exc:
+            self._protocol_error(peer, f"{exc}; run the same Sabot version on every node")
+            return
+        except ProtocolError as exc:
+            self._protocol_error(peer, str(exc))
+            return
+        try:
+            self._handle(peer, env.msg, env.version)
+        except Exception as exc:
+            log.exception("handling %s failed", env.msg.OP)
+            self.metrics.record_error("coordinator_internal")
+            rid = getattr(env.msg, "request_id", None)
+            if rid is not None:
+                self._send(peer, m.ErrorReply(rid, "internal", f"{type(exc).__name__}: {exc}"))
 
     def _protocol_error(self, peer: bytes, text: str) -> None:
         self.counters["protocol_errors"] += 1
@@ -456,31 +468,47 @@ class CoordinatorCore(threading.Thread):
         acknowledged and their results are ignored as unknown. Per-peer order is kept."""
         keep: list[tuple[Target, m.Message]] = []
         held: set[bytes] = set()
+        now: dict[bytes, list[m.Message]] = {}
         for target, msg in self._out:
             if (isinstance(target, bytes) and target not in held
                     and isinstance(msg, _NO_COMMIT_NEEDED) and target in self._by_peer):
-                self._send_frame(target, msg)
+                now.setdefault(target, []).append(msg)
             else:
                 if isinstance(target, bytes):
                     held.add(target)
                 keep.append((target, msg))
         self._out = keep
+        self._send_grouped(now)
 
-    def _send_frame(self, target: bytes, msg: m.Message) -> None:
+    def _send_grouped(self, by_target: dict[bytes, list[m.Message]]) -> None:
+        """A registered worker gets all of its messages of a turn in one ZeroMQ message (one
+        frame each): one wake-up of each side for a whole credit window of assignments. Other
+        peers (clients, which may be single-frame implementations) get one message each."""
+        for target, msgs in by_target.items():
+            if target in self._by_peer:
+                for i in range(0, len(msgs), MAX_FRAMES):
+                    self._send_frames(target, msgs[i:i + MAX_FRAMES])
+            else:
+                for msg in msgs:
+                    self._send_frames(target, [msg])
+
+    def _send_frames(self, target: bytes, msgs: list[m.Message]) -> None:
         try:
-            self.router.send_multipart([target, *self._sender.encode(msg)], zmq.NOBLOCK)
+            self.router.send_multipart([target, *self._sender.encode_many(msgs)], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # The peer is gone (EHOSTUNREACH); heartbeats deal with workers.
-            log.debug("dropping %s to a gone peer: %s", msg.OP, exc)
+            log.debug("dropping %s to a gone peer: %s", ", ".join(msg.OP for msg in msgs), exc)
 
     def _flush(self) -> None:
         out, self._out = self._out, []
+        by_target: dict[bytes, list[m.Message]] = {}
         for target, msg in out:
             if isinstance(target, _Local):
                 if not target.future.done():
                     target.future.set_result(msg)
                 continue
-            self._send_frame(target, msg)
+            by_target.setdefault(target, []).append(msg)
+        self._send_grouped(by_target)
 
     # -- message handlers ---------------------------------------------------------------------
     def _handle(self, peer: Target, msg: m.Message, version: int) -> None:

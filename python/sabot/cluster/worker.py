@@ -20,7 +20,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from ..metrics import CpuSampler, get_metrics
 from ..processors import list_processors, load_processor_modules
 from ..system import system_resources, usable_cores
 from . import transport
-from .protocol import PROTOCOL_VERSION, Sender, decode, payload
+from .protocol import MAX_FRAMES, PROTOCOL_VERSION, Sender, check_frames, decode_frame, payload
 from .protocol import messages as m
 from .security import ClusterKeys
 
@@ -114,6 +114,11 @@ class Worker:
         self._cost: dict[bytes | str, float] = {}  # the function's own seconds per item
         self._samples: dict[bytes | str, list[float]] = {}  # until enough for a verdict
         self._outbox: list[m.Message] = []
+        # Messages posted during one turn of the loop go out together (one ZeroMQ message).
+        self._posts: list[m.Message] = []
+        self._posts_due = False
+        # Messages that came in one ZeroMQ message and are not handled yet.
+        self._inbox: deque[m.Message] = deque()
         self._lanes = _Lanes(self)
         self._direct: concurrent.futures.ThreadPoolExecutor | None = None
         self._outbox_event = asyncio.Event()
@@ -192,6 +197,7 @@ class Worker:
             for key, task in list(self._running.items()):
                 task.cancel()
                 returned.append([key[0], key[1]])
+            self._flush_posts()
             await self._flush_outbox()
             await self._send_now(m.Goodbye("stopping", returned))
         for task in list(self._running.values()):
@@ -266,6 +272,7 @@ class Worker:
         endpoint = transport.zmq_endpoint(config.coordinator_host, int(info["zmq_port"]))
         self._sender = Sender()
         self._coord_session = None
+        self._inbox.clear()
         self._sock = transport.client_socket(self._ctx, self._keys, endpoint)
         # The same socket without asyncio, for sends and reads that need not wait.
         self._sync = zmq.Socket.shadow(self._sock.underlying)
@@ -325,63 +332,91 @@ class Worker:
         """The next valid message from the coordinator (None on timeout)."""
         assert self._sock is not None
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while not self._inbox:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             if left is not None and left <= 0:
                 return None
             if not await self._sock.poll(None if left is None else int(left * 1000) + 1):
                 continue
-            msg = self._accept(await self._sock.recv_multipart())
-            if msg is not None:
-                return msg
+            self._inbox.extend(self._accept(await self._sock.recv_multipart()))
+        return self._inbox.popleft()
 
     def _recv_nowait(self) -> m.Message | None | bool:
-        """A message already waiting (None when it was rejected), False when none is."""
+        """A message already waiting (None when what came was rejected), False when none is."""
+        if self._inbox:
+            return self._inbox.popleft()
         if self._sync is None:
             return False
         try:
             frames = self._sync.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return False
-        return self._accept(frames)
+        self._inbox.extend(self._accept(frames))
+        return self._inbox.popleft() if self._inbox else None
 
-    def _accept(self, frames: list[bytes]) -> m.Message | None:
+    def _accept(self, frames: list[bytes]) -> list[m.Message]:
+        """The valid messages of one ZeroMQ message (one per frame, in order); bad frames are
+        rejected and logged one by one."""
         try:
-            env = decode(frames)
+            check_frames(frames)
         except ProtocolError as exc:
-            self.metrics.record_error("protocol")
-            log.warning("worker %s rejected a message from the coordinator: %s",
-                        self.node_id, exc)
-            return None
-        known = self._coord_session
-        if known is not None and env.session == known[0] and env.seq <= known[1]:
-            log.warning("worker %s rejected a replayed message (seq %d)", self.node_id, env.seq)
-            return None
-        if known is not None and env.session != known[0] and not isinstance(
-                env.msg, (m.Refused, m.Welcome)):
-            log.warning("worker %s ignored %s from an unknown coordinator session",
-                        self.node_id, env.msg.OP)
-            return None
-        self._coord_session = (env.session, env.seq)
-        self._last_heard = time.monotonic()
-        return env.msg
+            self._reject(exc)
+            return []
+        out = []
+        for frame in frames:
+            try:
+                env = decode_frame(frame)
+            except ProtocolError as exc:
+                self._reject(exc)
+                continue
+            known = self._coord_session
+            if known is not None and env.session == known[0] and env.seq <= known[1]:
+                log.warning("worker %s rejected a replayed message (seq %d)", self.node_id,
+                            env.seq)
+                continue
+            if known is not None and env.session != known[0] and not isinstance(
+                    env.msg, (m.Refused, m.Welcome)):
+                log.warning("worker %s ignored %s from an unknown coordinator session",
+                            self.node_id, env.msg.OP)
+                continue
+            self._coord_session = (env.session, env.seq)
+            self._last_heard = time.monotonic()
+            out.append(env.msg)
+        return out
+
+    def _reject(self, exc: ProtocolError) -> None:
+        self.metrics.record_error("protocol")
+        log.warning("worker %s rejected a message from the coordinator: %s", self.node_id, exc)
 
     async def _send_now(self, msg: m.Message) -> None:
         if self._sock is not None:
             await self._sock.send_multipart(self._sender.encode(msg))
 
     def _post(self, msg: m.Message) -> None:
+        """Send ``msg`` at the end of this turn of the loop, with whatever else this turn posts
+        (the results of one coalesced engine call travel as one ZeroMQ message)."""
+        self._posts.append(msg)
+        if not self._posts_due:
+            self._posts_due = True
+            asyncio.get_running_loop().call_soon(self._flush_posts)
+
+    def _flush_posts(self) -> None:
+        self._posts_due = False
+        msgs, self._posts = self._posts, []
         if not self._outbox and self._sync is not None:
             try:
-                self._sync.send_multipart(self._sender.encode(msg), zmq.NOBLOCK)
-                self._kick()
-                return
+                while msgs:
+                    self._sync.send_multipart(self._sender.encode_many(msgs[:MAX_FRAMES]),
+                                              zmq.NOBLOCK)
+                    del msgs[:MAX_FRAMES]
             except zmq.ZMQError:
-                # Not connected right now (the sequence number is spent; the next one is
-                # higher, which is all the coordinator checks).
+                # Not connected right now (the sequence numbers are spent; later ones are
+                # higher, which is all the coordinator checks): the send loop retries.
                 pass
-        self._outbox.append(msg)
-        self._outbox_event.set()
+            self._kick()
+        if msgs:
+            self._outbox.extend(msgs)
+            self._outbox_event.set()
 
     def _kick(self) -> None:
         """After a send on the plain socket: read what waits now. ZMQ_FD, which the asyncio
@@ -693,6 +728,9 @@ class _Queued:
     done: asyncio.Future[None]
     size: int
     items: list[Any] | None = None  # decoded input, once ready
+    # A bulk morsel left encoded: the pool process that runs it decodes and encodes it.
+    encoded: bool = False
+    rows: int = 1  # its item count (an estimate for pickle morsels, for statistics only)
 
 
 class _Lanes:
@@ -707,7 +745,8 @@ class _Lanes:
     back into morsels and encoded after the call has left the engine, while the next one runs.
     One engine call at a time keeps the pool's size steady; a call running longer than
     ESCALATE_S (a slow or hung item) lets one more start beside it, so other morsels are not
-    held up behind it.
+    held up behind it. A bulk morsel (ENCODED_BYTES or more) is not decoded here at all: it is
+    a call of its own, started at once, which a pool process decodes, runs and encodes.
 
     Each morsel keeps its own task in ``Worker._running`` (awaiting its ``done`` future), so
     cancelling, draining and handing back work as for any morsel: a morsel cancelled while
@@ -721,6 +760,11 @@ class _Lanes:
     MAX_MORSELS = 256
     #: Inputs or results bigger than this are decoded / encoded off the event loop.
     THREAD_BYTES = 256 << 10
+    #: Morsels of at least this many bytes are not decoded here: each is one task of the
+    #: isolated pool, which decodes it, runs it and encodes the results, so this process only
+    #: moves bytes (decoding, pickling to the pool and back, and encoding a bulk morsel here
+    #: cost this process more CPU than the pool spent on the function).
+    ENCODED_BYTES = 32 << 10
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
@@ -738,7 +782,10 @@ class _Lanes:
         q = _Queued(msg, func, fkey, asyncio.get_running_loop().create_future(), len(msg.data))
         try:
             try:
-                if q.size > self.THREAD_BYTES:
+                if q.size >= self.ENCODED_BYTES and msg.encoding in ("msgpack", "pickle"):
+                    q.encoded = True
+                    q.rows = payload.count_items(msg.encoding, msg.data) or 1
+                elif q.size > self.THREAD_BYTES:
                     q.items = await asyncio.to_thread(_decode_list, msg)
                 else:
                     q.items = _decode_list(msg)
@@ -784,7 +831,10 @@ class _Lanes:
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self.waiting:
-            oldest = min((t for t, _ in self.calls.values()), default=None)
+            # An encoded morsel is a call of its own (one pool task) and starts at once; the
+            # pool's queue spreads them over its processes.
+            oldest = None if self.waiting[0].encoded else min(
+                (t for t, b in self.calls.values() if not b[0].encoded), default=None)
             if oldest is not None and now - oldest < self.ESCALATE_S:
                 if self._timer is None:
                     self._timer = loop.call_later(self.ESCALATE_S - (now - oldest), self._tick)
@@ -799,9 +849,11 @@ class _Lanes:
 
     def _take(self) -> list[_Queued]:
         first = self.waiting[0]
+        if first.encoded:
+            return [self.waiting.pop(0)]
         batch, rest, size = [], [], 0
         for q in self.waiting:
-            if q.fkey == first.fkey and len(batch) < self.MAX_MORSELS and (
+            if q.fkey == first.fkey and not q.encoded and len(batch) < self.MAX_MORSELS and (
                     not batch or size + q.size <= self.MAX_BYTES):
                 batch.append(q)
                 size += q.size
@@ -816,29 +868,38 @@ class _Lanes:
         me = asyncio.current_task()
         left_engine = False
         try:
-            parts: list[list[Any]] = [q.items or [] for q in batch]
-            items = [x for part in parts for x in part] if len(parts) > 1 else parts[0]
-            try:
-                out = await worker.engine.process(items, batch[0].func)
-            except ProcessingError as exc:
-                if exc.index is None or len(batch) == 1:
-                    raise
-                self._failed_item(batch, parts, exc, t0)
-                return
-            # Out of the engine: the next call may start while these results are encoded.
-            left_engine = self.calls.pop(me, None) is not None  # type: ignore[arg-type]
-            if left_engine and self.waiting:
-                self.pump()
-            out = out if isinstance(out, list) else list(out)
-            if sum(q.size for q in batch) > self.THREAD_BYTES:
-                encoded = await asyncio.to_thread(_encode_cut, out, parts)
+            if batch[0].encoded:
+                # (one morsel: a failure's index is already the item within it)
+                results = await worker.engine.process_encoded(
+                    [(q.msg.encoding, q.msg.data, q.rows) for q in batch], batch[0].func,
+                    payload.decode_value, payload.encode_items)
+                left_engine = self.calls.pop(me, None) is not None  # type: ignore[arg-type]
             else:
-                encoded = _encode_cut(out, parts)
+                parts: list[list[Any]] = [q.items or [] for q in batch]
+                items = [x for part in parts for x in part] if len(parts) > 1 else parts[0]
+                try:
+                    out = await worker.engine.process(items, batch[0].func)
+                except ProcessingError as exc:
+                    if exc.index is None or len(batch) == 1:
+                        raise
+                    self._failed_item(batch, parts, exc, t0)
+                    return
+                # Out of the engine: the next call may start while these results are encoded.
+                left_engine = self.calls.pop(me, None) is not None  # type: ignore[arg-type]
+                if left_engine and self.waiting:
+                    self.pump()
+                out = out if isinstance(out, list) else list(out)
+                if sum(q.size for q in batch) > self.THREAD_BYTES:
+                    encoded = await asyncio.to_thread(_encode_cut, out, parts)
+                else:
+                    encoded = _encode_cut(out, parts)
+                results = [(len(part), encoding, blob)
+                           for part, (encoding, blob) in zip(parts, encoded)]
             elapsed = time.perf_counter() - t0
-            for q, part, (encoding, blob) in zip(batch, parts, encoded):
+            for q, (n, encoding, blob) in zip(batch, results):
                 if not q.done.done():
                     q.items = None
-                    worker._done(q.msg, len(part), encoding, blob, elapsed)
+                    worker._done(q.msg, n, encoding, blob, elapsed)
                     q.done.set_result(None)
         except asyncio.CancelledError:
             if left_engine:

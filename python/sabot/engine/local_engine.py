@@ -31,7 +31,14 @@ from .functions import ASYNC as FN_ASYNC
 from .functions import BATCH, EXPRESSION, ITEM, FunctionSpec, resolve_function
 from .inline import NUMPY_PIECE, InlineRun, native_loop_available, run_numpy_pieces
 from .processes import CallGroup, ProcessPool, ShippedFunction, Task
-from .worker_process import ArrowMorsel, AsyncAsSync, join_numpy, results_arrow, results_part
+from .worker_process import (
+    ArrowMorsel,
+    AsyncAsSync,
+    EncodedItems,
+    join_numpy,
+    results_arrow,
+    results_part,
+)
 
 log = logging.getLogger("sabot.engine")
 
@@ -117,7 +124,8 @@ class LocalEngine:
         self._metrics: Any = None if record_metrics else False
         self._streams_active = 0
         # how pool tasks' data travelled: shared memory descriptors or the pipes
-        self._transport = {"shared_memory_tasks": 0, "pipe_tasks": 0}
+        # encoded_tasks: pipe tasks whose items travelled still encoded (process_encoded)
+        self._transport = {"shared_memory_tasks": 0, "pipe_tasks": 0, "encoded_tasks": 0}
         self.started_at = time.time()
 
     # -- public API ------------------------------------------------------------------------
@@ -602,6 +610,65 @@ class LocalEngine:
         for part in parts:
             results.extend(part)
         return _build(src, results), len(tasks)
+
+    async def process_encoded(self, morsels: Sequence[tuple[str, bytes, int]], func: Any,
+                              decode: Callable[[str, bytes], Any],
+                              encode: Callable[[list[Any]], tuple[str, bytes]]
+                              ) -> list[tuple[int, str, bytes]]:
+        """A per-item function over morsels that are still encoded ``(encoding, bytes,
+        rows)``: each morsel is one task of the isolated pool, decoded with ``decode``, run and
+        its results encoded with ``encode`` in the worker process, so this process only moves
+        bytes (a cluster worker's bulk morsels). Returns ``(items, encoding, bytes)`` per
+        morsel, in order. A failure is a ProcessingError whose ``morsel`` is the failing
+        morsel's position and ``index`` the item within it. ``decode`` and ``encode`` must be
+        module-level functions (they are pickled by reference)."""
+        self._check_open()
+        spec = resolve_function(func)
+        if spec.kind not in (ITEM, FN_ASYNC):
+            raise TypeError(f"process_encoded takes a per-item function, got a {spec.kind} "
+                            f"function ({spec.name})")
+        t0 = time.perf_counter()
+        self._active_isolated += 1
+        try:
+            out = await self._run_encoded(morsels, spec, decode, encode)
+        except ProcessingError:
+            self._count_error()
+            raise
+        finally:
+            self._active_isolated -= 1
+        self._count_call(sum(n for n, _, _ in out), len(out), time.perf_counter() - t0)
+        return out
+
+    async def _run_encoded(self, morsels: Sequence[tuple[str, bytes, int]], spec: FunctionSpec,
+                           decode: Callable[[str, bytes], Any],
+                           encode: Callable[[list[Any]], tuple[str, bytes]]
+                           ) -> list[tuple[int, str, bytes]]:
+        if not morsels:
+            return []
+        rows = sum(r for _, _, r in morsels)
+        workers = max(1, self.controller.workers_for_call())
+        self.controller.note(Plan(
+            PROCESSES, workers, "encoded morsels: decoded, run and encoded in worker processes",
+            items=rows, items_per_task=max(1, rows // len(morsels))))
+        func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
+        try:
+            shipped = ShippedFunction(func, batch=False, processor=spec.processor)
+        except Exception as exc:
+            raise ProcessingError(
+                f"{spec.name} cannot be sent to a worker process ({exc}); functions must "
+                "pickle (cloudpickle)", original=exc) from exc
+        try:
+            pool = await self._pool_for(self._isolated_pool_size(workers))
+        except _PoolUnavailable as exc:
+            raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
+                                  original=exc) from exc
+        call = CallGroup()
+        tasks = [Task(shipped, 0, EncodedItems(enc, blob, max(1, r), decode, encode), i, call)
+                 for i, (enc, blob, r) in enumerate(morsels)]
+        self._transport["encoded_tasks"] += len(tasks)
+        rows_per = rows_per_morsel(self.config.morsel_size_bytes,
+                                   max(1.0, sum(len(b) for _, b, _ in morsels) / max(1, rows)))
+        return await self._gather_tasks(pool, tasks, call, rows_per)
 
     # ---- async per-item functions ----
     async def _run_async(self, items: Sequence[Any], spec: FunctionSpec,

@@ -85,6 +85,13 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
     from .inline import InlineRun
     from .shm import ArrowSlice, NumpySlice
 
+    if isinstance(data, EncodedItems):
+        # Decoded, run and encoded again here: the parent only moves bytes.
+        items = data.decode(data.encoding, data.payload)
+        if not isinstance(items, list):
+            items = list(items)
+        encoding, blob = data.encode(InlineRun(func, items, offset).run_all())
+        return (len(items), encoding, blob)
     if isinstance(data, ArrowMorsel):
         # Arrow slices came as IPC bytes: rows/values become Python objects here, and the
         # results go back as Arrow (buffers, not pickled objects).
@@ -159,6 +166,28 @@ class ArrowMorsel:
 
         batch = pa.ipc.open_stream(pa.py_buffer(self.payload)).read_next_batch()
         return batch.column(0) if self.column else batch
+
+    def __len__(self) -> int:
+        return self.rows
+
+
+class EncodedItems:
+    """A morsel of items still in its wire encoding (a cluster worker's morsel as it came),
+    with the module-level functions that decode it and encode its results (they pickle by
+    reference). The child decodes, runs and encodes; the result is
+    ``(items, encoding, bytes)``. ``rows`` is the item count when known cheaply (else an
+    estimate, used only for statistics)."""
+
+    __slots__ = ("decode", "encode", "encoding", "payload", "rows")
+
+    def __init__(self, encoding: str, payload: bytes, rows: int,
+                 decode: Callable[[str, bytes], Any],
+                 encode: Callable[[list[Any]], tuple[str, bytes]]) -> None:
+        self.encoding = encoding
+        self.payload = payload
+        self.rows = rows
+        self.decode = decode
+        self.encode = encode
 
     def __len__(self) -> int:
         return self.rows

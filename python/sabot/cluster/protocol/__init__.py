@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from .codec import Envelope, ReplayGuard, Sender, decode, decode_header, encode
+from .codec import (
+    MAX_FRAMES,
+    Envelope,
+    ReplayGuard,
+    Sender,
+    check_frames,
+    decode,
+    decode_frame,
+    decode_header,
+    encode,
+)
 from .messages import *
 from .messages import REGISTRY, Message
 from .version import HEADER, MAGIC, PROTOCOL_VERSION
 
 __all__ = [
            "HEADER",
+           "MAX_FRAMES",
            "MAGIC",
            "PROTOCOL_VERSION",
            "REGISTRY",
@@ -16,7 +27,9 @@ __all__ = [
            "Message",
            "ReplayGuard",
            "Sender",
+           "check_frames",
            "decode",
+           "decode_frame",
            "decode_header",
            "encode",
 ]

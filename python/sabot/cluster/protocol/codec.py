@@ -1,7 +1,9 @@
 """The one codec: message <-> ZeroMQ frame.
 
 A message is one frame: the fixed 24-byte header (:data:`~.version.HEADER`) followed by a
-msgpack map body.
+msgpack map body. A ZeroMQ message carries one or more such frames (a sender may put several
+messages to the same peer into one ZeroMQ message, each frame with its own sequence number);
+they are handled in frame order.
 Decoding checks the magic, the version, the type code, the frame count and every field, and
 raises :class:`~sabot.errors.ProtocolError` (or :class:`~sabot.errors.VersionMismatchError`)
 naming what was wrong. Replay is detected per peer by :class:`ReplayGuard`.
@@ -21,6 +23,9 @@ from .version import HEADER, MAGIC, PROTOCOL_VERSION
 
 #: Peers whose sessions a ReplayGuard remembers.
 MAX_PEERS = 65536
+
+#: Most frames (messages) one ZeroMQ message may carry.
+MAX_FRAMES = 4096
 
 #: Messages a peer of another protocol version can still decode (their bodies are frozen).
 _VERSIONLESS = (Hello.CODE, Refused.CODE)
@@ -49,6 +54,14 @@ class Sender:
         self._seq += 1
         return encode(msg, self.session, self._seq, version)
 
+    def encode_many(self, msgs: Sequence[Message]) -> list[bytes]:
+        """Several messages as the frames of one ZeroMQ message, in order."""
+        frames = []
+        for msg in msgs:
+            self._seq += 1
+            frames += encode(msg, self.session, self._seq)
+        return frames
+
 
 def encode(msg: Message, session: int, seq: int, version: int = PROTOCOL_VERSION) -> list[bytes]:
     """One ZeroMQ frame: the fixed header followed by the msgpack body."""
@@ -69,11 +82,28 @@ def decode_header(frame: bytes) -> tuple[int, int, int, int]:
 
 
 def decode(frames: Sequence[bytes]) -> Envelope:
-    """Decode a message (one frame: header + body); raises ProtocolError for anything
-    malformed."""
+    """Decode a ZeroMQ message of exactly one frame (header + body); raises ProtocolError for
+    anything malformed. Peers that may batch use :func:`check_frames` and
+    :func:`decode_frame`."""
     if len(frames) != 1:
-        raise ProtocolError(f"a message is 1 frame (header + body), got {len(frames)}")
-    frame = frames[0]
+        raise ProtocolError(f"expected one message (1 frame: header + body), got {len(frames)} "
+                            "frames")
+    return decode_frame(frames[0])
+
+
+def check_frames(frames: Sequence[bytes]) -> None:
+    """Raise ProtocolError for a ZeroMQ message that cannot hold Sabot messages (no frame, or
+    more than :data:`MAX_FRAMES`)."""
+    if not frames:
+        raise ProtocolError("an empty ZeroMQ message (no frame)")
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(f"a ZeroMQ message of {len(frames)} frames; at most {MAX_FRAMES} "
+                            "messages travel together")
+
+
+def decode_frame(frame: bytes) -> Envelope:
+    """Decode one message frame (header + body); raises ProtocolError for anything
+    malformed."""
     version, code, session, seq = decode_header(frame)
     cls = REGISTRY.get(code)
     if cls is None:
@@ -126,4 +156,5 @@ class ReplayGuard:
         return known[0] if known else None
 
 
-__all__ = ["Envelope", "ReplayGuard", "Sender", "decode", "decode_header", "encode"]
+__all__ = ["MAX_FRAMES", "Envelope", "ReplayGuard", "Sender", "check_frames", "decode",
+           "decode_frame", "decode_header", "encode"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import struct
 
-#: Bumped on any incompatible change to a message or an encoding. Peers refuse another version.
-PROTOCOL_VERSION = 1
+#: Bumped on any incompatible change to a message, an encoding or the framing. Peers refuse
+#: another version. 2: a ZeroMQ message may carry several message frames.
+PROTOCOL_VERSION = 2
 
 #: First four bytes of every header frame.
 MAGIC = b"SABT"

@@ -404,6 +404,42 @@ def test_a_slow_worker_gets_fewer_morsels(cluster):
     assert done[slow.proc.pid] + done[fast.proc.pid] >= 80
 
 
+def test_credits_follow_the_cost_of_morsels_unless_slots_are_fixed(cluster):
+    """SABOT_WORKER_SLOTS=auto: cheap tiny morsels raise a worker's credits above its base
+    (2 x MAX_WORKERS + 2 = 4 here) so that more of them wait and travel in batches, never above
+    its slots; costly morsels bring them back to the base. A fixed SABOT_WORKER_SLOTS never
+    moves."""
+    cluster.start_coordinator()
+    auto = cluster.start_worker(wait=False)
+    fixed = cluster.start_worker(wait=False, SABOT_WORKER_SLOTS="3")
+    cluster.wait_workers(2)
+
+    def nodes() -> dict[int, dict[str, Any]]:
+        return {n["pid"]: n for n in cluster.alive_workers()}
+
+    assert nodes()[auto.proc.pid]["credits"] == 4 and nodes()[auto.proc.pid]["slots"] == 32
+    assert nodes()[fixed.proc.pid]["credits"] == nodes()[fixed.proc.pid]["slots"] == 3
+
+    async def job(func, n):
+        c = cluster.handle()
+        try:
+            job = await c.submit(list(range(n)), func, morsel_items=1)
+            return await c.result(job, timeout=120)
+        finally:
+            await c.stop()
+
+    assert asyncio.run(job(lambda x: x + 1, 3000)) == list(range(1, 3001))
+    cheap = nodes()
+    assert 4 < cheap[auto.proc.pid]["credits"] <= 32, cheap
+    assert cheap[fixed.proc.pid]["credits"] == 3, cheap
+
+    costly = lambda x: __import__("time").sleep(0.03) or x  # noqa: E731
+    assert asyncio.run(job(costly, 40)) == list(range(40))
+    after = nodes()
+    assert after[auto.proc.pid]["credits"] == 4, after
+    assert after[fixed.proc.pid]["credits"] == 3, after
+
+
 def test_cancel_stops_a_running_job(cluster):
     cluster.start_coordinator()
     cluster.start_worker()

@@ -562,10 +562,11 @@ class CoordinatorCore(threading.Thread):
         now = time.monotonic()
         node = self._nodes.get(msg.node_id)
         slots = max(1, int(msg.slots or 1))
+        credits = min(slots, max(0, int(msg.credits))) if msg.credits else slots
         if node is None:
             node = _Node(msg.node_id, peer, msg.host, int(msg.http_port), int(msg.pid),
                          int(msg.cores), slots, [str(c) for c in msg.capabilities],
-                         [str(p) for p in msg.processors], slots, time.time(), now,
+                         [str(p) for p in msg.processors], credits, time.time(), now,
                          state_since=now)
             self._nodes[msg.node_id] = node
             log.info("worker %s registered from %s (http port %s, %d cores, %d slots)",
@@ -576,7 +577,7 @@ class CoordinatorCore(threading.Thread):
                 self._by_peer.pop(node.peer, None)
             node.peer = peer
             node.host, node.http_port, node.slots, node.credits = msg.host, msg.http_port, \
-                slots, slots
+                slots, credits
             node.processors = [str(p) for p in msg.processors]
             node.funcs_sent.clear()
             # A new session does not carry the old one's morsels: hand them out again (a late

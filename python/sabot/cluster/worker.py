@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import operator
 import os
 import socket
@@ -69,6 +70,14 @@ DIRECT_SAMPLE_ITEMS = 256
 DIRECT_SAMPLE_S = 0.002
 #: Sampled items (over one or more morsels) that settle a job's path.
 DIRECT_VERDICT_ITEMS = 8
+#: With SABOT_WORKER_SLOTS=auto a worker's credits follow its morsels' cost: enough cheap
+#: morsels wait on it to cover about CREDIT_WORK_S of work (tiny morsels then travel and run in
+#: batches instead of one round trip to the coordinator each), never fewer than the base
+#: (2 x cores + 2) and never more than its slots, AUTO_SLOTS_FACTOR x the base (at most
+#: AUTO_SLOTS_MAX).
+CREDIT_WORK_S = 0.02
+AUTO_SLOTS_FACTOR = 8
+AUTO_SLOTS_MAX = 256
 
 
 class _FatalRefusal(Exception):
@@ -92,7 +101,13 @@ class Worker:
         self.cores = config.effective_max_workers
         # SABOT_WORKER_SLOTS (auto: two morsels per core, one running and one ready, plus two
         # in transit, so neither the cores nor the link idle between morsels).
-        self.slots = slots or config.effective_worker_slots
+        self.base_slots = slots or config.effective_worker_slots
+        self._adaptive = slots is None and config.worker_slots == 0
+        self.slots = min(AUTO_SLOTS_MAX, AUTO_SLOTS_FACTOR * self.base_slots) \
+            if self._adaptive else self.base_slots
+        self.slots = max(self.slots, self.base_slots)
+        self.credits = self.base_slots  # what the coordinator may send (Credit changes it)
+        self._morsel_s: float | None = None  # recent seconds of work per morsel
         self.metrics = get_metrics(config.cluster_name, self.node_id)
         self.engine: Any = None
         self.http: Any = None
@@ -279,7 +294,7 @@ class Worker:
         await self._send_now(m.Hello(
             PROTOCOL_VERSION, config.cluster_name, "worker", self.node_id,
             host=self.advertise_host or "", http_port=int(self.http_port or 0), pid=os.getpid(),
-            cores=self.cores, slots=self.slots,
+            cores=self.cores, slots=self.slots, credits=self.credits,
             capabilities=["python", "pickle", "arrow", "numpy", f"sabot-{__version__}"],
             processors=list_processors()))
         hello_wait = 1.0 if key_differs else max(2.0, config.node_timeout_s)
@@ -558,7 +573,7 @@ class Worker:
                 # A thread per slot: no morsel ever waits behind another one (a hung item
                 # holds only its own morsel, which the coordinator times out and retries).
                 self._direct = concurrent.futures.ThreadPoolExecutor(
-                    self.slots, thread_name_prefix="sabot-direct")
+                    self.base_slots, thread_name_prefix="sabot-direct")
             fkey = self._func_key(msg)
             sample = fkey not in self._cost
             done = await asyncio.get_running_loop().run_in_executor(
@@ -596,13 +611,30 @@ class Worker:
                 del self._running[key]
 
     def _done(self, msg: m.Assign, items: int, encoding: str, blob: bytes,
-              elapsed: float) -> None:
+              elapsed: float, cost: float | None = None) -> None:
+        """Post a morsel's result; ``cost``: its share of the work when it ran with others."""
+        self._observe_cost(elapsed if cost is None else cost)
         self._items_done += items
         self._morsels_done += 1
         self.metrics.record_items(items)
         self.metrics.record_morsel(elapsed)
         self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, items, encoding, blob,
                                   elapsed))
+
+    def _observe_cost(self, seconds: float) -> None:
+        """Adapt the credits (SABOT_WORKER_SLOTS=auto) to the recent cost per morsel."""
+        if not self._adaptive:
+            return
+        last = self._morsel_s
+        cost = seconds if last is None else 0.8 * last + 0.2 * seconds
+        self._morsel_s = cost
+        if self._draining:
+            return
+        want = max(self.base_slots, min(self.slots, math.ceil(CREDIT_WORK_S / max(cost, 1e-6))))
+        step = abs(want - self.credits)
+        if step and (step >= max(2, self.credits // 4) or want in (self.base_slots, self.slots)):
+            self.credits = want
+            self._post(m.Credit(want))
 
     async def _heartbeat_loop(self) -> None:
         period = self.config.heartbeat_s
@@ -710,7 +742,8 @@ class Worker:
             "node_id": self.node_id, "role": "worker",
             "state": "alive" if self.registered.is_set() else "connecting",
             "address": self.advertise_host, "http_port": self.http_port, "pid": os.getpid(),
-            "cores": self.cores, "slots": self.slots, "running": len(self._running),
+            "cores": self.cores, "slots": self.slots, "credits": self.credits,
+            "running": len(self._running),
             "morsels_done": self._morsels_done, "morsels_failed": self._morsels_failed,
             "items_done": self._items_done, "coordinator_id": self.coordinator_id,
             "coordinator": f"{self.config.coordinator_host}:{self.config.coordinator_port}",
@@ -773,6 +806,7 @@ class _Lanes:
         # its engine call returns (its results may still be being encoded).
         self.calls: dict[asyncio.Future[None], tuple[float, list[_Queued]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._pump_due = False
 
     async def run(self, msg: m.Assign, func: Any, fkey: bytes | str) -> None:
         """The morsel's task: decode, queue, and wait until its result (or failure) is
@@ -795,7 +829,7 @@ class _Lanes:
                 self._fail(q, exc, t0)
                 return
             self.waiting.append(q)
-            self.pump()
+            self._pump_soon()
             try:
                 await q.done
             except asyncio.CancelledError:
@@ -825,6 +859,18 @@ class _Lanes:
                 call.cancel()
                 self.waiting[:0] = [o for o in batch if o is not q and not o.done.done()]
                 break
+        self.pump()
+
+    def _pump_soon(self) -> None:
+        # At the end of this turn of the loop, not now: the morsels that came together (one
+        # ZeroMQ message of assignments) are all queued by then and share one call, instead of
+        # the first going alone and the rest waiting for it.
+        if not self._pump_due:
+            self._pump_due = True
+            asyncio.get_running_loop().call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_due = False
         self.pump()
 
     def pump(self) -> None:
@@ -899,7 +945,7 @@ class _Lanes:
             for q, (n, encoding, blob) in zip(batch, results):
                 if not q.done.done():
                     q.items = None
-                    worker._done(q.msg, n, encoding, blob, elapsed)
+                    worker._done(q.msg, n, encoding, blob, elapsed, elapsed / len(batch))
                     q.done.set_result(None)
         except asyncio.CancelledError:
             if left_engine:

@@ -116,6 +116,7 @@ class Hello(Message):
     slots: int = 0
     capabilities: list = field(default_factory=list)
     processors: list = field(default_factory=list)
+    credits: int = 0  # morsels to send at first (0: as many as slots); Credit changes it later
 
 
 @message(2, "welcome")

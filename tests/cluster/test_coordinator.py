@@ -417,7 +417,7 @@ def test_credits_follow_the_cost_of_morsels_unless_slots_are_fixed(cluster):
     def nodes() -> dict[int, dict[str, Any]]:
         return {n["pid"]: n for n in cluster.alive_workers()}
 
-    assert nodes()[auto.proc.pid]["credits"] == 4 and nodes()[auto.proc.pid]["slots"] == 32
+    assert nodes()[auto.proc.pid]["credits"] == 4 and nodes()[auto.proc.pid]["slots"] == 64
     assert nodes()[fixed.proc.pid]["credits"] == nodes()[fixed.proc.pid]["slots"] == 3
 
     async def job(func, n):
@@ -430,7 +430,7 @@ def test_credits_follow_the_cost_of_morsels_unless_slots_are_fixed(cluster):
 
     assert asyncio.run(job(lambda x: x + 1, 3000)) == list(range(1, 3001))
     cheap = nodes()
-    assert 4 < cheap[auto.proc.pid]["credits"] <= 32, cheap
+    assert 4 < cheap[auto.proc.pid]["credits"] <= 64, cheap
     assert cheap[fixed.proc.pid]["credits"] == 3, cheap
 
     costly = lambda x: __import__("time").sleep(0.03) or x  # noqa: E731

@@ -76,7 +76,7 @@ DIRECT_VERDICT_ITEMS = 8
 #: (2 x cores + 2) and never more than its slots, AUTO_SLOTS_FACTOR x the base (at most
 #: AUTO_SLOTS_MAX).
 CREDIT_WORK_S = 0.02
-AUTO_SLOTS_FACTOR = 8
+AUTO_SLOTS_FACTOR = 16
 AUTO_SLOTS_MAX = 256
 
 

@@ -618,6 +618,33 @@ def test_encoded_morsels_are_decoded_run_and_encoded_in_the_workers():
         engine.close_sync()
 
 
+def test_small_isolated_calls_of_a_function_known_to_be_cheap_run_as_one_task():
+    """A small call is split over the pool's processes until the function's cost is known;
+    once its items are seen to be cheap, a small call is one task (one process round trip),
+    while a costly function's small calls stay spread over the processes."""
+    engine = LocalEngine(load_config(env={}, max_workers=2), isolate=True)
+
+    def tasks() -> int:
+        return engine.get_stats()["controller"]["transport"]["pipe_tasks"]
+
+    try:
+        assert run(engine.process(list(range(10)), square)) == [x * x for x in range(10)]
+        assert tasks() == 2  # cost unknown: one task per process
+        # (a fresh process's first task pays for its imports: it teaches nothing)
+        assert run(engine.process(list(range(10)), square)) == [x * x for x in range(10)]
+        assert tasks() == 4
+        assert run(engine.process(list(range(10)), square)) == [x * x for x in range(10)]
+        assert tasks() == 5
+        assert "one task" in engine.get_stats()["controller"]["reason"]
+        slow = lambda x: time.sleep(0.005) or x  # noqa: E731
+        for _ in range(3):
+            before = tasks()
+            assert run(engine.process(list(range(10)), slow)) == list(range(10))
+            assert tasks() - before == 2
+    finally:
+        engine.close_sync()
+
+
 def test_isolated_pool_keeps_its_spare_process_between_calls(monkeypatch):
     """Calls whose concurrency comes and goes (a cluster worker's morsels) must not start and
     retire a process each time: the spare stays for SPARE_KEEP_S after it was needed."""

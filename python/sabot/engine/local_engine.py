@@ -8,6 +8,7 @@ run the rest in morsels -> assemble the output of the input's type, in input ord
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import pickle
@@ -51,6 +52,12 @@ INLINE_SLICE_S = 0.25
 INLINE_DIRECT_S = 0.01
 #: How long the isolated pool keeps a spare process after the last call that needed it.
 SPARE_KEEP_S = 10.0
+#: An isolated call of a per-item function seen to take less than this for all its items runs
+#: as one task: a second task would cost another process round trip and gain nothing (a
+#: cluster worker's small jobs).
+ONE_TASK_S = 0.002
+#: Functions whose recent seconds per item (in worker processes) an engine remembers.
+_ITEM_COSTS = 256
 EXECUTOR_CHOICES = ("auto", INLINE, PROCESSES)
 #: What driving an ``async def`` function to completion costs a worker process per item (one
 #: ``send`` when it never waits), added to the measured cost when planning.
@@ -126,6 +133,8 @@ class LocalEngine:
         # how pool tasks' data travelled: shared memory descriptors or the pipes
         # encoded_tasks: pipe tasks whose items travelled still encoded (process_encoded)
         self._transport = {"shared_memory_tasks": 0, "pipe_tasks": 0, "encoded_tasks": 0}
+        # shipped-function token -> seconds per item of its tasks (item functions, list input)
+        self._item_costs: collections.OrderedDict[int, float] = collections.OrderedDict()
         self.started_at = time.time()
 
     # -- public API ------------------------------------------------------------------------
@@ -530,6 +539,9 @@ class LocalEngine:
             for task, fut in zip(tasks, futures):
                 out.append(await fut)
                 self._observe_morsels(task.seconds, math.ceil(len(task.data) / morsel_rows))
+                if isinstance(task.data, list) and task.data and not task.fn.batch and \
+                        not task.cold:
+                    self._learn_item_cost(task.fn.token, task.seconds / len(task.data))
             ok = True
             return out
         finally:
@@ -559,14 +571,21 @@ class LocalEngine:
             return workers + 1
         return workers
 
+    def _learn_item_cost(self, token: int, seconds: float) -> None:
+        costs = self._item_costs
+        last = costs.pop(token, None)
+        costs[token] = seconds if last is None else 0.7 * last + 0.3 * seconds
+        while len(costs) > _ITEM_COSTS:
+            costs.popitem(last=False)
+
     async def _run_isolated_call(self, src: Source, spec: FunctionSpec) -> tuple[Any, int]:
         n = len(src)
         rows = rows_per_morsel(self.config.morsel_size_bytes, src.bytes_per_row())
         workers = max(1, self.controller.workers_for_call())
-        plan = self.controller.note(Plan(
-            PROCESSES, workers, "isolate=True: user functions run only in worker processes",
-            items=n, items_per_task=max(1, min(rows, math.ceil(n / workers)))))
         if n == 0:
+            self.controller.note(Plan(
+                PROCESSES, workers, "isolate=True: user functions run only in worker processes",
+                items=0, items_per_task=1))
             return (src.build_batches([]) if spec.kind == BATCH else _build(src, [])), 0
         func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
         try:
@@ -575,6 +594,15 @@ class LocalEngine:
             raise ProcessingError(
                 f"{spec.name} cannot be sent to a worker process ({exc}); with isolate=True "
                 "functions must pickle (cloudpickle)", original=exc) from exc
+        reason = "isolate=True: user functions run only in worker processes"
+        per_task = max(1, min(rows, math.ceil(n / workers)))
+        cost = self._item_costs.get(shipped.token)
+        if cost is not None and spec.kind != BATCH and n * cost < ONE_TASK_S and n <= rows:
+            per_task = n
+            reason += (f"; one task: {n} item(s) at {cost * 1e6:.0f} µs each (seen before) "
+                       "take less than a second process round trip")
+        plan = self.controller.note(Plan(PROCESSES, workers, reason, items=n,
+                                         items_per_task=per_task))
         try:
             pool = await self._pool_for(self._isolated_pool_size(workers))
         except _PoolUnavailable as exc:

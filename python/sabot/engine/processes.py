@@ -79,7 +79,8 @@ class ShippedFunction:
 class Task:
     """One unit sent to a worker: a run of consecutive items starting at ``offset``."""
 
-    __slots__ = ("attempts", "call", "data", "fn", "future", "morsel", "offset", "seconds")
+    __slots__ = ("attempts", "call", "cold", "data", "fn", "future", "morsel", "offset",
+                 "seconds")
 
     def __init__(self, fn: ShippedFunction, offset: int, data: Any, morsel: int,
                  call: CallGroup) -> None:
@@ -91,6 +92,7 @@ class Task:
         self.attempts = 0
         self.call = call
         self.seconds = 0.0  # wall time of the successful run
+        self.cold = False  # it was the first task of a fresh process (lazy imports in its time)
 
 
 class CallGroup:
@@ -128,6 +130,7 @@ class _Worker:
         self.tokens: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.busy_s = 0.0
         self.busy_since: float | None = None
+        self.tasks_done = 0  # by the current child process
         self.cpu_s = 0.0
         self.lock = threading.Lock()
         self.thread = threading.Thread(
@@ -147,6 +150,7 @@ class _Worker:
         conn.send(("init", list(sys.path), self.pool.processor_modules))
         with self.lock:
             self.proc, self.conn, self.ready = proc, conn, False
+            self.tasks_done = 0
             self.tokens = collections.OrderedDict()
         self.spawned_at = time.perf_counter()
 
@@ -281,6 +285,8 @@ class _Worker:
                 conn.recv()
                 self.ready = True
                 self.pool.note_startup(time.perf_counter() - self.spawned_at)
+                # The task's own time starts now (task.seconds: not the process start).
+                self.busy_since = time.perf_counter()
             if fn.token not in self.tokens:
                 conn.send(("fn", fn.token, fn.kind, fn.payload, fn.batch))
                 self.tokens[fn.token] = None
@@ -311,6 +317,8 @@ class _Worker:
             self.cpu_s += reply[3]
             if self.busy_since is not None:
                 task.seconds = time.perf_counter() - self.busy_since
+            task.cold = self.tasks_done == 0
+            self.tasks_done += 1
             _resolve(task, reply[2])
         else:
             _, _, index, exc_bytes, tb, summary = reply

@@ -210,6 +210,28 @@ def test_tiny_morsels_of_a_lambda_complete_and_a_poison_among_them_is_named(shar
         assert "replayed" not in node.output, node.output[-2000:]
 
 
+def test_an_error_whose_text_utf8_cannot_carry_still_fails_the_job(shared_cluster):
+    """An exception text with a lone surrogate cannot travel as UTF-8: it arrives escaped, and
+    the job fails with it instead of waiting forever for a report that was never sent."""
+    def bad(x):
+        if x == 2:
+            raise ValueError("bad \udcff byte")
+        return x
+
+    async def main():
+        c = shared_cluster.handle()
+        try:
+            job = await c.submit([1, 2, 3], bad)
+            with pytest.raises(JobFailedError) as err:
+                await c.result(job, timeout=60)
+            return str(err.value)
+        finally:
+            await c.stop()
+
+    text = asyncio.run(main())
+    assert "ValueError: bad \\udcff byte" in text and "item 1" in text
+
+
 def _slow_then_poison(x):
     import time as t
 

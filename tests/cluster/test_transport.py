@@ -132,6 +132,18 @@ def test_requests_sent_together_are_each_answered_and_a_bad_frame_among_them_alo
     _wait_log(lone_coordinator.coordinator, "less than its 24-byte header")
 
 
+@pytest.mark.parametrize("credits, expected", [(0, 4), (-1, 4), (2, 2), (99, 4)])
+def test_a_workers_first_credits_come_from_its_hello_within_its_slots(lone_coordinator, raw,
+                                                                       credits, expected):
+    peer = raw()
+    node_id = f"raw-worker-{credits}"
+    peer.send_msg(m.Hello(PROTOCOL_VERSION, "sabot-cluster", "worker", node_id, slots=4,
+                          credits=credits))
+    assert isinstance(peer.recv(), m.Welcome)
+    node = next(n for n in lone_coordinator.http("/stats")["nodes"] if n["node_id"] == node_id)
+    assert node["slots"] == 4 and node["credits"] == expected
+
+
 def test_malformed_truncated_unknown_and_replayed_frames_are_dropped_and_logged(
         lone_coordinator, raw):
     peer = raw()

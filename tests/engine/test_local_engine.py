@@ -618,10 +618,14 @@ def test_encoded_morsels_are_decoded_run_and_encoded_in_the_workers():
         engine.close_sync()
 
 
-def test_small_isolated_calls_of_a_function_known_to_be_cheap_run_as_one_task():
+def test_small_isolated_calls_of_a_function_known_to_be_cheap_run_as_one_task(monkeypatch):
     """A small call is split over the pool's processes until the function's cost is known;
     once its items are seen to be cheap, a small call is one task (one process round trip),
     while a costly function's small calls stay spread over the processes."""
+    from sabot.engine import local_engine
+
+    # 10 items under 30 ms: square even on a loaded machine, never 10 x 5 ms of sleep
+    monkeypatch.setattr(local_engine, "ONE_TASK_S", 0.03)
     engine = LocalEngine(load_config(env={}, max_workers=2), isolate=True)
 
     def tasks() -> int:

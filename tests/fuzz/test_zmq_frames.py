@@ -484,3 +484,41 @@ def test_worker_rejects_malformed_frames_and_keeps_serving(tmp_path: Path) -> No
     finally:
         worker.stop()
         fake.close()
+
+
+def test_worker_runs_assignments_that_came_with_the_welcome(tmp_path: Path) -> None:
+    """A worker that registers while work is queued gets its welcome and first assignments in
+    one ZeroMQ message; it runs them at once, not when some later message (a heartbeat ack,
+    which this fake coordinator never sends) wakes its reader."""
+    root = tmp_path / "cluster"
+    c = nodes.Cluster(root, {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "30"})
+    load_secret(load_config(env={}, cluster_key_file=str(c.key_file)), create=True)
+    fake = FakeCoordinator(cluster_keys(c.key_file))
+    worker = nodes.NodeProcess("worker", {**c._base_env(), "SABOT_MODE": "worker",
+                                          "SABOT_WORKER_PORT": str(nodes.free_port()),
+                                          "COORDINATOR_HOST": "127.0.0.1",
+                                          "COORDINATOR_PORT": str(fake.http_port),
+                                          "SABOT_DATA_DIR": str(root / "w")},
+                               0, root)
+    worker.http_port = int(worker.env["SABOT_WORKER_PORT"])
+    worker.url = f"http://127.0.0.1:{worker.http_port}"
+    try:
+        worker.start()
+        assert fake.wait_for(m.Hello).role == "worker"
+        fake.send([*fake.frames(m.Welcome("fake", "sabot-cluster", PROTOCOL_VERSION, 0.2, 30.0)),
+                   *fake.frames(m.Assign("first", 0, 1, 0, "square", None, "msgpack",
+                                         msgpack.packb([1, 2, 3]))),
+                   *fake.frames(m.Assign("first", 1, 1, 3, "square", None, "msgpack",
+                                         msgpack.packb([4, 5])))])
+        results = {}
+        deadline = time.monotonic() + 30  # far beyond a morsel; the worker's timeout is 30 s
+        while len(results) < 2 and time.monotonic() < deadline:
+            msg = fake.recv(0.2)
+            if isinstance(msg, (m.MorselResult, m.MorselFailed)):
+                results[msg.morsel] = msg
+        assert sorted(results) == [0, 1], (results, worker.log_tail())
+        assert payload.decode_value(results[0].encoding, results[0].data) == [1, 4, 9]
+        assert payload.decode_value(results[1].encoding, results[1].data) == [16, 25]
+    finally:
+        worker.stop()
+        fake.close()

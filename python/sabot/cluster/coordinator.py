@@ -493,8 +493,17 @@ class CoordinatorCore(threading.Thread):
                     self._send_frames(target, [msg])
 
     def _send_frames(self, target: bytes, msgs: list[m.Message]) -> None:
+        frames = [target]
+        for msg in msgs:
+            try:
+                frames += self._sender.encode(msg)
+            except Exception:
+                # One message that cannot be encoded is logged and left out, never its batch.
+                log.exception("cannot encode %s; it is not sent", msg.OP)
+        if len(frames) == 1:
+            return
         try:
-            self.router.send_multipart([target, *self._sender.encode_many(msgs)], zmq.NOBLOCK)
+            self.router.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # The peer is gone (EHOSTUNREACH); heartbeats deal with workers.
             log.debug("dropping %s to a gone peer: %s", ", ".join(msg.OP for msg in msgs), exc)
@@ -562,7 +571,7 @@ class CoordinatorCore(threading.Thread):
         now = time.monotonic()
         node = self._nodes.get(msg.node_id)
         slots = max(1, int(msg.slots or 1))
-        credits = min(slots, max(0, int(msg.credits))) if msg.credits else slots
+        credits = min(slots, int(msg.credits)) if msg.credits > 0 else slots
         if node is None:
             node = _Node(msg.node_id, peer, msg.host, int(msg.http_port), int(msg.pid),
                          int(msg.cores), slots, [str(c) for c in msg.capabilities],
@@ -1055,7 +1064,8 @@ class CoordinatorCore(threading.Thread):
         for job in self._jobs.values():
             jobs[job.status] = jobs.get(job.status, 0) + 1
         alive = [n for n in self._nodes.values() if n.state == "alive"]
-        slots = sum(n.credits for n in alive)
+        # (credits can drop below what a worker still holds: count what it holds then)
+        slots = sum(max(n.credits, len(n.inflight)) for n in alive)
         busy = sum(len(n.inflight) for n in alive)
         return {
             "cluster_name": self.config.cluster_name,
@@ -1080,7 +1090,8 @@ class CoordinatorCore(threading.Thread):
         """For the metrics gauges; called from other threads, reads plain counters only."""
         nodes = list(self._nodes.values())
         alive = [n for n in nodes if n.state == "alive"]
-        slots = sum(n.credits for n in alive)
+        # (credits can drop below what a worker still holds: count what it holds then)
+        slots = sum(max(n.credits, len(n.inflight)) for n in alive)
         busy = sum(len(n.inflight) for n in alive)
         jobs: dict[str, int] = {}
         for job in list(self._jobs.values()):

@@ -141,6 +141,7 @@ class Worker:
         self._session_over: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._fatal: SabotError | None = None
+        self._fatal_pending: _FatalRefusal | None = None
         self._stopping = False
         self._draining = False
         self._last_heard = 0.0
@@ -204,6 +205,9 @@ class Worker:
         returned: list[list[Any]] = []
         if self._sock is not None and self.registered.is_set():
             self._draining = True
+            # A credit posted earlier but not yet sent would go out after this one and undo it.
+            self._posts = [x for x in self._posts if not isinstance(x, m.Credit)]
+            self._outbox = [x for x in self._outbox if not isinstance(x, m.Credit)]
             await self._send_now(m.Credit(0))
             if drain and self._running:
                 log.info("worker %s draining %d running morsel(s)", self.node_id,
@@ -330,6 +334,9 @@ class Worker:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
+            if self._fatal_pending is not None:
+                fatal, self._fatal_pending = self._fatal_pending, None
+                raise fatal
         finally:
             for t in tasks:
                 t.cancel()
@@ -418,10 +425,12 @@ class Worker:
     def _flush_posts(self) -> None:
         self._posts_due = False
         msgs, self._posts = self._posts, []
-        if not self._outbox and self._sync is not None:
+        # Until the welcome, posts wait for the send loop: a read after a send here (the
+        # kick) could take the welcome (or a refusal) away from the hello.
+        if not self._outbox and self._sync is not None and self.registered.is_set():
             try:
                 while msgs:
-                    self._sync.send_multipart(self._sender.encode_many(msgs[:MAX_FRAMES]),
+                    self._sync.send_multipart(self._encode_each(msgs[:MAX_FRAMES]),
                                               zmq.NOBLOCK)
                     del msgs[:MAX_FRAMES]
             except zmq.ZMQError:
@@ -432,6 +441,18 @@ class Worker:
         if msgs:
             self._outbox.extend(msgs)
             self._outbox_event.set()
+
+    def _encode_each(self, msgs: list[m.Message]) -> list[bytes]:
+        """The messages' frames; one that cannot be encoded is logged and left out, never
+        the others with it."""
+        frames: list[bytes] = []
+        for msg in msgs:
+            try:
+                frames += self._sender.encode(msg)
+            except Exception:
+                log.exception("worker %s cannot encode %s; it is not sent", self.node_id,
+                              msg.OP)
+        return frames
 
     def _kick(self) -> None:
         """After a send on the plain socket: read what waits now. ZMQ_FD, which the asyncio
@@ -451,13 +472,19 @@ class Worker:
 
     def _drain_kicked(self) -> None:
         self._kick_pending = False
-        msg = self._recv_nowait()
-        while msg is not False:
-            if msg is not None and not self._dispatch(msg):
-                if self._session_over is not None:
-                    self._session_over.set()
-                return
+        try:
             msg = self._recv_nowait()
+            while msg is not False:
+                if msg is not None and not self._dispatch(msg):
+                    if self._session_over is not None:
+                        self._session_over.set()
+                    return
+                msg = self._recv_nowait()
+        except _FatalRefusal as exc:
+            # (a callback: the session ends and _session raises it)
+            self._fatal_pending = exc
+            if self._session_over is not None:
+                self._session_over.set()
 
     async def _flush_outbox(self) -> None:
         while self._outbox and self._sock is not None:
@@ -477,14 +504,15 @@ class Worker:
             # Only wait for readability here: every read is a plain read that is handled at
             # once (here or in _drain_kicked), so messages are handled in the order they came
             # (an asyncio read could complete, then wait for the loop while a kicked drain
-            # handles later messages, and be dropped as a replay).
-            await self._sock.poll()
+            # handles later messages, and be dropped as a replay). What is already read comes
+            # first: the assignments that came with the welcome wait in the inbox.
             msg: Any = self._recv_nowait()
             while msg is not False:
                 if msg is not None and not self._dispatch(msg):
                     return
                 # Everything already queued is handled in this wake-up, without the loop.
                 msg = self._recv_nowait()
+            await self._sock.poll()
 
     def _dispatch(self, msg: m.Message) -> bool:
         """Act on one message from the coordinator; False ends the session."""
@@ -677,10 +705,13 @@ class Worker:
             name = type(orig).__name__ if orig is not None else type(exc).__name__
             text = str(orig) if orig is not None else str(exc.args[0] if exc.args else exc)
             tb = exc.remote_traceback or ""
-            return m.MorselFailed(msg.job_id, msg.morsel, msg.attempt, name, text, tb, exc.index)
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return m.MorselFailed(msg.job_id, msg.morsel, msg.attempt, type(exc).__name__, str(exc),
-                              tb, None)
+            index = exc.index
+        else:
+            name, text, index = type(exc).__name__, str(exc), None
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        # User text may hold what UTF-8 cannot carry (lone surrogates): escaped, not lost.
+        return m.MorselFailed(msg.job_id, msg.morsel, msg.attempt, _utf8(name), _utf8(text),
+                              _utf8(tb), index)
 
     def _remember_func(self, job_id: str, key: bytes) -> None:
         self._job_func[job_id] = key
@@ -876,11 +907,15 @@ class _Lanes:
     def pump(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        while self.waiting:
+        if any(q.encoded for q in self.waiting):
             # An encoded morsel is a call of its own (one pool task) and starts at once; the
             # pool's queue spreads them over its processes.
-            oldest = None if self.waiting[0].encoded else min(
-                (t for t, b in self.calls.values() if not b[0].encoded), default=None)
+            for q in [q for q in self.waiting if q.encoded]:
+                call = asyncio.ensure_future(self._call([q]))
+                self.calls[call] = (now, [q])
+            self.waiting = [q for q in self.waiting if not q.encoded]
+        while self.waiting:
+            oldest = min((t for t, b in self.calls.values() if not b[0].encoded), default=None)
             if oldest is not None and now - oldest < self.ESCALATE_S:
                 if self._timer is None:
                     self._timer = loop.call_later(self.ESCALATE_S - (now - oldest), self._tick)
@@ -895,8 +930,6 @@ class _Lanes:
 
     def _take(self) -> list[_Queued]:
         first = self.waiting[0]
-        if first.encoded:
-            return [self.waiting.pop(0)]
         batch, rest, size = [], [], 0
         for q in self.waiting:
             if q.fkey == first.fkey and not q.encoded and len(batch) < self.MAX_MORSELS and (
@@ -978,6 +1011,14 @@ class _Lanes:
                 again.append(q)
             index -= len(part)
         self.waiting[:0] = again
+
+
+def _utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _decode_list(msg: m.Assign) -> list[Any]:

@@ -131,6 +131,7 @@ class _Worker:
         self.busy_s = 0.0
         self.busy_since: float | None = None
         self.tasks_done = 0  # by the current child process
+        self.task_started = 0.0  # when the current task reached a ready child
         self.cpu_s = 0.0
         self.lock = threading.Lock()
         self.thread = threading.Thread(
@@ -230,7 +231,7 @@ class _Worker:
                 _fail(task, exc)
                 return
         start = time.perf_counter()
-        self.busy_since = start
+        self.busy_since = self.task_started = start
         try:
             outcome = self._exchange(task)
         finally:
@@ -286,7 +287,7 @@ class _Worker:
                 self.ready = True
                 self.pool.note_startup(time.perf_counter() - self.spawned_at)
                 # The task's own time starts now (task.seconds: not the process start).
-                self.busy_since = time.perf_counter()
+                self.task_started = time.perf_counter()
             if fn.token not in self.tokens:
                 conn.send(("fn", fn.token, fn.kind, fn.payload, fn.batch))
                 self.tokens[fn.token] = None
@@ -315,8 +316,7 @@ class _Worker:
             return ("lost", self.exitcode())
         if reply[0] == "ok":
             self.cpu_s += reply[3]
-            if self.busy_since is not None:
-                task.seconds = time.perf_counter() - self.busy_since
+            task.seconds = time.perf_counter() - self.task_started
             task.cold = self.tasks_done == 0
             self.tasks_done += 1
             _resolve(task, reply[2])

@@ -133,6 +133,21 @@ def test_poison_item_fails_the_job_after_max_attempts_with_its_error(shared_clus
     assert "after 3 attempt(s)" in text
 
 
+def _failure_of(cluster: Any, func: Any) -> str:
+    """The error text of a job of [1, 2, 3] that must fail."""
+    async def main():
+        c = cluster.handle()
+        try:
+            job = await c.submit([1, 2, 3], func)
+            with pytest.raises(JobFailedError) as err:
+                await c.result(job, timeout=60)
+            return str(err.value)
+        finally:
+            await c.stop()
+
+    return asyncio.run(main())
+
+
 def _encoded_tasks(cluster: Any) -> int:
     total = 0
     for node in cluster.alive_workers():
@@ -218,17 +233,7 @@ def test_an_error_whose_text_utf8_cannot_carry_still_fails_the_job(shared_cluste
             raise ValueError("bad \udcff byte")
         return x
 
-    async def main():
-        c = shared_cluster.handle()
-        try:
-            job = await c.submit([1, 2, 3], bad)
-            with pytest.raises(JobFailedError) as err:
-                await c.result(job, timeout=60)
-            return str(err.value)
-        finally:
-            await c.stop()
-
-    text = asyncio.run(main())
+    text = _failure_of(shared_cluster, bad)
     assert "ValueError: bad \\udcff byte" in text and "item 1" in text
 
 
@@ -281,17 +286,7 @@ def test_a_function_whose_module_workers_lack_fails_naming_the_module(shared_clu
 
     module = importlib.import_module("only_on_the_client")
 
-    async def main():
-        c = shared_cluster.handle()
-        try:
-            job = await c.submit([1, 2, 3], module.triple)
-            with pytest.raises(JobFailedError) as err:
-                await c.result(job, timeout=60)
-            return str(err.value)
-        finally:
-            await c.stop()
-
-    text = asyncio.run(main())
+    text = _failure_of(shared_cluster, module.triple)
     assert "only_on_the_client" in text and "ModuleNotFoundError" in text
 
 

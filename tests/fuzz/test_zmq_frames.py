@@ -424,7 +424,8 @@ class FakeCoordinator:
         self.ctx.term()
 
 
-def test_worker_rejects_malformed_frames_and_keeps_serving(tmp_path: Path) -> None:
+def _worker_of_a_fake_coordinator(tmp_path: Path) -> tuple[FakeCoordinator, Any]:
+    """A fake coordinator and a real worker process (not started) configured to join it."""
     root = tmp_path / "cluster"
     c = nodes.Cluster(root, {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "30"})
     # The worker needs a key file that exists: make the cluster's key as a coordinator would.
@@ -438,6 +439,11 @@ def test_worker_rejects_malformed_frames_and_keeps_serving(tmp_path: Path) -> No
                                0, root)
     worker.http_port = int(worker.env["SABOT_WORKER_PORT"])
     worker.url = f"http://127.0.0.1:{worker.http_port}"
+    return fake, worker
+
+
+def test_worker_rejects_malformed_frames_and_keeps_serving(tmp_path: Path) -> None:
+    fake, worker = _worker_of_a_fake_coordinator(tmp_path)
     try:
         worker.start()
         hello = fake.wait_for(m.Hello)
@@ -490,18 +496,7 @@ def test_worker_runs_assignments_that_came_with_the_welcome(tmp_path: Path) -> N
     """A worker that registers while work is queued gets its welcome and first assignments in
     one ZeroMQ message; it runs them at once, not when some later message (a heartbeat ack,
     which this fake coordinator never sends) wakes its reader."""
-    root = tmp_path / "cluster"
-    c = nodes.Cluster(root, {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "30"})
-    load_secret(load_config(env={}, cluster_key_file=str(c.key_file)), create=True)
-    fake = FakeCoordinator(cluster_keys(c.key_file))
-    worker = nodes.NodeProcess("worker", {**c._base_env(), "SABOT_MODE": "worker",
-                                          "SABOT_WORKER_PORT": str(nodes.free_port()),
-                                          "COORDINATOR_HOST": "127.0.0.1",
-                                          "COORDINATOR_PORT": str(fake.http_port),
-                                          "SABOT_DATA_DIR": str(root / "w")},
-                               0, root)
-    worker.http_port = int(worker.env["SABOT_WORKER_PORT"])
-    worker.url = f"http://127.0.0.1:{worker.http_port}"
+    fake, worker = _worker_of_a_fake_coordinator(tmp_path)
     try:
         worker.start()
         assert fake.wait_for(m.Hello).role == "worker"

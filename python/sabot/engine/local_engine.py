@@ -571,6 +571,13 @@ class LocalEngine:
             return workers + 1
         return workers
 
+    async def _isolated_pool(self, workers: int, spec: FunctionSpec) -> ProcessPool:
+        try:
+            return await self._pool_for(self._isolated_pool_size(workers))
+        except _PoolUnavailable as exc:
+            raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
+                                  original=exc) from exc
+
     def _learn_item_cost(self, token: int, seconds: float) -> None:
         costs = self._item_costs
         last = costs.pop(token, None)
@@ -587,13 +594,7 @@ class LocalEngine:
                 PROCESSES, workers, "isolate=True: user functions run only in worker processes",
                 items=0, items_per_task=1))
             return (src.build_batches([]) if spec.kind == BATCH else _build(src, [])), 0
-        func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
-        try:
-            shipped = ShippedFunction(func, batch=spec.kind == BATCH, processor=spec.processor)
-        except Exception as exc:
-            raise ProcessingError(
-                f"{spec.name} cannot be sent to a worker process ({exc}); with isolate=True "
-                "functions must pickle (cloudpickle)", original=exc) from exc
+        shipped = _ship(spec)
         reason = "isolate=True: user functions run only in worker processes"
         per_task = max(1, min(rows, math.ceil(n / workers)))
         cost = self._item_costs.get(shipped.token)
@@ -603,11 +604,7 @@ class LocalEngine:
                        "take less than a second process round trip")
         plan = self.controller.note(Plan(PROCESSES, workers, reason, items=n,
                                          items_per_task=per_task))
-        try:
-            pool = await self._pool_for(self._isolated_pool_size(workers))
-        except _PoolUnavailable as exc:
-            raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
-                                  original=exc) from exc
+        pool = await self._isolated_pool(workers, spec)
         call = CallGroup()
         if spec.kind == BATCH:
             tasks = [Task(shipped, off, m, i, call)
@@ -678,18 +675,8 @@ class LocalEngine:
         self.controller.note(Plan(
             PROCESSES, workers, "encoded morsels: decoded, run and encoded in worker processes",
             items=rows, items_per_task=max(1, rows // len(morsels))))
-        func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
-        try:
-            shipped = ShippedFunction(func, batch=False, processor=spec.processor)
-        except Exception as exc:
-            raise ProcessingError(
-                f"{spec.name} cannot be sent to a worker process ({exc}); functions must "
-                "pickle (cloudpickle)", original=exc) from exc
-        try:
-            pool = await self._pool_for(self._isolated_pool_size(workers))
-        except _PoolUnavailable as exc:
-            raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
-                                  original=exc) from exc
+        shipped = _ship(spec)
+        pool = await self._isolated_pool(workers, spec)
         call = CallGroup()
         tasks = [Task(shipped, 0, EncodedItems(enc, blob, max(1, r), decode, encode), i, call)
                  for i, (enc, blob, r) in enumerate(morsels)]
@@ -820,6 +807,18 @@ class LocalEngine:
                                          self.config.morsel_size_kb)
         n = _num_rows(data)
         return out, n, max(1, math.ceil(n * 8 / self.config.morsel_size_bytes)) if n else 0
+
+
+def _ship(spec: FunctionSpec) -> ShippedFunction:
+    """The function prepared for the isolated pool's processes (async ones run to completion
+    there); ProcessingError when it cannot be pickled."""
+    func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
+    try:
+        return ShippedFunction(func, batch=spec.kind == BATCH, processor=spec.processor)
+    except Exception as exc:
+        raise ProcessingError(
+            f"{spec.name} cannot be sent to a worker process ({exc}); with isolate=True "
+            "functions must pickle (cloudpickle)", original=exc) from exc
 
 
 class _PoolUnavailable(RuntimeError):

@@ -143,5 +143,6 @@ def test_small_jobs_in_sequence(cluster: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 10,000 jobs polled over HTTP, then up to 150 s for the purge
 def test_10000_small_jobs_in_sequence(cluster: Any) -> None:
     run_soak(cluster, 10_000, "slow")

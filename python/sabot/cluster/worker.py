@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import operator
@@ -22,6 +23,7 @@ import time
 import traceback
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,9 +131,10 @@ class Worker:
         self._cost: dict[bytes | str, float] = {}  # the function's own seconds per item
         self._samples: dict[bytes | str, list[float]] = {}  # until enough for a verdict
         self._outbox: list[m.Message] = []
-        # Messages posted during one turn of the loop go out together (one ZeroMQ message).
+        # Messages posted while posts are held (see _held_posts) go out together, as one
+        # ZeroMQ message.
         self._posts: list[m.Message] = []
-        self._posts_due = False
+        self._holding = 0
         # Messages that came in one ZeroMQ message and are not handled yet.
         self._inbox: deque[m.Message] = deque()
         self._lanes = _Lanes(self)
@@ -415,15 +418,25 @@ class Worker:
             await self._sock.send_multipart(self._sender.encode(msg))
 
     def _post(self, msg: m.Message) -> None:
-        """Send ``msg`` at the end of this turn of the loop, with whatever else this turn posts
-        (the results of one coalesced engine call travel as one ZeroMQ message)."""
+        """Send ``msg`` now, or when posts are held, with the others when they are released."""
         self._posts.append(msg)
-        if not self._posts_due:
-            self._posts_due = True
-            asyncio.get_running_loop().call_soon(self._flush_posts)
+        if not self._holding:
+            self._flush_posts()
+
+    @contextlib.contextmanager
+    def _held_posts(self) -> Iterator[None]:
+        """Messages posted inside go out together when it ends (the results of one coalesced
+        engine call, or of the morsels of one received batch run inline: one ZeroMQ message,
+        one wake-up of the coordinator, instead of one each)."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding and self._posts:
+                self._flush_posts()
 
     def _flush_posts(self) -> None:
-        self._posts_due = False
         msgs, self._posts = self._posts, []
         # Until the welcome, posts wait for the send loop: a read after a send here (the
         # kick) could take the welcome (or a refusal) away from the hello.
@@ -473,13 +486,14 @@ class Worker:
     def _drain_kicked(self) -> None:
         self._kick_pending = False
         try:
-            msg = self._recv_nowait()
-            while msg is not False:
-                if msg is not None and not self._dispatch(msg):
-                    if self._session_over is not None:
-                        self._session_over.set()
-                    return
+            with self._held_posts():
                 msg = self._recv_nowait()
+                while msg is not False:
+                    if msg is not None and not self._dispatch(msg):
+                        if self._session_over is not None:
+                            self._session_over.set()
+                        return
+                    msg = self._recv_nowait()
         except _FatalRefusal as exc:
             # (a callback: the session ends and _session raises it)
             self._fatal_pending = exc
@@ -506,12 +520,13 @@ class Worker:
             # (an asyncio read could complete, then wait for the loop while a kicked drain
             # handles later messages, and be dropped as a replay). What is already read comes
             # first: the assignments that came with the welcome wait in the inbox.
-            msg: Any = self._recv_nowait()
-            while msg is not False:
-                if msg is not None and not self._dispatch(msg):
-                    return
-                # Everything already queued is handled in this wake-up, without the loop.
-                msg = self._recv_nowait()
+            with self._held_posts():
+                msg: Any = self._recv_nowait()
+                while msg is not False:
+                    if msg is not None and not self._dispatch(msg):
+                        return
+                    # Everything already queued is handled in this wake-up, without the loop.
+                    msg = self._recv_nowait()
             await self._sock.poll()
 
     def _dispatch(self, msg: m.Message) -> bool:
@@ -641,13 +656,13 @@ class Worker:
     def _done(self, msg: m.Assign, items: int, encoding: str, blob: bytes,
               elapsed: float, cost: float | None = None) -> None:
         """Post a morsel's result; ``cost``: its share of the work when it ran with others."""
-        self._observe_cost(elapsed if cost is None else cost)
         self._items_done += items
         self._morsels_done += 1
         self.metrics.record_items(items)
         self.metrics.record_morsel(elapsed)
         self._post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, items, encoding, blob,
                                   elapsed))
+        self._observe_cost(elapsed if cost is None else cost)
 
     def _observe_cost(self, seconds: float) -> None:
         """Adapt the credits (SABOT_WORKER_SLOTS=auto) to the recent cost per morsel."""
@@ -975,11 +990,12 @@ class _Lanes:
                 results = [(len(part), encoding, blob)
                            for part, (encoding, blob) in zip(parts, encoded)]
             elapsed = time.perf_counter() - t0
-            for q, (n, encoding, blob) in zip(batch, results):
-                if not q.done.done():
-                    q.items = None
-                    worker._done(q.msg, n, encoding, blob, elapsed, elapsed / len(batch))
-                    q.done.set_result(None)
+            with worker._held_posts():
+                for q, (n, encoding, blob) in zip(batch, results):
+                    if not q.done.done():
+                        q.items = None
+                        worker._done(q.msg, n, encoding, blob, elapsed, elapsed / len(batch))
+                        q.done.set_result(None)
         except asyncio.CancelledError:
             if left_engine:
                 # Cancelled while encoding: the morsels not yet posted run again.

@@ -24,6 +24,14 @@ from ..errors import ConfigError
 SCHEMA_VERSION = 1
 #: Least time between two WAL checkpoints.
 _CHECKPOINT_EVERY_S = 0.2
+#: WAL frames (pages) past which the checkpointer also rewinds and truncates the WAL file.
+#: Passive checkpoints copy the WAL into the database but never rewind it while commits keep
+#: coming, so without this the file grew with the history of jobs (13-45 MB over a soak of
+#: small jobs) instead of staying bounded by what the retention keeps.
+_TRUNCATE_WAL_FRAMES = 1024
+#: A WAL file bigger than this after a commit is truncated by the committing thread itself
+#: (it waits for that): the hard bound when commits come too fast for the checkpointer.
+WAL_LIMIT_BYTES = 64 << 20
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,7 @@ class Journal:
             raise ConfigError("SABOT_DATA_DIR", str(data_dir),
                               f"a directory Sabot can create and write ({exc.strerror})") from exc
         self.path = data_dir / "coordinator.sqlite3"
+        self._wal = data_dir / "coordinator.sqlite3-wal"
         # check_same_thread=False: opened by the thread that starts the coordinator, then used
         # by its core thread alone.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -136,6 +145,13 @@ class Journal:
         if self._in_tx:
             self._db.execute("COMMIT")
             self._in_tx = False
+            try:
+                wal_bytes = self._wal.stat().st_size
+            except OSError:
+                wal_bytes = 0
+            if wal_bytes > WAL_LIMIT_BYTES:
+                # (busy while the checkpointer's own checkpoint runs: the next commit retries)
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             self._checkpointer.poke()
 
     def close(self) -> None:
@@ -269,7 +285,11 @@ class _Checkpointer:
                     return
                 self._wake.clear()
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if frames >= _TRUNCATE_WAL_FRAMES:
+                        # Writers wait (their busy timeout) while the rest is copied and the
+                        # file truncated: rare, and most frames are already copied by now.
+                        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 except sqlite3.Error as exc:  # the next commit pokes again
                     log.debug("journal checkpoint failed: %s", exc)
                 self._stopping.wait(_CHECKPOINT_EVERY_S)

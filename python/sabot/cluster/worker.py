@@ -674,8 +674,11 @@ class Worker:
         if self._draining:
             return
         want = max(self.base_slots, min(self.slots, math.ceil(CREDIT_WORK_S / max(cost, 1e-6))))
-        step = abs(want - self.credits)
-        if step and (step >= max(2, self.credits // 4) or want in (self.base_slots, self.slots)):
+        # Only a change by half or double is sent: costs that wobble around a value would
+        # otherwise send a credit every few morsels.
+        if want >= 2 * self.credits or 2 * want <= self.credits or (
+                want != self.credits and want in (self.base_slots, self.slots)
+                and abs(want - self.credits) * 2 >= self.credits):
             self.credits = want
             self._post(m.Credit(want))
 

@@ -84,6 +84,10 @@ def test_several_messages_travel_as_the_frames_of_one_zmq_message():
     assert [e.msg for e in envs] == msgs
     assert [e.seq for e in envs] == [1, 2, 3] and {e.session for e in envs} == {s.session}
     assert decode_frame(s.encode(m.GetStats(4))[0]).seq == 4  # one sequence for both
+    # one message that cannot be encoded (text UTF-8 cannot carry) is left out alone
+    bad = m.MorselFailed("job", 0, 1, "ValueError", "bad \udcff", "", None)
+    kept = [decode_frame(f).msg for f in s.encode_many([m.GetStats(5), bad, m.GetStats(6)])]
+    assert kept == [m.GetStats(5), m.GetStats(6)]
     with pytest.raises(ProtocolError, match="got 3 frames"):
         decode(frames)  # the single-message decoder refuses a batch
     with pytest.raises(ProtocolError, match="no frame"):

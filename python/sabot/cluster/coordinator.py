@@ -493,13 +493,7 @@ class CoordinatorCore(threading.Thread):
                     self._send_frames(target, [msg])
 
     def _send_frames(self, target: bytes, msgs: list[m.Message]) -> None:
-        frames = [target]
-        for msg in msgs:
-            try:
-                frames += self._sender.encode(msg)
-            except Exception:
-                # One message that cannot be encoded is logged and left out, never its batch.
-                log.exception("cannot encode %s; it is not sent", msg.OP)
+        frames = [target, *self._sender.encode_many(msgs)]
         if len(frames) == 1:
             return
         try:

@@ -443,7 +443,7 @@ class Worker:
         if not self._outbox and self._sync is not None and self.registered.is_set():
             try:
                 while msgs:
-                    self._sync.send_multipart(self._encode_each(msgs[:MAX_FRAMES]),
+                    self._sync.send_multipart(self._sender.encode_many(msgs[:MAX_FRAMES]),
                                               zmq.NOBLOCK)
                     del msgs[:MAX_FRAMES]
             except zmq.ZMQError:
@@ -454,18 +454,6 @@ class Worker:
         if msgs:
             self._outbox.extend(msgs)
             self._outbox_event.set()
-
-    def _encode_each(self, msgs: list[m.Message]) -> list[bytes]:
-        """The messages' frames; one that cannot be encoded is logged and left out, never
-        the others with it."""
-        frames: list[bytes] = []
-        for msg in msgs:
-            try:
-                frames += self._sender.encode(msg)
-            except Exception:
-                log.exception("worker %s cannot encode %s; it is not sent", self.node_id,
-                              msg.OP)
-        return frames
 
     def _kick(self) -> None:
         """After a send on the plain socket: read what waits now. ZMQ_FD, which the asyncio

@@ -11,6 +11,7 @@ naming what was wrong. Replay is detected per peer by :class:`ReplayGuard`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import msgpack
 from ...errors import ProtocolError, VersionMismatchError
 from .messages import REGISTRY, Hello, Message, Refused
 from .version import HEADER, MAGIC, PROTOCOL_VERSION
+
+log = logging.getLogger(__name__)
 
 #: Peers whose sessions a ReplayGuard remembers.
 MAX_PEERS = 65536
@@ -55,11 +58,14 @@ class Sender:
         return encode(msg, self.session, self._seq, version)
 
     def encode_many(self, msgs: Sequence[Message]) -> list[bytes]:
-        """Several messages as the frames of one ZeroMQ message, in order."""
-        frames = []
+        """Several messages as the frames of one ZeroMQ message, in order. One that cannot be
+        encoded is logged and left out, never the others with it."""
+        frames: list[bytes] = []
         for msg in msgs:
-            self._seq += 1
-            frames += encode(msg, self.session, self._seq)
+            try:
+                frames += self.encode(msg)
+            except Exception:
+                log.exception("cannot encode %s; it is not sent", msg.OP)
         return frames
 
 

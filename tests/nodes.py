@@ -495,8 +495,13 @@ def curve_dealer(endpoint: str, keys: Any) -> tuple[Any, Any, int]:
 
 
 def decode_all(frames: list[bytes]) -> list[Any]:
-    """The messages of one ZeroMQ message (a peer may send several together, one per frame)."""
+    """The messages of one ZeroMQ message (a peer may send several together, one per frame),
+    with assign-many and morsel-results opened into the assign / morsel-result they carry."""
     from sabot.cluster.protocol import check_frames, decode_frame
 
     check_frames(frames)
-    return [decode_frame(f).msg for f in frames]
+    out = []
+    for f in frames:
+        msg = decode_frame(f).msg
+        out += msg.expand() if hasattr(msg, "expand") else [msg]
+    return out

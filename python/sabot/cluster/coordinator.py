@@ -486,6 +486,7 @@ class CoordinatorCore(threading.Thread):
         peers (clients, which may be single-frame implementations) get one message each."""
         for target, msgs in by_target.items():
             if target in self._by_peer:
+                msgs = m.batch_morsels(msgs)
                 for i in range(0, len(msgs), MAX_FRAMES):
                     self._send_frames(target, msgs[i:i + MAX_FRAMES])
             else:
@@ -687,6 +688,10 @@ class CoordinatorCore(threading.Thread):
         self._touched.add(job.job_id)
         if job.done_morsels == len(job.morsels):
             self._finish(job, "completed")
+
+    def _on_results(self, peer: Target, msg: m.MorselResults, version: int) -> None:
+        for one in msg.expand():
+            self._on_result(peer, one, version)
 
     def _on_failed(self, peer: Target, msg: m.MorselFailed, version: int) -> None:
         node = self._node_of(peer)
@@ -1161,6 +1166,7 @@ _HANDLERS: dict[type, Callable[..., None]] = {
     m.Credit: CoordinatorCore._on_credit,
     m.Goodbye: CoordinatorCore._on_goodbye,
     m.MorselResult: CoordinatorCore._on_result,
+    m.MorselResults: CoordinatorCore._on_results,
     m.MorselFailed: CoordinatorCore._on_failed,
     m.SubmitJob: CoordinatorCore._on_submit,
     m.GetStatus: CoordinatorCore._on_status,

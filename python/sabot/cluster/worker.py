@@ -406,7 +406,10 @@ class Worker:
                 continue
             self._coord_session = (env.session, env.seq)
             self._last_heard = time.monotonic()
-            out.append(env.msg)
+            if type(env.msg) is m.AssignMany:
+                out += env.msg.expand()
+            else:
+                out.append(env.msg)
         return out
 
     def _reject(self, exc: ProtocolError) -> None:
@@ -438,6 +441,8 @@ class Worker:
 
     def _flush_posts(self) -> None:
         msgs, self._posts = self._posts, []
+        if len(msgs) > 1:
+            msgs = m.batch_morsels(msgs)
         # Until the welcome, posts wait for the send loop: a read after a send here (the
         # kick) could take the welcome (or a refusal) away from the hello.
         if not self._outbox and self._sync is not None and self.registered.is_set():

@@ -372,7 +372,8 @@ class ProcessPool:
         self.max_attempts = max_attempts
         self.morsel_timeout_s = morsel_timeout_s
         self.processor_modules = processor_modules
-        self.tasks: queue.Queue[Any] = queue.Queue()
+        # SimpleQueue: a put costs a fraction of queue.Queue's (no Condition to notify)
+        self.tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers: list[_Worker] = []
         self._ids = itertools.count(1)

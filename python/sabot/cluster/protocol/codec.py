@@ -34,7 +34,7 @@ MAX_FRAMES = 4096
 _VERSIONLESS = (Hello.CODE, Refused.CODE)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
     """A decoded message with its header fields."""
 

@@ -1,6 +1,6 @@
 """Every message of the cluster protocol, one typed class each.
 
-A message is a frozen dataclass registered with :func:`message` under a numeric type code (the
+A message is a slotted dataclass (treated as immutable) registered with :func:`message` under a numeric type code (the
 header's ``type``) and a name (``op``). Its fields are its msgpack body, a map keyed by field
 name; docs/protocol.md lists them. No other module builds a message out of a dict.
 
@@ -21,29 +21,29 @@ from ...errors import ProtocolError
 #: type code -> message class
 REGISTRY: dict[int, type[Message]] = {}
 
-_Check = Callable[[Any], bool]
+#: a field's accepted types, whether a bool is refused (ints and floats), whether None is
+#: accepted
+_Check = tuple[tuple[type, ...], bool, bool]
 
 
-def _checker(tp: Any) -> tuple[_Check, bool]:
-    """A type test for a field annotation, and whether None is accepted."""
+def _checker(tp: Any) -> _Check:
+    """The type test of a field annotation (isinstance over a tuple: one C call per field)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         inner = [a for a in args if a is not type(None)]
-        check, _ = _checker(inner[0])
-        return check, True
+        types, no_bool, _ = _checker(inner[0])
+        return types, no_bool, True
     base = origin or tp
     if base is float:
-        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)), False
+        return (int, float), True, False
     if base is int:
-        return (lambda v: isinstance(v, int) and not isinstance(v, bool)), False
+        return (int,), True, False
     if base is bytes:
-        return (lambda v: isinstance(v, (bytes, bytearray, memoryview))), False
+        return (bytes, bytearray, memoryview), False, False
     if base in (list, tuple):
-        return (lambda v: isinstance(v, (list, tuple))), False
-    if base is dict:
-        return (lambda v: isinstance(v, dict)), False
-    return (lambda v, _t=base: isinstance(v, _t)), False
+        return (list, tuple), False, False
+    return (base,), False, False
 
 
 def message(code: int, op: str) -> Callable[[type], type]:
@@ -52,13 +52,15 @@ def message(code: int, op: str) -> Callable[[type], type]:
     def deco(cls: type) -> type:
         if code in REGISTRY:
             raise RuntimeError(f"message code {code} used twice")
-        cls = dataclass(frozen=True, slots=True)(cls)
+        # Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+        # 5x the cost, and messages are built and decoded for every morsel.
+        cls = dataclass(slots=True)(cls)
         hints = typing.get_type_hints(cls)
         spec = []
         for f in dataclasses.fields(cls):
-            check, nullable = _checker(hints[f.name])
+            types, no_bool, nullable = _checker(hints[f.name])
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            spec.append((f.name, check, nullable, required))
+            spec.append((f.name, types, no_bool, nullable, required))
         cls.CODE = code
         cls.OP = op
         cls._SPEC = tuple(spec)
@@ -73,17 +75,17 @@ class Message:
 
     CODE: ClassVar[int]
     OP: ClassVar[str]
-    _SPEC: ClassVar[tuple[tuple[str, _Check, bool, bool], ...]]
+    _SPEC: ClassVar[tuple[tuple[str, tuple[type, ...], bool, bool, bool], ...]]
 
     def to_body(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name, _, _, _ in self._SPEC}
+        return {spec[0]: getattr(self, spec[0]) for spec in self._SPEC}
 
     @classmethod
     def from_body(cls, body: Any) -> Message:
         if not isinstance(body, dict):
             raise ProtocolError(f"{cls.OP}: body must be a map, got {type(body).__name__}")
         kwargs: dict[str, Any] = {}
-        for name, check, nullable, required in cls._SPEC:
+        for name, types, no_bool, nullable, required in cls._SPEC:
             if name not in body:
                 if required:
                     raise ProtocolError(f"{cls.OP}: required field {name!r} is missing")
@@ -92,7 +94,7 @@ class Message:
             if value is None:
                 if not nullable:
                     raise ProtocolError(f"{cls.OP}: field {name!r} must not be null")
-            elif not check(value):
+            elif not isinstance(value, types) or (no_bool and value.__class__ is bool):
                 raise ProtocolError(
                     f"{cls.OP}: field {name!r} has the wrong type ({type(value).__name__})")
             kwargs[name] = value
@@ -221,6 +223,109 @@ class Goodbye(Message):
 
     reason: str
     returned: list = field(default_factory=list)
+
+
+@message(12, "assign-many")
+class AssignMany(Message):
+    """Coordinator -> worker: several morsels of one job, each exactly as one ``assign``
+    (protocol 3). ``morsels``: [[morsel, attempt, offset, encoding, data], ...]."""
+
+    job_id: str
+    func_name: str
+    func_pickle: bytes | None
+    morsels: list
+
+    _ENTRY: ClassVar[tuple[tuple[str, tuple[type, ...]], ...]] = (
+        ("morsel", (int,)), ("attempt", (int,)), ("offset", (int,)), ("encoding", (str,)),
+        ("data", (bytes, bytearray, memoryview)))
+
+    @classmethod
+    def from_body(cls, body: Any) -> Message:
+        # (not super(): slots=True makes the dataclass a new class, which the cell misses)
+        msg = Message.from_body.__func__(cls, body)  # type: ignore[attr-defined]
+        _check_entries(cls.OP, msg.morsels, cls._ENTRY)  # type: ignore[attr-defined]
+        return msg
+
+    def expand(self) -> list[Assign]:
+        """One ``Assign`` per morsel; the function travels with the first."""
+        out = []
+        func = self.func_pickle
+        for morsel, attempt, offset, encoding, data in self.morsels:
+            out.append(Assign(self.job_id, morsel, attempt, offset, self.func_name, func,
+                              encoding, data))
+            func = None
+        return out
+
+
+@message(13, "morsel-results")
+class MorselResults(Message):
+    """Worker -> coordinator: several finished morsels of one job, each exactly as one
+    ``morsel-result`` (protocol 3). ``results``: [[morsel, attempt, items, encoding, data,
+    elapsed_s], ...]."""
+
+    job_id: str
+    results: list
+
+    _ENTRY: ClassVar[tuple[tuple[str, tuple[type, ...]], ...]] = (
+        ("morsel", (int,)), ("attempt", (int,)), ("items", (int,)), ("encoding", (str,)),
+        ("data", (bytes, bytearray, memoryview)), ("elapsed_s", (int, float)))
+
+    @classmethod
+    def from_body(cls, body: Any) -> Message:
+        msg = Message.from_body.__func__(cls, body)  # type: ignore[attr-defined]
+        _check_entries(cls.OP, msg.results, cls._ENTRY)  # type: ignore[attr-defined]
+        return msg
+
+    def expand(self) -> list[MorselResult]:
+        return [MorselResult(self.job_id, morsel, attempt, items, encoding, data, elapsed)
+                for morsel, attempt, items, encoding, data, elapsed in self.results]
+
+
+def _check_entries(op: str, entries: list[Any],
+                   spec: tuple[tuple[str, tuple[type, ...]], ...]) -> None:
+    if not entries:
+        raise ProtocolError(f"{op}: carries no entry")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, (list, tuple)) or len(entry) != len(spec):
+            raise ProtocolError(f"{op}: entry {i} must be an array of {len(spec)} values "
+                                f"({', '.join(name for name, _ in spec)})")
+        for value, (name, types) in zip(entry, spec):
+            if not isinstance(value, types) or value.__class__ is bool:
+                raise ProtocolError(f"{op}: entry {i}: {name} has the wrong type "
+                                    f"({type(value).__name__})")
+
+
+def batch_morsels(msgs: list[Message]) -> list[Message]:
+    """``msgs`` with each run of two or more ``assign`` (or ``morsel-result``) messages of one
+    job replaced by one ``assign-many`` (``morsel-results``): the same content, one header, one
+    msgpack body and one decode for the run. Order is kept."""
+    out: list[Message] = []
+    i, n = 0, len(msgs)
+    while i < n:
+        msg = msgs[i]
+        kind = type(msg)
+        if kind is not Assign and kind is not MorselResult:
+            out.append(msg)
+            i += 1
+            continue
+        job_id = msg.job_id  # type: ignore[attr-defined]
+        j = i + 1
+        while j < n and type(msgs[j]) is kind and msgs[j].job_id == job_id:  # type: ignore
+            j += 1
+        if j - i == 1:
+            out.append(msg)
+        elif kind is Assign:
+            run: list[Assign] = msgs[i:j]  # type: ignore[assignment]
+            func = next((a.func_pickle for a in run if a.func_pickle is not None), None)
+            out.append(AssignMany(job_id, msg.func_name, func,  # type: ignore[attr-defined]
+                                  [[a.morsel, a.attempt, a.offset, a.encoding, a.data]
+                                   for a in run]))
+        else:
+            results: list[MorselResult] = msgs[i:j]  # type: ignore[assignment]
+            out.append(MorselResults(job_id, [[r.morsel, r.attempt, r.items, r.encoding, r.data,
+                                               r.elapsed_s] for r in results]))
+        i = j
+    return out
 
 
 # -- clients ---------------------------------------------------------------------------------

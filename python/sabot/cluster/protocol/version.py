@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 
 #: Bumped on any incompatible change to a message, an encoding or the framing. Peers refuse
-#: another version. 2: a ZeroMQ message may carry several message frames.
-PROTOCOL_VERSION = 2
+#: another version. 2: a ZeroMQ message may carry several message frames. 3: assign-many and
+#: morsel-results carry several morsels of one job in one message.
+PROTOCOL_VERSION = 3
 
 #: First four bytes of every header frame.
 MAGIC = b"SABT"

@@ -6,7 +6,8 @@ timing; the client is ``sabot.create_distributed_coordinator(host, port)`` in th
 ``submit_distributed_job`` + ``get_distributed_job_result``. Ray runs ``ray.init(num_cpus=2)`` and
 Dask a LocalCluster of 2 single-threaded worker processes. Three cases:
 
-- small-job latency: a 10-item job (one task), submit to result, p50/p99 over many jobs;
+- small-job latency: a 10-item job (one task), submit to result, p50/p99 over many jobs; beside
+  the peers, a hand-written ZeroMQ relay (bench/zmq_relay.py) shows what the hops alone cost;
 - morsels per second: one job of 10k one-item morsels (Ray and Dask: 10k one-item tasks);
 - a 10M-item ``square`` job, in large morsels or chunks, items/s.
 """
@@ -31,6 +32,7 @@ from typing import Any
 from .engines import DaskEngine, ItemEngine, RayEngine
 from .harness import (REPO_ROOT, Case, open_engines, run_case, run_latency_case, sabot_status)
 from .workloads import checksum, square
+from .zmq_relay import ZmqRelayEngine
 
 TITLE = "cluster on loopback: small-job latency, morsels/s, 10M-item job on 2 workers"
 WORKERS = 2
@@ -255,12 +257,14 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
     n_tasks = 1_000 if quick else 10_000
     calls = 30 if quick else 300
     rows: list[dict[str, Any]] = []
+    relay = ZmqRelayEngine(WORKERS)
     with open_engines([SabotClusterEngine(WORKERS), RayEngine(WORKERS),
-                       DaskEngine(WORKERS)]) as engines:
-        engines = list(engines)
+                       DaskEngine(WORKERS), relay]) as opened:
+        engines = [e for e in opened if e is not relay]
         small = list(range(10))
         rows += run_latency_case("cluster", Case(
-            name="small job (10 items)", engines=_configure(engines, small, 1, None),
+            name="small job (10 items)",
+            engines=_configure(engines, small, 1, None) + [relay.bind(small, square)],
             answer=checksum, timed=TIMED_LATENCY, params={"items": 10, "workers": WORKERS,
                                                           "calls": calls}), calls)
         tiny = list(range(n_tasks))

@@ -61,7 +61,7 @@ def test_sabot_answers_equal_the_peers(quick_run: tuple[Path, list[dict[str, Any
              if r.get("answer_ok") is False]
     assert not wrong, f"answers differ from Sabot's: {wrong}"
     # the comparison really happened: the always-available peers were checked against Sabot
-    for name in ("per_item", "cost_sweep", "streaming"):
+    for name in ("per_item", "cost_sweep", "streaming", "cluster"):  # cluster: the relay
         checked = [r for r in rows if r["benchmark"] == name and r.get("answer_ok") is True
                    and not r["engine"].startswith("sabot")]
         assert checked, f"{name}: no peer answer was compared with Sabot's"

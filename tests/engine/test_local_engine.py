@@ -796,3 +796,31 @@ def test_a_full_dev_shm_falls_back_to_the_pipes(monkeypatch):
         assert transport["shared_memory_tasks"] == 0 and transport["pipe_tasks"] > 0
     finally:
         engine.close_sync()
+
+
+def test_a_function_given_with_its_pickle_is_shipped_as_those_bytes():
+    """use_pickle: the isolated pool's processes get the bytes a function was unpickled from
+    (what a cluster worker received), not a new pickle of the local copy: a change made to the
+    local copy after it was loaded does not travel, the bytes do."""
+    import cloudpickle
+
+    def scale(x):
+        return x * 3
+
+    data = cloudpickle.dumps(scale)
+    func = cloudpickle.loads(data)
+    eng = make_engine(isolate=True)
+
+    async def go():
+        try:
+            eng.use_pickle(func, data)
+            func.__code__ = (lambda x: -x).__code__  # the local copy changes; the bytes do not
+            assert await eng.process([1, 2, 3], func) == [3, 6, 9]
+            eng.use_pickle(len, b"not weakly referable: ignored")  # a builtin: no error
+            other = cloudpickle.loads(cloudpickle.dumps(scale))
+            other.__code__ = (lambda x: -x).__code__  # no pickle given: pickled per call
+            assert await eng.process([1, 2, 3], other) == [-1, -2, -3]
+        finally:
+            await eng.close()
+
+    run(go())

@@ -744,6 +744,7 @@ class Worker:
             if cached is None:
                 cached = self._load_function(msg)
                 if not isinstance(cached, BaseException):  # a module may be installed later
+                    self.engine.use_pickle(cached, key)  # the pool gets these bytes as they are
                     self._loaded[key] = cached
                     while len(self._loaded) > _FUNC_CACHE:
                         self._loaded.popitem(last=False)

@@ -135,6 +135,8 @@ class LocalEngine:
         self._transport = {"shared_memory_tasks": 0, "pipe_tasks": 0, "encoded_tasks": 0}
         # shipped-function token -> seconds per item of its tasks (item functions, list input)
         self._item_costs: collections.OrderedDict[int, float] = collections.OrderedDict()
+        # Functions whose pickle is already known (use_pickle): shipped as those bytes.
+        self._pickled: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
         self.started_at = time.time()
 
     # -- public API ------------------------------------------------------------------------
@@ -578,6 +580,24 @@ class LocalEngine:
             raise ProcessingError(f"no worker processes to run {spec.name} in: {exc}",
                                   original=exc) from exc
 
+    def use_pickle(self, func: Any, data: bytes) -> None:
+        """``func`` is ``data`` unpickled (cloudpickle): the isolated pool's processes get these
+        bytes rather than a fresh pickle of ``func`` on every call. A cluster worker passes the
+        bytes a job's function came in: its copy of the function never runs here, so the bytes
+        stay exact, and a call saves pickling it again."""
+        try:
+            self._pickled[func] = bytes(data)
+        except TypeError:  # not weakly referable: pickled per call as usual
+            pass
+
+    def _pickle_of(self, spec: FunctionSpec) -> bytes | None:
+        if spec.kind == FN_ASYNC or spec.processor is not None or not self._pickled:
+            return None
+        try:
+            return self._pickled.get(spec.func)
+        except TypeError:
+            return None
+
     def _learn_item_cost(self, token: int, seconds: float) -> None:
         costs = self._item_costs
         last = costs.pop(token, None)
@@ -594,7 +614,7 @@ class LocalEngine:
                 PROCESSES, workers, "isolate=True: user functions run only in worker processes",
                 items=0, items_per_task=1))
             return (src.build_batches([]) if spec.kind == BATCH else _build(src, [])), 0
-        shipped = _ship(spec)
+        shipped = _ship(spec, self._pickle_of(spec))
         reason = "isolate=True: user functions run only in worker processes"
         per_task = max(1, min(rows, math.ceil(n / workers)))
         cost = self._item_costs.get(shipped.token)
@@ -675,7 +695,7 @@ class LocalEngine:
         self.controller.note(Plan(
             PROCESSES, workers, "encoded morsels: decoded, run and encoded in worker processes",
             items=rows, items_per_task=max(1, rows // len(morsels))))
-        shipped = _ship(spec)
+        shipped = _ship(spec, self._pickle_of(spec))
         pool = await self._isolated_pool(workers, spec)
         call = CallGroup()
         tasks = [Task(shipped, 0, EncodedItems(enc, blob, max(1, r), decode, encode), i, call)
@@ -809,12 +829,13 @@ class LocalEngine:
         return out, n, max(1, math.ceil(n * 8 / self.config.morsel_size_bytes)) if n else 0
 
 
-def _ship(spec: FunctionSpec) -> ShippedFunction:
+def _ship(spec: FunctionSpec, pickled: bytes | None = None) -> ShippedFunction:
     """The function prepared for the isolated pool's processes (async ones run to completion
-    there); ProcessingError when it cannot be pickled."""
+    there), as ``pickled`` when given; ProcessingError when it cannot be pickled."""
     func = AsyncAsSync(spec.func) if spec.kind == FN_ASYNC else spec.func
     try:
-        return ShippedFunction(func, batch=spec.kind == BATCH, processor=spec.processor)
+        return ShippedFunction(func, batch=spec.kind == BATCH, processor=spec.processor,
+                               pickled=pickled)
     except Exception as exc:
         raise ProcessingError(
             f"{spec.name} cannot be sent to a worker process ({exc}); with isolate=True "

@@ -56,10 +56,13 @@ class ShippedFunction:
         collections.OrderedDict()
     _known_lock = threading.Lock()
 
-    def __init__(self, func: Any, *, batch: bool, processor: str | None = None) -> None:
+    def __init__(self, func: Any, *, batch: bool, processor: str | None = None,
+                 pickled: bytes | None = None) -> None:
         self.batch = batch
         if processor is not None:
             self.kind, self.payload = FN_PROCESSOR, processor
+        elif pickled is not None:  # the bytes ``func`` was unpickled from
+            self.kind, self.payload = FN_PICKLED, pickled
         else:
             import cloudpickle
 

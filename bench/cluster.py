@@ -54,6 +54,20 @@ def _die_with_parent() -> None:
         pass
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]], wait_s: float = 20) -> None:
+    """SIGTERM each process (in order), then wait for each; one that does not exit in time is
+    killed."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -155,15 +169,7 @@ class LocalSabotCluster:
         return " | ".join(tails)
 
     def stop(self) -> None:
-        for p in reversed(self.procs):  # workers first, then the coordinator
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs[::-1])  # workers first, then the coordinator
         self.procs.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 

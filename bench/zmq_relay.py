@@ -133,14 +133,9 @@ class ZmqRelayEngine(ItemEngine):
             self.sock.close(0)
             self.ctx.term()
             self.sock = self.ctx = None
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        from .cluster import stop_processes
+
+        stop_processes(self.procs, wait_s=10)
         self.procs.clear()
 
 

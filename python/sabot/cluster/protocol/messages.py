@@ -225,8 +225,22 @@ class Goodbye(Message):
     returned: list = field(default_factory=list)
 
 
+class _Entries(Message):
+    """A message whose field ``_LIST`` is a list of fixed-shape entries (``_ENTRY``: name and
+    accepted types of each value), checked when it is decoded."""
+
+    _LIST: ClassVar[str]
+    _ENTRY: ClassVar[tuple[tuple[str, tuple[type, ...]], ...]]
+
+    @classmethod
+    def from_body(cls, body: Any) -> Message:
+        msg = super().from_body(body)
+        _check_entries(cls.OP, getattr(msg, cls._LIST), cls._ENTRY)
+        return msg
+
+
 @message(12, "assign-many")
-class AssignMany(Message):
+class AssignMany(_Entries):
     """Coordinator -> worker: several morsels of one job, each exactly as one ``assign``
     (protocol 3). ``morsels``: [[morsel, attempt, offset, encoding, data], ...]."""
 
@@ -235,16 +249,10 @@ class AssignMany(Message):
     func_pickle: bytes | None
     morsels: list
 
+    _LIST: ClassVar[str] = "morsels"
     _ENTRY: ClassVar[tuple[tuple[str, tuple[type, ...]], ...]] = (
         ("morsel", (int,)), ("attempt", (int,)), ("offset", (int,)), ("encoding", (str,)),
         ("data", (bytes, bytearray, memoryview)))
-
-    @classmethod
-    def from_body(cls, body: Any) -> Message:
-        # (not super(): slots=True makes the dataclass a new class, which the cell misses)
-        msg = Message.from_body.__func__(cls, body)  # type: ignore[attr-defined]
-        _check_entries(cls.OP, msg.morsels, cls._ENTRY)  # type: ignore[attr-defined]
-        return msg
 
     def expand(self) -> list[Assign]:
         """One ``Assign`` per morsel; the function travels with the first."""
@@ -258,7 +266,7 @@ class AssignMany(Message):
 
 
 @message(13, "morsel-results")
-class MorselResults(Message):
+class MorselResults(_Entries):
     """Worker -> coordinator: several finished morsels of one job, each exactly as one
     ``morsel-result`` (protocol 3). ``results``: [[morsel, attempt, items, encoding, data,
     elapsed_s], ...]."""
@@ -266,15 +274,10 @@ class MorselResults(Message):
     job_id: str
     results: list
 
+    _LIST: ClassVar[str] = "results"
     _ENTRY: ClassVar[tuple[tuple[str, tuple[type, ...]], ...]] = (
         ("morsel", (int,)), ("attempt", (int,)), ("items", (int,)), ("encoding", (str,)),
         ("data", (bytes, bytearray, memoryview)), ("elapsed_s", (int, float)))
-
-    @classmethod
-    def from_body(cls, body: Any) -> Message:
-        msg = Message.from_body.__func__(cls, body)  # type: ignore[attr-defined]
-        _check_entries(cls.OP, msg.results, cls._ENTRY)  # type: ignore[attr-defined]
-        return msg
 
     def expand(self) -> list[MorselResult]:
         return [MorselResult(self.job_id, morsel, attempt, items, encoding, data, elapsed)

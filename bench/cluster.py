@@ -273,6 +273,11 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
             engines=_configure(engines, small, 1, None) + [relay.bind(small, square)],
             answer=checksum, timed=TIMED_LATENCY, params={"items": 10, "workers": WORKERS,
                                                           "calls": calls}), calls)
+        for r in rows:
+            if r["engine"] == relay.name:
+                # the hops with nothing in them: a floor to read Sabot's figure against, not a
+                # competitor (it journals, authenticates and isolates nothing)
+                r["scale_reference"] = True
         tiny = list(range(n_tasks))
         rows += run_case("cluster", Case(
             name=f"{n_tasks:,} one-item morsels", engines=_configure(engines, tiny, n_tasks, 1),

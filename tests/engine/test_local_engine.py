@@ -824,3 +824,55 @@ def test_a_function_given_with_its_pickle_is_shipped_as_those_bytes():
             await eng.close()
 
     run(go())
+
+
+def test_a_one_task_isolated_call_is_run_by_the_event_loop_and_its_failures_by_the_queue(
+        tmp_path):
+    """A call of one small task goes from the engine's event loop straight to an idle pool
+    process, without a dispatch thread (counted in transport.loop_tasks). A child that dies
+    there is replaced and the task retried on the queue; a timeout there is retried and then
+    fails as on the queue; a call cancelled there leaves a pool that still works."""
+    engine = LocalEngine(load_config(env={}, max_workers=1, max_attempts=2, morsel_timeout_s=1.0),
+                         isolate=True)
+    marker = tmp_path / "died"
+
+    def dies_once(x):
+        if not marker.exists():
+            marker.write_text("died")
+            import os
+
+            os._exit(4)
+        return x * 2
+
+    def hangs(x):
+        time.sleep(60)
+        return x
+
+    def loop_tasks():
+        return engine.get_stats()["controller"]["transport"]["loop_tasks"]
+
+    async def main():
+        assert await engine.process([1, 2, 3], square) == [1, 4, 9]  # the pool starts
+        before = loop_tasks()
+        assert await engine.process([1, 2, 3], square) == [1, 4, 9]
+        assert loop_tasks() == before + 1
+        lost = engine._pool.workers_lost
+        assert await engine.process([5], dies_once) == [10]
+        assert marker.exists() and engine._pool.workers_lost == lost + 1
+        t = time.monotonic()
+        with pytest.raises(ProcessingError, match=r"SABOT_MORSEL_TIMEOUT_S=1s.*2 attempt") as info:
+            await engine.process([1], hangs)
+        assert isinstance(info.value.original, TimeoutError) and time.monotonic() - t < 30
+        call = asyncio.ensure_future(engine.process([2], hangs))
+        await asyncio.sleep(0.3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert await engine.process([7], square) == [49]
+        assert await engine.process([8], square) == [64]
+        assert loop_tasks() > before + 1
+
+    try:
+        run(main())
+    finally:
+        engine.close_sync()

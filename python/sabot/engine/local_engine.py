@@ -132,7 +132,9 @@ class LocalEngine:
         self._streams_active = 0
         # how pool tasks' data travelled: shared memory descriptors or the pipes
         # encoded_tasks: pipe tasks whose items travelled still encoded (process_encoded)
-        self._transport = {"shared_memory_tasks": 0, "pipe_tasks": 0, "encoded_tasks": 0}
+        # loop_tasks: pipe tasks this engine's event loop ran without a dispatch thread
+        self._transport = {"shared_memory_tasks": 0, "pipe_tasks": 0, "encoded_tasks": 0,
+                           "loop_tasks": 0}
         # shipped-function token -> seconds per item of its tasks (item functions, list input)
         self._item_costs: collections.OrderedDict[int, float] = collections.OrderedDict()
         # Functions whose pickle is already known (use_pickle): shipped as those bytes.
@@ -533,13 +535,27 @@ class LocalEngine:
         shared = sum(1 for t in tasks if isinstance(t.data, (shm.NumpySlice, shm.ArrowSlice)))
         self._transport["shared_memory_tasks"] += shared
         self._transport["pipe_tasks"] += len(tasks) - shared
-        futures = [asyncio.wrap_future(pool.submit(t)) for t in tasks]
+        futures: list[Any] = []
         out: list[Any] = []
         ok = False
         try:
+            leased = pool.lease() if len(tasks) == 1 and not shared else None
+            if leased is not None:
+                # One small task and an idle process: this loop talks to it directly.
+                self._transport["loop_tasks"] += 1
+                await leased.run_on_loop(tasks[0])
+                futures.append(tasks[0].future)
+            else:
+                futures += [asyncio.wrap_future(pool.submit(t)) for t in tasks]
             # In input order: the first failure reported is the lowest failing index.
             for task, fut in zip(tasks, futures):
-                out.append(await fut)
+                if isinstance(fut, asyncio.Future):
+                    out.append(await fut)
+                elif fut.done():
+                    out.append(fut.result())
+                else:  # went to the queue (a lost or timed-out child): retried there
+                    futures[0] = fut = asyncio.wrap_future(fut)
+                    out.append(await fut)
                 self._observe_morsels(task.seconds, math.ceil(len(task.data) / morsel_rows))
                 if isinstance(task.data, list) and task.data and not task.fn.batch and \
                         not task.cold:

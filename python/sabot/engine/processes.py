@@ -17,6 +17,7 @@ them loaded (the last WORKER_FUNCTIONS used); named processors travel by name.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -137,6 +138,9 @@ class _Worker:
         self.task_started = 0.0  # when the current task reached a ready child
         self.cpu_s = 0.0
         self.lock = threading.Lock()
+        # Held for one exchange with the child (send a task, read its reply): by this worker's
+        # dispatch thread, or by an event loop that leased the worker (ProcessPool.lease).
+        self.exch = threading.Lock()
         self.thread = threading.Thread(
             target=self._loop, name=f"sabot-dispatch-{wid}", daemon=True)
 
@@ -219,10 +223,12 @@ class _Worker:
                 if task.call.cancelled or task.future.cancelled():
                     task.future.cancel()
                     continue
-                self._run(task)
+                with self.exch:
+                    self._run(task)
         finally:
             pool.worker_exited(self)
-            self.stop()
+            with self.exch:
+                self.stop()
 
     def _run(self, task: Task) -> None:
         pool = self.pool
@@ -240,9 +246,13 @@ class _Worker:
         finally:
             self.busy_s += time.perf_counter() - start
             self.busy_since = None
-        if outcome is None:
-            return
-        kind, payload = outcome
+        if outcome is not None:
+            self._settle_failure(task, *outcome)
+
+    def _settle_failure(self, task: Task, kind: str, payload: Any) -> None:
+        """The child died (``lost``, ``payload`` its exit code) or overran the morsel timeout:
+        it is replaced, and the task runs again on the queue or fails."""
+        pool = self.pool
         if pool.closed:
             _fail(task, WorkerLostError(
                 f"the process pool was closed while morsel {task.morsel} was running",
@@ -280,7 +290,6 @@ class _Worker:
 
     def _exchange(self, task: Task) -> tuple[str, Any] | None:
         conn = self.conn
-        fn = task.fn
         try:
             if not self.ready:
                 # The first reply of a fresh child says it has started (imports done).
@@ -291,6 +300,27 @@ class _Worker:
                 self.pool.note_startup(time.perf_counter() - self.spawned_at)
                 # The task's own time starts now (task.seconds: not the process start).
                 self.task_started = time.perf_counter()
+            if not self._send_task(task):
+                return None
+        except (OSError, ValueError, EOFError):
+            return ("lost", self.exitcode())
+        try:
+            if not conn.poll(pool_timeout(self.pool)):
+                return ("timeout", None)
+            reply = conn.recv()
+        except (EOFError, OSError, ValueError):
+            # The child's end of the socket closed: it died (or pool.close() closed ours).
+            return ("lost", self.exitcode())
+        self._settle_reply(task, reply)
+        return None
+
+    def _send_task(self, task: Task) -> bool:
+        """Send the task (and its function, the first time) to the ready child. False when
+        the task cannot be pickled (then it has failed and the child is replaced); OSError,
+        ValueError or EOFError when the child is gone."""
+        conn = self.conn
+        fn = task.fn
+        try:
             if fn.token not in self.tokens:
                 conn.send(("fn", fn.token, fn.kind, fn.payload, fn.batch))
                 self.tokens[fn.token] = None
@@ -307,16 +337,10 @@ class _Worker:
             _fail(task, ProcessingError(
                 f"morsel {task.morsel} cannot be sent to a worker process: {exc}",
                 morsel=task.morsel, original=exc))
-            return None
-        except (OSError, ValueError, EOFError):
-            return ("lost", self.exitcode())
-        try:
-            if not conn.poll(pool_timeout(self.pool)):
-                return ("timeout", None)
-            reply = conn.recv()
-        except (EOFError, OSError, ValueError):
-            # The child's end of the socket closed: it died (or pool.close() closed ours).
-            return ("lost", self.exitcode())
+            return False
+        return True
+
+    def _settle_reply(self, task: Task, reply: Any) -> None:
         if reply[0] == "ok":
             self.cpu_s += reply[3]
             task.seconds = time.perf_counter() - self.task_started
@@ -337,7 +361,56 @@ class _Worker:
             _fail(task, ProcessingError(
                 f"function failed on {where} (in worker process {self.pid}): {summary}",
                 index=index, morsel=task.morsel, original=original, remote_traceback=tb))
-        return None
+
+    async def run_on_loop(self, task: Task) -> None:
+        """One exchange driven by the running event loop instead of the dispatch thread: the
+        caller holds ``exch`` (ProcessPool.lease), and it is released here. Two thread
+        wake-ups less than the queue (~250 µs of a small call's ~450 µs on a 2-vCPU VM). The
+        outcome is in ``task.future``; a child that dies or overruns the morsel timeout is
+        replaced and the task goes to the queue (retried there, or failed) as on the thread
+        path. Cancelled mid-exchange, the child (which may still run the task) is replaced."""
+        loop = asyncio.get_running_loop()
+        task.attempts += 1
+        start = time.perf_counter()
+        self.busy_since = self.task_started = start
+        outcome: tuple[str, Any] | None = None
+        fd = -1
+        try:
+            try:
+                if not self._send_task(task):
+                    return
+                conn = self.conn
+                fd = conn.fileno()
+                readable = loop.create_future()
+                loop.add_reader(fd, _wake, readable)
+                try:
+                    await asyncio.wait_for(readable, pool_timeout(self.pool))
+                except TimeoutError:
+                    outcome = ("timeout", None)
+                if outcome is None:
+                    # The reply is complete or follows at once (the child writes it in one go);
+                    # the tasks that come here are small.
+                    self._settle_reply(task, conn.recv())
+            except (OSError, ValueError, EOFError):
+                outcome = ("lost", self.exitcode())
+            except BaseException:
+                self.kill()  # cancelled: the child may still be running the task
+                raise
+        finally:
+            if fd >= 0:
+                loop.remove_reader(fd)
+            self.busy_s += time.perf_counter() - start
+            self.busy_since = None
+            try:
+                if outcome is not None:
+                    self._settle_failure(task, *outcome)
+            finally:
+                self.exch.release()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _resolve(task: Task, value: Any) -> None:
@@ -441,6 +514,20 @@ class ProcessPool:
             raise RuntimeError("the process pool is closed")
         self.tasks.put(task)
         return task.future
+
+    def lease(self) -> _Worker | None:
+        """A started, idle worker reserved for one exchange on the caller's event loop
+        (``await worker.run_on_loop(task)``), or None when there is none right now."""
+        with self._lock:
+            if self._closed:
+                return None
+            for w in self._workers:
+                if w.ready and w.conn is not None and w.busy_since is None and \
+                        w.exch.acquire(blocking=False):
+                    if w.conn is not None:
+                        return w
+                    w.exch.release()
+        return None
 
     @property
     def ready_count(self) -> int:

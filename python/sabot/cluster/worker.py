@@ -521,6 +521,8 @@ class Worker:
                         return
                     # Everything already queued is handled in this wake-up, without the loop.
                     msg = self._recv_nowait()
+                # All that came is queued: its engine calls start now, not a turn later.
+                self._lanes._pump_now()
             await self._sock.poll()
 
     def _dispatch(self, msg: m.Message) -> bool:
@@ -911,8 +913,11 @@ class _Lanes:
             asyncio.get_running_loop().call_soon(self._pump_now)
 
     def _pump_now(self) -> None:
-        self._pump_due = False
-        self.pump()
+        """Start the calls the morsels queued since _pump_soon need (once: the receive loop
+        calls this when it has read everything waiting, before the scheduled call runs)."""
+        if self._pump_due:
+            self._pump_due = False
+            self.pump()
 
     def pump(self) -> None:
         loop = asyncio.get_running_loop()

@@ -414,8 +414,9 @@ def run_latency_case(benchmark: str, case: Case, calls: int, *, warmup_calls: in
     probe = Case(case.name, case.engines, work=None, answer=case.answer, params=case.params,
                  timed=case.timed, run_timeout_s=case.run_timeout_s)
     quiet = (lambda m: None) if calls > 20 else log
-    block = max(1, min(block, calls))
-    rows = run_case(benchmark, probe, max(1, calls // block), warmup=warmup_calls > 0,
+    turns = max(1, -(-calls // max(1, block)))  # every call made: the blocks share them
+    block = -(-calls // turns)
+    rows = run_case(benchmark, probe, turns, warmup=warmup_calls > 0,
                     log=quiet, warmup_calls=warmup_calls, block=block)
     out = []
     for r in rows:

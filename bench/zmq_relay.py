@@ -37,19 +37,19 @@ def _broker(front_port: int, back_port: int) -> None:
     while True:
         events = dict(poller.poll())
         if back in events:
-            worker, client, body = back.recv_multipart()
+            worker, client, seq, body = back.recv_multipart()
             if client == b"":
                 workers.append(worker)  # a worker says it is there
             else:
-                front.send_multipart([client, body])
+                front.send_multipart([client, seq, body])
         if front in events:
-            client, body = front.recv_multipart()
+            client, seq, body = front.recv_multipart()
             if not workers:
-                front.send_multipart([client, b""])
+                front.send_multipart([client, seq, b""])
                 continue
             worker = workers.pop(0)
             workers.append(worker)  # round robin
-            back.send_multipart([worker, client, body])
+            back.send_multipart([worker, client, seq, body])
 
 
 def _worker(back_port: int) -> None:
@@ -61,10 +61,11 @@ def _worker(back_port: int) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(f"tcp://127.0.0.1:{back_port}")
-    sock.send_multipart([b"", b""])
+    sock.send_multipart([b"", b"", b""])
     while True:
-        client, body = sock.recv_multipart()
-        sock.send_multipart([client, msgpack.packb([square(x) for x in msgpack.unpackb(body)])])
+        client, seq, body = sock.recv_multipart()
+        sock.send_multipart([client, seq, msgpack.packb([square(x)
+                                                         for x in msgpack.unpackb(body)])])
 
 
 class ZmqRelayEngine(ItemEngine):
@@ -77,6 +78,7 @@ class ZmqRelayEngine(ItemEngine):
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ctx: Any = None
         self.sock: Any = None
+        self.seq = 0  # each request's number: a late answer to an earlier one is skipped
 
     def availability(self) -> tuple[bool, str]:
         try:
@@ -107,20 +109,23 @@ class ZmqRelayEngine(ItemEngine):
                 if p.poll() is not None:
                     raise RuntimeError(f"a relay process exited with {p.returncode}")
             if self._ask([1], wait_ms=1000) is not None:
-                while self.sock.poll(200):  # a late answer to an earlier try
-                    self.sock.recv()
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError("the relay did not answer within 30 s")
+            time.sleep(0.05)  # no worker yet
 
     def _ask(self, items: list[Any], wait_ms: int | None = None) -> list[Any] | None:
         import msgpack
 
-        self.sock.send(msgpack.packb(items))
-        if wait_ms is not None and not self.sock.poll(wait_ms):
-            return None
-        body = self.sock.recv()
-        return None if body == b"" else list(msgpack.unpackb(body))
+        self.seq += 1
+        want = self.seq.to_bytes(8, "big")
+        self.sock.send_multipart([want, msgpack.packb(items)])
+        while True:
+            if wait_ms is not None and not self.sock.poll(wait_ms):
+                return None
+            seq, body = self.sock.recv_multipart()
+            if seq == want:
+                return None if body == b"" else list(msgpack.unpackb(body))
 
     def run(self) -> Any:
         out = self._ask(list(self.data))

@@ -150,9 +150,9 @@ class Metrics:
             if (cluster, node) == (self.cluster, self.node):
                 return
             self.cluster, self.node = cluster, node
-            self._children = {}
             for family in self._families:
                 family.clear()
+            self._children = {}  # after the clear: a child made meanwhile is not kept
             self._items_rate = _CounterRate()
             self._known_states = {"jobs": set(), "nodes": set()}
             self._init_gauges()
@@ -162,11 +162,13 @@ class Metrics:
 
     def _child(self, family: Any, *extra: str) -> Any:
         """``family`` labelled with this node's names and ``extra`` (in label order)."""
-        children = self._children
         key = (id(family), extra)
-        child = children.get(key)
+        child = self._children.get(key)
         if child is None:
-            child = children[key] = family.labels(self.cluster, self.node, *extra)
+            with self._lock:  # not during a rename (which clears the families)
+                child = self._children.get(key)
+                if child is None:
+                    child = self._children[key] = family.labels(self.cluster, self.node, *extra)
         return child
 
     # -- recording ----------------------------------------------------------------------------

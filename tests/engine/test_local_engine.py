@@ -853,7 +853,12 @@ def test_a_one_task_isolated_call_is_run_by_the_event_loop_and_its_failures_by_t
 
     async def main():
         assert await engine.process([1, 2, 3], square) == [1, 4, 9]  # the pool starts
+        for _ in range(50):  # (see the next test)
+            if loop_tasks():
+                break
+            assert await engine.process([1, 2, 3], square) == [1, 4, 9]
         before = loop_tasks()
+        assert before > 0
         assert await engine.process([1, 2, 3], square) == [1, 4, 9]
         assert loop_tasks() == before + 1
         lost = engine._pool.workers_lost
@@ -871,6 +876,67 @@ def test_a_one_task_isolated_call_is_run_by_the_event_loop_and_its_failures_by_t
         assert await engine.process([7], square) == [49]
         assert await engine.process([8], square) == [64]
         assert loop_tasks() > before + 1
+
+    try:
+        run(main())
+    finally:
+        engine.close_sync()
+
+
+def test_closing_the_engine_ends_a_call_its_event_loop_is_exchanging():
+    """pool.close() kills a process the loop is talking to directly: the call ends with a
+    clear error instead of waiting for a wake-up that a closed socket never gives."""
+    engine = LocalEngine(load_config(env={}, max_workers=1), isolate=True)
+
+    def hangs(x):
+        time.sleep(60)
+        return x
+
+    async def main():
+        assert await engine.process([1], square) == [1]  # the pool starts
+        # (a call right after one on the queue may find the process not yet released by its
+        # dispatch thread; after a call on the loop it is free)
+        for _ in range(50):
+            if engine.get_stats()["controller"]["transport"]["loop_tasks"]:
+                break
+            assert await engine.process([2], square) == [4]
+        before = engine.get_stats()["controller"]["transport"]["loop_tasks"]
+        assert before > 0
+        call = asyncio.ensure_future(engine.process([3], hangs))
+        await asyncio.sleep(0.5)
+        assert engine.get_stats()["controller"]["transport"]["loop_tasks"] == before + 1
+        await engine.close()
+        with pytest.raises(sabot.WorkerLostError, match="closed"):
+            await asyncio.wait_for(call, 30)
+
+    run(main())
+
+
+def test_a_call_is_not_held_up_behind_a_process_the_event_loop_is_talking_to():
+    """A process leased by the loop for a slow one-task call is not a place the next call's
+    tasks wait: its dispatch thread hands them back to the other processes."""
+    engine = LocalEngine(load_config(env={}, max_workers=2), isolate=True)
+
+    def hangs(x):
+        time.sleep(60)
+        return x
+
+    async def main():
+        assert await engine.process(list(range(100)), square) == [x * x for x in range(100)]
+        for _ in range(50):
+            if engine.get_stats()["controller"]["transport"]["loop_tasks"]:
+                break
+            assert await engine.process([2], square) == [4]
+        slow = asyncio.ensure_future(engine.process([1], hangs))
+        await asyncio.sleep(0.5)
+        try:
+            for _ in range(5):  # each time both processes' threads look at the queue
+                out = await asyncio.wait_for(engine.process(list(range(100)), square), 30)
+                assert out == [x * x for x in range(100)]
+        finally:
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
 
     try:
         run(main())

@@ -691,7 +691,14 @@ class CoordinatorCore(threading.Thread):
 
     def _on_results(self, peer: Target, msg: m.MorselResults, version: int) -> None:
         for one in msg.expand():
-            self._on_result(peer, one, version)
+            # One result that cannot be handled must not take the others of the batch with it
+            # (they would stay in flight on a live worker).
+            try:
+                self._on_result(peer, one, version)
+            except Exception:
+                log.exception("handling the result of morsel %s of job %s failed", one.morsel,
+                              one.job_id)
+                self.metrics.record_error("coordinator_internal")
 
     def _on_failed(self, peer: Target, msg: m.MorselFailed, version: int) -> None:
         node = self._node_of(peer)

@@ -922,6 +922,9 @@ class _Lanes:
     def pump(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if any(q.done.done() for q in self.waiting):
+            # cancelled (or failed) after it was queued, before its _settled callback ran
+            self.waiting = [q for q in self.waiting if not q.done.done()]
         if any(q.encoded for q in self.waiting):
             # An encoded morsel is a call of its own (one pool task) and starts at once; the
             # pool's queue spreads them over its processes.

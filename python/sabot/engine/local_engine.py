@@ -137,8 +137,9 @@ class LocalEngine:
                            "loop_tasks": 0}
         # shipped-function token -> seconds per item of its tasks (item functions, list input)
         self._item_costs: collections.OrderedDict[int, float] = collections.OrderedDict()
-        # Functions whose pickle is already known (use_pickle): shipped as those bytes.
-        self._pickled: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+        # Functions whose pickle is already known (use_pickle): id -> (weak reference, bytes);
+        # by identity (a callable's own __eq__ must not match another one's bytes).
+        self._pickled: dict[int, tuple[weakref.ref[Any], bytes]] = {}
         self.started_at = time.time()
 
     # -- public API ------------------------------------------------------------------------
@@ -539,7 +540,10 @@ class LocalEngine:
         out: list[Any] = []
         ok = False
         try:
-            leased = pool.lease() if len(tasks) == 1 and not shared else None
+            # (a list of at most a morsel's rows: sent and read on this loop without blocking it)
+            small = len(tasks) == 1 and type(tasks[0].data) is list and \
+                len(tasks[0].data) <= morsel_rows
+            leased = pool.lease() if small else None
             if leased is not None:
                 # One small task and an idle process: this loop talks to it directly.
                 self._transport["loop_tasks"] += 1
@@ -601,18 +605,23 @@ class LocalEngine:
         bytes rather than a fresh pickle of ``func`` on every call. A cluster worker passes the
         bytes a job's function came in: its copy of the function never runs here, so the bytes
         stay exact, and a call saves pickling it again."""
+        key = id(func)
+        pickled = self._pickled
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            if pickled.get(key, (None,))[0] is ref:
+                del pickled[key]
+
         try:
-            self._pickled[func] = bytes(data)
+            pickled[key] = (weakref.ref(func, forget), bytes(data))
         except TypeError:  # not weakly referable: pickled per call as usual
             pass
 
     def _pickle_of(self, spec: FunctionSpec) -> bytes | None:
         if spec.kind == FN_ASYNC or spec.processor is not None or not self._pickled:
             return None
-        try:
-            return self._pickled.get(spec.func)
-        except TypeError:
-            return None
+        known = self._pickled.get(id(spec.func))
+        return known[1] if known is not None and known[0]() is spec.func else None
 
     def _learn_item_cost(self, token: int, seconds: float) -> None:
         costs = self._item_costs

@@ -223,8 +223,18 @@ class _Worker:
                 if task.call.cancelled or task.future.cancelled():
                     task.future.cancel()
                     continue
-                with self.exch:
+                if not self.exch.acquire(blocking=False):
+                    # Leased to an event loop for one exchange: the task goes back for another
+                    # process (it must not wait behind a slow call), and this thread waits for
+                    # the lease to end.
+                    pool.tasks.put(task)
+                    with self.exch:
+                        pass
+                    continue
+                try:
                     self._run(task)
+                finally:
+                    self.exch.release()
         finally:
             pool.worker_exited(self)
             with self.exch:
@@ -368,7 +378,8 @@ class _Worker:
         wake-ups less than the queue (~250 µs of a small call's ~450 µs on a 2-vCPU VM). The
         outcome is in ``task.future``; a child that dies or overruns the morsel timeout is
         replaced and the task goes to the queue (retried there, or failed) as on the thread
-        path. Cancelled mid-exchange, the child (which may still run the task) is replaced."""
+        path. Cancelled mid-exchange, the child (which may still run the task) is replaced.
+        Only for small tasks: the task is sent and its reply read on the loop."""
         loop = asyncio.get_running_loop()
         task.attempts += 1
         start = time.perf_counter()
@@ -383,17 +394,17 @@ class _Worker:
                 fd = conn.fileno()
                 readable = loop.create_future()
                 loop.add_reader(fd, _wake, readable)
-                try:
-                    await asyncio.wait_for(readable, pool_timeout(self.pool))
-                except TimeoutError:
-                    outcome = ("timeout", None)
+                outcome = await self._await_reply(readable, conn)
                 if outcome is None:
                     # The reply is complete or follows at once (the child writes it in one go);
-                    # the tasks that come here are small.
+                    # the tasks that come here are small (see LocalEngine._gather_tasks).
                     self._settle_reply(task, conn.recv())
             except (OSError, ValueError, EOFError):
-                outcome = ("lost", self.exitcode())
+                outcome = ("lost", self._exitcode_now())
             except BaseException:
+                if fd >= 0:
+                    loop.remove_reader(fd)  # before its socket is closed
+                    fd = -1
                 self.kill()  # cancelled: the child may still be running the task
                 raise
         finally:
@@ -406,6 +417,40 @@ class _Worker:
                     self._settle_failure(task, *outcome)
             finally:
                 self.exch.release()
+
+
+    async def _await_reply(self, readable: asyncio.Future[None], conn: Any
+                           ) -> tuple[str, Any] | None:
+        """Wait for the child's reply to be readable: None when it is, or the failure. Waits in
+        short slices: a connection closed by another thread (pool.close() killing the
+        process) never wakes a reader, so its end is noticed here."""
+        loop = asyncio.get_running_loop()
+        timeout = pool_timeout(self.pool)
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            left = _LEASE_POLL_S if deadline is None else min(_LEASE_POLL_S,
+                                                              deadline - loop.time())
+            if left <= 0:
+                return ("timeout", None)
+            await asyncio.wait((readable,), timeout=left)
+            if readable.done():
+                return None
+            if self.conn is not conn or self.pool.closed:
+                return ("lost", self._exitcode_now())
+
+    def _exitcode_now(self) -> int | None:
+        """The child's exit code if it has exited (waits at most 50 ms: on an event loop)."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+#: How often a loop exchange checks that its process was not taken away (pool closed).
+_LEASE_POLL_S = 0.25
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -522,8 +567,7 @@ class ProcessPool:
             if self._closed:
                 return None
             for w in self._workers:
-                if w.ready and w.conn is not None and w.busy_since is None and \
-                        w.exch.acquire(blocking=False):
+                if w.ready and w.conn is not None and w.exch.acquire(blocking=False):
                     if w.conn is not None:
                         return w
                     w.exch.release()

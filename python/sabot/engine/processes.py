@@ -194,12 +194,14 @@ class _Worker:
                 pass
         self.kill()
 
-    def exitcode(self) -> int | None:
+    def exitcode(self, wait_s: float = 2.0) -> int | None:
+        """The child's exit code, waiting at most ``wait_s`` for it to exit (None: it has not,
+        or there is no child)."""
         proc = self.proc
         if proc is None:
             return None
         try:
-            return proc.wait(timeout=2)
+            return proc.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             return None
 
@@ -400,7 +402,7 @@ class _Worker:
                     # the tasks that come here are small (see LocalEngine._gather_tasks).
                     self._settle_reply(task, conn.recv())
             except (OSError, ValueError, EOFError):
-                outcome = ("lost", self._exitcode_now())
+                outcome = ("lost", self.exitcode(_ON_LOOP_WAIT_S))
             except BaseException:
                 if fd >= 0:
                     loop.remove_reader(fd)  # before its socket is closed
@@ -436,21 +438,13 @@ class _Worker:
             if readable.done():
                 return None
             if self.conn is not conn or self.pool.closed:
-                return ("lost", self._exitcode_now())
-
-    def _exitcode_now(self) -> int | None:
-        """The child's exit code if it has exited (waits at most 50 ms: on an event loop)."""
-        proc = self.proc
-        if proc is None:
-            return None
-        try:
-            return proc.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            return None
+                return ("lost", self.exitcode(_ON_LOOP_WAIT_S))
 
 
 #: How often a loop exchange checks that its process was not taken away (pool closed).
 _LEASE_POLL_S = 0.25
+#: Longest wait for a lost child's exit code on an event loop.
+_ON_LOOP_WAIT_S = 0.05
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

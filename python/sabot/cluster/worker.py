@@ -522,7 +522,7 @@ class Worker:
                     # Everything already queued is handled in this wake-up, without the loop.
                     msg = self._recv_nowait()
                 # All that came is queued: its engine calls start now, not a turn later.
-                self._lanes._pump_now()
+                self._lanes.start_queued()
             await self._sock.poll()
 
     def _dispatch(self, msg: m.Message) -> bool:
@@ -910,9 +910,9 @@ class _Lanes:
         # the first going alone and the rest waiting for it.
         if not self._pump_due:
             self._pump_due = True
-            asyncio.get_running_loop().call_soon(self._pump_now)
+            asyncio.get_running_loop().call_soon(self.start_queued)
 
-    def _pump_now(self) -> None:
+    def start_queued(self) -> None:
         """Start the calls the morsels queued since _pump_soon need (once: the receive loop
         calls this when it has read everything waiting, before the scheduled call runs)."""
         if self._pump_due:

@@ -555,11 +555,8 @@ class LocalEngine:
             for task, fut in zip(tasks, futures):
                 if isinstance(fut, asyncio.Future):
                     out.append(await fut)
-                elif fut.done():
-                    out.append(fut.result())
-                else:  # went to the queue (a lost or timed-out child): retried there
-                    futures[0] = fut = asyncio.wrap_future(fut)
-                    out.append(await fut)
+                else:  # the loop's exchange: settled, or handed to the queue (a lost child)
+                    out.append(fut.result() if fut.done() else await asyncio.wrap_future(fut))
                 self._observe_morsels(task.seconds, math.ceil(len(task.data) / morsel_rows))
                 if isinstance(task.data, list) and task.data and not task.fn.batch and \
                         not task.cold:

@@ -420,7 +420,6 @@ class _Worker:
             finally:
                 self.exch.release()
 
-
     async def _await_reply(self, readable: asyncio.Future[None], conn: Any
                            ) -> tuple[str, Any] | None:
         """Wait for the child's reply to be readable: None when it is, or the failure. Waits in

@@ -1,0 +1,67 @@
+"""The error codes of ``Refused`` and ``ErrorReply`` and the exceptions they stand for.
+
+One table: the coordinator names a code, every peer (worker, client, in-process handle) turns a
+code back into the same exception with :func:`exception_for`. A code this table does not know
+(a newer peer) becomes a :class:`~sabot.errors.CoordinatorUnavailableError` carrying the text.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from ...errors import (
+    ClusterMismatchError,
+    CoordinatorUnavailableError,
+    JobNotFoundError,
+    ProtocolError,
+    UnknownProcessorError,
+    VersionMismatchError,
+)
+
+
+class ErrorCode(StrEnum):
+    """Why a peer was refused (``Refused``) or a request failed (``ErrorReply``)."""
+
+    # Refused: the session cannot go on as it is.
+    UNKNOWN_SESSION = "unknown_session"  #: say hello again (the coordinator restarted)
+    VERSION_MISMATCH = "version_mismatch"
+    CLUSTER_MISMATCH = "cluster_mismatch"
+    BAD_HELLO = "bad_hello"
+    # ErrorReply: one request failed.
+    JOB_NOT_FOUND = "job_not_found"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_PROCESSOR = "unknown_processor"
+    NOT_REGISTERED = "not_registered"
+    INTERNAL = "internal"
+
+
+#: Refusals after which a peer must stop instead of saying hello again.
+FATAL_REFUSALS = frozenset({ErrorCode.VERSION_MISMATCH, ErrorCode.CLUSTER_MISMATCH,
+                            ErrorCode.BAD_HELLO})
+
+
+def exception_for(code: str, message: str, details: dict[str, Any] | None = None
+                  ) -> Exception:
+    """The exception a caller sees for an error ``code`` with the peer's ``message``."""
+    details = details or {}
+    if code == ErrorCode.VERSION_MISMATCH:
+        return VersionMismatchError(message)
+    if code == ErrorCode.CLUSTER_MISMATCH:
+        return ClusterMismatchError(message)
+    if code == ErrorCode.BAD_HELLO:
+        return ProtocolError(message)
+    if code == ErrorCode.JOB_NOT_FOUND:
+        return JobNotFoundError(message)
+    if code == ErrorCode.UNKNOWN_PROCESSOR:
+        return UnknownProcessorError(str(details.get("name", "?")),
+                                     [str(k) for k in details.get("known", [])])
+    if code == ErrorCode.BAD_REQUEST:
+        return ValueError(message)
+    if code == ErrorCode.UNKNOWN_SESSION:
+        return CoordinatorUnavailableError(f"the coordinator does not know this session: "
+                                           f"{message}")
+    return CoordinatorUnavailableError(f"the coordinator failed the request: {message}")
+
+
+__all__ = ["ErrorCode", "FATAL_REFUSALS", "exception_for"]

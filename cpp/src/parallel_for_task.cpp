@@ -119,17 +119,6 @@ void ParallelForJob::TaskDone(uint64_t morsels) {
 	}
 }
 
-bool ParallelForJob::ShouldStop() {
-	if (stop_.load(std::memory_order_relaxed)) {
-		return true;
-	}
-	if (cancel_ && cancel_->IsCancelled()) {
-		stop_.store(true, std::memory_order_relaxed);
-		return true;
-	}
-	return false;
-}
-
 //===--------------------------------------------------------------------===//
 // ParallelForTask
 //===--------------------------------------------------------------------===//

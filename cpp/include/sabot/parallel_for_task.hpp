@@ -54,8 +54,18 @@ public:
 	void Fail(std::exception_ptr error);
 	//! A task finished after running `morsels` morsels; the last one wakes the caller.
 	void TaskDone(uint64_t morsels);
-	//! True once the job failed, was interrupted or its token was cancelled.
-	bool ShouldStop();
+	//! True once the job failed, was interrupted or its token was cancelled. Checked before every
+	//! morsel, so it is defined here to be inlined.
+	bool ShouldStop() {
+		if (stop_.load(std::memory_order_relaxed)) {
+			return true;
+		}
+		if (cancel_ && cancel_->IsCancelled()) {
+			stop_.store(true, std::memory_order_relaxed);
+			return true;
+		}
+		return false;
+	}
 	//! The morsel range of slot `slot`.
 	RangeSlot &Slot(int slot) {
 		return slots_[slot];

@@ -39,6 +39,10 @@ AggregateStrategyKind ChooseAggregateStrategy(const BoundAggregate &plan) {
 	return AggregateStrategyKind::kGrouped;
 }
 
+AggregateStrategy::AggregateStrategy(const BoundAggregate &plan, const ColumnarInput &input, int num_workers)
+    : plan_(plan), input_(input), batch_start_(input.BatchStarts()), scratch_(num_workers) {
+}
+
 std::unique_ptr<AggregateStrategy> AggregateStrategy::Make(AggregateStrategyKind kind, const BoundAggregate &plan,
                                                            const ColumnarInput &input, int num_workers) {
 	switch (kind) {

@@ -8,7 +8,7 @@ namespace sabot {
 namespace compute {
 
 GlobalAggregate::GlobalAggregate(const BoundAggregate &plan, const ColumnarInput &input, int num_workers)
-    : plan_(plan), input_(input), scratch_(num_workers), partial_(num_workers, std::vector<AggState>(plan.aggs.size())) {
+    : AggregateStrategy(plan, input, num_workers), partial_(num_workers, std::vector<AggState>(plan.aggs.size())) {
 }
 
 void GlobalAggregate::Sink(const BatchMorsel &m, int worker_id) {

@@ -15,7 +15,7 @@ namespace sabot {
 namespace compute {
 
 IntKeyAggregate::IntKeyAggregate(const BoundAggregate &plan, const ColumnarInput &input, int num_workers)
-    : plan_(plan), input_(input), batch_start_(input.BatchStarts()), scratch_(num_workers) {
+    : AggregateStrategy(plan, input, num_workers) {
 	partial_.reserve(num_workers);
 	for (int w = 0; w < num_workers; ++w) {
 		partial_.push_back(Partial {IntGroupMap(), GroupedStates(plan.aggs.size())});

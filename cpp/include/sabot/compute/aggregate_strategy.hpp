@@ -10,11 +10,13 @@
 #include "sabot/compute/batch_morsel.hpp"
 #include "sabot/compute/bound_aggregate.hpp"
 #include "sabot/compute/columnar_input.hpp"
+#include "sabot/compute/worker_scratch.hpp"
 
 #include <arrow/table.h>
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 namespace sabot {
 namespace compute {
@@ -46,6 +48,19 @@ public:
 	//! A run of `kind` over `input` with `num_workers` workers; `plan` and `input` must outlive it.
 	static std::unique_ptr<AggregateStrategy> Make(AggregateStrategyKind kind, const BoundAggregate &plan,
 	                                               const ColumnarInput &input, int num_workers);
+
+protected:
+	//! What every strategy runs over and with.
+	AggregateStrategy(const BoundAggregate &plan, const ColumnarInput &input, int num_workers);
+
+	//! The plan.
+	const BoundAggregate &plan_;
+	//! The input.
+	const ColumnarInput &input_;
+	//! Input row of each batch's first row (group order is first appearance in the input).
+	std::vector<int64_t> batch_start_;
+	//! Scratch per worker.
+	std::vector<WorkerScratch> scratch_;
 };
 
 } // namespace compute

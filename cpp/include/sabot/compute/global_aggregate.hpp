@@ -26,12 +26,6 @@ public:
 	std::shared_ptr<arrow::Table> Finalize() override;
 
 protected:
-	//! The plan.
-	const BoundAggregate &plan_;
-	//! The input.
-	const ColumnarInput &input_;
-	//! Scratch per worker.
-	std::vector<WorkerScratch> scratch_;
 	//! One state per aggregate per worker.
 	std::vector<std::vector<AggState>> partial_;
 };

@@ -41,14 +41,6 @@ private:
 	//! The key arrays of the selected rows of `selected`.
 	std::vector<arrow::Datum> KeyValues(SelectedMorsel &selected, WorkerScratch &scratch) const;
 
-	//! The plan.
-	const BoundAggregate &plan_;
-	//! The input.
-	const ColumnarInput &input_;
-	//! Input row of each batch's first row.
-	std::vector<int64_t> batch_start_;
-	//! Scratch per worker.
-	std::vector<WorkerScratch> scratch_;
 	//! Groups per worker.
 	std::vector<Partial> partial_;
 };

@@ -43,14 +43,6 @@ private:
 	void UpdateChunk(size_t a, const arrow::RecordBatch &batch, int64_t row, int64_t n, const uint8_t *sel,
 	                 const int32_t *rows, int64_t count, WorkerScratch &scratch, Partial &partial) const;
 
-	//! The plan.
-	const BoundAggregate &plan_;
-	//! The input.
-	const ColumnarInput &input_;
-	//! Input row of each batch's first row.
-	std::vector<int64_t> batch_start_;
-	//! Scratch per worker.
-	std::vector<WorkerScratch> scratch_;
 	//! Groups per worker.
 	std::vector<Partial> partial_;
 };

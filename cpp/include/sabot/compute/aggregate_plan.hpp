@@ -32,6 +32,7 @@ public:
 	AggregatePlan(const arrow::Schema &schema, std::vector<AggregateSpec> aggregates, std::vector<std::string> key_names,
 	              const std::vector<arrow::compute::Expression> &keys,
 	              const std::optional<arrow::compute::Expression> &where);
+	//! Defined where BoundAggregate is complete.
 	~AggregatePlan();
 	//! Empty when the native engine can run the plan; otherwise why not (e.g. min over strings),
 	//! and the caller should use another engine.

@@ -152,7 +152,7 @@ class Cluster:
                                          COORDINATOR_PORT=str(self.port), **extra))
 
     def handle(self, **extra: str) -> Any:
-        from sabot.cluster.api import create_distributed_coordinator
+        from sabot.distributed import create_distributed_coordinator
 
         return create_distributed_coordinator("127.0.0.1", self.port, config=self.config(**extra))
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from ..protocol import (
 from ..protocol import messages as m
 from ..security import ClusterKeys
 from .dispatcher import Dispatcher
+from .inbox import Inbox
 from .job_table import JobTable
 from .node_registry import NodeRegistry
 from .outbox import Local, Outbox, Target
@@ -86,9 +85,7 @@ class CoordinatorCore(threading.Thread):
         self.monitor = transport.monitor_socket(self.router)
         self.journal = Journal(config.data_dir, config.journal_sync)
         self._guard = ReplayGuard()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._commands: queue.SimpleQueue[tuple[Any, Any]] = queue.SimpleQueue()
+        self._inbox = Inbox()
         self._running = True
         self._ready = threading.Event()
         self._last_commit = time.monotonic()
@@ -126,17 +123,11 @@ class CoordinatorCore(threading.Thread):
     # -- API for other threads ----------------------------------------------------------------
     def call(self, msg: m.Message) -> concurrent.futures.Future[Any]:
         """Handle ``msg`` as if a client sent it; the future gets the reply message."""
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._commands.put((msg, fut))
-        self._wake()
-        return fut
+        return self._inbox.put(msg)
 
     def call_fn(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         """Run ``fn`` on the core thread (consistent reads of its state)."""
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._commands.put((fn, fut))
-        self._wake()
-        return fut
+        return self._inbox.put(fn)
 
     def query(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         if not self.is_alive():
@@ -145,18 +136,10 @@ class CoordinatorCore(threading.Thread):
 
     def stop(self) -> None:
         self._running = False
-        self._wake()
+        self._inbox.wake()
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:  # the pipe is full: the core is awake anyway
-            pass
-        except OSError:
-            pass
 
     # -- recovery -----------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -173,14 +156,14 @@ class CoordinatorCore(threading.Thread):
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(self._inbox.wake_fd, zmq.POLLIN)
         self._ready.set()
         try:
             while self._running:
                 events = dict(poller.poll(self._poll_timeout_ms()))
                 if self.router in events:
                     self._read_router()
-                if self._wake_r in events:
+                if self._inbox.wake_fd in events:
                     self._read_commands()
                 if self.monitor in events:
                     for _ in range(64):
@@ -235,21 +218,13 @@ class CoordinatorCore(threading.Thread):
         except Exception:
             log.exception("closing the journal failed")
         # Local callers still waiting get an answer rather than a hang.
-        while True:
-            try:
-                _, fut = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if not fut.done():
-                fut.set_exception(CoordinatorUnavailableError("the coordinator stopped"))
         self._pager.abandon()
         self.monitor.close(0)
         self.router.disable_monitor()
         self.router.close(0)
         self.auth.stop()
         self.ctx.term()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._inbox.close()
 
     # -- reading --------------------------------------------------------------------------------
     def _read_router(self) -> None:
@@ -302,18 +277,7 @@ class CoordinatorCore(threading.Thread):
                           peer.hex()[:10], text)
 
     def _read_commands(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        while True:
-            try:
-                item, fut = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if not fut.set_running_or_notify_cancel():
-                continue
+        for item, fut in self._inbox.take():
             try:
                 if isinstance(item, m.Message):
                     self._handle(Local(fut), item, PROTOCOL_VERSION)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from operator import itemgetter
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ _FAILED = JobState.FAILED
 #: A result waiting for its journal write: (result_encoding, result, result_items, attempts,
 #: job_id, morsel index), the parameters of :meth:`Journal.store_results`.
 ResultRow = tuple[str, bytes, int, int, str, int]
+_ITEMS = itemgetter(2)  # (a C call per row, not a generator step: this runs per morsel)
 
 
 @dataclass(slots=True)
@@ -261,7 +263,7 @@ class JobTable:
         if rows:
             self._journal.store_results(rows)
             # The cluster's throughput (the workers record their own items and morsels).
-            self._metrics.record_items(sum(row[2] for row in rows))
+            self._metrics.record_items(sum(map(_ITEMS, rows)))
             rows.clear()
 
     def recover(self) -> list[Job]:

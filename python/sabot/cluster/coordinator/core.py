@@ -104,7 +104,13 @@ class CoordinatorCore(threading.Thread):
         self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,
                                       send)
         self._pager = ResultPager(config, self._jobs, self.journal, send, waiters)
-        self._handlers: dict[type, Callable[[Target, Any, int], None]] = {
+        self._handlers = self._handler_table()
+        self._recover()
+
+    def _handler_table(self) -> dict[type, Callable[[Target, Any, int], None]]:
+        """Who handles each message a coordinator accepts (the core itself for those that
+        concern several of its parts)."""
+        return {
             m.Hello: self._on_hello,
             m.Heartbeat: self._registry.on_heartbeat,
             m.Credit: self._registry.on_credit,
@@ -118,7 +124,6 @@ class CoordinatorCore(threading.Thread):
             m.FetchResults: self._pager.on_fetch,
             m.GetStats: self._on_stats,
         }
-        self._recover()
 
     # -- API for other threads ----------------------------------------------------------------
     def call(self, msg: m.Message) -> concurrent.futures.Future[Any]:

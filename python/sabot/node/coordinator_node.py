@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 class CoordinatorNode:
     """A coordinator serving HTTP on SABOT_HOST:SABOT_PORT and ZeroMQ on SABOT_ZMQ_PORT."""
 
-    role = "coordinator"
-
     def __init__(self, config: Config, *, node_id: str | None = None) -> None:
         self.config = config
         self.coordinator = Coordinator(config, node_id=node_id)

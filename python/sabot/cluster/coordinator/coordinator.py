@@ -29,8 +29,6 @@ T = TypeVar("T")
 class Coordinator:
     """The coordinator of a cluster: start it, send it requests, read its state, stop it."""
 
-    role = "coordinator"
-
     def __init__(self, config: Config, *, node_id: str | None = None) -> None:
         self.config = config
         self.node_id = node_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from operator import itemgetter
 from collections.abc import Callable, Container
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from ...config import Config

@@ -25,8 +25,7 @@ from .errors import (  # noqa: F401  (re-exported)
     VersionMismatchError,
     WorkerLostError,
 )
-
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (re-exported)
 
 # public name -> module (relative to this package) that defines it
 _LAZY: dict[str, str] = {
@@ -47,14 +46,14 @@ _LAZY: dict[str, str] = {
     "register_processor": ".processors",
     "get_processor": ".processors",
     "list_processors": ".processors",
-    # cluster
-    "create_distributed_coordinator": ".cluster.api",
-    "create_worker_node": ".cluster.api",
-    "submit_distributed_job": ".cluster.api",
-    "get_distributed_job_result": ".cluster.api",
-    "get_distributed_job_status": ".cluster.api",
-    "cancel_distributed_job": ".cluster.api",
-    "stream_distributed_job_result": ".cluster.api",
+    # cluster (the distributed API)
+    "create_distributed_coordinator": ".distributed",
+    "create_worker_node": ".distributed",
+    "submit_distributed_job": ".distributed",
+    "get_distributed_job_result": ".distributed",
+    "get_distributed_job_status": ".distributed",
+    "cancel_distributed_job": ".distributed",
+    "stream_distributed_job_result": ".distributed",
 }
 
 

@@ -27,6 +27,7 @@ from .errors import (
     RequestRefusedError,
     SabotError,
 )
+from .states import FINISHED_JOB_STATES, JobState
 
 PROG = "sabot-node"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -347,7 +348,7 @@ def run_submit(args: argparse.Namespace) -> int:
         except SabotError:
             print(f"{PROG}: interrupted; job {job_id} may still run", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if job["status"] != "completed":
+    if job["status"] != JobState.COMPLETED:
         first = (job.get("error") or "").strip().splitlines()
         reason = first[0] if first else "no reason given"
         raise CliError(f"job {job_id} {job['status']}: {reason}")
@@ -374,7 +375,7 @@ def _wait_with_progress(client: Any, job_id: str, *, show: bool) -> dict[str, An
             if bar is not None:
                 bar.update(max(0, done - bar.n))
                 bar.set_postfix_str(job["status"])
-            if job["status"] in ("completed", "failed", "cancelled"):
+            if job["status"] in FINISHED_JOB_STATES:
                 return job
             time.sleep(delay)
             delay = min(0.5, delay * 1.5)

@@ -93,7 +93,7 @@ class ComposableLauncher:
                      f", HTTP on port {self._http_port}" if self._http_port else "")
 
     async def _start_coordinator(self) -> None:
-        from .cluster.api import create_distributed_coordinator
+        from .distributed import create_distributed_coordinator
 
         handle = create_distributed_coordinator(config=self.config)
         self._coordinator = handle  # set first: stop() cleans up a start that was interrupted
@@ -101,7 +101,7 @@ class ComposableLauncher:
         self._http_port = getattr(handle, "http_port", None)
 
     async def _start_worker(self) -> None:
-        from .cluster.api import create_worker_node
+        from .distributed import create_worker_node
 
         worker = create_worker_node(config=self.config)
         self._worker = worker  # set first: stop() cleans up a start that was interrupted

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sabot.config import load_config
+from sabot.distributed import create_distributed_coordinator
 
 PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
 
@@ -146,14 +148,10 @@ class Cluster:
         raise AssertionError(f"{count} workers did not register: {self.http('/stats')['nodes']}")
 
     def config(self, **extra: str) -> Any:
-        from sabot.config import load_config
-
         return load_config(env=self.env(COORDINATOR_HOST="127.0.0.1",
                                          COORDINATOR_PORT=str(self.port), **extra))
 
     def handle(self, **extra: str) -> Any:
-        from sabot.cluster.api import create_distributed_coordinator
-
         return create_distributed_coordinator("127.0.0.1", self.port, config=self.config(**extra))
 
     def close(self) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import urllib.request
 from typing import Any
 
 import pytest
 import sabot
+from sabot.cluster.coordinator import FORGET_AFTER_TIMEOUTS
 from sabot.cluster.protocol import PROTOCOL_VERSION
 from sabot.errors import CancelledError, JobFailedError
 
@@ -69,8 +71,6 @@ def test_stats_show_nodes_jobs_and_system_resources(shared_cluster):
     assert info["protocol_version"] == PROTOCOL_VERSION
     assert info["cluster_name"] == "sabot-cluster"
     # Workers registered with an address and their own (ephemeral) HTTP port, which answers.
-    import urllib.request
-
     for node in stats["nodes"]:
         assert node["address"] == "127.0.0.1" and node["http_port"] not in (0, shared_cluster.port)
         with urllib.request.urlopen(
@@ -528,10 +528,6 @@ def test_dead_and_departed_workers_are_forgotten_and_a_silent_one_comes_back(clu
     (dead), one stopped with SIGTERM (left) and one frozen with SIGSTOP (dead) are shown with
     their state first, then dropped after SABOT_NODE_TIMEOUT_S x FORGET_AFTER_TIMEOUTS. The
     frozen one, continued, registers again and runs a job."""
-    import signal
-
-    from sabot.cluster.coordinator import FORGET_AFTER_TIMEOUTS
-
     timeout_s = 0.5
     cluster.start_coordinator(SABOT_NODE_TIMEOUT_S=str(timeout_s), SABOT_HEARTBEAT_S="0.1")
     workers = [cluster.start_worker(wait=False, SABOT_NODE_TIMEOUT_S=str(timeout_s),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from sabot.cluster import journal
 from sabot.cluster.journal import JobRow, Journal, MorselRow
 
 
@@ -72,8 +73,6 @@ def test_a_journal_of_another_schema_is_refused(tmp_path):
 def test_the_wal_stays_bounded_while_commits_keep_coming(tmp_path, monkeypatch):
     """Passive checkpoints never rewind a WAL that is written all the time; past a size it is
     truncated, so the files do not grow with the history of jobs."""
-    from sabot.cluster import journal
-
     limit = 2 << 20
     monkeypatch.setattr(journal, "WAL_LIMIT_BYTES", limit)
     j = Journal(tmp_path)

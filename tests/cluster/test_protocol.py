@@ -23,7 +23,6 @@ from sabot.cluster.protocol import (
 from sabot.cluster.protocol import messages as m
 from sabot.errors import ProtocolError, VersionMismatchError
 
-
 _BATCHES = {
     m.AssignMany: lambda: m.AssignMany("j", "f", None, [[0, 1, 0, "msgpack", b"\x90"],
                                                        [1, 1, 0, "msgpack", b"\x90"]]),
@@ -37,7 +36,7 @@ def _sample(cls: type) -> m.Message:
     values = {int: 3, float: 1.5, str: "x", bytes: b"\x00\x01", bool: True, list: [1, "a"],
               dict: {"k": 1}}
     kwargs = {}
-    for name, types, no_bool, nullable, required in cls._SPEC:
+    for name, types, no_bool, _nullable, _required in cls._SPEC:
         for value in values.values():
             if isinstance(value, types) and not (no_bool and isinstance(value, bool)):
                 kwargs[name] = value

@@ -1,8 +1,9 @@
 """``python -m sabot.cluster coordinator|worker``: run one cluster node until SIGTERM/SIGINT.
 
 The daemon entry points (``python -m sabot.composable_launcher``, ``sabot-node``) do the same
-through the launcher; this one has no dependency beyond the cluster package, which the tests
-and examples use to start nodes.
+through the launcher; this one starts the node through the distributed API alone (no
+launcher), which the tests and examples use to start nodes. As an entry point it sits at the
+top layer, beside :mod:`sabot.distributed`, though it lives in this package.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import signal
 import sys
 
 from ..config import load_config
+from ..distributed import create_distributed_coordinator, create_worker_node
 from ..errors import SabotError
-from .api import create_distributed_coordinator, create_worker_node
 
 
 async def _serve(role: str) -> int:

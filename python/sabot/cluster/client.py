@@ -19,15 +19,10 @@ import zmq
 import zmq.asyncio
 
 from ..config import Config
-from ..errors import (
-    AuthenticationError,
-    ClusterMismatchError,
-    CoordinatorUnavailableError,
-    ProtocolError,
-    VersionMismatchError,
-)
+from ..errors import AuthenticationError, CoordinatorUnavailableError, ProtocolError
+from ..states import JobState
 from . import transport
-from .protocol import PROTOCOL_VERSION, Sender, decode, decode_frame
+from .protocol import PROTOCOL_VERSION, ErrorCode, Sender, decode, decode_frame, refusal_error
 from .protocol import messages as m
 from .security import ClusterKeys
 
@@ -99,14 +94,10 @@ class ClusterClient:
             raise CoordinatorUnavailableError(
                 f"the coordinator at {self._endpoint} did not answer hello") from None
         if isinstance(reply, m.Refused):
-            if reply.code == "version_mismatch":
-                raise VersionMismatchError(reply.message)
-            if reply.code == "cluster_mismatch":
-                raise ClusterMismatchError(reply.message)
-            raise CoordinatorUnavailableError(f"the coordinator refused: {reply.message}")
+            raise refusal_error(reply.code, reply.message)
         self._session_ok = True
         # Requests that were waiting when the session broke are sent again.
-        for rid, (fut, msg) in list(self._pending.items()):
+        for fut, msg in list(self._pending.values()):
             if not fut.done():
                 await self._sock.send_multipart(self._sender.encode(msg))
 
@@ -129,7 +120,7 @@ class ClusterClient:
         self._coord_session = (env.session, env.seq)
         msg = env.msg
         if isinstance(msg, (m.Welcome, m.Refused)):
-            if isinstance(msg, m.Refused) and msg.code == "unknown_session":
+            if isinstance(msg, m.Refused) and msg.code == ErrorCode.UNKNOWN_SESSION:
                 self._session_ok = False
                 if self._welcome is not None and not self._welcome.done():
                     return  # an answer to a request sent before our hello; wait on
@@ -190,7 +181,7 @@ class ClusterClient:
                         f"the coordinator at {endpoint} did not answer within {timeout:g} s")
                 reply = decode(sock.recv_multipart()).msg
                 if isinstance(reply, m.Refused):
-                    raise CoordinatorUnavailableError(f"the coordinator refused: {reply.message}")
+                    raise refusal_error(reply.code, reply.message)
             assert isinstance(reply, m.Stats)
             return dict(reply.stats)
         finally:
@@ -266,9 +257,9 @@ async def iter_result_batches(client_request: Any, job_id: str, *, timeout: floa
         assert isinstance(reply, m.ResultBatch)
         yield reply
         start += len(reply.morsels)
-        if reply.status in ("failed", "cancelled"):
+        if reply.status in (JobState.FAILED, JobState.CANCELLED):
             return
-        if start >= reply.total_morsels and reply.status == "completed":
+        if start >= reply.total_morsels and reply.status == JobState.COMPLETED:
             return
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
+from ..states import ACTIVE_JOB_STATES, JobState
 
 SCHEMA_VERSION = 1
 #: Least time between two WAL checkpoints.
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS morsels (
 class JobRow:
     job_id: str
     seq: int
-    status: str
+    status: JobState
     priority: int
     func_name: str
     func_pickle: bytes | None
@@ -96,6 +97,11 @@ class MorselRow:
     data: bytes | None
     attempts: int
     done: bool
+
+
+def _job_row(row: tuple[Any, ...]) -> JobRow:
+    """A row of ``SELECT * FROM jobs`` (its status parsed: a bad name is an error, not data)."""
+    return JobRow(row[0], row[1], JobState(row[2]), *row[3:])
 
 
 class Journal:
@@ -137,10 +143,6 @@ class Journal:
             self._db.execute("BEGIN")
             self._in_tx = True
 
-    @property
-    def dirty(self) -> bool:
-        return self._in_tx
-
     def commit(self) -> None:
         if self._in_tx:
             self._db.execute("COMMIT")
@@ -164,9 +166,9 @@ class Journal:
         self._begin()
         self._db.execute(
             "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (job.job_id, job.seq, job.status, job.priority, job.func_name, job.func_pickle,
-             job.result_kind, job.total_morsels, job.total_items, job.error, job.created_at,
-             job.started_at, job.finished_at))
+            (job.job_id, job.seq, JobState(job.status).value, job.priority, job.func_name,
+             job.func_pickle, job.result_kind, job.total_morsels, job.total_items, job.error,
+             job.created_at, job.started_at, job.finished_at))
         self._db.executemany(
             "INSERT INTO morsels (job_id, idx, offset, items, encoding, data) "
             "VALUES (?,?,?,?,?,?)",
@@ -184,13 +186,15 @@ class Journal:
         self._db.execute("UPDATE morsels SET attempts=? WHERE job_id=? AND idx=?",
                          (attempts, job_id, idx))
 
-    def set_job_state(self, job_id: str, status: str, *, error: str | None = None,
+    def set_job_state(self, job_id: str, status: JobState, *, error: str | None = None,
                       started_at: float | None = None, finished_at: float | None = None) -> None:
+        status = JobState(status)  # a state's name is accepted too
         self._begin()
         self._db.execute(
             "UPDATE jobs SET status=?, error=?, started_at=COALESCE(?, started_at), "
-            "finished_at=? WHERE job_id=?", (status, error, started_at, finished_at, job_id))
-        if finished_at is not None and status != "completed":
+            "finished_at=? WHERE job_id=?",
+            (status.value, error, started_at, finished_at, job_id))
+        if finished_at is not None and status is not JobState.COMPLETED:
             # Inputs are no longer needed once a job is over (a completed job's went with its
             # results); results stay until the TTL.
             self._db.execute("UPDATE morsels SET data=NULL WHERE job_id=? AND data IS NOT NULL",
@@ -214,8 +218,10 @@ class Journal:
 
     def unfinished_jobs(self) -> Iterator[tuple[JobRow, list[MorselRow]]]:
         """Jobs still pending or running, with their morsels (inputs of those not done)."""
-        jobs = [JobRow(*r) for r in self._db.execute(
-            "SELECT * FROM jobs WHERE status IN ('pending', 'running') ORDER BY seq")]
+        active = sorted(state.value for state in ACTIVE_JOB_STATES)
+        jobs = [_job_row(r) for r in self._db.execute(
+            f"SELECT * FROM jobs WHERE status IN ({', '.join('?' * len(active))}) ORDER BY seq",
+            active)]
         for job in jobs:
             morsels = [MorselRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
                        for r in self._db.execute(
@@ -226,7 +232,7 @@ class Journal:
 
     def job(self, job_id: str) -> JobRow | None:
         row = self._db.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        return JobRow(*row) if row else None
+        return _job_row(row) if row else None
 
     def done_counts(self, job_id: str) -> tuple[int, int]:
         row = self._db.execute(
@@ -251,7 +257,7 @@ class Journal:
         return out
 
     def recent_jobs(self, limit: int) -> list[JobRow]:
-        return [JobRow(*r) for r in self._db.execute(
+        return [_job_row(r) for r in self._db.execute(
             "SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
 
 
@@ -295,10 +301,6 @@ class _Checkpointer:
                 self._stopping.wait(_CHECKPOINT_EVERY_S)
         finally:
             db.close()
-
-
-def now() -> float:
-    return time.time()
 
 
 __all__ = ["SCHEMA_VERSION", "JobRow", "Journal", "MorselRow"]

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-#: Job states, in the order a job moves through them.
-JOB_STATES = ("pending", "running", "completed", "failed", "cancelled")
-FINISHED_STATES = ("completed", "failed", "cancelled")
+from ..states import JobState
+
+#: Job states (the domain vocabulary of :mod:`sabot.states`), in the order a job moves
+#: through them, and the end states among them.
+JOB_STATES: tuple[JobState, ...] = tuple(JobState)
+FINISHED_STATES: tuple[JobState, ...] = tuple(state for state in JobState if state.finished)
 
 
 @runtime_checkable

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .. import __version__
-from .backend import JOB_STATES
+from ..states import JobState
+from ..version import __version__
 from .validation import MAX_PAGE, PRIORITY_MAX, PRIORITY_MIN
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_JOB_STATES = [state.value for state in JobState]
 _NULLABLE_TIME = {"type": "number", "nullable": True, "description": "UNIX seconds"}
 
 
@@ -126,7 +127,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["job_id", "status"],
         "properties": {"job_id": {"type": "string"},
-                       "status": {"type": "string", "enum": list(JOB_STATES)}},
+                       "status": {"type": "string", "enum": _JOB_STATES}},
         "additionalProperties": True,
     },
     "Progress": {
@@ -141,7 +142,7 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["job_id", "status", "progress", "error", "created_at", "finished_at"],
         "properties": {
             "job_id": {"type": "string"},
-            "status": {"type": "string", "enum": list(JOB_STATES)},
+            "status": {"type": "string", "enum": _JOB_STATES},
             "processor": {"type": "string"},
             "priority": {"type": "integer"},
             "items": {"type": "integer"},

@@ -13,17 +13,20 @@ from .codec import (
     decode_header,
     encode,
 )
+from .error_codes import FATAL_REFUSALS, ErrorCode, exception_for, refusal_error, reply_or_raise
 from .messages import *
 from .messages import REGISTRY, Message
 from .version import HEADER, MAGIC, PROTOCOL_VERSION
 
 __all__ = [
+           "FATAL_REFUSALS",
            "HEADER",
            "MAX_FRAMES",
            "MAGIC",
            "PROTOCOL_VERSION",
            "REGISTRY",
            "Envelope",
+           "ErrorCode",
            "Message",
            "ReplayGuard",
            "Sender",
@@ -32,4 +35,7 @@ __all__ = [
            "decode_frame",
            "decode_header",
            "encode",
+           "exception_for",
+           "refusal_error",
+           "reply_or_raise",
 ]

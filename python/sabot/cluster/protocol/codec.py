@@ -157,10 +157,6 @@ class ReplayGuard:
     def forget(self, peer: bytes) -> None:
         self._last.pop(peer, None)
 
-    def session_of(self, peer: bytes) -> int | None:
-        known = self._last.get(peer)
-        return known[0] if known else None
-
 
 __all__ = ["MAX_FRAMES", "Envelope", "ReplayGuard", "Sender", "check_frames", "decode",
            "decode_frame", "decode_header", "encode"]

@@ -1,8 +1,9 @@
 """The error codes of ``Refused`` and ``ErrorReply`` and the exceptions they stand for.
 
 One table: the coordinator names a code, every peer (worker, client, in-process handle) turns a
-code back into the same exception with :func:`exception_for`. A code this table does not know
-(a newer peer) becomes a :class:`~sabot.errors.CoordinatorUnavailableError` carrying the text.
+code back into the same exception with :func:`exception_for` (:func:`reply_or_raise` for an
+answer, :func:`refusal_error` for a refused hello). A code this table does not know (a newer
+peer) becomes a :class:`~sabot.errors.CoordinatorUnavailableError` carrying the text.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ...errors import (
     UnknownProcessorError,
     VersionMismatchError,
 )
+from .messages import ErrorReply, Message
 
 
 class ErrorCode(StrEnum):
@@ -64,4 +66,19 @@ def exception_for(code: str, message: str, details: dict[str, Any] | None = None
     return CoordinatorUnavailableError(f"the coordinator failed the request: {message}")
 
 
-__all__ = ["ErrorCode", "FATAL_REFUSALS", "exception_for"]
+def refusal_error(code: str, message: str) -> Exception:
+    """The exception for a ``Refused`` answer to a hello: a fatal refusal's own exception;
+    otherwise the coordinator is not available to this session (yet)."""
+    if code in FATAL_REFUSALS:
+        return exception_for(code, message)
+    return CoordinatorUnavailableError(f"the coordinator refused: {message}")
+
+
+def reply_or_raise(reply: Message) -> Message:
+    """``reply``, unless it is an ``ErrorReply``: then the exception its code stands for."""
+    if isinstance(reply, ErrorReply):
+        raise exception_for(reply.code, reply.message, reply.details)
+    return reply
+
+
+__all__ = ["ErrorCode", "FATAL_REFUSALS", "exception_for", "refusal_error", "reply_or_raise"]

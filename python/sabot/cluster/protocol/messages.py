@@ -1,8 +1,9 @@
 """Every message of the cluster protocol, one typed class each.
 
-A message is a slotted dataclass (treated as immutable) registered with :func:`message` under a numeric type code (the
-header's ``type``) and a name (``op``). Its fields are its msgpack body, a map keyed by field
-name; docs/protocol.md lists them. No other module builds a message out of a dict.
+A message is a slotted dataclass (treated as immutable) registered with :func:`message` under
+a numeric type code (the header's ``type``) and a name (``op``). Its fields are its msgpack
+body, a map keyed by field name; docs/protocol.md lists them. No other module builds a
+message out of a dict.
 
 ``Hello`` and ``Refused`` are frozen across protocol versions (fields may be added, never
 changed), so peers of different versions can always tell each other why they are refused.
@@ -14,6 +15,7 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import UnionType
 from typing import Any, ClassVar
 
 from ...errors import ProtocolError
@@ -30,7 +32,7 @@ def _checker(tp: Any) -> _Check:
     """The type test of a field annotation (isinstance over a tuple: one C call per field)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, UnionType):
         inner = [a for a in args if a is not type(None)]
         types, no_bool, _ = _checker(inner[0])
         return types, no_bool, True

@@ -12,9 +12,10 @@ PROTOCOL_VERSION = 3
 #: First four bytes of every header frame.
 MAGIC = b"SABT"
 
-#: Message header (the first 24 bytes of every message frame): magic, protocol version (u16), message type (u16), sender session (u64),
-#: sequence number within that session (u64); network byte order. Frozen across versions, so a
-#: peer of any version can read the version and refuse cleanly.
+#: Message header (the first 24 bytes of every message frame): magic, protocol version (u16),
+#: message type (u16), sender session (u64), sequence number within that session (u64);
+#: network byte order. Frozen across versions, so a peer of any version can read the version
+#: and refuse cleanly.
 HEADER = struct.Struct("!4sHHQQ")
 
 __all__ = ["HEADER", "MAGIC", "PROTOCOL_VERSION"]

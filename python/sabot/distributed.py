@@ -1,4 +1,4 @@
-"""The README's distributed API.
+"""The README's distributed API (re-exported from ``sabot``).
 
 ``coordinator = sabot.create_distributed_coordinator(host, port)`` gives a handle. After
 ``await coordinator.start()`` this process *is* the coordinator (HTTP on host:port, ZeroMQ on
@@ -21,13 +21,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ..config import Config, load_config
-from ..errors import CancelledError, JobFailedError, JobTimeoutError
-from .client import ClusterClient, iter_result_batches
-from .coordinator import Coordinator, reply_or_raise
-from .protocol import messages as m
-from .protocol import payload
-from .worker import Worker
+from .cluster.client import ClusterClient, iter_result_batches
+from .cluster.protocol import messages as m
+from .cluster.protocol import payload, reply_or_raise
+from .cluster.worker import Worker
+from .config import Config, load_config
+from .errors import CancelledError, JobFailedError, JobTimeoutError
+from .node.coordinator_node import CoordinatorNode
+from .states import JobState
 
 #: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
 #: more than the work).
@@ -75,7 +76,7 @@ class DistributedCoordinator:
         self.config = config if config is not None else load_config()
         self._host = host
         self._port = port
-        self._local: Coordinator | None = None
+        self._local: CoordinatorNode | None = None
         self._client: ClusterClient | None = None
         self._prefetched: dict[str, asyncio.Future[m.Message]] = {}
         self._big: dict[str, None] = {}  # recent jobs of this handle worth streaming
@@ -92,7 +93,7 @@ class DistributedCoordinator:
         if self._port is not None:
             changes["port"] = self._port
         config = self.config.replace(**changes) if changes else self.config
-        coordinator = Coordinator(config)
+        coordinator = CoordinatorNode(config)
         await coordinator.start()
         self._local = coordinator
         self.config = config
@@ -144,7 +145,7 @@ class DistributedCoordinator:
 
     async def _request(self, make: Any, timeout: float | None = 30.0) -> m.Message:
         if self._local is not None:
-            return await self._local.request(make(0))
+            return await self._local.coordinator.request(make(0))
         if self._client is None:
             host, port = self.address
             self._client = ClusterClient(self.config, host, port)
@@ -214,9 +215,9 @@ class DistributedCoordinator:
             async for batch in iter_result_batches(
                     lambda make, t: self._request(make, t), job_id, timeout=timeout,
                     until_done=until_done):
-                if batch.status == "failed":
+                if batch.status == JobState.FAILED:
                     raise JobFailedError(job_id, batch.error or "unknown error")
-                if batch.status == "cancelled":
+                if batch.status == JobState.CANCELLED:
                     raise CancelledError(f"job {job_id} was cancelled")
                 yield batch
         except TimeoutError as exc:
@@ -239,11 +240,12 @@ class DistributedCoordinator:
             except Exception:  # noqa: BLE001 - the ordinary path below reports real errors
                 first = None
             if isinstance(first, m.ResultBatch):
-                if first.status == "failed":
+                if first.status == JobState.FAILED:
                     raise JobFailedError(job_id, first.error or "unknown error")
-                if first.status == "cancelled":
+                if first.status == JobState.CANCELLED:
                     raise CancelledError(f"job {job_id} was cancelled")
-                if first.status == "completed" and len(first.morsels) == first.total_morsels:
+                if first.status == JobState.COMPLETED and \
+                        len(first.morsels) == first.total_morsels:
                     return payload.join(first.result_kind, [
                         payload.decode_value(enc, blob) for enc, _, blob in first.morsels])
         kind = "list"
@@ -276,8 +278,7 @@ class DistributedCoordinator:
     def get_cluster_stats(self) -> dict[str, Any]:
         """:meth:`cluster_stats`, synchronously (as in the README)."""
         if self._local is not None:
-            core = self._local._core()
-            return core.query(core.stats)
+            return self._local.coordinator.query(lambda core: core.stats())
         if self._client is None:
             host, port = self.address
             self._client = ClusterClient(self.config, host, port)

@@ -1,0 +1,396 @@
+"""The coordinator's core thread: its poll loop, and the objects it drives.
+
+One core thread owns all scheduling state, the ROUTER socket and the journal; it never waits
+on anything but its poller. Each turn of its loop reads every ready message, runs timers,
+hands out morsels under the workers' credits, commits the journal once and only then sends the
+replies, so a submit is acknowledged only once journaled and a job is reported complete only
+once its results are stored. Local callers (the HTTP API, the in-process API handle) reach the
+core through a command queue and get the same reply messages a ZeroMQ client gets.
+
+What the loop drives are plain objects the thread owns: the :class:`NodeRegistry` (workers),
+the :class:`JobTable` (jobs and their states), the :class:`Dispatcher` (the morsel queue,
+credits, retries, timeouts), the :class:`ResultPager` (results to readers) and the
+:class:`Outbox` (what the turn sends). A message is handed to the one that handles it; the
+core itself handles the messages that concern several (hello, goodbye, submit, stats).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ...config import Config
+from ...errors import CoordinatorUnavailableError, ProtocolError, VersionMismatchError
+from ...metrics import Metrics
+from ...states import NodeState
+from ...system import system_resources
+from ...version import __version__
+from .. import transport
+from ..journal import Journal
+from ..protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    ReplayGuard,
+    check_frames,
+    decode_frame,
+)
+from ..protocol import messages as m
+from ..security import ClusterKeys
+from .dispatcher import Dispatcher
+from .inbox import Inbox
+from .job_table import JobTable
+from .node_registry import NodeRegistry
+from .outbox import Local, Outbox, Target
+from .rate_limited_log import RateLimitedLog
+from .result_pager import ResultPager, Waiter
+
+log = logging.getLogger(__name__)
+
+#: Messages read per loop turn before timers and dispatch get their turn.
+_BATCH = 2048
+#: Longest time results may wait in memory for their journal commit when nobody asked yet.
+_COMMIT_EVERY_S = 0.05
+
+#: Messages a registered client (not a worker) may send.
+_CLIENT_MESSAGES = (m.SubmitJob, m.GetStatus, m.CancelJob, m.FetchResults, m.GetStats)
+
+_DEAD = NodeState.DEAD
+
+
+class CoordinatorCore(threading.Thread):
+    """The scheduling thread. Start with :meth:`start`; talk to it with :meth:`call`."""
+
+    def __init__(self, config: Config, keys: ClusterKeys, metrics: Metrics, node_id: str,
+                 zmq_host: str, zmq_port: int) -> None:
+        super().__init__(name="sabot-coordinator", daemon=True)
+        self.config = config
+        self.keys = keys
+        self.metrics = metrics
+        self.node_id = node_id
+        self.ctx = zmq.Context()
+        self.auth = transport.start_authenticator(self.ctx, keys)
+        try:
+            self.router, self.zmq_port = transport.server_socket(self.ctx, keys, zmq_host,
+                                                                 zmq_port)
+        except OSError:
+            self.auth.stop()
+            self.ctx.term()
+            raise
+        self.monitor = transport.monitor_socket(self.router)
+        self.journal = Journal(config.data_dir, config.journal_sync)
+        self._guard = ReplayGuard()
+        self._inbox = Inbox()
+        self._running = True
+        self._ready = threading.Event()
+        self._last_commit = time.monotonic()
+        self._protocol_errors = 0
+        self._rejects = RateLimitedLog(log)
+
+        self._outbox = Outbox(self.router)
+        send = self._outbox.send
+        self._send = send
+        self._registry = NodeRegistry(config, metrics, self._guard, send)
+        self._by_peer = self._registry.by_peer
+        self._nodes = self._registry.nodes
+        # The pager's waiters: a finished job someone waits on stays in the job table.
+        waiters: dict[str, list[Waiter]] = {}
+        self._jobs = JobTable(config, self.journal, metrics, self._registry, send, waiters)
+        self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,
+                                      send)
+        self._pager = ResultPager(config, self._jobs, self.journal, send, waiters)
+        self._handlers = self._handler_table()
+        self._recover()
+
+    def _handler_table(self) -> dict[type, Callable[[Target, Any, int], None]]:
+        """Who handles each message a coordinator accepts (the core itself for those that
+        concern several of its parts)."""
+        return {
+            m.Hello: self._on_hello,
+            m.Heartbeat: self._registry.on_heartbeat,
+            m.Credit: self._registry.on_credit,
+            m.Goodbye: self._on_goodbye,
+            m.MorselResult: self._dispatcher.on_result,
+            m.MorselResults: self._dispatcher.on_results,
+            m.MorselFailed: self._dispatcher.on_failed,
+            m.SubmitJob: self._on_submit,
+            m.GetStatus: self._jobs.on_status,
+            m.CancelJob: self._jobs.on_cancel,
+            m.FetchResults: self._pager.on_fetch,
+            m.GetStats: self._on_stats,
+        }
+
+    # -- API for other threads ----------------------------------------------------------------
+    def call(self, msg: m.Message) -> concurrent.futures.Future[Any]:
+        """Handle ``msg`` as if a client sent it; the future gets the reply message."""
+        return self._inbox.put(msg)
+
+    def call_fn(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run ``fn`` on the core thread (consistent reads of its state)."""
+        return self._inbox.put(fn)
+
+    def query(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        if not self.is_alive():
+            raise CoordinatorUnavailableError("the coordinator is not running")
+        return self.call_fn(fn).result(timeout)
+
+    def stop(self) -> None:
+        self._running = False
+        self._inbox.wake()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    # -- recovery -----------------------------------------------------------------------------
+    def _recover(self) -> None:
+        jobs = self._jobs.recover()
+        for job in jobs:
+            self._dispatcher.enqueue(job)
+        if jobs:
+            log.info("resumed %d unfinished job(s) from the journal %s (%d morsels to run)",
+                     len(jobs), self.journal.path, self._dispatcher.queued)
+        self.journal.commit()
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
+        poller.register(self._inbox.wake_fd, zmq.POLLIN)
+        self._ready.set()
+        try:
+            while self._running:
+                events = dict(poller.poll(self._poll_timeout_ms()))
+                if self.router in events:
+                    self._read_router()
+                if self._inbox.wake_fd in events:
+                    self._read_commands()
+                if self.monitor in events:
+                    for _ in range(64):
+                        if not self.monitor.poll(0):
+                            break
+                        transport.log_monitor_event(self.monitor)
+                self._turn()
+        except Exception:
+            log.exception("the coordinator core failed")
+            raise
+        finally:
+            self._shutdown()
+
+    def _turn(self) -> None:
+        now = time.monotonic()
+        self._timers(now)
+        self._dispatcher.dispatch(now)
+        self._pager.serve(now)
+        # Commit before any answer that depends on the journal (acks, results, states).
+        # Turns that only take in results and hand out morsels are committed together, at most
+        # _COMMIT_EVERY_S apart: a crash then costs re-running those morsels, never a result a
+        # client has seen.
+        outbox = self._outbox
+        if outbox.need_commit or now - self._last_commit >= _COMMIT_EVERY_S:
+            outbox.send_before_commit(self._by_peer)
+            self._jobs.flush_results()
+            self.journal.commit()
+            outbox.need_commit = False
+            self._last_commit = now
+        outbox.flush(self._by_peer)
+
+    def _timers(self, now: float) -> None:
+        registry = self._registry
+        for node in registry.silent(now):
+            registry.mark_dead(node, now)
+            self._dispatcher.release(node, f"worker {node.node_id} stopped answering")
+        registry.forget_gone(now)
+        self._dispatcher.expire_morsels(now)
+        self._jobs.purge(time.time())
+
+    def _poll_timeout_ms(self) -> int:
+        # Timers need at most a tenth of the heartbeat period of resolution.
+        t = min(self.config.heartbeat_s, self.config.node_timeout_s) / 4
+        if self.config.morsel_timeout_s:
+            t = min(t, self.config.morsel_timeout_s / 4)
+        return max(5, min(250, int(t * 1000)))
+
+    def _shutdown(self) -> None:
+        try:
+            self._jobs.flush_results()
+            self.journal.close()
+        except Exception:
+            log.exception("closing the journal failed")
+        # Local callers still waiting get an answer rather than a hang.
+        self._pager.abandon()
+        self.monitor.close(0)
+        self.router.disable_monitor()
+        self.router.close(0)
+        self.auth.stop()
+        self.ctx.term()
+        self._inbox.close()
+
+    # -- reading --------------------------------------------------------------------------------
+    def _read_router(self) -> None:
+        router = self.router
+        for _ in range(_BATCH):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            peer = frames[0]
+            try:
+                check_frames(frames[1:])
+            except ProtocolError as exc:
+                self._protocol_error(peer, str(exc))
+                continue
+            # Each frame is one message (a peer may send several together), handled in order;
+            # a bad one is rejected alone.
+            for frame in frames[1:]:
+                self._read_frame(peer, frame)
+
+    def _read_frame(self, peer: bytes, frame: bytes) -> None:
+        try:
+            env = decode_frame(frame)
+            if not self._guard.check(peer, env):
+                self._send(peer, m.Refused(
+                    ErrorCode.UNKNOWN_SESSION, "this coordinator does not know the session (it "
+                    "restarted, or the peer never said hello): say hello again",
+                    PROTOCOL_VERSION, self.config.cluster_name))
+                return
+        except VersionMismatchError as exc:
+            self._protocol_error(peer, f"{exc}; run the same Sabot version on every node")
+            return
+        except ProtocolError as exc:
+            self._protocol_error(peer, str(exc))
+            return
+        try:
+            self._handle(peer, env.msg, env.version)
+        except Exception as exc:
+            log.exception("handling %s failed", env.msg.OP)
+            self.metrics.record_error("coordinator_internal")
+            rid = getattr(env.msg, "request_id", None)
+            if rid is not None:
+                self._send(peer, m.ErrorReply(rid, ErrorCode.INTERNAL,
+                                              f"{type(exc).__name__}: {exc}"))
+
+    def _protocol_error(self, peer: bytes, text: str) -> None:
+        self._protocol_errors += 1
+        self.metrics.record_error("protocol")
+        self._rejects.log("protocol", logging.WARNING, "rejected a message from peer %s: %s",
+                          peer.hex()[:10], text)
+
+    def _read_commands(self) -> None:
+        for item, fut in self._inbox.take():
+            try:
+                if isinstance(item, m.Message):
+                    self._handle(Local(fut), item, PROTOCOL_VERSION)
+                else:
+                    self._jobs.flush_results()
+                    self.journal.commit()
+                    fut.set_result(item())
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    # -- message handlers ---------------------------------------------------------------------
+    def _handle(self, peer: Target, msg: m.Message, version: int) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            if isinstance(peer, bytes):
+                self._protocol_error(peer, f"{msg.OP} is not a message a coordinator accepts")
+            return
+        if isinstance(peer, bytes):
+            node_id = self._by_peer.get(peer)
+            if node_id is not None:
+                node = self._nodes[node_id]
+                node.last_seen = time.monotonic()
+                if node.state is _DEAD and type(msg) is not m.Hello:
+                    self._registry.revive(node)
+            elif type(msg) not in _CLIENT_MESSAGES and type(msg) is not m.Hello:
+                self._send(peer, m.Refused(ErrorCode.UNKNOWN_SESSION,
+                                           "register with hello first", PROTOCOL_VERSION,
+                                           self.config.cluster_name))
+                return
+        handler(peer, msg, version)
+
+    def _on_hello(self, peer: Target, msg: m.Hello, version: int) -> None:
+        if not isinstance(peer, bytes):
+            return
+        name = self.config.cluster_name
+        refusal = self._registry.refusal(msg, version)
+        if refusal is not None:
+            code, text = refusal
+            log.warning("refused node %r from peer %s: %s", msg.node_id, peer.hex()[:10], text)
+            self._guard.forget(peer)
+            self._send(peer, m.Refused(code, text, PROTOCOL_VERSION, name))
+            return
+        if msg.role == "worker":
+            node = self._registry.register(peer, msg)
+            # A new session does not carry the old one's morsels: hand them out again (a late
+            # result from the old session is then a duplicate, and ignored).
+            self._dispatcher.release(node, f"worker {node.node_id} started a new session",
+                                     refund_all=True)
+        self._send(peer, m.Welcome(self.node_id, name, PROTOCOL_VERSION, self.config.heartbeat_s,
+                                   self.config.node_timeout_s))
+
+    def _on_goodbye(self, peer: Target, msg: m.Goodbye, version: int) -> None:
+        node = self._registry.node_of(peer)
+        if node is None:
+            return
+        returned = {(str(j), int(i)) for j, i in (msg.returned or []) if isinstance(j, str)}
+        self._registry.leave(node, msg.reason, len(returned))
+        # A morsel handed back did not fail: it does not use up an attempt.
+        self._dispatcher.release(node, f"worker {node.node_id} left", handed_back=returned)
+
+    def _on_submit(self, peer: Target, msg: m.SubmitJob, version: int) -> None:
+        job, reply = self._jobs.submit(msg)
+        if job is not None:
+            self._dispatcher.enqueue(job)
+        self._send(peer, reply)
+
+    def _on_stats(self, peer: Target, msg: m.GetStats, version: int) -> None:
+        self._send(peer, m.Stats(msg.request_id, self.stats()))
+
+    # -- views (core thread) -------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        registry = self._registry
+        jobs = self._jobs.count_by_state()
+        total, busy = registry.slots()
+        return {
+            "cluster_name": self.config.cluster_name,
+            "coordinator": {"node_id": self.node_id, "zmq_port": self.zmq_port,
+                            "protocol_version": PROTOCOL_VERSION, "version": __version__,
+                            "journal": str(self.journal.path)},
+            "nodes": registry.info(time.monotonic()),
+            "nodes_by_state": registry.count_by_state(),
+            "jobs": {"active": JobTable.active(jobs), "by_state": jobs,
+                     "recent": self._jobs.recent(20)},
+            "queue_depth": self._dispatcher.queued,
+            "slots": {"total": total, "busy": busy},
+            "counters": {**self._dispatcher.counters, "protocol_errors": self._protocol_errors},
+            "system_resources": system_resources(),
+        }
+
+    def load(self) -> dict[str, Any]:
+        """For the metrics gauges; called from other threads, reads plain counters only."""
+        total, busy = self._registry.slots()
+        return {"queue_depth": self._dispatcher.queued,
+                "utilization_percent": 100.0 * busy / total if total else 0.0,
+                "jobs": self._jobs.count_by_state(), "nodes": self._registry.count_by_state()}
+
+    def nodes_info(self) -> list[dict[str, Any]]:
+        return self._registry.info(time.monotonic())
+
+    def list_jobs(self, limit: int) -> list[dict[str, Any]]:
+        return self._jobs.listed(limit)
+
+    def result_page(self, job_id: str, offset: int, limit: int | None
+                    ) -> tuple[dict[str, Any], list[tuple[str, int, bytes]], int]:
+        """(job dict, result morsels covering items [offset, offset+limit), item offset of the
+        first morsel) for the HTTP API."""
+        return self._pager.page(job_id, offset, limit)
+
+
+__all__ = ["CoordinatorCore"]

@@ -1,0 +1,271 @@
+"""The coordinator's dispatcher: the morsel queue, hand-out under the workers' credits, results
+and failures, requeues, retries and morsel timeouts.
+
+Morsels wait in one priority queue (higher job priority first, then submission order) and go to
+alive workers with free credits, the starting worker rotating so equal workers share the head
+of the queue. A morsel is tried up to SABOT_MAX_ATTEMPTS times: a failure of the user's code,
+a lost worker or a timeout uses an attempt, a morsel handed back or lost with a session does
+not. Every result is kept once: a late or duplicate one is counted and ignored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Container
+
+from ...config import Config
+from ...metrics import Metrics
+from ...states import ACTIVE_JOB_STATES, JobState
+from ..journal import Journal
+from ..protocol import messages as m
+from .job_table import Job, JobTable, Morsel
+from .node_registry import Node, NodeRegistry
+from .outbox import Target
+
+log = logging.getLogger(__name__)
+
+# Bound once: a class attribute of an enum costs a lookup through its metaclass.
+_PENDING = JobState.PENDING
+_RUNNING = JobState.RUNNING
+_COMPLETED = JobState.COMPLETED
+_FAILED = JobState.FAILED
+
+
+class Dispatcher:
+    """Hands out the queued morsels of the job table's jobs to the registry's workers."""
+
+    def __init__(self, config: Config, jobs: JobTable, registry: NodeRegistry,
+                 journal: Journal, metrics: Metrics,
+                 send: Callable[[Target, m.Message], None]) -> None:
+        self._config = config
+        self._table = jobs
+        self._jobs = jobs.jobs
+        self._unstored = jobs.unstored
+        self._touched = jobs.touched
+        self._nodes = registry.nodes
+        self._node_of = registry.node_of
+        self._journal = journal
+        self._metrics = metrics
+        self._send = send
+        self._queue: list[tuple[int, int, int, str]] = []  # (-priority, job seq, idx, job id)
+        self._pending = 0  # morsels queued, not assigned
+        self._rr = 0
+        self._next_timeout_scan = 0.0
+        self.counters = {"morsels_assigned": 0, "morsels_completed": 0, "morsels_failed": 0,
+                         "morsels_requeued": 0, "morsels_timed_out": 0,
+                         "duplicates_ignored": 0}
+
+    @property
+    def queued(self) -> int:
+        """Morsels waiting for a worker."""
+        return max(0, self._pending)
+
+    # -- the queue ------------------------------------------------------------------------------
+    def push(self, job: Job, mo: Morsel) -> None:
+        heapq.heappush(self._queue, (-job.priority, job.seq, mo.idx, job.job_id))
+        self._pending += 1
+
+    def enqueue(self, job: Job) -> None:
+        """Queue every morsel of ``job`` not done yet."""
+        for mo in job.morsels:
+            if not mo.done:
+                self.push(job, mo)
+
+    def _pop(self) -> tuple[Job, Morsel] | None:
+        jobs = self._jobs
+        while self._queue:
+            _, _, idx, job_id = heapq.heappop(self._queue)
+            self._pending -= 1
+            job = jobs.get(job_id)
+            if job is None or job.state not in ACTIVE_JOB_STATES:
+                continue
+            mo = job.morsels[idx]
+            if mo.done or mo.node is not None:
+                continue
+            return job, mo
+        return None
+
+    def dispatch(self, now: float) -> None:
+        """Hand out queued morsels while alive workers have free credits."""
+        if not self._queue:
+            return
+        nodes = [n for n in self._nodes.values() if n.free > 0]
+        if not nodes:
+            return
+        # Rotate the starting node so equal workers share the head of the queue.
+        self._rr = (self._rr + 1) % len(nodes)
+        nodes = nodes[self._rr:] + nodes[:self._rr]
+        timeout = self._config.morsel_timeout_s
+        counters = self.counters
+        while nodes and self._queue:
+            still: list[Node] = []
+            for node in nodes:
+                picked = self._pop()
+                if picked is None:
+                    return
+                job, mo = picked
+                mo.attempts += 1
+                mo.node = node.node_id
+                mo.deadline = now + timeout if timeout else 0.0
+                node.inflight[(job.job_id, mo.idx)] = mo.attempts
+                if job.state is _PENDING:
+                    self._table.move(job, _RUNNING)
+                func = None
+                if job.func_pickle is not None and job.job_id not in node.funcs_sent:
+                    func = job.func_pickle
+                    node.funcs_sent.add(job.job_id)
+                counters["morsels_assigned"] += 1
+                self._send(node.peer, m.Assign(job.job_id, mo.idx, mo.attempts, mo.offset,
+                                               job.func_name, func, mo.encoding,
+                                               mo.data or b""))
+                if node.free > 0:
+                    still.append(node)
+            nodes = still
+
+    # -- what workers report --------------------------------------------------------------------
+    def on_result(self, peer: Target, msg: m.MorselResult, version: int) -> None:
+        node = self._node_of(peer)
+        key = (msg.job_id, int(msg.morsel))
+        if node is not None:
+            node.inflight.pop(key, None)
+            node.morsels_done += 1
+            node.items_done += int(msg.items)
+        job = self._jobs.get(msg.job_id)
+        if job is None or job.state not in ACTIVE_JOB_STATES or \
+                not 0 <= key[1] < len(job.morsels):
+            self.counters["duplicates_ignored"] += 1
+            return
+        mo = job.morsels[key[1]]
+        if mo.done:
+            self.counters["duplicates_ignored"] += 1
+            log.debug("ignored a duplicate result for %s morsel %d", msg.job_id, key[1])
+            return
+        if int(msg.items) != mo.items:
+            # The worker decoded another number of items than the submit claimed (a pickle
+            # morsel, which the coordinator cannot count): running it again cannot help.
+            mo.node = None
+            self.counters["morsels_failed"] += 1
+            self._table.move(job, _FAILED, error=(
+                f"morsel {mo.idx} (items {mo.offset}-{mo.offset + mo.items - 1}) was submitted "
+                f"as {mo.items} item(s) but worker {node.node_id if node else '?'} decoded "
+                f"{int(msg.items)}: the submit's item count is wrong"))
+            return
+        if mo.node is not None and (node is None or mo.node != node.node_id):
+            other = self._nodes.get(mo.node)
+            if other is not None and other.inflight.pop(key, None) is not None:
+                self._send(other.peer, m.CancelMorsel(job.job_id, key[1], "done elsewhere"))
+        mo.done = True
+        mo.node = None
+        mo.result = (msg.encoding, int(msg.items), bytes(msg.data))
+        mo.data = None
+        job.done_morsels += 1
+        job.done_items += mo.items
+        self.counters["morsels_completed"] += 1
+        self._unstored.append((msg.encoding, mo.result[2], int(msg.items), mo.attempts,
+                               job.job_id, key[1]))
+        self._touched.add(job.job_id)
+        if job.done_morsels == len(job.morsels):
+            self._table.move(job, _COMPLETED)
+
+    def on_results(self, peer: Target, msg: m.MorselResults, version: int) -> None:
+        for one in msg.expand():
+            # One result that cannot be handled must not take the others of the batch with it
+            # (they would stay in flight on a live worker).
+            try:
+                self.on_result(peer, one, version)
+            except Exception:
+                log.exception("handling the result of morsel %s of job %s failed", one.morsel,
+                              one.job_id)
+                self._metrics.record_error("coordinator_internal")
+
+    def on_failed(self, peer: Target, msg: m.MorselFailed, version: int) -> None:
+        node = self._node_of(peer)
+        key = (msg.job_id, int(msg.morsel))
+        if node is not None:
+            node.inflight.pop(key, None)
+            node.morsels_failed += 1
+        job = self._jobs.get(msg.job_id)
+        if job is None or job.state not in ACTIVE_JOB_STATES or \
+                not 0 <= key[1] < len(job.morsels):
+            return
+        mo = job.morsels[key[1]]
+        if mo.done or (mo.node is not None and node is not None and mo.node != node.node_id):
+            return  # another attempt is running or finished: this failure is stale
+        where = f"item {mo.offset + msg.index}" if msg.index is not None else \
+            f"items {mo.offset}-{mo.offset + mo.items - 1}"
+        text = f"{msg.error_type}: {msg.message}"
+        mo.last_error = (f"morsel {key[1]} ({where}) failed on worker "
+                         f"{node.node_id if node else '?'}: {text}")
+        if msg.traceback:
+            mo.last_error += "\n" + msg.traceback.rstrip()
+        self.counters["morsels_failed"] += 1
+        self._metrics.record_morsel(0.0, "failed")
+        log.info("job %s morsel %d attempt %d failed: %s", job.job_id, key[1], msg.attempt, text)
+        mo.node = None
+        self._retry_or_fail(job, mo)
+
+    # -- requeues and retries -------------------------------------------------------------------
+    def _retry_or_fail(self, job: Job, mo: Morsel) -> None:
+        self._journal.set_attempts(job.job_id, mo.idx, mo.attempts)
+        if mo.attempts >= self._config.max_attempts:
+            self._table.move(job, _FAILED, error=(
+                f"{mo.last_error}\n(gave up after {mo.attempts} attempt(s); "
+                f"SABOT_MAX_ATTEMPTS={self._config.max_attempts})"))
+        else:
+            self.counters["morsels_requeued"] += 1
+            self.push(job, mo)
+
+    def _requeue(self, node: Node, key: tuple[str, int], *, refund: bool, reason: str) -> None:
+        node.inflight.pop(key, None)
+        job = self._jobs.get(key[0])
+        if job is None or job.state not in ACTIVE_JOB_STATES:
+            return
+        mo = job.morsels[key[1]]
+        if mo.done or mo.node != node.node_id:
+            return
+        mo.node = None
+        if refund:
+            mo.attempts = max(0, mo.attempts - 1)
+            self.counters["morsels_requeued"] += 1
+            self.push(job, mo)
+            return
+        mo.last_error = f"morsel {mo.idx} lost: {reason}"
+        self._retry_or_fail(job, mo)
+
+    def release(self, node: Node, reason: str, *, refund_all: bool = False,
+                handed_back: Container[tuple[str, int]] = ()) -> None:
+        """Hand out again every morsel ``node`` holds (it died, left, or started a new
+        session). A morsel handed back, or one of a session that ended (``refund_all``), did
+        not fail: it does not use up an attempt; the others do."""
+        for key in list(node.inflight):
+            self._requeue(node, key, refund=refund_all or key in handed_back, reason=reason)
+
+    def expire_morsels(self, now: float) -> None:
+        """Cancel and retry the morsels running past SABOT_MORSEL_TIMEOUT_S (scanned ten times
+        per timeout)."""
+        timeout_s = self._config.morsel_timeout_s
+        if not timeout_s or now < self._next_timeout_scan:
+            return
+        self._next_timeout_scan = now + timeout_s / 10
+        for node in self._nodes.values():
+            for key in list(node.inflight):
+                job = self._jobs.get(key[0])
+                if job is None:
+                    node.inflight.pop(key, None)
+                    continue
+                mo = job.morsels[key[1]]
+                if mo.deadline and mo.deadline <= now and mo.node == node.node_id:
+                    self.counters["morsels_timed_out"] += 1
+                    node.inflight.pop(key, None)
+                    self._send(node.peer, m.CancelMorsel(job.job_id, mo.idx, "timed out"))
+                    mo.node = None
+                    mo.last_error = (f"morsel {mo.idx} (items {mo.offset}-"
+                                     f"{mo.offset + mo.items - 1}) timed out after "
+                                     f"{timeout_s:g} s on worker {node.node_id} "
+                                     f"(SABOT_MORSEL_TIMEOUT_S)")
+                    log.warning("%s", mo.last_error)
+                    self._retry_or_fail(job, mo)
+
+
+__all__ = ["Dispatcher"]

@@ -1,0 +1,338 @@
+"""The coordinator's job table: every job it holds in memory, and the one place a job's state
+changes.
+
+A job is submitted (journaled, pending), runs, and ends completed, failed or cancelled; finished
+jobs stay in memory for a while (the results of the latest :data:`FINISHED_IN_MEMORY`), then
+live in the journal alone until SABOT_RESULT_TTL_S purges them. :meth:`JobTable.move` is the
+only code that changes a job's state: it checks the move against :data:`sabot.states.
+JOB_TRANSITIONS` and does what every move needs (journal row, metric, waking the readers that
+wait on the job, cancelling its running morsels). :func:`job_summary` is the one job dict, the
+same for a job in memory, a journal row, the ZeroMQ API and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from ...config import Config
+from ...errors import ProtocolError, UnknownProcessorError
+from ...metrics import Metrics
+from ...states import ACTIVE_JOB_STATES, JobState, check_job_transition
+from ..journal import JobRow, Journal, MorselRow
+from ..protocol import ErrorCode, payload
+from ..protocol import messages as m
+from .node_registry import NodeRegistry
+from .outbox import Target
+
+log = logging.getLogger(__name__)
+
+#: Finished jobs whose results stay in memory (older ones are read from the journal).
+FINISHED_IN_MEMORY = 64
+#: How often expired jobs are purged from the journal.
+PURGE_EVERY_S = 60.0
+
+# Bound once: a class attribute of an enum costs a lookup through its metaclass.
+_PENDING = JobState.PENDING
+_RUNNING = JobState.RUNNING
+_COMPLETED = JobState.COMPLETED
+_FAILED = JobState.FAILED
+
+#: A result waiting for its journal write: (result_encoding, result, result_items, attempts,
+#: job_id, morsel index), the parameters of :meth:`Journal.store_results`.
+ResultRow = tuple[str, bytes, int, int, str, int]
+_ITEMS = itemgetter(2)  # (a C call per row, not a generator step: this runs per morsel)
+
+
+@dataclass(slots=True)
+class Morsel:
+    """One morsel of a job: its input until it is done, then its result."""
+
+    idx: int
+    offset: int
+    items: int
+    encoding: str
+    data: bytes | None
+    attempts: int = 0
+    done: bool = False
+    node: str | None = None  # worker running it now
+    deadline: float = 0.0
+    result: tuple[str, int, bytes] | None = None
+    last_error: str | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: str
+    seq: int
+    state: JobState
+    priority: int
+    func_name: str
+    func_pickle: bytes | None
+    result_kind: str
+    morsels: list[Morsel]
+    total_items: int
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    done_morsels: int = 0
+    done_items: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return job_summary(self.job_id, self.state, self.priority, self.func_name,
+                           self.total_items, self.done_items, self.done_morsels,
+                           len(self.morsels), self.error, self.created_at, self.started_at,
+                           self.finished_at, self.result_kind)
+
+
+def job_summary(job_id: str, state: JobState, priority: int, processor: str, items: int,
+                done_items: int, done_morsels: int, total_morsels: int, error: str | None,
+                created_at: float, started_at: float | None, finished_at: float | None,
+                result_kind: str) -> dict[str, Any]:
+    """The job dict without its result (docs/cluster.md, docs/http.md)."""
+    fraction = 1.0 if state is _COMPLETED else done_items / items if items else 0.0
+    return {
+        "job_id": job_id, "status": state.value, "priority": priority, "processor": processor,
+        "items": items,
+        "progress": {"done": done_items, "total": items, "fraction": round(fraction, 6),
+                     "morsels_done": done_morsels, "morsels_total": total_morsels},
+        "error": error, "created_at": created_at, "started_at": started_at,
+        "finished_at": finished_at, "result_kind": result_kind,
+    }
+
+
+class JobTable:
+    """The jobs in memory, their submit, state changes, summaries, recovery and purge.
+
+    ``awaited`` holds the ids of jobs a reader waits on (the result pager's waiters): such a
+    finished job is kept in memory. ``touched`` collects the jobs whose state or results
+    changed in this turn, for the pager to answer their waiters; ``unstored`` the results
+    that wait for their journal write (:meth:`flush_results`)."""
+
+    def __init__(self, config: Config, journal: Journal, metrics: Metrics,
+                 registry: NodeRegistry, send: Callable[[Target, m.Message], None],
+                 awaited: Container[str]) -> None:
+        self._config = config
+        self._journal = journal
+        self._metrics = metrics
+        self._registry = registry
+        self._nodes = registry.nodes
+        self._send = send
+        self._awaited = awaited
+        self.jobs: dict[str, Job] = {}
+        self.touched: set[str] = set()
+        self.unstored: list[ResultRow] = []
+        self._finished: deque[str] = deque()  # finished job ids still in memory, oldest first
+        self._next_seq = journal.max_seq() + 1
+        self._next_purge = 0.0
+
+    # -- the one state change -----------------------------------------------------------------
+    def move(self, job: Job, new: JobState, error: str | None = None) -> None:
+        """Move ``job`` to ``new``: journal, metric, waiters and cancels of that move."""
+        check_job_transition(job.state, new)
+        job.state = new
+        if new is _RUNNING:
+            # Journaled with the job's end: after a restart a job is pending until a morsel
+            # runs again, which is what it is.
+            job.started_at = time.time()
+            self._metrics.record_job(new)
+            return
+        job.error = error
+        job.finished_at = time.time()
+        nodes = self._nodes
+        for mo in job.morsels:
+            mo.data = None
+            if mo.node is not None:
+                node = nodes.get(mo.node)
+                if node is not None and node.inflight.pop((job.job_id, mo.idx), None) is not None:
+                    self._send(node.peer, m.CancelMorsel(job.job_id, mo.idx, f"job {new.value}"))
+                mo.node = None
+        self._journal.set_job_state(job.job_id, new, error=error, started_at=job.started_at,
+                                    finished_at=job.finished_at)
+        self._metrics.record_job(new)
+        self.touched.add(job.job_id)
+        self._finished.append(job.job_id)
+        if new is _FAILED:
+            log.warning("job %s failed: %s", job.job_id, (error or "").splitlines()[0])
+        else:
+            log.debug("job %s %s (%d items, %d morsels)", job.job_id, new.value,
+                      job.total_items, len(job.morsels))
+        while len(self._finished) > FINISHED_IN_MEMORY:
+            old = self._finished.popleft()
+            if old not in self._awaited:
+                self.jobs.pop(old, None)
+
+    # -- submit, status, cancel ---------------------------------------------------------------
+    def submit(self, msg: m.SubmitJob) -> tuple[Job | None, m.Message]:
+        """The new job of ``msg`` (journaled, pending; completed at once when it has no morsel)
+        and the answer. A retried submit (its ack was lost) gets its job's state and no new
+        job; a bad one an ErrorReply."""
+        rid = msg.request_id
+        job_id = msg.job_id
+        known = self.jobs.get(job_id)
+        row = None if known is not None else self._journal.job(job_id)
+        if known is not None:
+            return None, m.SubmitAck(rid, job_id, known.state.value)
+        if row is not None:
+            return None, m.SubmitAck(rid, job_id, row.status.value)
+        problem = self._check_submit(msg)
+        if problem is not None:
+            code, text, details = problem
+            return None, m.ErrorReply(rid, code, text, details)
+        now = time.time()
+        morsels: list[Morsel] = []
+        offset = 0
+        for i, (enc, items, data) in enumerate(msg.morsels):
+            morsels.append(Morsel(i, offset, int(items), enc, bytes(data)))
+            offset += int(items)
+        seq = self._next_seq
+        self._next_seq += 1
+        job = Job(job_id, seq, _PENDING, int(msg.priority), msg.func_name,
+                  bytes(msg.func_pickle) if msg.func_pickle is not None else None,
+                  msg.result_kind, morsels, offset, now)
+        self._journal.insert_job(
+            JobRow(job_id, seq, _PENDING, job.priority, job.func_name, job.func_pickle,
+                   job.result_kind, len(morsels), offset, None, now, None, None),
+            [MorselRow(mo.idx, mo.offset, mo.items, mo.encoding, mo.data, 0, False)
+             for mo in morsels])
+        self.jobs[job_id] = job
+        self._metrics.record_job(_PENDING)
+        if not morsels:
+            self.move(job, _COMPLETED)
+        return job, m.SubmitAck(rid, job_id, job.state.value)
+
+    def _check_submit(self, msg: m.SubmitJob) -> tuple[ErrorCode, str, dict[str, Any]] | None:
+        bad = ErrorCode.BAD_REQUEST
+        if not msg.job_id or len(msg.job_id) > 128 or not msg.job_id.isprintable():
+            return bad, "job_id must be 1-128 printable characters", {}
+        if msg.result_kind not in payload.RESULT_KINDS:
+            return bad, (f"result_kind {msg.result_kind!r} is unknown; accepted: "
+                         f"{', '.join(payload.RESULT_KINDS)}"), {}
+        for i, part in enumerate(msg.morsels):
+            if (not isinstance(part, (list, tuple)) or len(part) != 3
+                    or part[0] not in payload.ENCODINGS or not isinstance(part[1], int)
+                    or part[1] < 0 or not isinstance(part[2], (bytes, bytearray))):
+                return bad, (f"morsel {i} must be [encoding, items, data] with encoding "
+                             f"one of {', '.join(payload.ENCODINGS)}"), {}
+            # The count a submit claims sizes the job's progress and its result: it must be the
+            # count the data holds (read from the payload's header; a pickle is counted by the
+            # worker that unpickles it, see Dispatcher.on_result).
+            try:
+                held = payload.count_items(part[0], bytes(part[2]))
+            except ProtocolError as exc:
+                return bad, f"morsel {i} is not a valid {part[0]} payload: {exc}", {}
+            if held is not None and held != part[1]:
+                return bad, (f"morsel {i} claims {part[1]} item(s) but its {part[0]} "
+                             f"data holds {held}; the items field must be the number "
+                             f"of items in the data"), {"morsel": i, "claimed": part[1],
+                                                        "held": held}
+        if msg.func_pickle is None:
+            known = self._registry.known_processors()
+            if msg.func_name not in known:
+                return (ErrorCode.UNKNOWN_PROCESSOR,
+                        str(UnknownProcessorError(msg.func_name, list(known))),
+                        {"name": msg.func_name, "known": sorted(known)})
+        return None
+
+    def on_status(self, peer: Target, msg: m.GetStatus, version: int) -> None:
+        summary = self.summary(msg.job_id)
+        if summary is None:
+            self._send(peer, m.ErrorReply(msg.request_id, ErrorCode.JOB_NOT_FOUND,
+                                          f"no job {msg.job_id!r} (unknown, or expired after "
+                                          f"SABOT_RESULT_TTL_S={self._config.result_ttl_s:g})"))
+        else:
+            self._send(peer, m.JobStatus(msg.request_id, summary))
+
+    def on_cancel(self, peer: Target, msg: m.CancelJob, version: int) -> None:
+        job = self.jobs.get(msg.job_id)
+        if job is not None and job.state in ACTIVE_JOB_STATES:
+            self.move(job, JobState.CANCELLED, error="cancelled by request")
+            log.info("job %s cancelled", job.job_id)
+        self.on_status(peer, m.GetStatus(msg.request_id, msg.job_id), version)
+
+    # -- the journal ----------------------------------------------------------------------------
+    def flush_results(self) -> None:
+        """Write the results that came in since the last call, in one statement."""
+        rows = self.unstored
+        if rows:
+            self._journal.store_results(rows)
+            # The cluster's throughput (the workers record their own items and morsels).
+            self._metrics.record_items(sum(map(_ITEMS, rows)))
+            rows.clear()
+
+    def recover(self) -> list[Job]:
+        """Load the journal's unfinished jobs; returns them (the caller queues the morsels not
+        done yet). A job whose morsels are all done completes now."""
+        jobs = []
+        for row, morsels in self._journal.unfinished_jobs():
+            job = Job(row.job_id, row.seq, row.status, row.priority, row.func_name,
+                      row.func_pickle, row.result_kind,
+                      [Morsel(r.idx, r.offset, r.items, r.encoding, r.data, r.attempts, r.done)
+                       for r in morsels],
+                      row.total_items, row.created_at, row.started_at)
+            for mo in job.morsels:
+                if mo.done:
+                    job.done_morsels += 1
+                    job.done_items += mo.items
+            self.jobs[job.job_id] = job
+            jobs.append(job)
+            if job.done_morsels == len(job.morsels):
+                self.move(job, _COMPLETED)
+        return jobs
+
+    def purge(self, wall: float) -> None:
+        """Every PURGE_EVERY_S: drop the jobs finished longer than SABOT_RESULT_TTL_S ago."""
+        if wall >= self._next_purge:
+            self._next_purge = wall + PURGE_EVERY_S
+            for job_id in self._journal.purge_finished(wall - self._config.result_ttl_s):
+                self.jobs.pop(job_id, None)
+
+    # -- views ----------------------------------------------------------------------------------
+    def summary(self, job_id: str) -> dict[str, Any] | None:
+        """The job dict of a job in memory or in the journal; None when it is unknown."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job.summary()
+        self.flush_results()
+        row = self._journal.job(job_id)
+        if row is None:
+            return None
+        done_morsels, done_items = self._journal.done_counts(job_id)
+        return job_summary(row.job_id, row.status, row.priority, row.func_name, row.total_items,
+                           done_items, done_morsels, row.total_morsels, row.error,
+                           row.created_at, row.started_at, row.finished_at, row.result_kind)
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` jobs in memory, newest first."""
+        return [j.summary() for j in sorted(self.jobs.values(), key=lambda j: -j.seq)[:limit]]
+
+    def listed(self, limit: int) -> list[dict[str, Any]]:
+        """The latest ``limit`` jobs of the journal, newest first."""
+        out = []
+        for row in self._journal.recent_jobs(limit):
+            summary = self.summary(row.job_id)
+            if summary is not None:
+                out.append(summary)
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        """Jobs in memory per state (safe to call from another thread)."""
+        counts: dict[str, int] = {}
+        for job in list(self.jobs.values()):
+            counts[job.state.value] = counts.get(job.state.value, 0) + 1
+        return counts
+
+    @staticmethod
+    def active(counts: dict[str, int]) -> int:
+        """Active jobs in a :meth:`count_by_state` answer."""
+        return sum(counts.get(state.value, 0) for state in ACTIVE_JOB_STATES)
+
+
+__all__ = ["FINISHED_IN_MEMORY", "Job", "JobTable", "Morsel", "PURGE_EVERY_S", "ResultRow",
+           "job_summary"]

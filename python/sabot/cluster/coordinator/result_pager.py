@@ -1,0 +1,167 @@
+"""The coordinator's result pager: a job's results, in morsel order and in pages, to the readers
+that ask for them (``fetch-results`` over ZeroMQ, result pages for the HTTP API).
+
+A fetch that finds nothing new waits (up to its ``wait_ms``, at most :data:`MAX_WAIT_MS`) and
+is answered in the turn its job gets a result or changes state, or when its wait runs out.
+Results come from memory while their job is held there, else from the journal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ...config import Config
+from ...errors import CoordinatorUnavailableError, JobNotFoundError
+from ...states import FINISHED_JOB_STATES, JobState
+from ..journal import Journal
+from ..protocol import ErrorCode
+from ..protocol import messages as m
+from .job_table import JobTable
+from .outbox import Local, Target
+
+#: Longest wait a FetchResults may ask for.
+MAX_WAIT_MS = 60_000
+
+#: A reader waiting for results: who asked, what, and until when (monotonic seconds).
+Waiter = tuple[Target, m.FetchResults, float]
+
+
+class ResultPager:
+    """Answers result fetches from the job table and the journal.
+
+    ``waiters`` (job id -> waiting fetches) is also the job table's ``awaited``: a finished
+    job someone waits on stays in memory."""
+
+    def __init__(self, config: Config, jobs: JobTable, journal: Journal,
+                 send: Callable[[Target, m.Message], None],
+                 waiters: dict[str, list[Waiter]]) -> None:
+        self._config = config
+        self._table = jobs
+        self._jobs = jobs.jobs
+        self._touched = jobs.touched
+        self._journal = journal
+        self._send = send
+        self._waiters = waiters
+
+    def on_fetch(self, peer: Target, msg: m.FetchResults, version: int) -> None:
+        wait = min(max(0, int(msg.wait_ms)), MAX_WAIT_MS) / 1000
+        if not self._try_fetch(peer, msg, final=wait == 0):
+            deadline = time.monotonic() + wait
+            self._waiters.setdefault(msg.job_id, []).append((peer, msg, deadline))
+
+    def _try_fetch(self, peer: Target, msg: m.FetchResults, final: bool) -> bool:
+        """Answer ``msg`` when there is something to say (or ``final``); False to wait on."""
+        job = self._jobs.get(msg.job_id)
+        start = max(0, int(msg.start))
+        limit = max(1, int(msg.max_bytes))
+        if job is None:
+            self._table.flush_results()  # the journal must hold what memory let go of
+            row = self._journal.job(msg.job_id)
+            if row is None:
+                self._send(peer, m.ErrorReply(msg.request_id, ErrorCode.JOB_NOT_FOUND,
+                                              f"no job {msg.job_id!r} (unknown, or expired)"))
+                return True
+            parts = [list(p) for p in self._journal.results(msg.job_id, start, limit)]
+            self._send(peer, m.ResultBatch(msg.request_id, msg.job_id, row.status.value, start,
+                                           parts, row.total_morsels, row.result_kind, row.error))
+            return True
+        finished = job.state in FINISHED_JOB_STATES
+        if msg.until_done and not finished and not final:
+            return False
+        parts = []
+        size = 0
+        i = start
+        morsels = job.morsels
+        while i < len(morsels):
+            mo = morsels[i]
+            if not mo.done:
+                break
+            if mo.result is None:  # evicted from memory: read the rest from the journal
+                self._table.flush_results()
+                self._journal.commit()
+                parts.extend(list(p) for p in self._journal.results(job.job_id, i, limit - size))
+                break
+            if parts and size + len(mo.result[2]) > limit:
+                break
+            parts.append(list(mo.result))
+            size += len(mo.result[2])
+            i += 1
+        if parts or finished or final or start >= len(morsels):
+            self._send(peer, m.ResultBatch(msg.request_id, job.job_id, job.state.value, start,
+                                           parts, len(morsels), job.result_kind, job.error))
+            return True
+        return False
+
+    def serve(self, now: float) -> None:
+        """Answer the waiters of the jobs touched in this turn and those whose wait is over."""
+        touched_jobs = self._touched
+        if not self._waiters:
+            touched_jobs.clear()
+            return
+        for job_id in list(self._waiters):
+            waiters = self._waiters[job_id]
+            touched = job_id in touched_jobs
+            keep = []
+            for target, msg, deadline in waiters:
+                if touched or deadline <= now:
+                    if self._try_fetch(target, msg, final=deadline <= now):
+                        continue
+                keep.append((target, msg, deadline))
+            if keep:
+                self._waiters[job_id] = keep
+            else:
+                del self._waiters[job_id]
+        touched_jobs.clear()
+
+    def abandon(self) -> None:
+        """The coordinator stops: local callers still waiting get an answer rather than a
+        hang."""
+        for waiters in self._waiters.values():
+            for target, _, _ in waiters:
+                if isinstance(target, Local) and not target.future.done():
+                    target.future.set_exception(
+                        CoordinatorUnavailableError("the coordinator stopped"))
+
+    def page(self, job_id: str, offset: int, limit: int | None
+             ) -> tuple[dict[str, Any], list[tuple[str, int, bytes]], int]:
+        """(job dict, result morsels covering items [offset, offset+limit), item offset of the
+        first morsel) for the HTTP API. JobNotFoundError for an unknown job."""
+        summary = self._table.summary(job_id)
+        if summary is None:
+            raise JobNotFoundError(f"no job {job_id!r} (unknown, or expired after "
+                                   f"SABOT_RESULT_TTL_S={self._config.result_ttl_s:g})")
+        if summary["status"] != JobState.COMPLETED:
+            return summary, [], 0
+        end = None if limit is None else offset + limit
+        parts: list[tuple[str, int, bytes]] = []
+        first, pos = 0, 0
+        for part in self._results(job_id):
+            lo = pos
+            pos += part[1]
+            if pos <= offset:
+                continue
+            if end is not None and lo >= end:
+                break
+            if not parts:
+                first = lo
+            parts.append(part)
+        return summary, parts, first
+
+    def _results(self, job_id: str) -> Iterator[tuple[str, int, bytes]]:
+        """Every result morsel of a completed job, in order: from memory while it holds them
+        all, else from the journal."""
+        job = self._jobs.get(job_id)
+        if job is not None and all(mo.result is not None for mo in job.morsels):
+            yield from (mo.result for mo in job.morsels)  # type: ignore[misc]
+            return
+        idx = 0
+        while True:
+            chunk = self._journal.results(job_id, idx, 64 << 20)
+            if not chunk:
+                return
+            idx += len(chunk)
+            yield from chunk
+
+__all__ = ["MAX_WAIT_MS", "ResultPager", "Waiter"]

@@ -1,0 +1,135 @@
+"""The composition root of a coordinator: the cluster's :class:`Coordinator` (core thread,
+ZeroMQ, journal) with the HTTP API served in front of it.
+
+:class:`CoordinatorBackend` is the coordinator as the HTTP layer sees it (a
+:class:`~sabot.http.backend.NodeBackend`): submits and cancels are the same requests a ZeroMQ
+client sends, reads run on the core thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from ..cluster.coordinator import Coordinator
+from ..cluster.protocol import PROTOCOL_VERSION, payload
+from ..cluster.protocol import messages as m
+from ..config import Config
+from ..http.results import to_json_list
+from ..http.server import HttpApi
+from ..states import JobState
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorNode:
+    """A coordinator serving HTTP on SABOT_HOST:SABOT_PORT and ZeroMQ on SABOT_ZMQ_PORT."""
+
+    def __init__(self, config: Config, *, node_id: str | None = None) -> None:
+        self.config = config
+        self.coordinator = Coordinator(config, node_id=node_id)
+        self.node_id = self.coordinator.node_id
+        self.http: HttpApi | None = None
+        self.http_port: int | None = None
+
+    @property
+    def zmq_port(self) -> int | None:
+        return self.coordinator.zmq_port
+
+    async def start(self) -> None:
+        """Returns once both endpoints serve."""
+        if self.http is not None:
+            return
+        config = self.config
+        coordinator = self.coordinator
+        await coordinator.start()
+        http = HttpApi(config, CoordinatorBackend(coordinator), coordinator.metrics)
+        try:
+            self.http_port = await http.start(config.host, config.port)
+        except BaseException:
+            await coordinator.stop()
+            raise
+        self.http = http
+        assert coordinator.keys is not None  # (set by start)
+        log.info("coordinator %s of cluster %r: HTTP on %s:%s, ZeroMQ on port %s, key %s",
+                 self.node_id, config.cluster_name, config.host, self.http_port,
+                 coordinator.zmq_port, coordinator.keys.fingerprint)
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+        await self.coordinator.stop()
+
+
+class CoordinatorBackend:
+    """The coordinator as a :class:`~sabot.http.backend.NodeBackend` for the HTTP API."""
+
+    role = "coordinator"
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self.node_id = coordinator.node_id
+
+    def is_ready(self) -> bool:
+        return self.coordinator.running
+
+    def health(self) -> dict[str, Any]:
+        return {"core_alive": self.coordinator.running,
+                "zmq_port": self.coordinator.zmq_port, "protocol_version": PROTOCOL_VERSION}
+
+    def cluster_info(self) -> dict[str, Any]:
+        return self.coordinator.cluster_info()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.coordinator.query(lambda core: core.nodes_info())
+
+    def stats(self) -> dict[str, Any]:
+        return self.coordinator.query(lambda core: core.stats())
+
+    async def submit_job(self, data: Any, processor: str, *, priority: int = 0
+                         ) -> dict[str, Any]:
+        config = self.coordinator.config
+        kind, morsels = await asyncio.to_thread(payload.split, data, config.morsel_size_bytes)
+        job_id = uuid.uuid4().hex
+        reply = await self.coordinator.request(
+            m.SubmitJob(0, job_id, processor, None, kind, morsels, int(priority)))
+        assert isinstance(reply, m.SubmitAck)
+        return {"job_id": reply.job_id, "status": reply.status}
+
+    async def get_job(self, job_id: str, *, offset: int = 0, limit: int | None = None
+                      ) -> dict[str, Any]:
+        summary, parts, first = await self.coordinator.query_async(
+            lambda core: core.result_page(job_id, offset, limit))
+        job = dict(summary)
+        total = job.get("items", 0)
+        if job["status"] != JobState.COMPLETED:
+            job.update(result=None, result_offset=offset, result_total=total, next_offset=None)
+            return job
+        items = await asyncio.to_thread(_decode_items, parts)
+        lo = offset - first
+        page = items[lo:] if limit is None else items[lo:lo + limit]
+        nxt = offset + len(page)
+        job.update(result=page, result_offset=offset, result_total=total,
+                   next_offset=nxt if nxt < total else None)
+        return job
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        reply = await self.coordinator.request(m.CancelJob(0, job_id))
+        assert isinstance(reply, m.JobStatus)
+        return dict(reply.job)
+
+    def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.coordinator.query(lambda core: core.list_jobs(limit))
+
+
+def _decode_items(parts: list[tuple[str, int, bytes]]) -> list[Any]:
+    out: list[Any] = []
+    for enc, _, blob in parts:
+        out.extend(to_json_list(payload.decode_value(enc, blob)))
+    return out
+
+
+__all__ = ["CoordinatorBackend", "CoordinatorNode"]

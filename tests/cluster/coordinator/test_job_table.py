@@ -1,0 +1,155 @@
+"""The coordinator's job table, dispatcher and result pager on a real SQLite journal, driven the
+way the core thread drives them (without sockets): a job's dict and its result pages are the
+same from memory and from the journal, and a finished job never changes again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sabot.cluster.coordinator.dispatcher import Dispatcher
+from sabot.cluster.coordinator.job_table import FINISHED_IN_MEMORY, JobTable
+from sabot.cluster.coordinator.node_registry import NodeRegistry
+from sabot.cluster.coordinator.result_pager import ResultPager, Waiter
+from sabot.cluster.journal import Journal
+from sabot.cluster.protocol import PROTOCOL_VERSION, ReplayGuard, payload
+from sabot.cluster.protocol import messages as m
+from sabot.config import load_config
+from sabot.metrics import Metrics
+from sabot.states import InvalidTransition, JobState
+
+WORKER = b"worker-peer"
+CLIENT = b"client-peer"
+
+
+class Parts:
+    """The coordinator's objects, wired as its core thread wires them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.config = load_config(env={"SABOT_DATA_DIR": str(tmp)})
+        self.journal = Journal(tmp)
+        self.sent: list[tuple[Any, m.Message]] = []
+        metrics = Metrics("sabot-cluster", "test")
+        self.registry = NodeRegistry(self.config, metrics, ReplayGuard(), self.send)
+        waiters: dict[str, list[Waiter]] = {}
+        self.jobs = JobTable(self.config, self.journal, metrics, self.registry, self.send,
+                             waiters)
+        self.dispatcher = Dispatcher(self.config, self.jobs, self.registry, self.journal,
+                                     metrics, self.send)
+        self.pager = ResultPager(self.config, self.jobs, self.journal, self.send, waiters)
+        self.registry.register(WORKER, m.Hello(PROTOCOL_VERSION, "sabot-cluster", "worker",
+                                               "w-1", slots=64))
+
+    def send(self, target: Any, msg: m.Message) -> None:
+        self.sent.append((target, msg))
+
+    def replies(self, kind: type) -> list[Any]:
+        return [msg for target, msg in self.sent if target == CLIENT and isinstance(msg, kind)]
+
+    def submit(self, job_id: str, data: list[int], morsel_items: int) -> None:
+        kind, morsels = payload.split(data, 1 << 16, morsel_items)
+        job, reply = self.jobs.submit(m.SubmitJob(1, job_id, "square", None, kind, morsels))
+        assert isinstance(reply, m.SubmitAck), reply
+        if job is not None:
+            self.dispatcher.enqueue(job)
+
+    def run_assigned(self) -> None:
+        """Hand out the queued morsels and answer each as the worker would (squares)."""
+        self.dispatcher.dispatch(time.monotonic())
+        assigned = [msg for target, msg in self.sent if isinstance(msg, m.Assign)]
+        self.sent.clear()
+        for a in assigned:
+            items = payload.decode_value(a.encoding, a.data)
+            enc, blob = payload.encode_items([x * x for x in items])
+            self.dispatcher.on_result(WORKER, m.MorselResult(a.job_id, a.morsel, a.attempt,
+                                                             len(items), enc, blob), 3)
+        self.commit()
+
+    def commit(self) -> None:
+        self.jobs.flush_results()
+        self.journal.commit()
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        self.jobs.on_status(CLIENT, m.GetStatus(1, job_id), 3)
+        return self.replies(m.JobStatus)[-1].job
+
+    def page(self, job_id: str, offset: int, limit: int | None) -> list[int]:
+        _, parts, first = self.pager.page(job_id, offset, limit)
+        items = [x for enc, _, blob in parts for x in payload.decode_value(enc, blob)]
+        return items[offset - first:][:limit]
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> Iterator[Parts]:
+    p = Parts(tmp_path)
+    try:
+        yield p
+    finally:
+        p.journal.close()
+
+
+def _push_out_of_memory(parts: Parts) -> None:
+    # Jobs without input finish at once; enough of them push the first one out of memory.
+    for i in range(FINISHED_IN_MEMORY + 1):
+        parts.submit(f"filler-{i}", [], 1)
+    parts.commit()
+
+
+def test_a_jobs_dict_and_pages_are_the_same_from_memory_and_from_the_journal(parts):
+    data = list(range(25))
+    parts.submit("job-a", data, morsel_items=4)
+    assert parts.status("job-a")["status"] == "pending"
+    parts.run_assigned()
+    in_memory = parts.status("job-a")
+    pages = [parts.page("job-a", offset, limit)
+             for offset, limit in ((0, None), (0, 5), (3, 9), (24, 10), (25, 3))]
+    assert in_memory["status"] == "completed" and in_memory["progress"] == {
+        "done": 25, "total": 25, "fraction": 1.0, "morsels_done": 7, "morsels_total": 7}
+    assert pages == [[x * x for x in data], [0, 1, 4, 9, 16], [x * x for x in range(3, 12)],
+                     [576], []]
+
+    _push_out_of_memory(parts)
+    assert "job-a" not in parts.jobs.jobs
+    assert parts.status("job-a") == in_memory
+    assert [parts.page("job-a", offset, limit)
+            for offset, limit in ((0, None), (0, 5), (3, 9), (24, 10), (25, 3))] == pages
+
+
+def test_a_finished_job_never_changes_again(parts):
+    parts.submit("job-b", list(range(10)), morsel_items=5)
+    parts.run_assigned()
+    done = parts.status("job-b")
+    assert done["status"] == "completed"
+
+    # A cancel of a finished job answers its state, unchanged; a direct move is refused.
+    parts.jobs.on_cancel(CLIENT, m.CancelJob(2, "job-b"), 3)
+    assert parts.replies(m.JobStatus)[-1].job == done
+    with pytest.raises(InvalidTransition, match="from completed to failed"):
+        parts.jobs.move(parts.jobs.jobs["job-b"], JobState.FAILED, "late")
+    parts.commit()
+    assert parts.status("job-b") == done
+    assert parts.journal.job("job-b").status is JobState.COMPLETED
+
+
+def test_a_cancelled_job_cancels_its_running_morsels_and_ignores_their_results(parts):
+    parts.submit("job-c", list(range(12)), morsel_items=3)
+    parts.dispatcher.dispatch(time.monotonic())
+    assigned = [msg for _, msg in parts.sent if isinstance(msg, m.Assign)]
+    assert len(assigned) == 4
+    parts.sent.clear()
+
+    parts.jobs.on_cancel(CLIENT, m.CancelJob(3, "job-c"), 3)
+    assert parts.replies(m.JobStatus)[-1].job["status"] == "cancelled"
+    cancels = sorted(msg.morsel for target, msg in parts.sent
+                     if target == WORKER and isinstance(msg, m.CancelMorsel))
+    assert cancels == [0, 1, 2, 3]
+    enc, blob = payload.encode_items([0, 1, 4])
+    parts.dispatcher.on_result(WORKER, m.MorselResult("job-c", 0, 1, 3, enc, blob), 3)
+    parts.commit()
+    after = parts.status("job-c")
+    assert after["status"] == "cancelled" and after["progress"]["done"] == 0
+    assert parts.dispatcher.counters["duplicates_ignored"] == 1
+    assert parts.journal.job("job-c").status is JobState.CANCELLED

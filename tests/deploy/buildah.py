@@ -63,7 +63,7 @@ def build(context: Path, dockerfile: Path, tag: str, *, build_args: dict[str, st
     """``docker build`` with buildah: the Docker image format (an OCI image would drop the
     HEALTHCHECK) and the layer cache (a rebuild of unchanged steps is free)."""
     args = ["build", "--isolation", "chroot", "--format", "docker", "--layers",
-            "-f", str(dockerfile), "-t", tag]
+            "--force-rm", "-f", str(dockerfile), "-t", tag]
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
     if HOST_CA_BUNDLE.is_file():
@@ -229,7 +229,10 @@ class RunningCommand:
 
 
 def _is_buildah(proc: psutil.Process) -> bool:
+    """buildah itself, or one of its re-executions (``exe``, ``memfd:buildah-chroot-*``), which
+    come and go while a container starts."""
     try:
-        return "buildah" in proc.name()
-    except psutil.NoSuchProcess:
+        # the executable's own name: a container's files live under buildah's mount path
+        return "buildah" in Path(proc.exe()).name or "buildah" in proc.name()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False

@@ -132,17 +132,20 @@ class Container:
         _run(["from", "--name", name, "--pull=never", image], timeout=120)
         return cls(name, image)
 
-    def _argv(self, command: Sequence[str], env: dict[str, str]) -> list[str]:
+    def _argv(self, command: Sequence[str], env: dict[str, str],
+              user: str | None = None) -> list[str]:
         argv = ["buildah", "run", "--isolation", "chroot"]
+        if user is not None:
+            argv += ["--user", user]
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
         return [*argv, self.name, "--", *command]
 
     def run(self, command: Sequence[str], env: dict[str, str] | None = None, *,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run a command to its end as the image's user (``docker exec``)."""
-        return subprocess.run(self._argv(command, env or {}), capture_output=True, text=True,
-                              timeout=timeout, check=False)
+            user: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run a command to its end (``docker exec``), as the image's user unless ``user``."""
+        return subprocess.run(self._argv(command, env or {}, user), capture_output=True,
+                              text=True, timeout=timeout, check=False)
 
     def start(self, command: Sequence[str], env: dict[str, str], log_path: Path) -> RunningCommand:
         """Start a long-running command (``docker run -d``), output to ``log_path``."""

@@ -42,6 +42,11 @@ REGISTER_DEADLINE_S = 120.0
 JOB_DEADLINE_S = 120.0
 STOP_GRACE_S = 60.0
 README_JOB = '{"data": [1,2,3,4,5], "processor_func": "square"}'
+BUILD_TOOLS = ("cc", "gcc", "g++", "c++", "clang", "cmake", "make", "ld", "ninja")
+LEFTOVERS = ("/root/.cache/pip", "/home/*/.cache/pip", "/wheels", "/src",
+             "/var/cache/apt/archives/*.deb", "/var/cache/apt/*.bin",
+             "/var/lib/apt/lists/*_Packages*", "/usr/include/hwloc.h", "/usr/include/arrow",
+             "/usr/include/python3*/Python.h")
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,8 @@ def image(chart: ModuleType, dockerfile: Dockerfile,
     t_build = time.monotonic() - t0
     info = buildah.inspect(ref)
     deploy_support.SUMMARY.extend([
-        f"image {ref}: {info.size}, {len(info.layers)} layers (base {base}, "
-        f"{'built' if made else 'reused'} in {t_base:.0f} s; image built in {t_build:.0f} s)",
+        (f"image {ref}: {info.size}, {len(info.layers)} layers (base {base}, "
+         f"{'built' if made else 'reused'} in {t_base:.0f} s; image built in {t_build:.0f} s)"),
         *(f"  layer {n}: {step[:110]}" for n, step in enumerate(info.layers, 1)),
     ])
     return BuiltImage(ref, info, python_version)
@@ -136,20 +141,19 @@ def test_image_holds_no_compiler_headers_or_caches(image: BuiltImage, containers
     assert who.returncode == 0 and who.stdout.strip() == image.info.config["User"].split(":")[0]
     version = ctr.run(["python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
     assert version.stdout.strip() == image.python_version, version
-    tools = ctr.run(["sh", "-c", "for t in cc gcc g++ c++ clang cmake make ld; do "
-                                 "command -v $t; done; true"])
+    tools = ctr.run(["sh", "-c", "for t in " + " ".join(BUILD_TOOLS) + "; do command -v $t; "
+                                 "done; true"], user="0:0")
     assert tools.returncode == 0 and tools.stdout.strip() == "", \
         f"build tools in the runtime image: {tools.stdout}"
     packages = ctr.run(["dpkg-query", "-W", "-f", "${Package}\n"]).stdout.split()
     dev = [p for p in packages if p.endswith("-dev") or p in ("build-essential", "cpp")]
     assert packages and not dev, f"runtime image has build packages: {dev}"
-    # Nothing the build downloaded is left: pip's cache, apt's archives and lists, the wheels.
-    leftovers = ctr.run(["sh", "-c", "ls -d /root/.cache/pip /home/*/.cache/pip /wheels "
-                                     "/var/cache/apt/archives/*.deb /var/cache/apt/*.bin "
-                                     "/var/lib/apt/lists/*_Packages* 2>/dev/null; true"])
-    assert leftovers.stdout.strip() == "", f"left in the image: {leftovers.stdout}"
-    headers = ctr.run(["sh", "-c", "ls /usr/include/hwloc.h /usr/include/arrow 2>/dev/null; true"])
-    assert headers.stdout.strip() == "", headers.stdout
+    # Nothing the build downloaded or compiled against is left (looked for as root, who can
+    # see everywhere): pip's caches, apt's archives and lists, the wheelhouse, headers.
+    leftovers = ctr.run(["sh", "-c", "ls -d " + " ".join(LEFTOVERS) + " 2>/dev/null; true"],
+                        user="0:0")
+    assert leftovers.returncode == 0 and leftovers.stdout.strip() == "", \
+        f"left in the image: {leftovers.stdout}"
 
 
 def test_native_core_and_hwloc_load_in_the_image(containers: Any) -> None:
@@ -205,7 +209,8 @@ def test_coordinator_and_two_workers_from_the_image_run_the_readme_job(
     config = image.info.config
     health_cmd = config["Healthcheck"]["Test"][1:]
     health = config["Healthcheck"]
-    health_grace = _seconds(health["StartPeriod"]) + health["Retries"] * _seconds(health["Interval"])
+    health_grace = (_seconds(health["StartPeriod"])
+                    + health["Retries"] * _seconds(health["Interval"]))
     keygen = containers("keygen").run([*image.info.command, "keygen"])
     assert keygen.returncode == 0, keygen.stderr
     key = keygen.stdout.strip()

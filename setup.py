@@ -44,7 +44,32 @@ def _cmake_prefix_path() -> str:
     return ";".join(paths)
 
 
+#: What build_ext needs in this environment beside a C++20 compiler: module -> pip name.
+_BUILD_MODULES = {"pybind11": "pybind11", "Cython": "cython", "pyarrow": "pyarrow"}
+
+
+def _missing_build_tools() -> list[str]:
+    missing = []
+    for module, name in _BUILD_MODULES.items():
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(name)
+    if shutil.which("cmake") is None:
+        missing.append("cmake")
+    return missing
+
+
 def build_ext(inplace: bool, jobs: int | None, debug: bool) -> int:
+    missing = _missing_build_tools()
+    if missing:
+        # `pip install .` builds in an isolated environment of its own, so its build tools are
+        # not left in this one.
+        print(f"error: python setup.py build_ext needs {', '.join(missing)} in this Python "
+              f"environment ({sys.executable}); install the development tools with "
+              f"pip install -e '.[dev]' (or: pip install {' '.join(missing)})",
+              file=sys.stderr)
+        return 1
     BUILD.mkdir(parents=True, exist_ok=True)
     configure = [
         "cmake", "-S", str(ROOT), "-B", str(BUILD),

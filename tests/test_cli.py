@@ -260,5 +260,20 @@ def test_too_big_for_the_node_suggests_node_file(tmp: Path) -> None:
         out = cli("submit", "--coordinator", node.address, "-p", "square", "--file",
                   "many.jsonl", tmp=tmp)
         one_line_error(out, 1, "SABOT_MAX_REQUEST_MB", "--node-file")
+        # The size is checked before the file is read: a file this big is refused for its size
+        # even where its later lines would not parse.
+        (tmp / "big.jsonl").write_text("1\n" + "x" * 50_000 + "\n")
+        out = cli("submit", "--coordinator", node.address, "-p", "square", "--file",
+                  "big.jsonl", tmp=tmp)
+        one_line_error(out, 1, "big.jsonl is 0.05 MB", "SABOT_MAX_REQUEST_MB", "--node-file")
     finally:
         assert node.stop() == 0
+
+
+def test_node_file_takes_the_jsonl_that_file_takes(daemon: Daemon, tmp: Path) -> None:
+    (tmp / "data" / "bare.jsonl").write_text("2\n3\n")
+    (tmp / "bare.jsonl").write_text("2\n3\n")
+    for flag in ("--node-file", "--file"):
+        out = cli("submit", "--coordinator", daemon.address, "-p", "square", "--no-progress",
+                  flag, "bare.jsonl", tmp=tmp)
+        assert out.returncode == 0 and json.loads(out.stdout) == [4, 9], (flag, out.stderr)

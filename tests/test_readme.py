@@ -7,8 +7,11 @@ How blocks run
 * Each shell block (bash, sh, shell, console) runs in a new bash (``set -e -o pipefail``), like
   a new terminal, in a sandbox directory holding links to the repository's top-level entries.
   ``python`` is this interpreter and ``sabot-node`` the CLI of this checkout.
-* Every python block runs in one persistent Python process, in order, sharing one namespace;
-  top-level ``await`` works (one event loop for all blocks), ``asyncio.run(...)`` too.
+* Every python block runs in one persistent Python process, in order, each in a namespace of
+  its own (a reader copies one block at a time, so a block must stand alone: a name it uses
+  must be defined or imported in it); top-level ``await`` works (one event loop for all blocks,
+  so servers a block started keep serving), ``asyncio.run(...)`` too. A block after
+  ``<!-- readme-test: continues -->`` shares the namespace of the block before it.
 * Addresses are pointed at loopback: port 8080 becomes a free port P, the host of every URL and
   of ``COORDINATOR_HOST=`` / quoted host arguments becomes 127.0.0.1, ``0.0.0.0`` becomes
   127.0.0.1. ``{job_id}`` and ``<job_id>`` stand for the last job id a ``curl`` printed.
@@ -65,6 +68,7 @@ class Block:
     code: str
     line: int  #: line number of the opening fence (1-based)
     skip: str | None = None
+    continues: bool = False  #: shares the previous python block's namespace
 
     @property
     def where(self) -> str:
@@ -73,6 +77,7 @@ class Block:
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[^\n`]*)$")
 _SKIP = re.compile(r"<!--\s*readme-test:\s*skip\b\s*(?P<reason>.*?)\s*-->")
+_CONTINUES = re.compile(r"<!--\s*readme-test:\s*continues\s*-->")
 
 
 def parse_blocks(text: str) -> list[Block]:
@@ -95,7 +100,8 @@ def parse_blocks(text: str) -> list[Block]:
         prev = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         skip = _SKIP.search(prev)
         blocks.append(Block(lang, "\n".join(body) + "\n", i + 1,
-                            (skip.group("reason") or "no reason given") if skip else None))
+                            (skip.group("reason") or "no reason given") if skip else None,
+                            bool(_CONTINUES.search(prev))))
         i = j + 1
     return blocks
 
@@ -397,6 +403,8 @@ _KERNEL = textwrap.dedent('''
 
     for line in sys.stdin:
         request = json.loads(line)
+        if not request.get("continues"):
+            namespace = {"__name__": "__main__"}
         try:
             code = compile(request["code"], request["name"], "exec",
                            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
@@ -531,8 +539,13 @@ class Session:
                 (self.sandbox / entry.name).symlink_to(entry)
         self.bin = tmp / "bin"
         self.bin.mkdir()
-        (self.bin / "python").symlink_to(sys.executable)
-        (self.bin / "python3").symlink_to(sys.executable)
+        # Wrappers, not symlinks: a symlink to a virtual environment's interpreter placed in
+        # another directory starts the base interpreter (Python finds pyvenv.cfg next to the
+        # path it was started by), which would run another installation's packages.
+        for name in ("python", "python3"):
+            wrapper = self.bin / name
+            wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+            wrapper.chmod(0o755)
         sabot_node = self.bin / "sabot-node"
         sabot_node.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m sabot.cli "$@"\n')
         sabot_node.chmod(0o755)
@@ -682,7 +695,8 @@ class Session:
             self.start_kernel()
         assert self.kernel is not None and self.kernel.stdin is not None
         log_size = (self.tmp / "kernel.log").stat().st_size
-        self.kernel.stdin.write(json.dumps({"code": code, "name": block.where}) + "\n")
+        self.kernel.stdin.write(json.dumps({"code": code, "name": block.where,
+                                             "continues": block.continues}) + "\n")
         self.kernel.stdin.flush()
         line = _readline_with_timeout(self.kernel_out, BLOCK_TIMEOUT_S)
         with open(self.tmp / "kernel.log") as f:
@@ -788,6 +802,7 @@ results = await launcher.process_data(list(range(10)), lambda x: x + 1)
 assert results == list(range(1, 11))
 ```
 
+<!-- readme-test: continues -->
 ```python
 stats = launcher.get_stats()
 assert "system_resources" in stats
@@ -835,6 +850,8 @@ def test_runner_passes_a_working_readme(tmp_path: Path) -> None:
 @pytest.mark.parametrize("drift, needle", [
     ("```bash\ncurl http://localhost:8080/no-such-endpoint\n```", "failed"),
     ("```python\nimport sabot\nsabot.no_such_function()\n```", "AttributeError"),
+    # A block that only works after an earlier one (a name it never imports).
+    ("```python\nimport sabot\n```\n\n```python\nprint(sabot.__version__)\n```", "NameError"),
     ("```bash\nkubectl apply -f k8s-nowhere.yaml\n```", "does not exist"),
     ("```bash\ndocker build -t sabot .\n```", "Dockerfile"),
     ("```bash\npip install -e .[nonexistent]\n```", "[nonexistent]"),

@@ -247,6 +247,22 @@ def read_items(path: str, fmt: str | None, column: str | None) -> list[Any]:
     return _column(table, column, path)
 
 
+def _check_upload_size(client: Any, path: str, fmt: str | None) -> None:
+    """Refuse a text file larger than the node takes before reading it (a JSON request is at
+    least as large as its JSON-lines, JSON or CSV source), instead of after the upload."""
+    if path == "-" or not Path(path).is_file():
+        return
+    if _detect_format(path, fmt) not in ("jsonl", "json", "csv"):
+        return
+    limit = client.health().get("max_request_bytes")
+    size = Path(path).stat().st_size
+    if isinstance(limit, int) and size > limit:
+        raise CliError(
+            f"{path} is {size / 2**20:.2f} MB and the node at {client.address} takes requests "
+            f"up to {limit / 2**20:.2f} MB (its SABOT_MAX_REQUEST_MB): put the file under the "
+            "node's SABOT_DATA_DIR and use --node-file, or raise SABOT_MAX_REQUEST_MB on the node")
+
+
 def _json_lines(lines: Any, name: str) -> list[Any]:
     items = []
     for number, line in enumerate(lines, 1):
@@ -309,6 +325,7 @@ def run_submit(args: argparse.Namespace) -> int:
             if not isinstance(items, list):
                 raise CliError("--data must be a JSON array, like '[1, 2, 3]'")
         else:
+            _check_upload_size(client, args.file, args.format)
             items = read_items(args.file, args.format, args.column)
         try:
             accepted = client.submit(args.processor, data=items, priority=args.priority)

@@ -235,6 +235,13 @@ def test_input_files_under_data_dir(node, tmp_path) -> None:
     assert node.wait(body["job_id"])["result"] == [16]
     status, body = run({"path": "lines.jsonl"})
     assert node.wait(body["job_id"])["result"] == [81, 100]
+    # One bare value per line, as `sabot-node submit --file` reads it.
+    (data_dir / "bare.jsonl").write_text("3\n\n4\n5\n")
+    status, body = run({"path": "bare.jsonl"})
+    assert status == 200 and node.wait(body["job_id"])["result"] == [9, 16, 25]
+    (data_dir / "broken.jsonl").write_text("3\n4,\n")
+    status, body = run({"path": "broken.jsonl"})
+    assert status == 400 and "line 2 is not valid JSON" in body["error"]
 
     status, body = run({"path": "two.csv"})
     assert status == 400 and "a, b" in body["error"]

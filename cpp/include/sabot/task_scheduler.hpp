@@ -88,7 +88,7 @@ struct SchedulerStats {
 //! Body of a ParallelFor: run morsel `morsel` on worker `worker_id`.
 using MorselFunction = std::function<void(size_t morsel, int worker_id)>;
 
-//! The worker threads of one pool generation (defined in task_scheduler.cpp).
+//! The worker threads of one pool generation (sabot/worker_pool.hpp).
 class WorkerPool;
 
 //! Runs tasks and morsel loops on a pool of worker threads.

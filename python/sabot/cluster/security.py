@@ -71,6 +71,13 @@ def load_secret(config: Config, *, create: bool = True) -> bytes:
     return parse_secret(text, f"SABOT_CLUSTER_KEY_FILE ({path})")
 
 
+def secret_source(config: Config) -> str:
+    """Which setting the cluster secret is read from (for messages about a wrong key)."""
+    if config.cluster_key is not None:
+        return "SABOT_CLUSTER_KEY"
+    return f"SABOT_CLUSTER_KEY_FILE ({Path(config.cluster_key_file)})"
+
+
 def _create_key_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -96,9 +103,12 @@ class ClusterKeys:
     server_secret: bytes = field(repr=False)
     client_public: bytes
     client_secret: bytes = field(repr=False)
+    #: Where the secret came from, for messages: "SABOT_CLUSTER_KEY" or
+    #: "SABOT_CLUSTER_KEY_FILE (<path>)".
+    source: str = "a given secret"
 
     @classmethod
-    def from_secret(cls, secret: bytes) -> ClusterKeys:
+    def from_secret(cls, secret: bytes, source: str = "a given secret") -> ClusterKeys:
         server_secret = z85.encode(_derive(secret, b"server"))
         client_secret = z85.encode(_derive(secret, b"client"))
         return cls(
@@ -106,11 +116,12 @@ class ClusterKeys:
             server_secret=server_secret,
             client_public=zmq.curve_public(client_secret),
             client_secret=client_secret,
+            source=source,
         )
 
     @classmethod
     def from_config(cls, config: Config) -> ClusterKeys:
-        return cls.from_secret(load_secret(config))
+        return cls.from_secret(load_secret(config), secret_source(config))
 
     @property
     def fingerprint(self) -> str:
@@ -118,4 +129,5 @@ class ClusterKeys:
         return hashlib.sha256(self.server_public).hexdigest()[:16]
 
 
-__all__ = ["SECRET_BYTES", "ClusterKeys", "generate_secret", "load_secret", "parse_secret"]
+__all__ = ["SECRET_BYTES", "ClusterKeys", "generate_secret", "load_secret", "parse_secret",
+           "secret_source"]

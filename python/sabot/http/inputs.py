@@ -71,6 +71,10 @@ def read_table(path: Path, fmt: str) -> Any:
 
             return pcsv.read_csv(path)
         if fmt == "jsonl":
+            if _first_json_char(path) not in (b"{", b""):
+                # One bare JSON value per line (1, "a", [1, 2]), as `sabot-node submit --file`
+                # accepts: one column named "value".
+                return pa.table({"value": pa.array(_json_values(path))})
             import pyarrow.json as pjson
 
             return pjson.read_json(path)
@@ -82,6 +86,31 @@ def read_table(path: Path, fmt: str) -> Any:
                 return pa.ipc.open_stream(source).read_all()
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"cannot read {path.name!r} as {fmt}: {exc}") from None
+
+
+def _first_json_char(path: Path) -> bytes:
+    """The first character of a JSON-lines file that is not white space (b"" when empty)."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[:1]
+    return b""
+
+
+def _json_values(path: Path) -> list[Any]:
+    import json
+
+    values = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    values.append(json.loads(line))
+                except ValueError as exc:
+                    raise InputError(f"{path.name!r} line {number} is not valid JSON: "
+                                     f"{exc}") from None
+    return values
 
 
 def load_input_column(root: Path, spec: dict[str, Any]) -> Any:

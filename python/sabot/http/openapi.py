@@ -45,6 +45,8 @@ _SCHEMAS: dict[str, Any] = {
             "cluster_name": {"type": "string"},
             "version": {"type": "string"},
             "uptime_s": {"type": "number"},
+            "max_request_bytes": {"type": "integer",
+                                  "description": "largest request body (SABOT_MAX_REQUEST_MB)"},
         },
         "additionalProperties": True,
     },

@@ -284,6 +284,8 @@ class HttpApi:
             "status": "ok", "role": self.backend.role, "node_id": self.backend.node_id,
             "cluster_name": self.config.cluster_name, "version": __version__,
             "uptime_s": round(time.time() - self._started, 3),
+            # Clients check a large upload against it before sending (SABOT_MAX_REQUEST_MB).
+            "max_request_bytes": self.max_body,
         }
         body.update(details)
         return json_response(body)

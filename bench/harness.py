@@ -129,8 +129,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    out = {}
-    for dist in ("sabot", "numpy", "pyarrow", "psutil", "cloudpickle", "pyzmq", "joblib",
+    out = {"sabot": dist_version("sabot-engine")}  # Sabot's distribution name (import: sabot)
+    for dist in ("numpy", "pyarrow", "psutil", "cloudpickle", "pyzmq", "joblib",
                  "dask", "distributed", "ray", "duckdb", "polars", "matplotlib"):
         out[dist] = dist_version(dist)
     try:

@@ -140,8 +140,9 @@ def manifest_text() -> str:
 #   kubectl create secret generic {secret_name} \\
 #     --from-literal={secret_key}="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 #
-# The pods run the image sabot:<appVersion>; build it with
-#   docker build -f docker/Dockerfile -t sabot:{_app_version()} .
+# The pods run the image {_default_image()} (PyPI distribution and image: sabot-engine;
+# Python package: sabot); build it from the repository root with
+#   docker build -f docker/Dockerfile -t {_default_image()} .
 # and make it available to the cluster (push it to a registry, `kind load docker-image`, ...).
 # Autoscaling is on (HorizontalPodAutoscaler sabot-worker, 2 to 10 workers, needs the metrics
 # server); to scale by hand instead, delete the HPA and run
@@ -155,9 +156,12 @@ def manifest_text() -> str:
     return header + "".join(body)
 
 
-def _app_version() -> str:
+def _default_image() -> str:
+    """The image reference of a default install: values' repository, tag = appVersion."""
     meta = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))
-    return str(meta["appVersion"])
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text(encoding="utf-8"))
+    image = values["image"]
+    return f"{image['repository']}:{image.get('tag') or meta['appVersion']}"
 
 
 def main(argv: list[str] | None = None) -> int:

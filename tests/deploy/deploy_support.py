@@ -19,6 +19,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+#: Lines for the end-of-run summary (conftest.py prints them): what the artifact tests built.
+SUMMARY: list[str] = []
 
 
 def _load_render_module() -> ModuleType:
@@ -124,6 +126,10 @@ def _logical_lines(text: str) -> list[str]:
     return lines
 
 
+def _expand(text: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), text)
+
+
 def parse_dockerfile(path: Path = DOCKERFILE) -> Dockerfile:
     args: dict[str, str] = {}
     stages: list[Stage] = []
@@ -139,11 +145,11 @@ def parse_dockerfile(path: Path = DOCKERFILE) -> Dockerfile:
             rest = rest.strip()
         if keyword == "ARG" and not stages:
             name, _, default = rest.partition("=")
-            args[name] = default
+            args[name] = _expand(default, args)  # a default may use the ARGs above it
             continue
         if keyword == "FROM":
             parts = rest.split()
-            base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), ""), parts[0])
+            base = _expand(parts[0], args)
             name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else str(len(stages))
             stages.append(Stage(name, base))
             continue

@@ -278,7 +278,7 @@ def test_pure_python_wheel_serves_with_cmd_and_healthcheck(dockerfile: Dockerfil
                            "--wheel-dir", str(wheels), str(ctx)],
                           capture_output=True, text=True, env=env, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (wheel,) = wheels.glob("sabot-*.whl")
+    (wheel,) = wheels.glob("sabot_engine-*.whl")
     bin_dir = _venv(tmp_path / "venv", borrow_site=True)
     proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(bin_dir / "python"),
                            "install", "--no-deps", "--no-index", str(wheel)],

@@ -69,7 +69,7 @@ def test_manifest_uses_the_readme_names() -> None:
     svc = objs[("Service", "sabot-coordinator")]
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "zmq": 8081}
     worker = objs[("Deployment", "sabot-worker")]
-    assert containers(worker)[0]["image"] == "sabot:0.1.0"
+    assert containers(worker)[0]["image"] == "sabot-engine:0.1.0"  # docker/Dockerfile's image
     assert objs[("HorizontalPodAutoscaler", "sabot-worker")]["spec"]["maxReplicas"] >= 10
     assert ("PodDisruptionBudget", "sabot-worker") in objs
     # no namespace is written: `kubectl apply -n NS` decides

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from ..errors import ProcessingError, WorkerLostError
-from .worker_process import FN_PICKLED, FN_PROCESSOR
+from .morsels import FN_PICKLED, FN_PROCESSOR
 
 log = logging.getLogger("sabot.engine.processes")
 

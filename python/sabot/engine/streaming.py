@@ -18,21 +18,21 @@ import collections
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from ..errors import ProcessingError
 from .adapters import python_item_bytes, rows_per_morsel
+from .async_items import run_async
+from .batches import evaluate_expression, run_batch
 from .controller import PROCESSES, Plan
 from .functions import ASYNC, BATCH, EXPRESSION, resolve_function
 from .inline import InlineRun
+from .item_call import ItemCall
+from .placement import LOOP_CALL_S
 from .processes import CallGroup, ShippedFunction, Task
-
-INLINE_DIRECT_S = 0.01  # as in local_engine (not imported: it imports this module lazily)
-
-if TYPE_CHECKING:
-    from .local_engine import LocalEngine
+from .runtime import EngineRuntime
 
 
 async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
@@ -88,12 +88,13 @@ async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
         await asyncio.sleep(0)
 
 
-async def stream(engine: LocalEngine, source: Any, func: Any, *,
+async def stream(runtime: EngineRuntime, source: Any, func: Any, *,
                  max_in_flight: int | None = None,
                  morsel_rows: int | None = None) -> AsyncIterator[Any]:
+    """The results of ``func`` over ``source``, in order (see the module's docstring)."""
     spec = resolve_function(func)
     if max_in_flight is None:
-        max_in_flight = 2 * engine.controller.max_workers + 2
+        max_in_flight = 2 * runtime.controller.max_workers + 2
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
     if morsel_rows is not None and morsel_rows < 1:
@@ -103,8 +104,8 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
     call = CallGroup()
     shipped: ShippedFunction | None = None
     plan: Plan | None = None
-    morsels = _aiter_morsels(source, morsel_rows, engine.config.morsel_size_bytes)
-    engine._streams_active += 1
+    morsels = _aiter_morsels(source, morsel_rows, runtime.config.morsel_size_bytes)
+    runtime.streams_active += 1
     items = 0
     n_morsels = 0
     t0 = time.perf_counter()
@@ -112,25 +113,21 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
     def start(offset: int, morsel: Any, index: int) -> asyncio.Future[Any]:
         nonlocal shipped
         if spec.kind == EXPRESSION:
-            from .local_engine import _evaluate_expression
-
-            return loop.run_in_executor(None, _evaluate_expression, morsel, spec.func)
+            return loop.run_in_executor(None, evaluate_expression, morsel, spec.func)
         if spec.kind == BATCH:
-            from .local_engine import _run_batch
-
-            return loop.run_in_executor(None, _run_batch, spec.func, spec.name, index, offset,
+            return loop.run_in_executor(None, run_batch, spec.func, spec.name, index, offset,
                                         morsel)
         data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
         if spec.kind == ASYNC:
-            return asyncio.ensure_future(engine._run_async(data, spec, offset))
-        if plan is not None and plan.executor == PROCESSES and engine._pool is not None:
+            return asyncio.ensure_future(run_async(runtime, data, spec, offset))
+        pool = runtime.pool
+        if plan is not None and plan.executor == PROCESSES and pool is not None:
             if shipped is None:
                 shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
-            return asyncio.wrap_future(engine._pool.submit(
-                Task(shipped, offset, data, index, call)))
+            return asyncio.wrap_future(pool.submit(Task(shipped, offset, data, index, call)))
         run = InlineRun(spec.func, data, offset)
         per_item = plan.per_item_cost_s if plan is not None else 0.0
-        if len(data) * per_item < INLINE_DIRECT_S:
+        if len(data) * per_item < LOOP_CALL_S:
             # A cheap morsel: a thread hop would cost more than the work.
             fut = loop.create_future()
             try:
@@ -138,30 +135,23 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
             except ProcessingError as exc:
                 fut.set_exception(exc)
             return fut
-        return loop.run_in_executor(engine._inline_executor(), run.run_all)
+        return loop.run_in_executor(runtime.inline_executor(), run.run_all)
 
     async def first(offset: int, morsel: Any) -> Any:
-        # The first morsel goes through the engine's sampling, so the controller plans the
-        # stream's executor from real measurements.
+        # The first morsel is one per-item call (sampled and planned), so the controller plans
+        # the stream's executor from real measurements; then for the stream as a whole: many
+        # morsels will follow this one.
         nonlocal plan
         if spec.kind in (EXPRESSION, BATCH, ASYNC):
             return await start(offset, morsel, 0)
         data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
         rows = len(data)
-        out, _ = await engine._run_items(data, spec, rows)
-        plan = engine.controller.last_plan
-        if plan is not None and plan.executor != PROCESSES and plan.per_item_cost_s > 0:
-            # Plan for the stream as a whole: many morsels will follow this one.
-            from .local_engine import _ship_cost
-
-            k = min(rows, 1000)
-            ship, picklable = _ship_cost(data[:k], out[:k], spec)
-            plan = engine.controller.plan_items(
-                items=rows * max_in_flight, per_item_s=plan.per_item_cost_s,
-                ship_item_s=ship, pool_warm=engine._pool is not None,
-                picklable=picklable, items_per_morsel=rows)
-            if plan.executor == PROCESSES:
-                await loop.run_in_executor(None, engine._ensure_pool, plan.workers)
+        head = ItemCall(runtime, spec, data, rows)
+        out, _ = await head.run()
+        ahead = head.plan_ahead(rows * max_in_flight, out)
+        plan = head.plan if ahead is None else ahead
+        if ahead is not None and ahead.executor == PROCESSES:
+            await loop.run_in_executor(None, runtime.ensure_pool, ahead.workers)
         return out
 
     try:
@@ -196,7 +186,7 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
                 for r in out:
                     yield r
     except ProcessingError:
-        engine._count_error()
+        runtime.calls.count_error()
         raise
     finally:
         call.cancelled = True
@@ -206,10 +196,10 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
                     f.exception()  # retrieved: a later morsel's error is not reported twice
             else:
                 f.cancel()
-        engine._streams_active -= 1
+        runtime.streams_active -= 1
         await morsels.aclose()
         if items:
-            engine._count_call(items, n_morsels, time.perf_counter() - t0)
+            runtime.calls.count_call(items, n_morsels, time.perf_counter() - t0)
 
 
 def _is_arrow(obj: Any) -> bool:

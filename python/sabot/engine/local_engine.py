@@ -56,6 +56,9 @@ class LocalEngine:
         self.config = config if config is not None else load_config()
         self.node = node
         self.isolate = isolate
+        #: Whether this engine counts its items and morsels in the Prometheus metrics (an owner
+        #: that wires it to a job table counts them itself otherwise).
+        self.records_metrics = record_metrics
         self.controller = AdaptiveController(
             usable_cores=usable_cores(),
             max_workers=self.config.effective_max_workers,

@@ -28,6 +28,8 @@ from typing import Any
 from . import __version__
 from .config import Config, load_config
 from .engine import LocalEngine
+from .logging_setup import configure_logging
+from .processors import load_processor_modules
 
 log = logging.getLogger("sabot.launcher")
 
@@ -91,6 +93,7 @@ class ComposableLauncher:
                      f", HTTP on port {self._http_port}" if self._http_port else "")
 
     async def _start_coordinator(self) -> None:
+        # (the cluster stack, ZeroMQ and the journal, is imported only in the modes that run it)
         from .distributed import create_distributed_coordinator
 
         handle = create_distributed_coordinator(config=self.config)
@@ -247,9 +250,6 @@ async def launch_sabot(config: Config | None = None) -> None:
     Configures logging from LOG_LEVEL, imports SABOT_PROCESSORS modules, starts in the resolved
     mode (serving HTTP) and blocks the calling task until a stop signal arrives.
     """
-    from .logging_setup import configure_logging
-    from .processors import load_processor_modules
-
     if config is None:
         config = load_config()
     configure_logging(config.log_level)

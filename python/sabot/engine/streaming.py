@@ -27,7 +27,7 @@ from .adapters import python_item_bytes, rows_per_morsel
 from .async_items import run_async
 from .batches import evaluate_expression, run_batch
 from .controller import PROCESSES, Plan
-from .functions import ASYNC, BATCH, EXPRESSION, resolve_function
+from .functions import ASYNC, BATCH, EXPRESSION, FunctionSpec, resolve_function
 from .inline import InlineRun
 from .item_call import ItemCall
 from .placement import LOOP_CALL_S
@@ -88,6 +88,64 @@ async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
         await asyncio.sleep(0)
 
 
+class _Morsels:
+    """Where one stream's morsels run: the first is one per-item call (sampled and planned),
+    so the controller plans the stream's executor from real measurements, then for the
+    stream as a whole (many morsels follow); the others go where that plan says."""
+
+    def __init__(self, runtime: EngineRuntime, spec: FunctionSpec, max_in_flight: int) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.max_in_flight = max_in_flight
+        self.call = CallGroup()
+        self.loop = asyncio.get_running_loop()
+        self._plan: Plan | None = None
+        self._shipped: ShippedFunction | None = None
+
+    async def first(self, offset: int, morsel: Any) -> Any:
+        spec, runtime = self.spec, self.runtime
+        if spec.kind in (EXPRESSION, BATCH, ASYNC):
+            return await self.start(offset, morsel, 0)
+        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
+        rows = len(data)
+        head = ItemCall(runtime, spec, data, rows)
+        out, _ = await head.run()
+        ahead = head.plan_ahead(rows * self.max_in_flight, out)
+        self._plan = head.plan if ahead is None else ahead
+        if ahead is not None and ahead.executor == PROCESSES:
+            await self.loop.run_in_executor(None, runtime.ensure_pool, ahead.workers)
+        return out
+
+    def start(self, offset: int, morsel: Any, index: int) -> asyncio.Future[Any]:
+        spec, loop, plan = self.spec, self.loop, self._plan
+        if spec.kind == EXPRESSION:
+            return loop.run_in_executor(None, evaluate_expression, morsel, spec.func)
+        if spec.kind == BATCH:
+            return loop.run_in_executor(None, run_batch, spec.func, spec.name, index, offset,
+                                        morsel)
+        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
+        if spec.kind == ASYNC:
+            return asyncio.ensure_future(run_async(self.runtime, data, spec, offset))
+        pool = self.runtime.pool
+        if plan is not None and plan.executor == PROCESSES and pool is not None:
+            if self._shipped is None:
+                self._shipped = ShippedFunction(spec.func, batch=False,
+                                                processor=spec.processor)
+            return asyncio.wrap_future(pool.submit(
+                Task(self._shipped, offset, data, index, self.call)))
+        run = InlineRun(spec.func, data, offset)
+        per_item = plan.per_item_cost_s if plan is not None else 0.0
+        if len(data) * per_item < LOOP_CALL_S:
+            # A cheap morsel: a thread hop would cost more than the work.
+            fut = loop.create_future()
+            try:
+                fut.set_result(run.run_all())
+            except ProcessingError as exc:
+                fut.set_exception(exc)
+            return fut
+        return loop.run_in_executor(self.runtime.inline_executor(), run.run_all)
+
+
 async def stream(runtime: EngineRuntime, source: Any, func: Any, *,
                  max_in_flight: int | None = None,
                  morsel_rows: int | None = None) -> AsyncIterator[Any]:
@@ -99,61 +157,14 @@ async def stream(runtime: EngineRuntime, source: Any, func: Any, *,
         raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
     if morsel_rows is not None and morsel_rows < 1:
         raise ValueError(f"morsel_rows must be >= 1, got {morsel_rows}")
-    loop = asyncio.get_running_loop()
+    runs = _Morsels(runtime, spec, max_in_flight)
     pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
-    call = CallGroup()
-    shipped: ShippedFunction | None = None
-    plan: Plan | None = None
     morsels = _aiter_morsels(source, morsel_rows, runtime.config.morsel_size_bytes)
     runtime.streams_active += 1
     items = 0
     n_morsels = 0
     t0 = time.perf_counter()
-
-    def start(offset: int, morsel: Any, index: int) -> asyncio.Future[Any]:
-        nonlocal shipped
-        if spec.kind == EXPRESSION:
-            return loop.run_in_executor(None, evaluate_expression, morsel, spec.func)
-        if spec.kind == BATCH:
-            return loop.run_in_executor(None, run_batch, spec.func, spec.name, index, offset,
-                                        morsel)
-        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
-        if spec.kind == ASYNC:
-            return asyncio.ensure_future(run_async(runtime, data, spec, offset))
-        pool = runtime.pool
-        if plan is not None and plan.executor == PROCESSES and pool is not None:
-            if shipped is None:
-                shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
-            return asyncio.wrap_future(pool.submit(Task(shipped, offset, data, index, call)))
-        run = InlineRun(spec.func, data, offset)
-        per_item = plan.per_item_cost_s if plan is not None else 0.0
-        if len(data) * per_item < LOOP_CALL_S:
-            # A cheap morsel: a thread hop would cost more than the work.
-            fut = loop.create_future()
-            try:
-                fut.set_result(run.run_all())
-            except ProcessingError as exc:
-                fut.set_exception(exc)
-            return fut
-        return loop.run_in_executor(runtime.inline_executor(), run.run_all)
-
-    async def first(offset: int, morsel: Any) -> Any:
-        # The first morsel is one per-item call (sampled and planned), so the controller plans
-        # the stream's executor from real measurements; then for the stream as a whole: many
-        # morsels will follow this one.
-        nonlocal plan
-        if spec.kind in (EXPRESSION, BATCH, ASYNC):
-            return await start(offset, morsel, 0)
-        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
-        rows = len(data)
-        head = ItemCall(runtime, spec, data, rows)
-        out, _ = await head.run()
-        ahead = head.plan_ahead(rows * max_in_flight, out)
-        plan = head.plan if ahead is None else ahead
-        if ahead is not None and ahead.executor == PROCESSES:
-            await loop.run_in_executor(None, runtime.ensure_pool, ahead.workers)
-        return out
-
+    whole = spec.kind == EXPRESSION  # one output per morsel, not one result per item
     try:
         source_done = False
         while True:
@@ -164,11 +175,10 @@ async def stream(runtime: EngineRuntime, source: Any, func: Any, *,
                     source_done = True
                     break
                 if n_morsels == 0:
-                    out = await first(offset, morsel)
-                    fut: asyncio.Future[Any] = loop.create_future()
-                    fut.set_result(out)
+                    fut: asyncio.Future[Any] = runs.loop.create_future()
+                    fut.set_result(await runs.first(offset, morsel))
                 else:
-                    fut = start(offset, morsel, n_morsels)
+                    fut = runs.start(offset, morsel, n_morsels)
                 pending.append((offset, fut))
                 n_morsels += 1
             if not pending:
@@ -177,19 +187,17 @@ async def stream(runtime: EngineRuntime, source: Any, func: Any, *,
             out = await fut
             if isinstance(out, tuple) and spec.kind == ASYNC:
                 out = out[0]
-            if spec.kind == EXPRESSION or (spec.kind == BATCH and not isinstance(out, list)
-                                           and _is_arrow(out)):
-                items += len(out)
+            items += len(out)
+            if whole or (spec.kind == BATCH and not isinstance(out, list) and _is_arrow(out)):
                 yield out
             else:
-                items += len(out)
                 for r in out:
                     yield r
     except ProcessingError:
         runtime.calls.count_error()
         raise
     finally:
-        call.cancelled = True
+        runs.call.cancelled = True
         for _, f in pending:
             if f.done():
                 if not f.cancelled():

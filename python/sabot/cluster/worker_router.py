@@ -91,14 +91,11 @@ class MorselRouter:
                                  encoding=msg.encoding, nbytes=nbytes, items=items,
                                  per_item_s=fn.cost)
             if where is not Placement.LOOP:
-                if where is Placement.THREAD:
-                    run: asyncio.Future[None] = asyncio.ensure_future(
-                        self._run_on_thread(msg, fn, func, spec.func))
-                elif where is Placement.ENGINE:
-                    run = asyncio.ensure_future(self._run_in_engine(msg, func))
+                if where is Placement.POOL or where is Placement.POOL_ENCODED:
+                    run: asyncio.Future[None] = self.lanes.submit(
+                        msg, func, fn.key, encoded=where is Placement.POOL_ENCODED)
                 else:
-                    run = self.lanes.submit(msg, func, fn.key,
-                                            encoded=where is Placement.POOL_ENCODED)
+                    run = asyncio.ensure_future(self._run_task(msg, where, fn, func, spec.func))
                 self.running[key] = run
                 return
             data = payload.decode_value(msg.encoding, msg.data)
@@ -152,49 +149,39 @@ class MorselRouter:
             del self.running[key]
 
     # -- run paths -----------------------------------------------------------------------
-    async def _run_on_thread(self, msg: m.Assign, fn: JobFunction, func: Any,
-                             call: Any) -> None:
-        """Decode, apply ``call`` and encode in one hop to a helper thread. When the
-        function's cost is unknown the first items are timed; if they are costly the rest of
-        the morsel goes to the engine (the sampled results are kept)."""
+    async def _run_task(self, msg: m.Assign, where: Placement, fn: JobFunction, func: Any,
+                        call: Any) -> None:
+        """A morsel that runs as a task of its own: ``THREAD``: decode, apply ``call`` and
+        encode in one hop to a helper thread; when the function's cost is unknown its first
+        items are timed, and if they are costly the rest of the morsel goes to the engine (the
+        sampled results are kept). ``ENGINE``: a call of its own to the engine."""
         key = (msg.job_id, msg.morsel)
         t0 = time.perf_counter()
         try:
-            if self._threads is None:
-                # A thread per slot: no morsel ever waits behind another one (a hung item
-                # holds only its own morsel, which the coordinator times out and retries).
-                self._threads = ThreadPoolExecutor(self._threads_n,
-                                                   thread_name_prefix="sabot-direct")
-            done = await asyncio.get_running_loop().run_in_executor(
-                self._threads, _thread_morsel, call, msg.encoding, msg.data, fn.cost is None)
-            fn.add_samples(done.times)
-            if done.rest is not None:
-                try:
-                    out = await self.engine.process(done.rest, func)
-                except ProcessingError as exc:
-                    if exc.index is not None:
-                        exc.index += len(done.head)
-                    raise
-                encoding, blob = await _encode(done.head + list(out))
-                items = len(done.head) + len(done.rest)
+            if where is Placement.ENGINE:
+                data = payload.decode_value(msg.encoding, msg.data)
+                items = int(getattr(data, "num_rows", None) or len(data))
+                encoding, blob = await _encode(await self.engine.process(data, func))
             else:
+                if self._threads is None:
+                    # A thread per slot: no morsel ever waits behind another one (a hung item
+                    # holds only its own morsel, which the coordinator times out and retries).
+                    self._threads = ThreadPoolExecutor(self._threads_n,
+                                                       thread_name_prefix="sabot-direct")
+                done = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, _thread_morsel, call, msg.encoding, msg.data,
+                    fn.cost is None)
+                fn.add_samples(done.times)
                 encoding, blob, items = done.encoding, done.blob, done.items
-            self.morsel_done(msg, items, encoding, blob, time.perf_counter() - t0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.morsel_failed(msg, exc, t0)
-        finally:
-            self.forget(key, asyncio.current_task())  # type: ignore[arg-type]
-
-    async def _run_in_engine(self, msg: m.Assign, func: Any) -> None:
-        key = (msg.job_id, msg.morsel)
-        t0 = time.perf_counter()
-        try:
-            data = payload.decode_value(msg.encoding, msg.data)
-            items = int(getattr(data, "num_rows", None) or len(data))
-            out = await self.engine.process(data, func)
-            encoding, blob = await _encode(out)
+                if done.rest is not None:
+                    try:
+                        out = await self.engine.process(done.rest, func)
+                    except ProcessingError as exc:
+                        if exc.index is not None:
+                            exc.index += len(done.head)
+                        raise
+                    encoding, blob = await _encode(done.head + list(out))
+                    items = len(done.head) + len(done.rest)
             self.morsel_done(msg, items, encoding, blob, time.perf_counter() - t0)
         except asyncio.CancelledError:
             raise

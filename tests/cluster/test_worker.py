@@ -46,7 +46,7 @@ def test_a_draining_worker_finishes_its_morsel_and_says_it_is_not_ready(tmp_path
             assert status == 200 and health["coordinator_connected"] is True
             assert health["draining"] is False
 
-            slow = lambda x: time.sleep(1.0) or x * 3  # noqa: E731
+            slow = lambda x: time.sleep(1.0) or x * 3
             job = await coordinator.submit([1, 2], slow)
             deadline = time.monotonic() + 30
             while (await asyncio.to_thread(_get, http, "/health"))[1]["running"] == 0:
@@ -79,7 +79,7 @@ def test_user_functions_run_in_pool_processes_not_in_the_worker(tmp_path):
         worker = sabot.create_worker_node(host, port, config=config)
         try:
             await worker.start()
-            pid = lambda x: os.getpid()  # noqa: E731
+            pid = lambda x: os.getpid()
             small = await coordinator.result(await coordinator.submit([1, 2, 3], pid), timeout=60)
             big = await coordinator.result(
                 await coordinator.submit(list(range(20_000)), pid), timeout=60)

@@ -4,6 +4,7 @@ process: its HTTP API while it serves and drains, where its morsels run, and a r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -16,12 +17,26 @@ from sabot.config import load_config
 from sabot.node.worker_node import ServedWorker
 
 
-def _config(tmp_path, **extra):
-    env = {"SABOT_HOST": "127.0.0.1", "SABOT_PORT": "0", "SABOT_ZMQ_PORT": "0",
-           "SABOT_DATA_DIR": str(tmp_path / "data"),
-           "SABOT_CLUSTER_KEY_FILE": str(tmp_path / "cluster.key"), "MAX_WORKERS": "1",
-           "SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "2", **extra}
-    return load_config(env=env)
+def _config(tmp_path):
+    # (in this process: one core for the pool, quick heartbeats; every port chosen freely)
+    return load_config(env={}, host="127.0.0.1", port=0, zmq_port=0, max_workers=1,
+                       data_dir=tmp_path / "data", cluster_key_file=tmp_path / "cluster.key",
+                       heartbeat_s=0.2, node_timeout_s=2)
+
+
+@contextlib.asynccontextmanager
+async def _cluster(tmp_path):
+    """A started coordinator and one started worker node, both in this process."""
+    config = _config(tmp_path)
+    coordinator = await sabot.create_distributed_coordinator(config=config).start()
+    host, port = coordinator.address
+    worker = sabot.create_worker_node(host, port, config=config)
+    try:
+        await worker.start()
+        yield coordinator, worker
+    finally:
+        await worker.stop()
+        await coordinator.stop()
 
 
 def _get(port: int, path: str) -> tuple[int, dict]:
@@ -34,12 +49,7 @@ def _get(port: int, path: str) -> tuple[int, dict]:
 
 def test_a_draining_worker_finishes_its_morsel_and_says_it_is_not_ready(tmp_path):
     async def main():
-        config = _config(tmp_path)
-        coordinator = await sabot.create_distributed_coordinator(config=config).start()
-        host, port = coordinator.address
-        worker = sabot.create_worker_node(host, port, config=config)
-        try:
-            await worker.start()
+        async with _cluster(tmp_path) as (coordinator, worker):
             http = worker.http_port
             assert (await asyncio.to_thread(_get, http, "/ready"))[0] == 200
             status, health = await asyncio.to_thread(_get, http, "/health")
@@ -61,9 +71,6 @@ def test_a_draining_worker_finishes_its_morsel_and_says_it_is_not_ready(tmp_path
             with pytest.raises(OSError):
                 await asyncio.to_thread(_get, http, "/health")
             return ready, health, result
-        finally:
-            await worker.stop()
-            await coordinator.stop()
 
     ready, health, result = asyncio.run(main())
     assert ready[0] == 503  # the drain is under way: no new work for this node
@@ -73,12 +80,7 @@ def test_a_draining_worker_finishes_its_morsel_and_says_it_is_not_ready(tmp_path
 
 def test_user_functions_run_in_pool_processes_not_in_the_worker(tmp_path):
     async def main():
-        config = _config(tmp_path)
-        coordinator = await sabot.create_distributed_coordinator(config=config).start()
-        host, port = coordinator.address
-        worker = sabot.create_worker_node(host, port, config=config)
-        try:
-            await worker.start()
+        async with _cluster(tmp_path) as (coordinator, _):
             pid = lambda x: os.getpid()
             small = await coordinator.result(await coordinator.submit([1, 2, 3], pid), timeout=60)
             big = await coordinator.result(
@@ -86,9 +88,6 @@ def test_user_functions_run_in_pool_processes_not_in_the_worker(tmp_path):
             builtin = await coordinator.result(await coordinator.submit([1, 2, 3], "square"),
                                                timeout=60)
             return small, big, builtin
-        finally:
-            await worker.stop()
-            await coordinator.stop()
 
     small, big, builtin = asyncio.run(main())
     # This process is the worker node: a user's code never ran in it (a crash there would take

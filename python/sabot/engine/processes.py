@@ -243,7 +243,6 @@ class _Worker:
                 self.stop()
 
     def _run(self, task: Task) -> None:
-        pool = self.pool
         task.attempts += 1
         if self.proc is None:
             try:

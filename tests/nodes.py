@@ -417,7 +417,7 @@ class InProcessNode(HttpClient):
 
     async def _start(self) -> None:
         from sabot.engine.local_engine import LocalEngine
-        from sabot.http.local_backend import LocalBackend
+        from sabot.node.local_node import LocalBackend
         from sabot.http.server import HttpApi
 
         self.engine = LocalEngine(self.config)

@@ -11,67 +11,32 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from . import __version__
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-
-def _process(data: Any, func: Any) -> Any:
-    try:
-        from .launcher import process
-    except ImportError:  # the launcher is not part of this build: use the engine directly
-        import asyncio
-
-        from .config import load_config
-        from .engine.local_engine import LocalEngine
-
-        async def once() -> Any:
-            engine = LocalEngine(load_config())
-            try:
-                return await engine.process(data, func)
-            finally:
-                await engine.close()
-
-        return asyncio.run(once())
-    return process(data, func)
+from . import __version__, columnar
+from ._native import native_available
+from .config import load_config
+from .launcher import process
 
 
 def _native_line() -> str:
-    try:
-        from ._native import native_available
-
-        return "native core loaded" if native_available() else \
-            "native core not built (pure-Python fallback)"
-    except ImportError:
-        return "native core not built (pure-Python fallback)"
+    return "native core loaded" if native_available() else \
+        "native core not built (pure-Python fallback)"
 
 
 def _aggregate(table: Any) -> tuple[Any, str]:
-    """Sum and count of ``value`` by ``key``: sabot.columnar (native when built), else pyarrow."""
-    import pyarrow.compute as pc
-
-    try:
-        from . import columnar
-    except ImportError:
-        out = table.group_by("key").aggregate([("value", "sum"), ("value", "count")])
-        return out, "pyarrow group_by"
+    """Sum and count of ``value`` by ``key`` with sabot.columnar (native when built)."""
     out = columnar.aggregate(
         table,
         {"value_sum": ("sum", pc.field("value")), "value_count": ("count", pc.field("value"))},
-        by="key", morsel_size_kb=_config().morsel_size_kb)
+        by="key", morsel_size_kb=load_config().morsel_size_kb)
     return out, "sabot.columnar.aggregate"
-
-
-def _config() -> Any:
-    from .config import load_config
-
-    return load_config()
 
 
 def run_demo(rows: int = 2_000_000, items: int = 1_000_000, seed: int = 7) -> Iterator[str]:
     """Run the demo; yields the lines to print."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     yield f"sabot {__version__} demo ({_native_line()})"
     rng = np.random.default_rng(seed)
     table = pa.table({"key": rng.integers(0, 100, rows), "value": rng.random(rows)})
@@ -79,12 +44,12 @@ def run_demo(rows: int = 2_000_000, items: int = 1_000_000, seed: int = 7) -> It
     # The engine starts (worker pool, native scheduler) on its first call: timed apart, so the
     # rates below are the steady state a long-running node sees.
     t0 = time.perf_counter()
-    _process(table.slice(0, 1), pc.field("value") * 2.0 + 1.0)
-    _process([1, 2], "square")
+    process(table.slice(0, 1), pc.field("value") * 2.0 + 1.0)
+    process([1, 2], "square")
     yield f"  engine start         {time.perf_counter() - t0:.2f} s"
 
     t0 = time.perf_counter()
-    out = _process(table, pc.field("value") * 2.0 + 1.0)
+    out = process(table, pc.field("value") * 2.0 + 1.0)
     dt = time.perf_counter() - t0
     expected = 2.0 * pc.sum(table["value"]).as_py() + rows
     got = pc.sum(out).as_py()
@@ -104,7 +69,7 @@ def run_demo(rows: int = 2_000_000, items: int = 1_000_000, seed: int = 7) -> It
 
     data = list(range(items))
     t0 = time.perf_counter()
-    squares = _process(data, "square")
+    squares = process(data, "square")
     dt = time.perf_counter() - t0
     n = items
     if len(squares) != n or sum(squares) != (n - 1) * n * (2 * n - 1) // 6:

@@ -24,10 +24,10 @@ from typing import Any
 from .cluster.client import ClusterClient, iter_result_batches
 from .cluster.protocol import messages as m
 from .cluster.protocol import payload, reply_or_raise
-from .cluster.worker import Worker
 from .config import Config, load_config
 from .errors import CancelledError, JobFailedError, JobTimeoutError
 from .node.coordinator_node import CoordinatorNode
+from .node.worker_node import ServedWorker
 from .states import JobState
 
 #: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
@@ -298,11 +298,11 @@ class WorkerNode:
             changes["coordinator_port"] = port
         self.config = config.replace(**changes) if changes else config
         self._slots = slots
-        self.worker: Worker | None = None
+        self.worker: ServedWorker | None = None
 
     async def start(self) -> WorkerNode:
         if self.worker is None:
-            worker = Worker(self.config, slots=self._slots)
+            worker = ServedWorker(self.config, slots=self._slots)
             await worker.start()
             self.worker = worker
         return self

@@ -28,7 +28,8 @@ from typing import Any
 from . import __version__
 from .config import Config, load_config
 from .engine import LocalEngine
-from .errors import SabotError
+from .logging_setup import configure_logging
+from .processors import load_processor_modules
 
 log = logging.getLogger("sabot.launcher")
 
@@ -47,8 +48,7 @@ class ComposableLauncher:
         self.engine = LocalEngine(self.config, node=self.node_id)
         self._coordinator: Any = None
         self._worker: Any = None
-        self._http: Any = None
-        self._backend: Any = None
+        self._http: Any = None  # the LocalHttpNode, while serving
         self._http_port: int | None = None
         self._started = False
         self._stopped = False
@@ -93,6 +93,7 @@ class ComposableLauncher:
                      f", HTTP on port {self._http_port}" if self._http_port else "")
 
     async def _start_coordinator(self) -> None:
+        # (the cluster stack, ZeroMQ and the journal, is imported only in the modes that run it)
         from .distributed import create_distributed_coordinator
 
         handle = create_distributed_coordinator(config=self.config)
@@ -108,23 +109,14 @@ class ComposableLauncher:
         await worker.start()
 
     async def _start_http(self) -> None:
-        try:
-            from .http.local_backend import LocalBackend
-            from .http.server import HttpApi
-        except ImportError as exc:  # pragma: no cover - part of the package
-            raise SabotError(f"the HTTP API is not available in this build: {exc}") from exc
-        backend = LocalBackend(self.config, process=self.engine.process, stats=self.get_stats,
-                               node_id=self.node_id)
-        api = HttpApi(self.config, backend)
-        try:
-            port = await api.start(self.config.host, self.config.port)
-        except OSError as exc:
-            await backend.close()
-            raise OSError(
-                exc.errno,
-                f"cannot serve the HTTP API on {self.config.host}:{self.config.port}: "
-                f"{exc.strerror or exc} (set SABOT_PORT to a free port, or 0 for any)") from exc
-        self._backend, self._http, self._http_port = backend, api, port
+        # Imported when serving: the HTTP stack (aiohttp) takes a good part of a second to
+        # import, which a script that only calls process_data must not pay.
+        from .node.local_node import LocalHttpNode
+
+        node = LocalHttpNode(self.config, self.engine, stats=self.get_stats,
+                             node_id=self.node_id)
+        port = await node.start()
+        self._http, self._http_port = node, port
 
     async def stop(self) -> None:
         """Stop serving, finish or cancel running work, stop the pool. Idempotent."""
@@ -146,12 +138,9 @@ class ComposableLauncher:
             raise errors[0]
 
     async def _stop_http(self) -> None:
-        api, backend = self._http, self._backend
-        self._http = self._backend = None
-        if api is not None:
-            await api.stop()  # no new requests
-        if backend is not None:
-            await backend.close()
+        node, self._http = self._http, None
+        if node is not None:
+            await node.stop()
 
     async def _stop_cluster(self) -> None:
         coordinator, worker = self._coordinator, self._worker
@@ -261,9 +250,6 @@ async def launch_sabot(config: Config | None = None) -> None:
     Configures logging from LOG_LEVEL, imports SABOT_PROCESSORS modules, starts in the resolved
     mode (serving HTTP) and blocks the calling task until a stop signal arrives.
     """
-    from .logging_setup import configure_logging
-    from .processors import load_processor_modules
-
     if config is None:
         config = load_config()
     configure_logging(config.log_level)

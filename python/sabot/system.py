@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 
-def _cgroup_cpu_limit() -> float | None:
+def cgroup_cpu_limit() -> float | None:
     """CPU quota in cores from cgroup v2 (cpu.max) or v1 (cfs_quota_us/cfs_period_us), if set."""
     try:
         text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
@@ -31,7 +31,7 @@ def usable_cores() -> int:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    quota = _cgroup_cpu_limit()
+    quota = cgroup_cpu_limit()
     if quota is not None:
         n = min(n, max(1, math.ceil(quota)))
     return max(1, n)

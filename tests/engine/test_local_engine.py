@@ -490,7 +490,7 @@ def test_cancelling_a_call_drops_its_queued_morsels_and_the_pool_stays_usable():
         out, seconds = run(main())
         assert out[-1] == 19_999 ** 2
         assert seconds < 20  # not stuck behind the cancelled call's ~40 s of work
-        assert engine._pool.tasks.qsize() == 0
+        assert engine.runtime.pool.tasks.qsize() == 0
     finally:
         engine.close_sync()
 
@@ -622,10 +622,10 @@ def test_small_isolated_calls_of_a_function_known_to_be_cheap_run_as_one_task(mo
     """A small call is split over the pool's processes until the function's cost is known;
     once its items are seen to be cheap, a small call is one task (one process round trip),
     while a costly function's small calls stay spread over the processes."""
-    from sabot.engine import local_engine
+    from sabot.engine import isolated
 
     # 10 items under 30 ms: square even on a loaded machine, never 10 x 5 ms of sleep
-    monkeypatch.setattr(local_engine, "ONE_TASK_S", 0.03)
+    monkeypatch.setattr(isolated, "ONE_TASK_S", 0.03)
     engine = LocalEngine(load_config(env={}, max_workers=2), isolate=True)
 
     def tasks() -> int:
@@ -652,7 +652,7 @@ def test_small_isolated_calls_of_a_function_known_to_be_cheap_run_as_one_task(mo
 def test_isolated_pool_keeps_its_spare_process_between_calls(monkeypatch):
     """Calls whose concurrency comes and goes (a cluster worker's morsels) must not start and
     retire a process each time: the spare stays for SPARE_KEEP_S after it was needed."""
-    from sabot.engine import local_engine
+    from sabot.engine import runtime
 
     engine = LocalEngine(load_config(env={}, max_workers=1), isolate=True)
 
@@ -670,8 +670,8 @@ def test_isolated_pool_keeps_its_spare_process_between_calls(monkeypatch):
         assert len(grown) == 2  # one worker + the spare for the second concurrent call
         assert after == grown    # the same processes: nothing retired, nothing restarted
         # as if SPARE_KEEP_S had passed since the spare was last needed
-        monkeypatch.setattr(local_engine, "SPARE_KEEP_S", 0.0)
-        engine._spare_until = 0.0
+        monkeypatch.setattr(runtime, "SPARE_KEEP_S", 0.0)
+        engine.runtime.spare_until = 0.0
         assert run(engine.process([3], square)) == [9]
         deadline = time.monotonic() + 10
         while len(engine.get_stats()["controller"]["pool_pids"]) != 1:
@@ -861,9 +861,9 @@ def test_a_one_task_isolated_call_is_run_by_the_event_loop_and_its_failures_by_t
         assert before > 0
         assert await engine.process([1, 2, 3], square) == [1, 4, 9]
         assert loop_tasks() == before + 1
-        lost = engine._pool.workers_lost
+        lost = engine.runtime.pool.workers_lost
         assert await engine.process([5], dies_once) == [10]
-        assert marker.exists() and engine._pool.workers_lost == lost + 1
+        assert marker.exists() and engine.runtime.pool.workers_lost == lost + 1
         t = time.monotonic()
         with pytest.raises(ProcessingError, match=r"SABOT_MORSEL_TIMEOUT_S=1s.*2 attempt") as info:
             await engine.process([1], hangs)

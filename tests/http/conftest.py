@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from sabot.config import Config, load_config
-from sabot.http.local_backend import LocalBackend
+from sabot.node.local_node import LocalBackend
 from sabot.http.server import HttpApi
 
 

@@ -8,7 +8,7 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
-from sabot.http.local_backend import LocalBackend
+from sabot.node.local_node import LocalBackend
 
 
 def scrape(node) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

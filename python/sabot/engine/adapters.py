@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .results import arrow_array, results_array
+
 LIST = "list"
 ITERABLE = "iterable"
 NUMPY = "numpy"
@@ -150,7 +152,7 @@ class NumpySource(Source):
     def build_items(self, results: list[Any]) -> np.ndarray:
         if not results:
             return np.empty((0,), dtype=self.data.dtype)
-        return _to_numpy(results)
+        return results_array(results)
 
     def morsels(self, rows: int) -> Iterator[tuple[int, Any]]:
         arr = self.data
@@ -163,24 +165,12 @@ class NumpySource(Source):
         return np.concatenate([np.asarray(o) for o in outputs])
 
 
-def _to_numpy(results: list[Any]) -> np.ndarray:
-    # Ragged results (sequences of different lengths) are kept as objects.
-    from .worker_process import results_array
-
-    return results_array(results)
-
-
-def _arrow_nbytes(obj: Any) -> int:
+def arrow_nbytes(obj: Any) -> int:
+    """The bytes of an Arrow object's buffers."""
     try:
         return int(obj.get_total_buffer_size())
     except (AttributeError, pa.ArrowException):
         return int(obj.nbytes)
-
-
-def _to_arrow_array(results: list[Any]) -> pa.Array:
-    from .worker_process import arrow_array
-
-    return arrow_array(results)
 
 
 def _looks_like_rows(results: list[Any]) -> bool:
@@ -198,7 +188,7 @@ def _concat_arrow(outputs: list[Any]) -> Any:
         elif isinstance(out, np.ndarray):
             parts.append(pa.array(out))
         else:
-            parts.append(_to_arrow_array(list(out)))
+            parts.append(arrow_array(list(out)))
     if parts and all(isinstance(p, (pa.RecordBatch, pa.Table)) for p in parts):
         tables = [pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p for p in parts]
         return pa.concat_tables(tables)
@@ -237,10 +227,10 @@ class ArrowArraySource(Source):
 
     def bytes_per_row(self) -> float:
         n = len(self.data)
-        return _arrow_nbytes(self.data) / n if n else 1.0
+        return arrow_nbytes(self.data) / n if n else 1.0
 
     def build_items(self, results: list[Any]) -> pa.Array:
-        return _to_arrow_array(results)
+        return arrow_array(results)
 
     def morsels(self, rows: int) -> Iterator[tuple[int, Any]]:
         arr = self.data
@@ -259,7 +249,7 @@ class ArrowChunkedSource(ArrowArraySource):
 
     def build_items(self, results: list[Any]) -> pa.ChunkedArray:
         # Keep the input's chunk layout; one conversion so every chunk has the same type.
-        whole = _to_arrow_array(results)
+        whole = arrow_array(results)
         chunks, start = [], 0
         for chunk in self.data.chunks:
             chunks.append(whole.slice(start, len(chunk)))
@@ -309,14 +299,14 @@ class ArrowTabularSource(Source):
 
     def bytes_per_row(self) -> float:
         n = self.data.num_rows
-        return _arrow_nbytes(self.data) / n if n else 1.0
+        return arrow_nbytes(self.data) / n if n else 1.0
 
     def build_items(self, results: list[Any]) -> Any:
         if results and _looks_like_rows(results):
             if self.kind == ARROW_BATCH:
                 return pa.RecordBatch.from_pylist(results)
             return pa.Table.from_pylist(results)
-        whole = _to_arrow_array(results)
+        whole = arrow_array(results)
         return whole if self.kind == ARROW_BATCH else pa.chunked_array([whole], type=whole.type)
 
     def morsels(self, rows: int) -> Iterator[tuple[int, Any]]:
@@ -370,4 +360,4 @@ def adapt(data: Any) -> Source:
     raise TypeError(f"data of type {type(data).__name__} is not supported; accepted: {ACCEPTED}")
 
 
-__all__ = ["ACCEPTED", "Source", "adapt", "python_item_bytes", "rows_per_morsel"]
+__all__ = ["ACCEPTED", "Source", "adapt", "arrow_nbytes", "python_item_bytes", "rows_per_morsel"]

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("sabot.engine.controller")
@@ -78,9 +78,6 @@ class Plan:
     #: The cost model's time for the pool's work (without start-up or the learned slowdown);
     #: 0 when the plan is not a warm-pool run whose time teaches the controller anything.
     model_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -73,6 +73,45 @@ class FunctionSpec:
     processor: str | None = None
 
 
+class AsyncAsSync:
+    """An ``async def`` per-item function run to completion on this process's own event loop:
+    how a CPU-bound coroutine function (one that never waits) runs on worker processes."""
+
+    _loop: Any = None
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+
+    def __call__(self, item: Any) -> Any:
+        coro = self.func(item)
+        try:
+            coro.send(None)
+        except StopIteration as done:  # finished without waiting: no event loop needed
+            return done.value
+        coro.close()
+        # It waits on something after all: run it properly, on this process's loop (asyncio
+        # is imported only then: a pool child that never needs it starts faster).
+        import asyncio
+
+        if AsyncAsSync._loop is None:
+            AsyncAsSync._loop = asyncio.new_event_loop()
+        return AsyncAsSync._loop.run_until_complete(self.func(item))
+
+
+def function_pickles(spec: FunctionSpec) -> bool:
+    """Whether ``spec``'s function can be sent to a worker process (a processor travels by
+    name; anything else must pickle with cloudpickle)."""
+    if spec.processor is not None:
+        return True
+    import cloudpickle  # (only for a call that may go to the pool)
+
+    try:
+        cloudpickle.dumps(spec.func)
+    except Exception:
+        return False
+    return True
+
+
 def _is_expression(obj: Any) -> bool:
     try:
         import pyarrow.compute as pc
@@ -118,4 +157,5 @@ def resolve_function(func: Any) -> FunctionSpec:
     )
 
 
-__all__ = ["KINDS", "BatchFunction", "FunctionSpec", "batch", "resolve_function"]
+__all__ = ["KINDS", "AsyncAsSync", "BatchFunction", "FunctionSpec", "batch", "function_pickles",
+           "resolve_function"]

@@ -1,8 +1,8 @@
 """The inline executor: run a per-item function in the calling process.
 
-It uses ``sabot.apply.apply_items`` (the Cython per-item loop, with its own pure-Python
-fallback) when that module is available, and a local fallback otherwise, so the engine works in
-every build. Both raise :class:`~sabot.errors.ProcessingError` naming the failing item's index.
+:class:`InlineRun` picks the fastest loop for the function at hand (a comprehension, or the
+compiled Cython loop ``sabot._apply`` when the native parts are loaded) and raises
+:class:`~sabot.errors.ProcessingError` naming the failing item's index.
 """
 
 from __future__ import annotations
@@ -12,31 +12,9 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any
 
+from .. import _native
 from ..errors import ProcessingError
-
-try:  # the native-core helper's module; optional so the engine works without it
-    from ..apply import apply_items as _native_apply_items  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the build
-    _native_apply_items = None
-
-
-def _fallback_apply_items(
-    func: Callable[[Any], Any], items: Sequence[Any], offset: int = 0
-) -> list[Any]:
-    # ``list(map(...))`` is the fastest pure-Python loop; on failure the iterator's remaining
-    # length tells which item failed without a per-item counter on the hot path.
-    it = iter(items)
-    try:
-        return list(map(func, it))
-    except Exception as exc:
-        remaining = it.__length_hint__() if hasattr(it, "__length_hint__") else None
-        index = None if remaining is None else offset + len(items) - remaining - 1
-        where = f"item {index}" if index is not None else "an item"
-        raise ProcessingError(
-            f"{_name(func)} failed on {where}: {type(exc).__name__}: {exc}",
-            index=index,
-            original=exc,
-        ) from exc
+from .results import results_part
 
 
 def _name(func: Any) -> str:
@@ -45,28 +23,12 @@ def _name(func: Any) -> str:
 
 def native_loop_available() -> bool:
     """True when the compiled Cython per-item loop is loaded."""
-    if _native_apply_items is None:
-        return False
-    try:
-        from .. import apply as _apply
-
-        return bool(getattr(_apply, "NATIVE", getattr(_apply, "CYTHON", False)))
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def apply_items(func: Callable[[Any], Any], items: Sequence[Any], offset: int = 0) -> list[Any]:
-    """``[func(x) for x in items]``; a failure raises ProcessingError with ``offset + i``."""
-    if _native_apply_items is not None:
-        return _native_apply_items(func, items, offset)
-    return _fallback_apply_items(func, items, offset)
+    return _native.get_apply() is not None
 
 
 def _compiled_loop() -> Any:
     """The compiled per-item loop module (``apply_list``), when loaded and enabled."""
     try:
-        from .. import _native
-
         return _native.get_apply()
     except Exception:  # pragma: no cover - depends on the build
         return None
@@ -110,14 +72,6 @@ class InlineRun:
     @property
     def remaining(self) -> int:
         return self.n - self.done
-
-    def skip(self, k: int, results: list[Any]) -> None:
-        """Continue after the first ``k`` items, whose ``results`` were computed elsewhere."""
-        if self.mode != "compiled":
-            for _ in islice(self.it, k):
-                pass
-        self.results = results
-        self.done = k
 
     def run_all(self) -> list[Any]:
         self.step(self.n - self.done)
@@ -178,14 +132,12 @@ NUMPY_PIECE = 65536
 def run_numpy_pieces(func: Callable[[Any], Any], arr: Any, offset: int = 0,
                      piece: int = NUMPY_PIECE) -> list[Any]:
     """``func`` over every item of a 1-D numpy array, in pieces: one result part per piece (an
-    array of scalar results, or the results' list; see ``worker_process.results_part``).
+    array of scalar results, or the results' list; see ``results.results_part``).
 
     Converting the whole array to Python objects first, running the function and converting
     all results back walks millions of fresh objects three times, out of cache; piece by piece
     is ~25% faster for a cheap function. ``offset`` is ``arr[0]``'s index in the whole input
     (error messages)."""
-    from .worker_process import results_part
-
     parts: list[Any] = []
     n = len(arr)
     items = None
@@ -207,4 +159,4 @@ class _Failed(Exception):
         self.original = original
 
 
-__all__ = ["InlineRun", "apply_items", "native_loop_available", "run_numpy_pieces"]
+__all__ = ["NUMPY_PIECE", "InlineRun", "native_loop_available", "run_numpy_pieces"]

@@ -35,7 +35,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from ..errors import ProcessingError, WorkerLostError
-from .worker_process import FN_PICKLED, FN_PROCESSOR
+from .morsels import FN_PICKLED, FN_PROCESSOR
 
 log = logging.getLogger("sabot.engine.processes")
 
@@ -243,7 +243,6 @@ class _Worker:
                 self.stop()
 
     def _run(self, task: Task) -> None:
-        pool = self.pool
         task.attempts += 1
         if self.proc is None:
             try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from ..system import _cgroup_cpu_limit
+from ..system import cgroup_cpu_limit
 from .controller import AdaptiveController, Reading
 
 log = logging.getLogger("sabot.engine.sampler")
@@ -93,7 +93,7 @@ class UtilizationSampler:
         self._primed = False
         self._thread = threading.Thread(target=self._loop, name="sabot-sampler", daemon=True)
         self._busy_prev: float | None = None
-        self._use_cgroup = _cgroup_cpu_limit() is not None and _cgroup_usage_s() is not None
+        self._use_cgroup = cgroup_cpu_limit() is not None and _cgroup_usage_s() is not None
         try:
             cpus = sorted(os.sched_getaffinity(0))
         except (AttributeError, OSError):

@@ -23,6 +23,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .inline import run_numpy_pieces
+from .results import join_parts
+
 #: Inputs smaller than this travel over the pipes: a shared file costs more than it saves.
 MIN_SHARED_BYTES = 1 << 20
 
@@ -182,9 +185,6 @@ class NumpySlice:
         """``func`` over these rows (read in place, in cache-sized pieces): the results, or
         :class:`InShared` once they are stored in the shared output."""
         import numpy as np
-
-        from .inline import run_numpy_pieces
-        from .worker_process import join_parts
 
         dtype = np.dtype(self.dtype)
         with Region(self.path, self.start * dtype.itemsize, self.rows * dtype.itemsize) as r:

@@ -18,21 +18,21 @@ import collections
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from ..errors import ProcessingError
 from .adapters import python_item_bytes, rows_per_morsel
+from .async_items import run_async
+from .batches import evaluate_expression, run_batch
 from .controller import PROCESSES, Plan
-from .functions import ASYNC, BATCH, EXPRESSION, resolve_function
+from .functions import ASYNC, BATCH, EXPRESSION, FunctionSpec, resolve_function
 from .inline import InlineRun
+from .item_call import ItemCall
+from .placement import LOOP_CALL_S
 from .processes import CallGroup, ShippedFunction, Task
-
-INLINE_DIRECT_S = 0.01  # as in local_engine (not imported: it imports this module lazily)
-
-if TYPE_CHECKING:
-    from .local_engine import LocalEngine
+from .runtime import EngineRuntime
 
 
 async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
@@ -88,49 +88,54 @@ async def _aiter_morsels(source: Any, rows: int | None, morsel_bytes: int
         await asyncio.sleep(0)
 
 
-async def stream(engine: LocalEngine, source: Any, func: Any, *,
-                 max_in_flight: int | None = None,
-                 morsel_rows: int | None = None) -> AsyncIterator[Any]:
-    spec = resolve_function(func)
-    if max_in_flight is None:
-        max_in_flight = 2 * engine.controller.max_workers + 2
-    if max_in_flight < 1:
-        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
-    if morsel_rows is not None and morsel_rows < 1:
-        raise ValueError(f"morsel_rows must be >= 1, got {morsel_rows}")
-    loop = asyncio.get_running_loop()
-    pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
-    call = CallGroup()
-    shipped: ShippedFunction | None = None
-    plan: Plan | None = None
-    morsels = _aiter_morsels(source, morsel_rows, engine.config.morsel_size_bytes)
-    engine._streams_active += 1
-    items = 0
-    n_morsels = 0
-    t0 = time.perf_counter()
+class _Morsels:
+    """Where one stream's morsels run: the first is one per-item call (sampled and planned),
+    so the controller plans the stream's executor from real measurements, then for the
+    stream as a whole (many morsels follow); the others go where that plan says."""
 
-    def start(offset: int, morsel: Any, index: int) -> asyncio.Future[Any]:
-        nonlocal shipped
+    def __init__(self, runtime: EngineRuntime, spec: FunctionSpec, max_in_flight: int) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.max_in_flight = max_in_flight
+        self.call = CallGroup()
+        self.loop = asyncio.get_running_loop()
+        self._plan: Plan | None = None
+        self._shipped: ShippedFunction | None = None
+
+    async def first(self, offset: int, morsel: Any) -> Any:
+        spec, runtime = self.spec, self.runtime
+        if spec.kind in (EXPRESSION, BATCH, ASYNC):
+            return await self.start(offset, morsel, 0)
+        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
+        rows = len(data)
+        head = ItemCall(runtime, spec, data, rows)
+        out, _ = await head.run()
+        ahead = head.plan_ahead(rows * self.max_in_flight, out)
+        self._plan = head.plan if ahead is None else ahead
+        if ahead is not None and ahead.executor == PROCESSES:
+            await self.loop.run_in_executor(None, runtime.ensure_pool, ahead.workers)
+        return out
+
+    def start(self, offset: int, morsel: Any, index: int) -> asyncio.Future[Any]:
+        spec, loop, plan = self.spec, self.loop, self._plan
         if spec.kind == EXPRESSION:
-            from .local_engine import _evaluate_expression
-
-            return loop.run_in_executor(None, _evaluate_expression, morsel, spec.func)
+            return loop.run_in_executor(None, evaluate_expression, morsel, spec.func)
         if spec.kind == BATCH:
-            from .local_engine import _run_batch
-
-            return loop.run_in_executor(None, _run_batch, spec.func, spec.name, index, offset,
+            return loop.run_in_executor(None, run_batch, spec.func, spec.name, index, offset,
                                         morsel)
         data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
         if spec.kind == ASYNC:
-            return asyncio.ensure_future(engine._run_async(data, spec, offset))
-        if plan is not None and plan.executor == PROCESSES and engine._pool is not None:
-            if shipped is None:
-                shipped = ShippedFunction(spec.func, batch=False, processor=spec.processor)
-            return asyncio.wrap_future(engine._pool.submit(
-                Task(shipped, offset, data, index, call)))
+            return asyncio.ensure_future(run_async(self.runtime, data, spec, offset))
+        pool = self.runtime.pool
+        if plan is not None and plan.executor == PROCESSES and pool is not None:
+            if self._shipped is None:
+                self._shipped = ShippedFunction(spec.func, batch=False,
+                                                processor=spec.processor)
+            return asyncio.wrap_future(pool.submit(
+                Task(self._shipped, offset, data, index, self.call)))
         run = InlineRun(spec.func, data, offset)
         per_item = plan.per_item_cost_s if plan is not None else 0.0
-        if len(data) * per_item < INLINE_DIRECT_S:
+        if len(data) * per_item < LOOP_CALL_S:
             # A cheap morsel: a thread hop would cost more than the work.
             fut = loop.create_future()
             try:
@@ -138,32 +143,28 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
             except ProcessingError as exc:
                 fut.set_exception(exc)
             return fut
-        return loop.run_in_executor(engine._inline_executor(), run.run_all)
+        return loop.run_in_executor(self.runtime.inline_executor(), run.run_all)
 
-    async def first(offset: int, morsel: Any) -> Any:
-        # The first morsel goes through the engine's sampling, so the controller plans the
-        # stream's executor from real measurements.
-        nonlocal plan
-        if spec.kind in (EXPRESSION, BATCH, ASYNC):
-            return await start(offset, morsel, 0)
-        data = morsel.to_pylist() if isinstance(morsel, pa.RecordBatch) else morsel
-        rows = len(data)
-        out, _ = await engine._run_items(data, spec, rows)
-        plan = engine.controller.last_plan
-        if plan is not None and plan.executor != PROCESSES and plan.per_item_cost_s > 0:
-            # Plan for the stream as a whole: many morsels will follow this one.
-            from .local_engine import _ship_cost
 
-            k = min(rows, 1000)
-            ship, picklable = _ship_cost(data[:k], out[:k], spec)
-            plan = engine.controller.plan_items(
-                items=rows * max_in_flight, per_item_s=plan.per_item_cost_s,
-                ship_item_s=ship, pool_warm=engine._pool is not None,
-                picklable=picklable, items_per_morsel=rows)
-            if plan.executor == PROCESSES:
-                await loop.run_in_executor(None, engine._ensure_pool, plan.workers)
-        return out
-
+async def stream(runtime: EngineRuntime, source: Any, func: Any, *,
+                 max_in_flight: int | None = None,
+                 morsel_rows: int | None = None) -> AsyncIterator[Any]:
+    """The results of ``func`` over ``source``, in order (see the module's docstring)."""
+    spec = resolve_function(func)
+    if max_in_flight is None:
+        max_in_flight = 2 * runtime.controller.max_workers + 2
+    if max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+    if morsel_rows is not None and morsel_rows < 1:
+        raise ValueError(f"morsel_rows must be >= 1, got {morsel_rows}")
+    runs = _Morsels(runtime, spec, max_in_flight)
+    pending: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+    morsels = _aiter_morsels(source, morsel_rows, runtime.config.morsel_size_bytes)
+    runtime.streams_active += 1
+    items = 0
+    n_morsels = 0
+    t0 = time.perf_counter()
+    whole = spec.kind == EXPRESSION  # one output per morsel, not one result per item
     try:
         source_done = False
         while True:
@@ -174,11 +175,10 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
                     source_done = True
                     break
                 if n_morsels == 0:
-                    out = await first(offset, morsel)
-                    fut: asyncio.Future[Any] = loop.create_future()
-                    fut.set_result(out)
+                    fut: asyncio.Future[Any] = runs.loop.create_future()
+                    fut.set_result(await runs.first(offset, morsel))
                 else:
-                    fut = start(offset, morsel, n_morsels)
+                    fut = runs.start(offset, morsel, n_morsels)
                 pending.append((offset, fut))
                 n_morsels += 1
             if not pending:
@@ -187,29 +187,27 @@ async def stream(engine: LocalEngine, source: Any, func: Any, *,
             out = await fut
             if isinstance(out, tuple) and spec.kind == ASYNC:
                 out = out[0]
-            if spec.kind == EXPRESSION or (spec.kind == BATCH and not isinstance(out, list)
-                                           and _is_arrow(out)):
-                items += len(out)
+            items += len(out)
+            if whole or (spec.kind == BATCH and not isinstance(out, list) and _is_arrow(out)):
                 yield out
             else:
-                items += len(out)
                 for r in out:
                     yield r
     except ProcessingError:
-        engine._count_error()
+        runtime.calls.count_error()
         raise
     finally:
-        call.cancelled = True
+        runs.call.cancelled = True
         for _, f in pending:
             if f.done():
                 if not f.cancelled():
                     f.exception()  # retrieved: a later morsel's error is not reported twice
             else:
                 f.cancel()
-        engine._streams_active -= 1
+        runtime.streams_active -= 1
         await morsels.aclose()
         if items:
-            engine._count_call(items, n_morsels, time.perf_counter() - t0)
+            runtime.calls.count_call(items, n_morsels, time.perf_counter() - t0)
 
 
 def _is_arrow(obj: Any) -> bool:

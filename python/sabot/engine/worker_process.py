@@ -2,12 +2,12 @@
 
 A child runs one morsel at a time, so it limits its own native thread pools (Arrow's CPU pool,
 Sabot's native scheduler) to one thread: the parent runs as many children as the controller
-allows and the machine is never oversubscribed.
+allows and the machine is never oversubscribed. The messages it reads and writes are described
+in :mod:`sabot.engine.morsels`.
 
-Wire format (tuples over a ``multiprocessing`` connection; both ends are this package):
-parent -> child ``("fn", token, kind, payload)``, ``("run", task_id, token, offset, data)``,
-``("forget", token)``, ``None`` (exit); child -> parent ``("ok", task_id, results, cpu_s)`` or
-``("err", task_id, index, exception_bytes, traceback_text, summary)``.
+A child starts by importing this module alone; the modules a task needs (the inline loop,
+shared memory, numpy, pyarrow, the processor registry) are imported when a task first needs
+them, so a fresh child is ready sooner.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-FN_PICKLED = "pickled"
-FN_PROCESSOR = "processor"
-
+from ..errors import ProcessingError
+from .morsels import FN_PROCESSOR, ArrowMorsel, EncodedItems
+from .results import join_parts, results_arrow
 
 _native_limited = False
 
@@ -48,7 +48,7 @@ def _limit_native_threads() -> None:
 
 def _load_function(kind: str, payload: Any) -> Callable[[Any], Any]:
     if kind == FN_PROCESSOR:
-        from ..processors import get_processor
+        from ..processors import get_processor  # (at the first task that needs it)
 
         return get_processor(payload)
     import cloudpickle
@@ -82,7 +82,7 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
                 "a batch function must return exactly one result per item"
             )
         return out
-    from .inline import InlineRun
+    from .inline import InlineRun, run_numpy_pieces  # (at the first task: see the docstring)
     from .shm import ArrowSlice, NumpySlice
 
     if isinstance(data, EncodedItems):
@@ -106,183 +106,12 @@ def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any
     if type(data).__module__ == "numpy":
         # A numpy slice came as raw bytes: convert here, in parallel, and send back an array,
         # so the parent does no per-item work (it would be the pool's bottleneck).
-        from .inline import run_numpy_pieces
-
         return join_parts(run_numpy_pieces(func, data, offset))
     return InlineRun(func, data, offset).run_all()
 
 
-class AsyncAsSync:
-    """An ``async def`` per-item function run to completion on this process's own event loop:
-    how a CPU-bound coroutine function (one that never waits) runs on worker processes."""
-
-    _loop: Any = None
-
-    def __init__(self, func: Callable[[Any], Any]) -> None:
-        self.func = func
-
-    def __call__(self, item: Any) -> Any:
-        coro = self.func(item)
-        try:
-            coro.send(None)
-        except StopIteration as done:  # finished without waiting: no event loop needed
-            return done.value
-        coro.close()
-        # It waits on something after all: run it properly, on this process's loop.
-        import asyncio
-
-        if AsyncAsSync._loop is None:
-            AsyncAsSync._loop = asyncio.new_event_loop()
-        return AsyncAsSync._loop.run_until_complete(self.func(item))
-
-
-class ArrowMorsel:
-    """A slice of Arrow data (an Array or a RecordBatch) as Arrow IPC bytes.
-
-    Pickling a sliced pyarrow object would copy its whole parent buffers; the IPC writer keeps
-    only the slice. ``decode`` gives the Array (one column) or RecordBatch back without copying.
-    """
-
-    __slots__ = ("column", "payload", "rows")
-
-    def __init__(self, payload: bytes, column: bool, rows: int) -> None:
-        self.payload = payload
-        self.column = column
-        self.rows = rows
-
-    @classmethod
-    def encode(cls, data: Any) -> ArrowMorsel:
-        import pyarrow as pa
-
-        column = isinstance(data, pa.Array)
-        batch = pa.RecordBatch.from_arrays([data], names=["v"]) if column else data
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        return cls(sink.getvalue().to_pybytes(), column, batch.num_rows)
-
-    def decode(self) -> Any:
-        import pyarrow as pa
-
-        batch = pa.ipc.open_stream(pa.py_buffer(self.payload)).read_next_batch()
-        return batch.column(0) if self.column else batch
-
-    def __len__(self) -> int:
-        return self.rows
-
-
-class EncodedItems:
-    """A morsel of items still in its wire encoding (a cluster worker's morsel as it came),
-    with the module-level functions that decode it and encode its results (they pickle by
-    reference). The child decodes, runs and encodes; the result is
-    ``(items, encoding, bytes)``. ``rows`` is the item count when known cheaply (else an
-    estimate, used only for statistics)."""
-
-    __slots__ = ("decode", "encode", "encoding", "payload", "rows")
-
-    def __init__(self, encoding: str, payload: bytes, rows: int,
-                 decode: Callable[[str, bytes], Any],
-                 encode: Callable[[list[Any]], tuple[str, bytes]]) -> None:
-        self.encoding = encoding
-        self.payload = payload
-        self.rows = rows
-        self.decode = decode
-        self.encode = encode
-
-    def __len__(self) -> int:
-        return self.rows
-
-
-def results_arrow(results: list[Any]) -> Any:
-    """Per-item results as Arrow: a RecordBatch for dict rows, else an Array."""
-    import pyarrow as pa
-
-    if results and all(isinstance(r, dict) for r in results):
-        try:
-            return pa.RecordBatch.from_pylist(results)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise _not_arrow(exc) from exc
-    return arrow_array(results)
-
-
-def arrow_array(results: list[Any]) -> Any:
-    """Results as one Arrow array; TypeError saying what Arrow accepts when they do not fit."""
-    import pyarrow as pa
-
-    try:
-        return pa.array(results)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise _not_arrow(exc) from exc
-
-
-def _not_arrow(exc: BaseException) -> TypeError:
-    return TypeError(
-        f"the function's results cannot be stored in Arrow ({exc}); return values of one "
-        "Arrow-compatible type (numbers, strings, bools, dicts with the same keys, ...)")
-
-
-def results_array(results: list[Any]) -> Any:
-    """Results of a per-item function over numpy input as an array (ragged ones as objects)."""
-    import numpy as np
-
-    try:
-        return np.array(results)
-    except ValueError:
-        out = np.empty(len(results), dtype=object)
-        out[:] = results
-        return out
-
-
-def results_part(results: list[Any], ints: bool = False) -> Any:
-    """One piece of the results of a per-item function over numpy input: an array when the
-    results are scalars, else the list itself (an array of tuples would come back as rows or
-    lists, and a later piece may make the whole output ragged; the join decides).
-
-    ``ints``: earlier pieces were int64, so try a typed buffer first (~25% faster than numpy's
-    type discovery). It accepts only integers (and bools) that fit in 64 bits, giving the values
-    numpy would after joining with an int64 piece; anything else raises and takes numpy's way."""
-    if ints:
-        import array
-
-        try:
-            import numpy as np
-
-            return np.frombuffer(array.array("q", results), dtype=np.int64)
-        except (TypeError, OverflowError, ValueError):
-            pass
-    out = results_array(results)
-    return out if out.ndim == 1 and out.dtype != object else results
-
-
-def join_parts(parts: list[Any]) -> Any:
-    """Result parts (see ``results_part``) joined into one part, as if made from all results
-    at once: one array when every part is an array of scalars whose types combine, else the
-    list of all results."""
-    import numpy as np
-
-    if parts and all(isinstance(p, np.ndarray) for p in parts):
-        if len(parts) == 1:
-            return parts[0]
-        kinds = {p.dtype.kind for p in parts}
-        if len({p.dtype for p in parts}) == 1 or kinds <= set("biuf") or kinds in ({"U"}, {"S"}):
-            return np.concatenate(parts)
-    return [x for p in parts for x in (p if isinstance(p, list) else p.tolist())]
-
-
-def join_numpy(parts: list[Any]) -> Any:
-    """Result parts joined into the output array of a per-item call over numpy input."""
-    import numpy as np
-
-    if not parts:
-        return np.empty((0,))
-    out = join_parts(parts)
-    return out if isinstance(out, np.ndarray) else results_array(out)
-
-
 def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:
     """Serve tasks on ``conn`` until told to stop or the parent goes away."""
-    from ..errors import ProcessingError
-
     _limit_native_threads()
     if processor_modules:
         from ..processors import load_processor_modules
@@ -334,7 +163,6 @@ def main_fd(fd: int) -> None:
     """Entry point of a pool child: ``fd`` is its end of a socket pair with the parent."""
     import multiprocessing.connection
     import signal
-    import sys
 
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers
     # stop (it drains first), so the children ignore it.

@@ -1,2 +1,2 @@
-"""Sabot's HTTP API: ``server.HttpApi`` over a ``backend.NodeBackend``
-(``local_backend.LocalBackend`` for a single node; the coordinator and worker bring their own)."""
+"""Sabot's HTTP API: ``server.HttpApi`` over a ``backend.NodeBackend`` (the composition roots
+in :mod:`sabot.node` wire it to the local engine, the coordinator or a worker)."""

@@ -1,5 +1,8 @@
-"""The single-node :class:`~sabot.http.backend.NodeBackend`: an in-memory job table over the
-local engine.
+"""The single-node composition root: the HTTP API wired to the local engine.
+
+:class:`LocalBackend` is the single-node :class:`~sabot.http.backend.NodeBackend`, an
+in-memory job table over the local engine; :class:`LocalHttpNode` serves it with
+:class:`~sabot.http.server.HttpApi` (what the launcher starts with ``serve_http=True``).
 
 A job's input is cut into chunks that run one after another through ``process`` (the engine's
 ``LocalEngine.process``, which parallelises each chunk), so progress, throughput and queue depth
@@ -20,11 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Config
+from ..engine.local_engine import LocalEngine
 from ..errors import JobNotFoundError
+from ..http.results import dumps, to_json_list
+from ..http.server import HttpApi
 from ..metrics import CpuSampler, Metrics, get_metrics
 from ..processors import get_processor
-from .backend import FINISHED_STATES, JOB_STATES
-from .results import dumps, to_json_list
+from ..states import JobState, NodeState, check_job_transition
+from ..system import system_resources
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ class _Job:
     total: int
     created_at: float
     seq: int
-    status: str = "pending"
+    status: JobState = JobState.PENDING
     done: int = 0
     result: list[Any] | None = None
     error: str | None = None
@@ -56,7 +62,7 @@ class _Job:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        fraction = 1.0 if self.total == 0 and self.status == "completed" else (
+        fraction = 1.0 if self.total == 0 and self.status == JobState.COMPLETED else (
             self.done / self.total if self.total else 0.0)
         return {
             "job_id": self.job_id,
@@ -104,10 +110,12 @@ class LocalBackend:
         self._started_at = time.time()
         self._closed = False
         self._cpu = CpuSampler(config.effective_max_workers)
-        # The LocalEngine counts items and morsels itself; any other process function is
+        # An engine that counts items and morsels itself says so (``records_metrics`` on the
+        # object whose method ``process`` is: a LocalEngine); any other process function is
         # counted here, so the counters are right either way and never counted twice.
         if engine_records_metrics is None:
-            engine_records_metrics = _is_local_engine_method(process)
+            engine_records_metrics = bool(getattr(getattr(process, "__self__", None),
+                                                  "records_metrics", False))
         self._count_here = not engine_records_metrics
         self._address = f"{config.advertise_host or config.host}:{config.port}"
         self.metrics.set_load_source(self.load)
@@ -123,8 +131,8 @@ class LocalBackend:
         counts = self._counts()
         return {
             "status": "ok" if not self._closed else "stopping",
-            "jobs_running": counts.get("running", 0),
-            "jobs_pending": counts.get("pending", 0),
+            "jobs_running": counts.get(JobState.RUNNING, 0),
+            "jobs_pending": counts.get(JobState.PENDING, 0),
         }
 
     def cluster_info(self) -> dict[str, Any] | None:
@@ -135,7 +143,7 @@ class LocalBackend:
         return [{
             "node_id": self.node_id,
             "role": self.role,
-            "status": "alive" if not self._closed else "stopping",
+            "status": NodeState.ALIVE if not self._closed else NodeState.STOPPING,
             "address": self._address,
             "cores": self.config.effective_max_workers,
             "utilization_percent": load["utilization_percent"],
@@ -144,8 +152,6 @@ class LocalBackend:
         }]
 
     def stats(self) -> dict[str, Any]:
-        from ..system import system_resources
-
         engine: dict[str, Any] = {}
         if self._stats is not None:
             try:
@@ -162,7 +168,7 @@ class LocalBackend:
             "cluster_name": self.config.cluster_name,
             "uptime_s": time.time() - self._started_at,
             "nodes": {"total": 1, "alive": 0 if self._closed else 1},
-            "jobs": {"total": len(self._jobs), **{s: counts.get(s, 0) for s in JOB_STATES}},
+            "jobs": {"total": len(self._jobs), **{s.value: counts.get(s, 0) for s in JobState}},
             "throughput_items_per_second": self.metrics.throughput_now(),
             "items_processed": int(self.metrics.items_completed),
             "queue_depth": load["queue_depth"],
@@ -175,7 +181,7 @@ class LocalBackend:
         """Live load for the metrics gauges and the status page."""
         return {
             "queue_depth": sum(j.chunks_left for j in self._jobs.values()
-                               if j.status in ("pending", "running")),
+                               if j.status.active),
             "utilization_percent": self._cpu.percent(),
             "jobs": self._counts(),
             "nodes": {"alive": 0 if self._closed else 1},
@@ -195,7 +201,7 @@ class LocalBackend:
         )
         job.chunks_left = self._chunk_count(total)
         self._jobs[job.job_id] = job
-        self.metrics.record_job("pending")
+        self.metrics.record_job(JobState.PENDING)
         self._schedule()
         return {"job_id": job.job_id, "status": job.status}
 
@@ -218,9 +224,9 @@ class LocalBackend:
 
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         job = self._get(job_id)
-        if job.status not in FINISHED_STATES:
-            was_running = job.status == "running"
-            self._finish(job, "cancelled", error="cancelled by request")
+        if not job.status.finished:
+            was_running = job.status == JobState.RUNNING
+            self._finish(job, JobState.CANCELLED, error="cancelled by request")
             if was_running and job.task is not None:
                 job.task.cancel()
         return job.summary()
@@ -235,8 +241,8 @@ class LocalBackend:
         self._closed = True
         tasks = []
         for job in list(self._jobs.values()):
-            if job.status not in FINISHED_STATES:
-                self._finish(job, "cancelled", error="node stopped")
+            if not job.status.finished:
+                self._finish(job, JobState.CANCELLED, error="node stopped")
             if job.task is not None and not job.task.done():
                 job.task.cancel()
                 tasks.append(job.task)
@@ -255,7 +261,7 @@ class LocalBackend:
         return job
 
     def _counts(self) -> dict[str, int]:
-        counts = {s: 0 for s in JOB_STATES}
+        counts = {s.value: 0 for s in JobState}
         for job in self._jobs.values():
             counts[job.status] += 1
         return counts
@@ -270,7 +276,7 @@ class LocalBackend:
     def _expire(self) -> None:
         now = time.time()
         ttl = self.config.result_ttl_s
-        finished = [j for j in self._jobs.values() if j.status in FINISHED_STATES]
+        finished = [j for j in self._jobs.values() if j.status.finished]
         for job in finished:
             if job.finished_at is not None and now - job.finished_at > ttl:
                 del self._jobs[job.job_id]
@@ -281,13 +287,12 @@ class LocalBackend:
 
     def _schedule(self) -> None:
         while self._running < self.max_concurrent_jobs and not self._closed:
-            pending = [j for j in self._jobs.values() if j.status == "pending"]
+            pending = [j for j in self._jobs.values() if j.status == JobState.PENDING]
             if not pending:
                 return
             job = min(pending, key=lambda j: (-j.priority, j.seq))
-            job.status = "running"
+            self._move(job, JobState.RUNNING)
             job.started_at = time.time()
-            self.metrics.record_job("running")
             self._running += 1
             job.task = asyncio.get_running_loop().create_task(self._run(job))
 
@@ -296,7 +301,7 @@ class LocalBackend:
             results: list[Any] = []
             size = self._chunk_size(job.total)
             for start in range(0, job.total, size):
-                if job.status != "running":
+                if job.status != JobState.RUNNING:
                     return
                 chunk = job.data[start:start + size]
                 t0 = time.monotonic()
@@ -311,50 +316,76 @@ class LocalBackend:
                 if self._count_here:
                     self.metrics.record_items(len(chunk))
                     self.metrics.record_morsel(time.monotonic() - t0)
-            if job.status != "running":
+            if job.status != JobState.RUNNING:
                 return
             # Checked once here so GET /job never meets a result it cannot send.
             await asyncio.to_thread(dumps, results)
             job.result = results
-            self._finish(job, "completed")
+            self._finish(job, JobState.COMPLETED)
         except asyncio.CancelledError:
-            if job.status == "running":
-                self._finish(job, "cancelled", error="cancelled")
+            if job.status == JobState.RUNNING:
+                self._finish(job, JobState.CANCELLED, error="cancelled")
         except Exception as exc:
-            if job.status == "running":
+            if job.status == JobState.RUNNING:
                 if self._count_here:
                     self.metrics.record_items(max(0, job.total - job.done), "failed")
                 self.metrics.record_error(type(exc).__name__)
-                self._finish(job, "failed", error=_error_text(exc))
+                self._finish(job, JobState.FAILED, error=_error_text(exc))
         finally:
             job.task = None
             job.data = None  # the input is not needed any more; free it
             self._running -= 1
             self._schedule()
 
-    def _finish(self, job: _Job, status: str, *, error: str | None = None) -> None:
+    def _move(self, job: _Job, status: JobState) -> None:
+        """The one place a job's state changes."""
+        check_job_transition(job.status, status)
         job.status = status
+        self.metrics.record_job(status)
+
+    def _finish(self, job: _Job, status: JobState, *, error: str | None = None) -> None:
+        self._move(job, status)
         job.error = error
         job.finished_at = time.time()
         job.chunks_left = 0
-        if status != "running" and job.task is None:
+        if job.task is None:
             job.data = None
-        self.metrics.record_job(status)
-
-
-def _is_local_engine_method(process: Any) -> bool:
-    owner = getattr(process, "__self__", None)
-    if owner is None:
-        return False
-    try:
-        from ..engine.local_engine import LocalEngine
-    except ImportError:
-        return False
-    return isinstance(owner, LocalEngine)
 
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["LocalBackend"]
+class LocalHttpNode:
+    """A single node's HTTP API: a :class:`LocalBackend` job table over ``engine``, served on
+    SABOT_HOST:SABOT_PORT. ``stats``: what GET /stats adds (the launcher's own stats)."""
+
+    def __init__(self, config: Config, engine: LocalEngine, *, stats: StatsFn | None = None,
+                 node_id: str | None = None) -> None:
+        self.config = config
+        self.backend = LocalBackend(config, process=engine.process,
+                                    stats=stats if stats is not None else engine.get_stats,
+                                    node_id=node_id, engine_records_metrics=engine.records_metrics)
+        self.api = HttpApi(config, self.backend)
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Serve; returns the bound port. OSError saying which address was taken."""
+        config = self.config
+        try:
+            self.port = await self.api.start(config.host, config.port)
+        except OSError as exc:
+            await self.backend.close()
+            raise OSError(
+                exc.errno,
+                f"cannot serve the HTTP API on {config.host}:{config.port}: "
+                f"{exc.strerror or exc} (set SABOT_PORT to a free port, or 0 for any)") from exc
+        return self.port
+
+    async def stop(self) -> None:
+        """No new requests, then the running jobs are cancelled."""
+        await self.api.stop()
+        await self.backend.close()
+
+
+__all__ = ["LocalBackend", "LocalHttpNode"]

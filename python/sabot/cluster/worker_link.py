@@ -1,0 +1,286 @@
+"""A worker's link to the coordinator: one ZeroMQ session's sockets, what comes in (checked for
+replays and foreign sessions, in order) and what goes out (posted at once, or held and sent as
+one message).
+
+The worker says what to do with each message (``on_message``) and when a read is complete
+(``on_read``); the link never decides anything about morsels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ..errors import ProtocolError
+from ..metrics import Metrics
+from . import transport
+from .protocol import MAX_FRAMES, Sender, check_frames, decode_frame
+from .protocol import messages as m
+from .security import ClusterKeys
+
+log = logging.getLogger("sabot.cluster.worker")
+
+
+class FatalRefusal(Exception):
+    """Wraps an error that must stop the worker instead of retrying."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class CoordinatorLink:
+    """The session with the coordinator. ``registered`` is set while the coordinator has
+    welcomed this worker (posts go straight out only then); ``on_message(msg)`` acts on a
+    message and returns False to end the session; ``on_read()`` runs when everything that
+    was waiting has been read and handled."""
+
+    def __init__(self, node_id: str, metrics: Metrics, registered: asyncio.Event,
+                 on_message: Callable[[m.Message], bool], on_read: Callable[[], None]) -> None:
+        self.node_id = node_id
+        self.metrics = metrics
+        self.registered = registered
+        self._on_message = on_message
+        self._on_read = on_read
+        #: When the coordinator was last heard from (monotonic seconds).
+        self.last_heard = 0.0
+        self._sock: zmq.asyncio.Socket | None = None
+        self._sync: zmq.Socket | None = None
+        self._sender = Sender()
+        self._coord_session: tuple[int, int] | None = None
+        # Messages that came in one ZeroMQ message and are not handled yet.
+        self._inbox: deque[m.Message] = deque()
+        self._outbox: list[m.Message] = []
+        self._outbox_event = asyncio.Event()
+        # Messages posted while posts are held (see held_posts) go out together, as one
+        # ZeroMQ message.
+        self._posts: list[m.Message] = []
+        self._holding = 0
+        self._kick_pending = False
+        self._session_over: asyncio.Event | None = None
+        self._fatal: FatalRefusal | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    # -- sockets -------------------------------------------------------------------------
+    def open(self, ctx: zmq.asyncio.Context, keys: ClusterKeys, endpoint: str) -> None:
+        """A fresh session's sockets (sequence numbers and the inbox start again)."""
+        self._sender = Sender()
+        self._coord_session = None
+        self._inbox.clear()
+        self._sock = transport.client_socket(ctx, keys, endpoint)
+        # The same socket without asyncio, for sends and reads that need not wait.
+        self._sync = zmq.Socket.shadow(self._sock.underlying)
+
+    def close(self, linger_ms: int = 0) -> None:
+        self._sync = None
+        if self._sock is not None:
+            self._sock.close(linger_ms)
+            self._sock = None
+
+    async def send_now(self, msg: m.Message) -> None:
+        if self._sock is not None:
+            await self._sock.send_multipart(self._sender.encode(msg))
+
+    # -- receiving -----------------------------------------------------------------------
+    async def recv(self, timeout: float | None) -> m.Message | None:
+        """The next valid message from the coordinator (None on timeout)."""
+        assert self._sock is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._inbox:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left is not None and left <= 0:
+                return None
+            if not await self._sock.poll(None if left is None else int(left * 1000) + 1):
+                continue
+            self._inbox.extend(self._accept(await self._sock.recv_multipart()))
+        return self._inbox.popleft()
+
+    def _recv_nowait(self) -> m.Message | None | bool:
+        """A message already waiting (None when what came was rejected), False when none is."""
+        if self._inbox:
+            return self._inbox.popleft()
+        if self._sync is None:
+            return False
+        try:
+            frames = self._sync.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        self._inbox.extend(self._accept(frames))
+        return self._inbox.popleft() if self._inbox else None
+
+    def _accept(self, frames: list[bytes]) -> list[m.Message]:
+        """The valid messages of one ZeroMQ message (one per frame, in order); bad frames are
+        rejected and logged one by one."""
+        try:
+            check_frames(frames)
+        except ProtocolError as exc:
+            self._reject(exc)
+            return []
+        out = []
+        for frame in frames:
+            try:
+                env = decode_frame(frame)
+            except ProtocolError as exc:
+                self._reject(exc)
+                continue
+            known = self._coord_session
+            if known is not None and env.session == known[0] and env.seq <= known[1]:
+                log.warning("worker %s rejected a replayed message (seq %d)", self.node_id,
+                            env.seq)
+                continue
+            if known is not None and env.session != known[0] and not isinstance(
+                    env.msg, (m.Refused, m.Welcome)):
+                log.warning("worker %s ignored %s from an unknown coordinator session",
+                            self.node_id, env.msg.OP)
+                continue
+            self._coord_session = (env.session, env.seq)
+            self.last_heard = time.monotonic()
+            if type(env.msg) is m.AssignMany:
+                out += env.msg.expand()
+            else:
+                out.append(env.msg)
+        return out
+
+    def _reject(self, exc: ProtocolError) -> None:
+        self.metrics.record_error("protocol")
+        log.warning("worker %s rejected a message from the coordinator: %s", self.node_id, exc)
+
+    async def receive_loop(self) -> None:
+        """Handle messages as they come until ``on_message`` ends the session."""
+        assert self._sock is not None
+        on_message = self._on_message
+        while True:
+            # Only wait for readability here: every read is a plain read that is handled at
+            # once (here or in _drain_kicked), so messages are handled in the order they came
+            # (an asyncio read could complete, then wait for the loop while a kicked drain
+            # handles later messages, and be dropped as a replay). What is already read comes
+            # first: the assignments that came with the welcome wait in the inbox.
+            with self.held_posts():
+                msg: Any = self._recv_nowait()
+                while msg is not False:
+                    if msg is not None and not on_message(msg):
+                        return
+                    # Everything already queued is handled in this wake-up, without the loop.
+                    msg = self._recv_nowait()
+                # All that came is handled: what it queued starts now, not a turn later.
+                self._on_read()
+            await self._sock.poll()
+
+    # -- the session's end ---------------------------------------------------------------
+    def begin_session(self) -> asyncio.Event:
+        """An event set when a message handled outside the receive loop ends the session."""
+        self._session_over = asyncio.Event()
+        self._fatal = None
+        return self._session_over
+
+    def raise_if_refused(self) -> None:
+        """The fatal refusal a kicked read met, if any (it ended the session)."""
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+
+    # -- sending -------------------------------------------------------------------------
+    def post(self, msg: m.Message) -> None:
+        """Send ``msg`` now, or when posts are held, with the others when they are released."""
+        self._posts.append(msg)
+        if not self._holding:
+            self.flush()
+
+    @contextlib.contextmanager
+    def held_posts(self) -> Iterator[None]:
+        """Messages posted inside go out together when it ends (the results of one coalesced
+        engine call, or of the morsels of one received batch run inline: one ZeroMQ message,
+        one wake-up of the coordinator, instead of one each)."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding and self._posts:
+                self.flush()
+
+    def drop_credits(self) -> None:
+        """Forget credits posted but not sent yet (a later credit must not be undone)."""
+        self._posts = [x for x in self._posts if not isinstance(x, m.Credit)]
+        self._outbox = [x for x in self._outbox if not isinstance(x, m.Credit)]
+
+    def flush(self) -> None:
+        """Send (or queue for the send loop) what is posted."""
+        msgs, self._posts = self._posts, []
+        if len(msgs) > 1:
+            msgs = m.batch_morsels(msgs)
+        # Until the welcome, posts wait for the send loop: a read after a send here (the
+        # kick) could take the welcome (or a refusal) away from the hello.
+        if not self._outbox and self._sync is not None and self.registered.is_set():
+            try:
+                while msgs:
+                    self._sync.send_multipart(self._sender.encode_many(msgs[:MAX_FRAMES]),
+                                              zmq.NOBLOCK)
+                    del msgs[:MAX_FRAMES]
+            except zmq.ZMQError:
+                # Not connected right now (the sequence numbers are spent; later ones are
+                # higher, which is all the coordinator checks): the send loop retries.
+                pass
+            self._kick()
+        if msgs:
+            self._outbox.extend(msgs)
+            self._outbox_event.set()
+
+    def _kick(self) -> None:
+        """After a send on the plain socket: read what waits now. ZMQ_FD, which the asyncio
+        poll in receive_loop waits on, is edge-triggered, and a send on the same socket can
+        consume its edge (the send processes the socket's pending commands); a message that
+        arrived meanwhile would then sit unread until some later traffic (a heartbeat ack a
+        second later), which held morsels back for up to a heartbeat period."""
+        if self._kick_pending or self._sync is None:
+            return
+        try:
+            readable = self._sync.get(zmq.EVENTS) & zmq.POLLIN
+        except zmq.ZMQError:
+            return
+        if readable:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._drain_kicked)
+
+    def _drain_kicked(self) -> None:
+        self._kick_pending = False
+        try:
+            with self.held_posts():
+                msg = self._recv_nowait()
+                while msg is not False:
+                    if msg is not None and not self._on_message(msg):
+                        if self._session_over is not None:
+                            self._session_over.set()
+                        return
+                    msg = self._recv_nowait()
+        except FatalRefusal as exc:
+            # (a callback: the session ends and the worker raises it)
+            self._fatal = exc
+            if self._session_over is not None:
+                self._session_over.set()
+
+    async def flush_outbox(self) -> None:
+        while self._outbox and self._sock is not None:
+            msg = self._outbox.pop(0)
+            await self.send_now(msg)
+
+    async def send_loop(self) -> None:
+        while True:
+            await self.flush_outbox()
+            self._outbox_event.clear()
+            if not self._outbox:
+                await self._outbox_event.wait()
+
+
+__all__ = ["CoordinatorLink", "FatalRefusal"]

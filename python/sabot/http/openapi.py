@@ -151,6 +151,9 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
+            "waiting": {"type": "string", "nullable": True,
+                        "description": "why an unfinished job makes no progress (a cluster "
+                                       "with no worker connected), else null"},
         },
         "additionalProperties": True,
     },

@@ -84,18 +84,19 @@ class Job:
     done_morsels: int = 0
     done_items: int = 0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, waiting: str | None = None) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
                            self.total_items, self.done_items, self.done_morsels,
                            len(self.morsels), self.error, self.created_at, self.started_at,
-                           self.finished_at, self.result_kind)
+                           self.finished_at, self.result_kind, waiting)
 
 
 def job_summary(job_id: str, state: JobState, priority: int, processor: str, items: int,
                 done_items: int, done_morsels: int, total_morsels: int, error: str | None,
                 created_at: float, started_at: float | None, finished_at: float | None,
-                result_kind: str) -> dict[str, Any]:
-    """The job dict without its result (docs/cluster.md, docs/http.md)."""
+                result_kind: str, waiting: str | None = None) -> dict[str, Any]:
+    """The job dict without its result (docs/cluster.md, docs/http.md); ``waiting``: why an
+    unfinished job makes no progress (JobTable.waiting)."""
     fraction = 1.0 if state is _COMPLETED else done_items / items if items else 0.0
     return {
         "job_id": job_id, "status": state.value, "priority": priority, "processor": processor,
@@ -103,7 +104,7 @@ def job_summary(job_id: str, state: JobState, priority: int, processor: str, ite
         "progress": {"done": done_items, "total": items, "fraction": round(fraction, 6),
                      "morsels_done": done_morsels, "morsels_total": total_morsels},
         "error": error, "created_at": created_at, "started_at": started_at,
-        "finished_at": finished_at, "result_kind": result_kind,
+        "finished_at": finished_at, "result_kind": result_kind, "waiting": waiting,
     }
 
 
@@ -294,11 +295,15 @@ class JobTable:
                 self.jobs.pop(job_id, None)
 
     # -- views ----------------------------------------------------------------------------------
+    def waiting(self, job: Job) -> str | None:
+        """Why an unfinished job makes no progress (no worker is connected), or None."""
+        return self._registry.waiting_reason() if job.state in ACTIVE_JOB_STATES else None
+
     def summary(self, job_id: str) -> dict[str, Any] | None:
         """The job dict of a job in memory or in the journal; None when it is unknown."""
         job = self.jobs.get(job_id)
         if job is not None:
-            return job.summary()
+            return job.summary(self.waiting(job))
         self.flush_results()
         row = self._journal.job(job_id)
         if row is None:
@@ -310,7 +315,8 @@ class JobTable:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` jobs in memory, newest first."""
-        return [j.summary() for j in sorted(self.jobs.values(), key=lambda j: -j.seq)[:limit]]
+        return [j.summary(self.waiting(j))
+                for j in sorted(self.jobs.values(), key=lambda j: -j.seq)[:limit]]
 
     def listed(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` jobs of the journal, newest first."""

@@ -207,6 +207,14 @@ class NodeRegistry:
                 self._guard.forget(node.peer)
 
     # -- views ----------------------------------------------------------------------------------
+    def waiting_reason(self) -> str | None:
+        """Why queued morsels cannot run at all (no alive worker), or None."""
+        if any(n.state is _ALIVE for n in self.nodes.values()):
+            return None
+        return ("no worker is connected to this coordinator: the job waits until one registers "
+                "(start one with SABOT_MODE=worker and COORDINATOR_HOST / COORDINATOR_PORT "
+                "pointing at this coordinator's HTTP port)")
+
     def known_processors(self) -> set[str]:
         """Processors registered here and on every alive worker."""
         known = set(list_processors())

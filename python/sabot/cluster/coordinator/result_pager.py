@@ -90,7 +90,8 @@ class ResultPager:
             i += 1
         if parts or finished or final or start >= len(morsels):
             self._send(peer, m.ResultBatch(msg.request_id, job.job_id, job.state.value, start,
-                                           parts, len(morsels), job.result_kind, job.error))
+                                           parts, len(morsels), job.result_kind, job.error,
+                                           self._table.waiting(job)))
             return True
         return False
 

@@ -143,6 +143,12 @@ class JobTimeoutError(TimeoutError, SabotError):
     """Waiting for a job's result took longer than the given timeout."""
 
 
+class InlineFallbackWarning(RuntimeWarning):
+    """A call runs on one core, inline, where worker processes would have run it in parallel,
+    because its function (or its items) cannot be pickled. Issued once per function; the
+    message says why and how to fix it."""
+
+
 __all__ = [
     "SabotError",
     "ConfigError",
@@ -162,4 +168,5 @@ __all__ = [
     "RequestRefusedError",
     "JobFailedError",
     "JobTimeoutError",
+    "InlineFallbackWarning",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 
 from .columnar_input import ColumnarInput, PieceRun
 from .controller import INLINE, MIN_PARALLEL_S, PROCESSES, Plan
+from .fallback_warning import warn_if_unpicklable
 from .functions import FunctionSpec, function_pickles
 from .inline import InlineRun
 from .placement import INLINE_SLICE_S, LOOP_CALL_S, LOOP_SLICE_S
@@ -120,6 +121,7 @@ class ItemCall:
             items=items, per_item_s=plan.per_item_cost_s, ship_item_s=ship,
             pool_warm=self.runtime.pool is not None, picklable=picklable,
             items_per_morsel=self.morsel_rows)
+        self._warn_if_unpicklable()
         return self.plan
 
     # -- planning ------------------------------------------------------------------------
@@ -133,7 +135,13 @@ class ItemCall:
             items=items, per_item_s=per_item_s, ship_item_s=self._ship,
             pool_warm=self.runtime.pool_warm(), picklable=self._picklable,
             items_per_morsel=self.morsel_rows)
+        self._warn_if_unpicklable()
         return self.plan
+
+    def _warn_if_unpicklable(self) -> None:
+        if self.plan is not None and self.plan.executor != PROCESSES:
+            warn_if_unpicklable(self.plan, self.spec, self.items[:STREAM_SHIP_ITEMS],
+                                self.runtime.controller.workers_for_call())
 
     def _measure_ship(self, k: int, results: list[Any]) -> float:
         """Measure the shipping cost on the first ``k`` items (``results``: theirs); returns

@@ -102,7 +102,9 @@ def client_socket(ctx: zmq.Context, keys: ClusterKeys, endpoint: str) -> zmq.Soc
 
 
 def monitor_socket(sock: zmq.Socket) -> zmq.Socket:
-    events = 0
+    """A monitor of a server socket: handshake failures (logged) and dropped connections
+    (the coordinator then looks for the peer that is gone)."""
+    events = zmq.EVENT_DISCONNECTED
     for ev in _HANDSHAKE_FAILURES:
         events |= ev
     return sock.get_monitor_socket(events)
@@ -128,12 +130,13 @@ async def next_connection_event(mon: Any) -> int:
             continue
 
 
-def log_monitor_event(mon: zmq.Socket) -> None:
-    """Read one monitor event and log handshake failures (never the keys)."""
+def log_monitor_event(mon: zmq.Socket) -> int | None:
+    """Read one monitor event, log handshake failures (never the keys) and return the event's
+    number (None when there was none)."""
     try:
         event = recv_monitor_message(mon, flags=zmq.NOBLOCK)
     except zmq.Again:
-        return
+        return None
     reason = _HANDSHAKE_FAILURES.get(event["event"])
     now = time.monotonic()
     # A refused peer retries every few hundred ms: one line per reason per 5 s is enough.
@@ -141,6 +144,7 @@ def log_monitor_event(mon: zmq.Socket) -> None:
         _last_logged[reason] = now
         log.warning("ZeroMQ peer refused on %s: %s", event.get("endpoint", b"").decode(
             "utf-8", "replace"), reason)
+    return int(event["event"])
 
 
 # -- discovery ---------------------------------------------------------------------------------

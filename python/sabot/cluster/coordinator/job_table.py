@@ -64,6 +64,7 @@ class Morsel:
     deadline: float = 0.0
     result: tuple[str, int, bytes] | None = None
     last_error: str | None = None
+    node_losses: int = 0  # times it was requeued because its worker was lost
 
 
 @dataclass(slots=True)
@@ -83,20 +84,30 @@ class Job:
     error: str | None = None
     done_morsels: int = 0
     done_items: int = 0
+    #: Morsels requeued because their worker was lost, and the most times one morsel was.
+    node_losses: int = 0
+    most_node_losses: int = 0
+    most_lost_morsel: int | None = None
 
     def summary(self, waiting: str | None = None) -> dict[str, Any]:
+        # (while it runs: the journal does not keep them, and a job's dict is the same from
+        # memory and from the journal once it is finished)
+        losses = {"requeued": self.node_losses, "most_for_one_morsel": self.most_node_losses,
+                  "morsel": self.most_lost_morsel} if self.state in ACTIVE_JOB_STATES else None
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
                            self.total_items, self.done_items, self.done_morsels,
                            len(self.morsels), self.error, self.created_at, self.started_at,
-                           self.finished_at, self.result_kind, waiting)
+                           self.finished_at, self.result_kind, waiting, losses)
 
 
 def job_summary(job_id: str, state: JobState, priority: int, processor: str, items: int,
                 done_items: int, done_morsels: int, total_morsels: int, error: str | None,
                 created_at: float, started_at: float | None, finished_at: float | None,
-                result_kind: str, waiting: str | None = None) -> dict[str, Any]:
+                result_kind: str, waiting: str | None = None,
+                node_losses: dict[str, Any] | None = None) -> dict[str, Any]:
     """The job dict without its result (docs/cluster.md, docs/http.md); ``waiting``: why an
-    unfinished job makes no progress (JobTable.waiting)."""
+    unfinished job makes no progress (JobTable.waiting); ``node_losses``: its morsels requeued
+    because their worker was lost, while the job runs (None once it is finished)."""
     fraction = 1.0 if state is _COMPLETED else done_items / items if items else 0.0
     return {
         "job_id": job_id, "status": state.value, "priority": priority, "processor": processor,
@@ -105,6 +116,7 @@ def job_summary(job_id: str, state: JobState, priority: int, processor: str, ite
                      "morsels_done": done_morsels, "morsels_total": total_morsels},
         "error": error, "created_at": created_at, "started_at": started_at,
         "finished_at": finished_at, "result_kind": result_kind, "waiting": waiting,
+        "node_losses": node_losses,
     }
 
 

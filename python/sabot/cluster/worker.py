@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config
 from ..engine.local_engine import LocalEngine
 from ..errors import AuthenticationError, CoordinatorUnavailableError

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config
 from ..errors import AuthenticationError, JobNotFoundError, UnknownProcessorError
 from ..metrics import Metrics, get_metrics

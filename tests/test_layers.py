@@ -13,6 +13,7 @@ counted.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,3 +250,16 @@ def test_each_rule_reports_a_breach():
     assert private_imports([private]) == ["sabot.cluster.worker (line 10) imports _pool from sabot.engine.runtime"]
     # A submodule taken by ``from . import name`` is the submodule, not a name of the package.
     assert Import("sabot.cluster.worker", "sabot.cluster.transport", None, 39) in _imports("sabot.cluster.worker")
+
+
+def test_architecture_doc_draws_the_same_layers():
+    """docs/architecture.md's layer table lists the layers of LAYERS, in order, with the same
+    modules (``http/`` is the package sabot.http, ``cluster/__main__`` the module)."""
+    doc = (PACKAGE_DIR.parents[1] / "docs" / "architecture.md").read_text()
+    rows = []
+    for line in doc.split("## Layers", 1)[1].split("\n## ", 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[1].startswith("`"):
+            names = re.findall(r"`([^`]+)`", cells[1])
+            rows.append((cells[0], tuple(sorted("sabot." + n.strip("/").replace("/", ".") for n in names))))
+    assert rows == [(name, tuple(sorted(prefixes))) for name, prefixes in LAYERS]

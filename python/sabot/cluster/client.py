@@ -71,7 +71,8 @@ class ClusterClient:
                     raise AuthenticationError(
                         f"the coordinator at {self.host}:{self.port} uses another cluster key: "
                         "use the same SABOT_CLUSTER_KEY / SABOT_CLUSTER_KEY_FILE as the cluster "
-                        f"(this key's fingerprint {self._keys.fingerprint}, the coordinator's "
+                        f"(this client's key came from {self._keys.source}, fingerprint "
+                        f"{self._keys.fingerprint}; the coordinator's "
                         f"{info.get('key_fingerprint')})")
                 self._ctx = zmq.asyncio.Context()
                 self._endpoint = transport.zmq_endpoint(self.host, int(info["zmq_port"]))

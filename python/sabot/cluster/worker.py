@@ -273,7 +273,7 @@ class Worker:
                 raise FatalRefusal(AuthenticationError(
                     f"the coordinator at {config.coordinator_host}:{config.coordinator_port} "
                     "uses another cluster key: give every node the same SABOT_CLUSTER_KEY or "
-                    f"SABOT_CLUSTER_KEY_FILE (this node's key file: {config.cluster_key_file}, "
+                    f"SABOT_CLUSTER_KEY_FILE (this node's key came from {self._keys.source}, "
                     f"fingerprint {self._keys.fingerprint}; the coordinator's: "
                     f"{info.get('key_fingerprint')})"))
             raise CoordinatorUnavailableError(

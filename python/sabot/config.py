@@ -82,6 +82,17 @@ def _name(var: str, raw: str) -> str:
     return value
 
 
+def _node_name(var: str, raw: str) -> str:
+    # A node name is a Prometheus label value, a log word and part of URLs on the status page:
+    # it starts with a letter or digit and holds no spaces.
+    value = str(raw).strip()
+    if (not value or len(value) > 63 or not value[0].isalnum()
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)):
+        raise ConfigError(var, raw, "1-63 ASCII letters, digits, '-', '_' or '.', starting with "
+                          "a letter or digit (unset: a name made from the host name)")
+    return value
+
+
 def _max_workers(var: str, raw: str) -> int:
     value = str(raw).strip().lower()
     if value in ("auto", "0", ""):
@@ -139,6 +150,7 @@ _VARS: dict[str, _Var] = {
     "worker_port": _Var("SABOT_WORKER_PORT", "0", lambda v, r: _int(v, r, 0, 65535)),
     "advertise_host": _Var("SABOT_ADVERTISE_HOST", None, _host),
     "cluster_name": _Var("CLUSTER_NAME", "sabot-cluster", _name),
+    "node_name": _Var("SABOT_NODE_NAME", None, _node_name),
     "max_workers": _Var("MAX_WORKERS", "auto", _max_workers),
     "morsel_size_kb": _Var("MORSEL_SIZE_KB", "64", lambda v, r: _int(v, r, 1, 1048576)),
     "target_utilization": _Var(
@@ -183,6 +195,7 @@ class Config:
     worker_port: int = 0
     advertise_host: str | None = None
     cluster_name: str = "sabot-cluster"
+    node_name: str | None = None
     max_workers: int = 0
     morsel_size_kb: int = 64
     target_utilization: float = 0.8

@@ -125,6 +125,12 @@ class DistributedCoordinator:
         return self._local is not None
 
     @property
+    def node_id(self) -> str | None:
+        """This coordinator's node name (SABOT_NODE_NAME, or one made from the host name) once
+        started; None for a remote handle."""
+        return self._local.node_id if self._local is not None else None
+
+    @property
     def address(self) -> tuple[str, int]:
         """(host, HTTP port) of the coordinator this handle talks to."""
         if self._local is not None:

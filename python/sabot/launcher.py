@@ -44,7 +44,8 @@ class ComposableLauncher:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else load_config()
         self.mode, self.mode_reason = self.config.mode_and_reason
-        self.node_id = self.config.advertise_host or socket.gethostname()
+        self.node_id = (self.config.node_name or self.config.advertise_host
+                        or socket.gethostname())
         self.engine = LocalEngine(self.config, node=self.node_id)
         self._coordinator: Any = None
         self._worker: Any = None
@@ -99,6 +100,7 @@ class ComposableLauncher:
         handle = create_distributed_coordinator(config=self.config)
         self._coordinator = handle  # set first: stop() cleans up a start that was interrupted
         await handle.start()
+        self.node_id = handle.node_id or self.node_id
         self._http_port = getattr(handle, "http_port", None)
 
     async def _start_worker(self) -> None:
@@ -107,6 +109,7 @@ class ComposableLauncher:
         worker = create_worker_node(config=self.config)
         self._worker = worker  # set first: stop() cleans up a start that was interrupted
         await worker.start()
+        self.node_id = worker.node_id or self.node_id
 
     async def _start_http(self) -> None:
         # Imported when serving: the HTTP stack (aiohttp) takes a good part of a second to

@@ -27,6 +27,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "SABOT_WORKER_PORT": ["-1", "99999", "auto"],
     "SABOT_ADVERTISE_HOST": ["", "a b", "pod/ip"],
     "CLUSTER_NAME": ["", "a b", "a/b", "x" * 129, "caf\u00e9;rm"],
+    "SABOT_NODE_NAME": ["", "two words", "-lead", "w/1", "x" * 64, "caf\u00e9"],
     "MAX_WORKERS": ["-1", "many", "1.5", "5000"],
     "SABOT_WORKER_SLOTS": ["-1", "many", "1.5", "70000"],
     "MORSEL_SIZE_KB": ["0", "-64", "64k", "2000000"],

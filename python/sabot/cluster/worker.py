@@ -67,8 +67,8 @@ class Worker:
     def __init__(self, config: Config, *, node_id: str | None = None,
                  slots: int | None = None) -> None:
         self.config = config
-        self.node_id = node_id or f"worker-{socket.gethostname()}-{os.getpid()}-" \
-                                  f"{uuid.uuid4().hex[:6]}"
+        self.node_id = node_id or config.node_name or \
+            f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.cores = config.effective_max_workers
         # SABOT_WORKER_SLOTS (auto: two morsels per core, one running and one ready, plus two
         # in transit, so neither the cores nor the link idle between morsels).

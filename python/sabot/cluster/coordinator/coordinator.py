@@ -31,7 +31,8 @@ class Coordinator:
 
     def __init__(self, config: Config, *, node_id: str | None = None) -> None:
         self.config = config
-        self.node_id = node_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
+        self.node_id = node_id or config.node_name or \
+            f"coordinator-{socket.gethostname()}-{os.getpid()}"
         self.metrics = get_metrics(config.cluster_name, self.node_id)
         self.core: CoordinatorCore | None = None
         self.zmq_port: int | None = None

@@ -375,9 +375,10 @@ class CoordinatorCore(threading.Thread):
 
     def load(self) -> dict[str, Any]:
         """For the metrics gauges; called from other threads, reads plain counters only."""
-        total, busy = self._registry.slots()
+        # Utilization is CPU, as each worker reports it (the same figure as /nodes), not the
+        # share of credits in use: slots are full whenever work is queued, busy or not.
         return {"queue_depth": self._dispatcher.queued,
-                "utilization_percent": 100.0 * busy / total if total else 0.0,
+                "utilization_percent": self._registry.cpu_percent(),
                 "jobs": self._jobs.count_by_state(), "nodes": self._registry.count_by_state()}
 
     def nodes_info(self) -> list[dict[str, Any]]:

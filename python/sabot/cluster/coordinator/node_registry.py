@@ -238,6 +238,12 @@ class NodeRegistry:
             counts[node.state.value] = counts.get(node.state.value, 0) + 1
         return counts
 
+    def cpu_percent(self) -> float:
+        """The mean CPU utilization the alive workers report in their heartbeats (what the
+        per-node rows of the status page show), 0 with none (safe from another thread)."""
+        alive = [n.utilization for n in list(self.nodes.values()) if n.state is _ALIVE]
+        return sum(alive) / len(alive) if alive else 0.0
+
     def slots(self) -> tuple[int, int]:
         """(credits, morsels held) over the alive workers (safe to call from another thread).
         Credits can drop below what a worker still holds: what it holds counts then."""

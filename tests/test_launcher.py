@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -273,3 +274,45 @@ def test_daemon_stops_promptly_while_a_worker_still_looks_for_its_coordinator(tm
             proc.communicate()
     assert proc.returncode == 0, (seen + out).decode()
     assert took < 8  # not after the worker's 10 s registration wait
+
+
+def test_a_worker_that_cannot_reach_its_coordinator_does_not_say_ready(tmp_path):
+    """Unregistered, the daemon says it started but is not registered (naming the coordinator),
+    never "ready"; its /ready answers 503 meanwhile."""
+    coordinator_port = free_port()
+    env = clean_env(SABOT_MODE="worker", COORDINATOR_HOST="127.0.0.1",
+                    COORDINATOR_PORT=str(coordinator_port), SABOT_HOST="127.0.0.1",
+                    SABOT_WORKER_PORT=str(free_port()), SABOT_NODE_TIMEOUT_S="1",
+                    SABOT_DATA_DIR=str(tmp_path), LOG_LEVEL="INFO",
+                    SABOT_CLUSTER_KEY_FILE=str(tmp_path / "cluster.key"))
+    proc = subprocess.Popen([sys.executable, "-m", "sabot.composable_launcher"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line)
+            if "is not registered with the coordinator" in line or " ready (" in line:
+                break
+        ready = _get_status(int(env["SABOT_WORKER_PORT"]), "/ready")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = "".join(lines)
+    assert f"not registered with the coordinator at 127.0.0.1:{coordinator_port}" in text, text
+    assert " ready (" not in text, text
+    assert ready == 503
+
+
+def _get_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code

@@ -327,6 +327,11 @@ class WorkerNode:
         return self.worker.node_id if self.worker is not None else None
 
     @property
+    def registered(self) -> bool:
+        """Whether the worker is registered with its coordinator now."""
+        return self.worker is not None and self.worker.registered
+
+    @property
     def http_port(self) -> int | None:
         return self.worker.http_port if self.worker is not None else None
 

@@ -90,8 +90,15 @@ class ComposableLauncher:
                 self.engine.warm_up()
             self._started = True
             self._started_at = time.time()
-            log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode,
-                     f", HTTP on port {self._http_port}" if self._http_port else "")
+            where = f", HTTP on port {self._http_port}" if self._http_port else ""
+            if self._worker is not None and not self._worker.registered:
+                # Not ready: the worker keeps trying, and logs when it registers.
+                log.warning("Sabot node %s started (%s mode%s) but is not registered with the "
+                            "coordinator at %s:%s; not ready until it is", self.node_id,
+                            self.mode, where, self.config.coordinator_host,
+                            self.config.coordinator_port)
+            else:
+                log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode, where)
 
     async def _start_coordinator(self) -> None:
         # (the cluster stack, ZeroMQ and the journal, is imported only in the modes that run it)

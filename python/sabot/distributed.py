@@ -17,6 +17,7 @@ morsel times out); each result is kept exactly once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,8 @@ from .config import Config, load_config
 from .errors import CancelledError, JobFailedError, JobTimeoutError
 from .node.coordinator_node import CoordinatorNode
 from .node.worker_node import ServedWorker
+
+log = logging.getLogger("sabot.distributed")
 from .states import JobState
 
 #: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
@@ -364,8 +367,33 @@ async def submit_distributed_job(coordinator: DistributedCoordinator, data: Any,
 
 
 async def get_distributed_job_result(coordinator: DistributedCoordinator, job_id: str,
-                                     timeout: float | None = None) -> Any:
-    return await coordinator.result(job_id, timeout=timeout)
+                                     timeout: float | None = None, *,
+                                     cancel_on_interrupt: bool = False) -> Any:
+    """The job's result once it completes (raises JobFailedError, CancelledError or
+    JobTimeoutError otherwise).
+
+    An interrupted wait (Ctrl-C, or the calling task cancelled) leaves an acknowledged job
+    running on the cluster by default: it is durable, and its result can be fetched later by
+    its id. With ``cancel_on_interrupt=True`` the job is cancelled too (what ``sabot-node
+    submit`` does on Ctrl-C). Either way a warning says which happened."""
+    try:
+        return await coordinator.result(job_id, timeout=timeout)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if not cancel_on_interrupt:
+            log.warning("interrupted while waiting for job %s: it keeps running on the cluster; "
+                        "fetch its result later with get_distributed_job_result(coordinator, "
+                        "%r), cancel it with cancel_distributed_job, or pass "
+                        "cancel_on_interrupt=True to cancel on interrupt", job_id, job_id)
+            raise
+        try:
+            await asyncio.wait_for(coordinator.cancel(job_id), 10)
+        except Exception as exc:  # the interrupt is what the caller sees; say what failed
+            log.warning("interrupted while waiting for job %s; cancelling it failed (%s): it "
+                        "may still run; cancel it with cancel_distributed_job", job_id, exc)
+        else:
+            log.warning("interrupted while waiting for job %s: job cancelled "
+                        "(cancel_on_interrupt=True)", job_id)
+        raise
 
 
 async def get_distributed_job_status(coordinator: DistributedCoordinator, job_id: str

@@ -175,3 +175,24 @@ def test_ctrl_c_while_waiting_for_a_result_is_a_stated_choice(tmp_path, choice, 
         assert "it keeps running on the cluster" in err and "cancel_on_interrupt=True" in err, err
     else:
         assert "job cancelled (cancel_on_interrupt=True)" in err, err
+
+
+def test_a_progress_bar_while_waiting_for_a_result(tmp_path, capsys):
+    async def main():
+        config = _config(tmp_path)
+        coordinator = await sabot.create_distributed_coordinator(config=config).start()
+        host, port = coordinator.address
+        worker = sabot.create_worker_node(host, port, config=config)
+        await worker.start()
+        try:
+            job = await coordinator.submit(list(range(3000)), "square", morsel_items=100)
+            return await sabot.get_distributed_job_result(coordinator, job, timeout=60,
+                                                          progress=True), job
+        finally:
+            await worker.stop()
+            await coordinator.stop()
+
+    result, job = asyncio.run(main())
+    assert result == [x * x for x in range(3000)]
+    err = capsys.readouterr().err
+    assert f"job {job[:8]}" in err and "3000/3000" in err and "completed" in err, err

@@ -17,7 +17,9 @@ morsel times out); each result is kept exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,7 +33,7 @@ from .node.coordinator_node import CoordinatorNode
 from .node.worker_node import ServedWorker
 
 log = logging.getLogger("sabot.distributed")
-from .states import JobState
+from .states import FINISHED_JOB_STATES, JobState
 
 #: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
 #: more than the work).
@@ -368,16 +370,27 @@ async def submit_distributed_job(coordinator: DistributedCoordinator, data: Any,
 
 async def get_distributed_job_result(coordinator: DistributedCoordinator, job_id: str,
                                      timeout: float | None = None, *,
-                                     cancel_on_interrupt: bool = False) -> Any:
+                                     cancel_on_interrupt: bool = False,
+                                     progress: bool = False) -> Any:
     """The job's result once it completes (raises JobFailedError, CancelledError or
     JobTimeoutError otherwise).
 
     An interrupted wait (Ctrl-C, or the calling task cancelled) leaves an acknowledged job
     running on the cluster by default: it is durable, and its result can be fetched later by
     its id. With ``cancel_on_interrupt=True`` the job is cancelled too (what ``sabot-node
-    submit`` does on Ctrl-C). Either way a warning says which happened."""
+    submit`` does on Ctrl-C). Either way a warning says which happened.
+
+    ``progress=True`` draws a progress bar (tqdm, on stderr) of the job's items done, from its
+    status, while waiting."""
+    finished = asyncio.Event()
+    bar = asyncio.get_running_loop().create_task(
+        _progress_bar(coordinator, job_id, finished)) if progress else None
     try:
-        return await coordinator.result(job_id, timeout=timeout)
+        result = await coordinator.result(job_id, timeout=timeout)
+        if bar is not None:  # the bar's last state: every item done
+            finished.set()
+            await asyncio.wait([bar], timeout=5)
+        return result
     except (asyncio.CancelledError, KeyboardInterrupt):
         if not cancel_on_interrupt:
             log.warning("interrupted while waiting for job %s: it keeps running on the cluster; "
@@ -394,6 +407,36 @@ async def get_distributed_job_result(coordinator: DistributedCoordinator, job_id
             log.warning("interrupted while waiting for job %s: job cancelled "
                         "(cancel_on_interrupt=True)", job_id)
         raise
+    finally:
+        if bar is not None:
+            bar.cancel()
+            await asyncio.gather(bar, return_exceptions=True)
+
+
+async def _progress_bar(coordinator: DistributedCoordinator, job_id: str,
+                        finished: asyncio.Event, interval_s: float = 0.5) -> None:
+    """A tqdm bar of the job's items done, polled from its status until the job finishes (one
+    last poll once ``finished`` is set) or the task is cancelled; the bar stays on screen."""
+    from tqdm import tqdm  # (imported only when a bar is asked for)
+
+    bar = None
+    try:
+        while True:
+            status = await coordinator.status(job_id)
+            done_items = int(status.get("progress", {}).get("done") or 0)
+            total = int(status.get("progress", {}).get("total") or 0)
+            if bar is None:
+                bar = tqdm(total=total, unit="item", unit_scale=total >= 100_000,
+                           desc=f"job {job_id[:8]}", dynamic_ncols=True, file=sys.stderr)
+            bar.update(max(0, done_items - bar.n))
+            bar.set_postfix_str(str(status.get("status", "")), refresh=True)
+            if status.get("status") in FINISHED_JOB_STATES or finished.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), interval_s)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 async def get_distributed_job_status(coordinator: DistributedCoordinator, job_id: str

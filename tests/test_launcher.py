@@ -316,3 +316,24 @@ def _get_status(port: int, path: str) -> int:
             return r.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def _sleepy(x):
+    time.sleep(0.002)
+    return x + 1
+
+
+def test_process_shows_progress_as_items_finish(capsys):
+    """progress=True: a bar on stderr that moves while the call runs (counts between 0 and
+    the total show up), and ends at the total; without it nothing is drawn."""
+    import re
+
+    n = 1500
+    assert sabot.process(list(range(n)), _sleepy, progress=True, max_workers=2,
+                         morsel_size_kb=1) == [x + 1 for x in range(n)]
+    err = capsys.readouterr().err
+    counts = {int(c) for c in re.findall(rf"(\d+)/{n}\b", err)}
+    assert n in counts, err
+    assert any(0 < c < n for c in counts), err
+    assert sabot.process([1, 2, 3], _sleepy) == [2, 3, 4]
+    assert capsys.readouterr().err == ""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +32,7 @@ from .node.coordinator_node import CoordinatorNode
 from .node.worker_node import ServedWorker
 
 log = logging.getLogger("sabot.distributed")
+from .progress_bar import item_bar
 from .states import FINISHED_JOB_STATES, JobState
 
 #: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
@@ -417,8 +417,6 @@ async def _progress_bar(coordinator: DistributedCoordinator, job_id: str,
                         finished: asyncio.Event, interval_s: float = 0.5) -> None:
     """A tqdm bar of the job's items done, polled from its status until the job finishes (one
     last poll once ``finished`` is set) or the task is cancelled; the bar stays on screen."""
-    from tqdm import tqdm  # (imported only when a bar is asked for)
-
     bar = None
     try:
         while True:
@@ -426,8 +424,7 @@ async def _progress_bar(coordinator: DistributedCoordinator, job_id: str,
             done_items = int(status.get("progress", {}).get("done") or 0)
             total = int(status.get("progress", {}).get("total") or 0)
             if bar is None:
-                bar = tqdm(total=total, unit="item", unit_scale=total >= 100_000,
-                           desc=f"job {job_id[:8]}", dynamic_ncols=True, file=sys.stderr)
+                bar = item_bar(total, f"job {job_id[:8]}")
             bar.update(max(0, done_items - bar.n))
             bar.set_postfix_str(str(status.get("status", "")), refresh=True)
             if status.get("status") in FINISHED_JOB_STATES or finished.is_set():

@@ -24,6 +24,7 @@ from .functions import FunctionSpec, function_pickles
 from .inline import InlineRun
 from .placement import INLINE_SLICE_S, LOOP_CALL_S, LOOP_SLICE_S
 from .processes import CallGroup, ShippedFunction, Task
+from .progress import advance
 from .runtime import EngineRuntime, PoolUnavailable
 
 log = logging.getLogger("sabot.engine")
@@ -70,6 +71,7 @@ class ItemCall:
             elapsed += time.perf_counter() - t
             size *= 2
         done = run.done
+        advance(done)
         remaining = n - done
         calls = self.runtime.calls
         if remaining == 0:
@@ -174,6 +176,7 @@ class ItemCall:
             k = run.remaining
             run.step(k)
             calls.observe_morsels(time.perf_counter() - t, math.ceil(k / rows))
+            advance(k)
             return None
         loop = asyncio.get_running_loop()
         inline = self.runtime.inline_executor()
@@ -190,6 +193,7 @@ class ItemCall:
                 await loop.run_in_executor(inline, run.step, k)
             dt = time.perf_counter() - t
             calls.observe_morsels(dt, math.ceil(k / rows))
+            advance(k)
             measured = dt / k
             if run.remaining and measured > per_item * 1.5:
                 parts = await self._replan(measured)

@@ -193,9 +193,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "interval_s": {"type": "number"},
             "samples": {"type": "array", "items": {
-                "type": "object", "required": ["time", "items_per_second"],
+                "type": "object", "required": ["time", "items_per_second", "items"],
                 "properties": {"time": {"type": "number"},
-                               "items_per_second": {"type": "number"}}}},
+                               "items_per_second": {"type": "number"},
+                               "items": {"type": "integer", "minimum": 0}}}},
         },
     },
 }

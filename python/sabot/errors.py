@@ -143,7 +143,13 @@ class JobTimeoutError(TimeoutError, SabotError):
     """Waiting for a job's result took longer than the given timeout."""
 
 
+class PerformanceWarning(UserWarning):
+    """Sabot runs something slower than it could, and says why and how to fix it (for
+    example a per-item function that cannot be pickled runs on one core)."""
+
+
 __all__ = [
+    "PerformanceWarning",
     "SabotError",
     "ConfigError",
     "NativeError",

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..states import ACTIVE_JOB_STATES, JobState
+from .data_dir_lock import DataDirLock
 
 SCHEMA_VERSION = 1
 #: Least time between two WAL checkpoints.
@@ -107,12 +108,24 @@ def _job_row(row: tuple[Any, ...]) -> JobRow:
 class Journal:
     """SQLite journal at ``<data_dir>/coordinator.sqlite3``."""
 
-    def __init__(self, data_dir: Path, sync: str = "normal") -> None:
+    def __init__(self, data_dir: Path, sync: str = "normal", *,
+                 owner: str = "a coordinator") -> None:
+        """``owner`` names this coordinator in the message a second one on the same data dir
+        gets (the journal is locked while open: see data_dir_lock.py)."""
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError("SABOT_DATA_DIR", str(data_dir),
                               f"a directory Sabot can create and write ({exc.strerror})") from exc
+        self._lock = DataDirLock(data_dir)
+        self._lock.acquire(owner)
+        try:
+            self._open(data_dir, sync)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, data_dir: Path, sync: str) -> None:
         self.path = data_dir / "coordinator.sqlite3"
         self._wal = data_dir / "coordinator.sqlite3-wal"
         # check_same_thread=False: opened by the thread that starts the coordinator, then used
@@ -157,9 +170,12 @@ class Journal:
             self._checkpointer.poke()
 
     def close(self) -> None:
-        self.commit()
-        self._checkpointer.stop()
-        self._db.close()
+        try:
+            self.commit()
+            self._checkpointer.stop()
+            self._db.close()
+        finally:
+            self._lock.release()
 
     # -- writes (inside the current transaction) ----------------------------------------------
     def insert_job(self, job: JobRow, morsels: list[MorselRow]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .columnar_input import ColumnarInput, PieceRun
 from .controller import INLINE, MIN_PARALLEL_S, PROCESSES, Plan
+from .fallback_warning import warn_unpicklable
 from .functions import FunctionSpec, function_pickles
 from .inline import InlineRun
 from .placement import INLINE_SLICE_S, LOOP_CALL_S, LOOP_SLICE_S
@@ -135,6 +136,11 @@ class ItemCall:
             items=items, per_item_s=per_item_s, ship_item_s=self._ship,
             pool_warm=self.runtime.pool_warm(), picklable=self._picklable,
             items_per_morsel=self.morsel_rows)
+        if not self._picklable and items * per_item_s >= MIN_PARALLEL_S:
+            # Enough work to consider the pool, which pickling rules out: say so, once per
+            # function.
+            sample = self._run.results if self._run is not None else []
+            warn_unpicklable(self.spec, self.items[:len(sample)], sample, stacklevel=2)
         return self.plan
 
     def _measure_ship(self, k: int, results: list[Any]) -> float:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import sabot_test_nodes as nodes
 from sabot.cluster import journal
+from sabot.errors import ConfigError
 from sabot.cluster.journal import JobRow, Journal, MorselRow
 
 
@@ -38,15 +40,42 @@ def test_unfinished_jobs_come_back_with_the_inputs_of_undone_morsels(tmp_path):
 
 
 def test_uncommitted_changes_are_not_visible_after_a_crash(tmp_path):
-    j = Journal(tmp_path)
-    j.insert_job(*_job("a", 1))
-    j.commit()
-    j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
-    # No commit: simulate the process dying by opening a second connection.
+    """A coordinator process killed (SIGKILL) with a result stored but not committed: the
+    next one finds the committed job and not the result (and can open the dir: the dead
+    process's lock went with it)."""
+    import signal
+
+    child = nodes.python_child(f"""
+import time
+from sabot.cluster.journal import JobRow, Journal, MorselRow
+row = JobRow("a", 1, "pending", 0, "square", None, "list", 3, 30, None, time.time(), None, None)
+j = Journal(__import__("pathlib").Path({str(tmp_path)!r}))
+j.insert_job(row, [MorselRow(i, i * 10, 10, "msgpack", b"in%d" % i, 0, False) for i in range(3)])
+j.commit()
+j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
+print("stored", flush=True)
+time.sleep(600)
+""")
+    try:
+        assert child.stdout.readline().strip() == "stored"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        nodes.end_child(child, kill=True)
     other = Journal(tmp_path)
+    assert other.job("a") is not None
     assert other.results("a", 0, 1 << 20) == []
     other.close()
-    j.close()
+
+
+def test_a_second_journal_on_an_open_dir_is_refused(tmp_path):
+    j = Journal(tmp_path, owner="coordinator one")
+    try:
+        with pytest.raises(ConfigError, match="coordinator one .*holds it"):
+            Journal(tmp_path)
+    finally:
+        j.close()
+    Journal(tmp_path).close()  # closed, the dir is free
 
 
 def test_finished_jobs_expire_after_the_ttl(tmp_path):

@@ -234,9 +234,20 @@ class DistributedCoordinator:
         except TimeoutError as exc:
             if isinstance(exc, JobTimeoutError):
                 raise
-            raise JobTimeoutError(
-                f"job {job_id} did not finish within {timeout:g} s (it keeps running; "
-                "ask again, or cancel it)") from None
+            raise JobTimeoutError(await self._timeout_text(job_id, timeout)) from None
+
+    async def _timeout_text(self, job_id: str, timeout: float | None) -> str:
+        """What a timed-out wait says: that the job keeps running, and why it has not
+        finished when the coordinator knows (no worker connected)."""
+        text = (f"job {job_id} did not finish within {timeout:g} s (it keeps running; ask "
+                "again, or cancel it)")
+        try:
+            status = await asyncio.wait_for(self.status(job_id), 2)
+        except Exception:  # noqa: BLE001 - the timeout is what the caller asked about
+            return text
+        if status.get("waiting_for"):
+            text += f": {status['waiting_for']} (start one with `sabot-node worker`)"
+        return text
 
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's results in input order (a list for list-like input, numpy for numpy,
@@ -246,8 +257,7 @@ class DistributedCoordinator:
             try:
                 first = await asyncio.wait_for(prefetch, timeout)
             except TimeoutError:
-                raise JobTimeoutError(f"job {job_id} did not finish within {timeout:g} s (it "
-                                      "keeps running; ask again, or cancel it)") from None
+                raise JobTimeoutError(await self._timeout_text(job_id, timeout)) from None
             except Exception:  # noqa: BLE001 - the ordinary path below reports real errors
                 first = None
             if isinstance(first, m.ResultBatch):

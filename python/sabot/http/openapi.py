@@ -151,6 +151,9 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
+            "waiting_for": {"type": "string", "description":
+                            "why an unfinished job is not progressing, when the node knows "
+                            "(for example: no worker is connected)"},
         },
         "additionalProperties": True,
     },

@@ -129,3 +129,25 @@ def test_the_wal_stays_bounded_while_commits_keep_coming(tmp_path, monkeypatch):
         assert list(j.unfinished_jobs()) == [] and j.max_seq() == 1000
     finally:
         j.close()
+
+
+def test_journal_files_are_owner_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        j = Journal(tmp_path)
+        j.insert_job(*_job("a", 1))
+        j.commit()
+        files = sorted(p.name for p in tmp_path.iterdir())
+        assert "coordinator.sqlite3-wal" in files and "coordinator.sqlite3-shm" in files
+        for p in tmp_path.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, (p.name, oct(p.stat().st_mode))
+        j.close()
+        # A journal left world-readable by an older version is tightened when opened.
+        (tmp_path / "coordinator.sqlite3").chmod(0o644)
+        Journal(tmp_path).close()
+        assert stat.S_IMODE((tmp_path / "coordinator.sqlite3").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -11,7 +11,9 @@ is stored before its job is reported complete, without a commit per morsel. With
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -128,6 +130,14 @@ class Journal:
     def _open(self, data_dir: Path, sync: str) -> None:
         self.path = data_dir / "coordinator.sqlite3"
         self._wal = data_dir / "coordinator.sqlite3-wal"
+        # Owner-only: the journal holds every job's input and results (and pickled functions).
+        # SQLite creates the -wal and -shm files with the database file's mode, so creating
+        # (or tightening) that one first covers all three.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for f in (self.path, self._wal, data_dir / "coordinator.sqlite3-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                if f.stat().st_mode & 0o077:
+                    f.chmod(0o600)
         # check_same_thread=False: opened by the thread that starts the coordinator, then used
         # by its core thread alone.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

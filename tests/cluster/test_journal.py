@@ -151,3 +151,46 @@ def test_journal_files_are_owner_only(tmp_path):
         assert stat.S_IMODE((tmp_path / "coordinator.sqlite3").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def _journal_with_a_job(path):
+    j = Journal(path)
+    j.insert_job(*_job("a", 1, morsels=200))
+    j.commit()
+    j.close()
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted", "garbage-mid-file", "garbage-header"])
+def test_a_damaged_journal_is_refused_naming_the_file(tmp_path, damage):
+    """Damage is never a silent empty start: emptied or deleted (the marker shows there was
+    one), garbage in the middle (quick_check) or in the header: a JournalError naming the file
+    and what to do."""
+    from sabot.errors import JournalError
+
+    _journal_with_a_job(tmp_path)
+    db = tmp_path / "coordinator.sqlite3"
+    if damage == "emptied":
+        db.write_bytes(b"")
+    elif damage == "deleted":
+        db.unlink()
+    else:
+        data = bytearray(db.read_bytes())
+        at = 0 if damage == "garbage-header" else len(data) // 2
+        data[at:at + 8192] = b"\xa5" * 8192
+        db.write_bytes(bytes(data))
+    with pytest.raises(JournalError) as err:
+        Journal(tmp_path)
+    text = str(err.value)
+    assert str(db) in text and "SABOT_DATA_DIR" in text and "backup" in text
+    # Refused, the dir is not locked by the failed attempt, and nothing was rewritten.
+    with pytest.raises(JournalError):
+        Journal(tmp_path)
+
+
+def test_a_fresh_dir_and_an_old_journal_without_a_marker_open(tmp_path):
+    _journal_with_a_job(tmp_path)
+    (tmp_path / journal.MARKER_NAME).unlink()  # as an older Sabot left it
+    j = Journal(tmp_path)
+    assert j.job("a") is not None
+    j.close()
+    assert (tmp_path / journal.MARKER_NAME).exists()

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError
 from .bad_records import BadRecord, rows_to_batch
-from .source import Item, Source
+from .source import SEVERAL, Item, Source
 
 DEFAULT_BATCH_SIZE = 65_536
 
@@ -108,9 +108,11 @@ class CollectionSource(Source):
                 out.append((self._next_partition(), b))
                 continue
             col = b.column(self.partition_by)
+            parts = []
             for value in pc.unique(col).to_pylist():
                 mask = pc.is_null(col) if value is None else pc.fill_null(pc.equal(col, value), False)
-                out.append((value, b.filter(mask)))
+                parts.append((value, b.filter(mask)))
+            out.append((SEVERAL, parts))
         return out
 
     def _next_partition(self) -> int:

@@ -20,6 +20,8 @@ from .aggregates import NATIVE, Agg
 
 #: Hidden per-(key, pane) event count: every group exists in the native family.
 COUNT = "__events"
+TMIN = "__tmin"
+TMAX = "__tmax"
 PANE = "__pane"
 TS = "__ts"
 GROUP = "__group"
@@ -51,7 +53,9 @@ class Partials:
 
     # -- building partials ---------------------------------------------------------------------
     def _native_specs(self, merge: bool) -> dict[str, object]:
-        specs: dict[str, object] = {COUNT: ("sum", COUNT) if merge else "count_all"}
+        specs: dict[str, object] = {COUNT: ("sum", COUNT) if merge else "count_all",
+                                    TMIN: ("min", TMIN if merge else TS),
+                                    TMAX: ("max", TMAX if merge else TS)}
         for name, a in self.aggs.items():
             if a.func not in NATIVE:
                 continue
@@ -122,6 +126,22 @@ class Partials:
                 tables.append(t)
                 ranges.append((lo, hi))
             fam.tables, fam.pane_range = tables, ranges
+
+    def drop(self, groups: pa.Table) -> None:
+        """Drop the partial rows of the (keys, PANE) pairs in ``groups``."""
+        for fam in self.families:
+            fam.tables = [t.join(groups, self.keys + [PANE], join_type="left anti")
+                          for t in fam.tables]
+            keep = [i for i, t in enumerate(fam.tables) if t.num_rows]
+            fam.tables = [fam.tables[i] for i in keep]
+            fam.pane_range = [fam.pane_range[i] for i in keep]
+
+    def native_table(self) -> pa.Table | None:
+        """Every native partial row (keys, PANE, counts and times), or None."""
+        tables = self.families[0].tables
+        if not tables:
+            return None
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
     def is_empty(self) -> bool:
         return not self.families[0].tables

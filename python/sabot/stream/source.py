@@ -10,6 +10,10 @@ from .bad_records import BadRecord
 
 Item = tuple[object, "pa.RecordBatch | list[BadRecord]"]
 
+#: As the partition of an item: the payload is a list of (partition, RecordBatch) read at the
+#: same moment (one batch split by partition); the watermark advances once, after all of them.
+SEVERAL = object()
+
 
 class Source:
     """Subclasses set ``name``, ``bounded`` and ``partitions`` (declared up front; more may

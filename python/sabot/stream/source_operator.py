@@ -14,7 +14,7 @@ from .chunk import Chunk
 from .durations import MAX_TIME
 from .event_time import extract_ms
 from .operator import Operator
-from .source import Source
+from .source import SEVERAL, Source
 from .watermarks import PartitionWatermarks, WatermarkStrategy, monotonous
 
 
@@ -31,7 +31,15 @@ class SourceOperator(Operator):
         self._idle = False
         self.events = 0
 
-    def push(self, partition: object, payload: pa.RecordBatch | list[BadRecord]) -> None:
+    def push(self, partition: object, payload: pa.RecordBatch | list[BadRecord],
+             advance: bool = True) -> None:
+        if partition is SEVERAL:
+            for p, b in payload:  # type: ignore[misc]
+                self.tracker.touch(p)
+            for p, b in payload:  # type: ignore[misc]
+                self.push(p, b, advance=False)
+            self.advance()
+            return
         if isinstance(payload, list):
             self._bad(payload)
             self.tracker.touch(partition)
@@ -67,7 +75,8 @@ class SourceOperator(Operator):
         self.events += batch.num_rows
         self.tracker.observe(partition, int(ts.max()))
         self.emit(Chunk(batch, ts))
-        self.advance()
+        if advance:
+            self.advance()
 
     def _bad(self, bad: list[BadRecord], whole: pa.RecordBatch | None = None,
              cols: str | None = None) -> None:

@@ -153,10 +153,28 @@ class PerformanceWarning(UserWarning):
     example a per-item function that cannot be pickled runs on one core)."""
 
 
+class NotYetSupportedError(NotImplementedError, SabotError):
+    """A documented part of the API that a later release provides (the message says which)."""
+
+
+class BadRecordError(ValueError, SabotError):
+    """A streaming source read a record it cannot use (does not parse, wrong type, missing
+    timestamp); ``record`` is the record as read and ``reason`` what was wrong with it."""
+
+    def __init__(self, source: str, record: Any, reason: str) -> None:
+        self.source = source
+        self.record = record
+        self.reason = reason
+        super().__init__(f"bad record from {source}: {reason}: {record!r} (pass "
+                         "bad_records='dead_letter' to route such records to .dead_letters())")
+
+
 __all__ = [
     "JournalError",
     "PerformanceWarning",
     "SabotError",
+    "NotYetSupportedError",
+    "BadRecordError",
     "ConfigError",
     "NativeError",
     "ArrowInputError",

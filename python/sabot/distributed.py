@@ -129,6 +129,12 @@ class DistributedCoordinator:
     def is_local(self) -> bool:
         return self._local is not None
 
+    async def wait_failed(self) -> str:
+        """Returns (with the reason) once this started coordinator's core has failed."""
+        if self._local is None:
+            raise RuntimeError("wait_failed() needs a started coordinator")
+        return await self._local.coordinator.wait_failed()
+
     @property
     def node_id(self) -> str | None:
         """This coordinator's node name (SABOT_NODE_NAME, or one made from the host name) once

@@ -27,6 +27,7 @@ from typing import Any
 
 from . import __version__
 from .config import Config, load_config
+from .errors import CoordinatorUnavailableError
 from .engine import LocalEngine
 from .logging_setup import configure_logging
 from .processors import load_processor_modules
@@ -168,6 +169,14 @@ class ComposableLauncher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def wait_failed(self) -> str:
+        """Returns (with the reason) once this node has failed in a way it cannot recover from
+        (a coordinator's core thread died); never otherwise."""
+        if self._coordinator is not None:
+            return await self._coordinator.wait_failed()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
     # -- work ------------------------------------------------------------------------------
     async def process_data(self, data: Any, func: Any, *, progress: bool = False) -> Any:
         """Apply ``func`` to every item of ``data``; results in input order, typed like the
@@ -292,7 +301,20 @@ async def launch_sabot(config: Config | None = None) -> None:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()  # a failed start raises here
-                await stopping
+                failed = asyncio.ensure_future(launcher.wait_failed())
+                try:
+                    await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+                    if failed.done():
+                        # The node cannot work any more: exit non-zero so a supervisor
+                        # (Kubernetes, systemd) restarts it, rather than serve while broken.
+                        reason = failed.result()
+                        log.critical("Sabot node %s cannot go on (%s); stopping", launcher.node_id,
+                                     reason)
+                        raise CoordinatorUnavailableError(
+                            f"the node stopped because it cannot work: {reason}")
+                finally:
+                    failed.cancel()
+                    await asyncio.gather(failed, return_exceptions=True)
             else:
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)

@@ -197,7 +197,12 @@ class Journal:
 
     def commit(self) -> None:
         if self._in_tx:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (a full disk) may have rolled the transaction back.
+                self._in_tx = self._db.in_transaction
+                raise
             self._in_tx = False
             try:
                 wal_bytes = self._wal.stat().st_size

@@ -40,7 +40,9 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "role", "node_id", "cluster_name", "version", "uptime_s"],
         "properties": {
-            "status": {"type": "string", "example": "ok"},
+            "status": {"type": "string", "enum": ["ok", "failing"]},
+            "problem": {"type": "string",
+                        "description": "why the node cannot do its job (with status failing)"},
             "role": {"type": "string", "enum": ["single-node", "coordinator", "worker"]},
             "node_id": {"type": "string"},
             "cluster_name": {"type": "string"},
@@ -217,8 +219,11 @@ def _paths() -> dict[str, Any]:
                                   "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/health": {"get": {
-            "summary": "Liveness", "security": [],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive")},
+            "summary": "Liveness: 200 while the node can work, 503 (with a problem) when it cannot",
+            "security": [],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive"),
+                          "503": _json({"$ref": "#/components/schemas/Health"},
+                                       "cannot work (a liveness probe restarts it)")},
         }},
         "/ready": {"get": {
             "summary": "Readiness: 200 once the node takes work, 503 before",

@@ -295,6 +295,9 @@ class HttpApi:
             "max_request_bytes": self.max_body,
         }
         body.update(details)
+        if details.get("problem"):
+            body["status"] = "failing"
+            return json_response(body, 503)
         return json_response(body)
 
     async def ready(self, request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -100,6 +101,8 @@ class CoordinatorCore(threading.Thread):
         self._ready = threading.Event()
         self._last_commit = time.monotonic()
         self._protocol_errors = 0
+        #: Why the core thread ended, when it failed (None while it runs or after a stop).
+        self.failure: str | None = None
         self._rejects = RateLimitedLog(log)
 
         self._outbox = Outbox(self.router)
@@ -186,8 +189,12 @@ class CoordinatorCore(threading.Thread):
                             break
                         transport.log_monitor_event(self.monitor)
                 self._turn()
-        except Exception:
-            log.exception("the coordinator core failed")
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, sqlite3.Error):
+                self.failure += (f" (the journal {self.journal.path}, under SABOT_DATA_DIR="
+                                 f"{self.config.data_dir})")
+            log.exception("the coordinator core failed: %s", self.failure)
             raise
         finally:
             self._shutdown()
@@ -239,7 +246,7 @@ class CoordinatorCore(threading.Thread):
         self.router.close(0)
         self.auth.stop()
         self.ctx.term()
-        self._inbox.close()
+        self._inbox.close(self.failure)
 
     # -- reading --------------------------------------------------------------------------------
     def _read_router(self) -> None:

@@ -243,7 +243,10 @@ def _run_blocking(coro: Any) -> Any:
     event loop (then on a thread of its own)."""
     try:
         asyncio.get_running_loop()
+        running = True
     except RuntimeError:
+        running = False
+    if not running:
         return asyncio.run(coro)
     box: dict[str, Any] = {}
 

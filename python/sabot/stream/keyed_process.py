@@ -21,12 +21,12 @@ from .durations import MAX_TIME
 from .event_time import extract_ms
 from .key_ids import key_ids, key_tuples
 from .operator import Operator
-from .state import HANDLES, ListState, MapState, StateStore, ValueState, _Descriptor
+from .state import HANDLES, ListState, MapState, StateStore, ValueState, StateDescriptor
 from .stateless import as_batches
 from .timers import Timers, TimerService
 
 
-def check_state(state: dict[str, Any]) -> dict[str, _Descriptor]:
+def check_state(state: dict[str, Any]) -> dict[str, StateDescriptor]:
     if not isinstance(state, dict):
         raise ConfigError("process(state=...)", state, "a dict of name -> st.ValueState() / "
                           "st.ListState() / st.MapState()")
@@ -68,7 +68,7 @@ class ProcessContext:
 
 class KeyedProcess(Operator):
     def __init__(self, name: str, keys: list[str], fn: Any, on_timer: Callable[..., Any] | None,
-                 state: dict[str, _Descriptor], time_column: str | None, time_unit: str) -> None:
+                 state: dict[str, StateDescriptor], time_column: str | None, time_unit: str) -> None:
         super().__init__(name)
         self.keys = keys
         if hasattr(fn, "process") and not callable(fn):

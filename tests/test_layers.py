@@ -24,7 +24,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "python" / "sabot"
 # Top to bottom. A module belongs to the entry with the longest matching dotted prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("sabot.cli", "sabot.composable_launcher", "sabot.demo", "sabot.cluster.__main__")),
-    ("public API", ("sabot.launcher", "sabot.distributed")),
+    ("public API", ("sabot.launcher", "sabot.distributed", "sabot.progress_bar")),
     ("node wiring", ("sabot.node",)),
     ("services", ("sabot.http", "sabot.cluster", "sabot.stream")),
     ("engine", ("sabot.engine",)),

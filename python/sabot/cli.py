@@ -364,9 +364,19 @@ def _wait_with_progress(client: Any, job_id: str, *, show: bool) -> dict[str, An
 
     bar = None
     delay = 0.05
+    told = None  # the last waiting_for said, so it is said once while it holds
     try:
         while True:
             job = client.job(job_id, limit=0)
+            waiting = job.get("waiting_for")
+            if waiting and waiting != told:
+                message = f"{PROG}: job {job_id[:8]} waits: {waiting} (start one with " \
+                          f"`{PROG} worker`)"
+                if bar is not None:
+                    bar.write(message, file=sys.stderr)
+                else:
+                    print(message, file=sys.stderr)
+            told = waiting
             progress = job.get("progress") or {}
             total, done = int(progress.get("total") or 0), int(progress.get("done") or 0)
             if show and bar is None:

@@ -125,6 +125,24 @@ def _secret(var: str, raw: str) -> str:
     return value
 
 
+def _token_from_file(token: str | None, path: Path) -> str:
+    # The token read once, here: a file keeps it out of the process's environment
+    # (/proc/<pid>/environ, `kubectl describe`), e.g. a mounted Kubernetes Secret.
+    if token is not None:
+        raise ConfigError("SABOT_AUTH_TOKEN_FILE", str(path),
+                          "either SABOT_AUTH_TOKEN or SABOT_AUTH_TOKEN_FILE, not both")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("SABOT_AUTH_TOKEN_FILE", str(path),
+                          f"a readable file holding the token ({exc.__class__.__name__})") from None
+    value = text.strip()
+    if not value or "\n" in value:
+        raise ConfigError("SABOT_AUTH_TOKEN_FILE", str(path),
+                          "a file holding the token on one line (it is empty or has several)")
+    return value
+
+
 def _path(var: str, raw: str) -> Path:
     value = str(raw).strip()
     if not value:
@@ -164,6 +182,7 @@ _VARS: dict[str, _Var] = {
     "cluster_key": _Var("SABOT_CLUSTER_KEY", None, _secret),
     "cluster_key_file": _Var("SABOT_CLUSTER_KEY_FILE", "~/.sabot/cluster.key", _path),
     "auth_token": _Var("SABOT_AUTH_TOKEN", None, _secret),
+    "auth_token_file": _Var("SABOT_AUTH_TOKEN_FILE", None, _path),
     "heartbeat_s": _Var("SABOT_HEARTBEAT_S", "1", lambda v, r: _float(v, r, 0.0, 3600, lo_open=True)),
     "node_timeout_s": _Var(
         "SABOT_NODE_TIMEOUT_S", "5", lambda v, r: _float(v, r, 0.0, 86400, lo_open=True)
@@ -205,6 +224,8 @@ class Config:
     cluster_key: str | None = field(default=None, repr=False)
     cluster_key_file: Path = Path("~/.sabot/cluster.key").expanduser()
     auth_token: str | None = field(default=None, repr=False)
+    #: Where the token was read from (SABOT_AUTH_TOKEN_FILE), when it came from a file.
+    auth_token_file: Path | None = None
     heartbeat_s: float = 1.0
     node_timeout_s: float = 5.0
     max_attempts: int = 3
@@ -323,6 +344,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> Confi
         else:
             raw = var.default
         values[name] = None if raw is None else var.parse(var.env, raw)
+    if values["auth_token_file"] is not None:
+        values["auth_token"] = _token_from_file(values["auth_token"], values["auth_token_file"])
     values["coordinator_host_set"] = bool(
         overrides.get("coordinator_host_set")
         or overrides.get("coordinator_host") is not None

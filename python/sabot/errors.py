@@ -143,6 +143,16 @@ class JobTimeoutError(TimeoutError, SabotError):
     """Waiting for a job's result took longer than the given timeout."""
 
 
+class JournalError(RuntimeError, SabotError):
+    """The coordinator's journal is damaged or missing where one existed; the message names the
+    file and what to do."""
+
+
+class PerformanceWarning(UserWarning):
+    """Sabot runs something slower than it could, and says why and how to fix it (for
+    example a per-item function that cannot be pickled runs on one core)."""
+
+
 class NotYetSupportedError(NotImplementedError, SabotError):
     """A documented part of the API that a later release provides (the message says which)."""
 
@@ -160,6 +170,8 @@ class BadRecordError(ValueError, SabotError):
 
 
 __all__ = [
+    "JournalError",
+    "PerformanceWarning",
     "SabotError",
     "NotYetSupportedError",
     "BadRecordError",

@@ -30,6 +30,7 @@ from .config import Config, load_config
 from .engine import LocalEngine
 from .logging_setup import configure_logging
 from .processors import load_processor_modules
+from .progress_bar import sized, with_item_bar
 
 log = logging.getLogger("sabot.launcher")
 
@@ -90,8 +91,15 @@ class ComposableLauncher:
                 self.engine.warm_up()
             self._started = True
             self._started_at = time.time()
-            log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode,
-                     f", HTTP on port {self._http_port}" if self._http_port else "")
+            where = f", HTTP on port {self._http_port}" if self._http_port else ""
+            if self._worker is not None and not self._worker.registered:
+                # Not ready: the worker keeps trying, and logs when it registers.
+                log.warning("Sabot node %s started (%s mode%s) but is not registered with the "
+                            "coordinator at %s:%s; not ready until it is", self.node_id,
+                            self.mode, where, self.config.coordinator_host,
+                            self.config.coordinator_port)
+            else:
+                log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode, where)
 
     async def _start_coordinator(self) -> None:
         # (the cluster stack, ZeroMQ and the journal, is imported only in the modes that run it)
@@ -161,19 +169,25 @@ class ComposableLauncher:
         await self.stop()
 
     # -- work ------------------------------------------------------------------------------
-    async def process_data(self, data: Any, func: Any) -> Any:
+    async def process_data(self, data: Any, func: Any, *, progress: bool = False) -> Any:
         """Apply ``func`` to every item of ``data``; results in input order, typed like the
         input (list, numpy array or Arrow). See docs/api.md for the accepted kinds.
 
         Starts the node first when needed. In coordinator mode the work runs on the cluster.
+        ``progress=True`` draws a progress bar of the items done on stderr.
         """
         if self._stopped:
             raise RuntimeError("this launcher was stopped; create a new one")
         if not self._started:
             await self.start()
         if self._coordinator is not None:
+            from .distributed import get_distributed_job_result
+
             job_id = await self._coordinator.submit(data, func)
-            return await self._coordinator.result(job_id)
+            return await get_distributed_job_result(self._coordinator, job_id, progress=progress)
+        if progress:
+            return await with_item_bar(lambda: self.engine.process(data, func), sized(data),
+                                       "process_data")
         return await self.engine.process(data, func)
 
     async def process_stream(self, source: Any, func: Any, *,
@@ -313,8 +327,9 @@ def _shared_engine() -> LocalEngine:
         return _default_engine
 
 
-def process(data: Any, func: Any, **overrides: Any) -> Any:
-    """``process_data`` for scripts: blocks until the results are ready.
+def process(data: Any, func: Any, *, progress: bool = False, **overrides: Any) -> Any:
+    """``process_data`` for scripts: blocks until the results are ready (``progress=True``: a
+    progress bar on stderr).
 
     Uses one shared engine per process (its worker pool is reused across calls), or with
     ``overrides`` (Config field names) a dedicated one that is closed afterwards. From inside a
@@ -325,7 +340,7 @@ def process(data: Any, func: Any, **overrides: Any) -> Any:
 
         async def run_once() -> Any:
             try:
-                return await engine.process(data, func)
+                return await _run(engine, data, func, progress)
             finally:
                 await engine.close()
 
@@ -333,9 +348,15 @@ def process(data: Any, func: Any, **overrides: Any) -> Any:
     shared = _shared_engine()
 
     async def run_shared() -> Any:
-        return await shared.process(data, func)
+        return await _run(shared, data, func, progress)
 
     return _run_sync(run_shared)
+
+
+async def _run(engine: LocalEngine, data: Any, func: Any, progress: bool) -> Any:
+    if progress:
+        return await with_item_bar(lambda: engine.process(data, func), sized(data), "process")
+    return await engine.process(data, func)
 
 
 def _run_sync(make: Any) -> Any:

@@ -38,6 +38,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "SABOT_CLUSTER_KEY": ["", "  "],
     "SABOT_CLUSTER_KEY_FILE": ["", " "],
     "SABOT_AUTH_TOKEN": ["", "   "],
+    "SABOT_AUTH_TOKEN_FILE": ["", " ", "/nonexistent/sabot-token"],
     "SABOT_HEARTBEAT_S": ["0", "-1", "nan", "inf", "1s", "3601"],
     "SABOT_NODE_TIMEOUT_S": ["0", "-5", "nan", "5m"],
     "SABOT_MAX_ATTEMPTS": ["0", "-1", "three", "1001", "2.5"],

@@ -1,4 +1,4 @@
-"""The coordinator's utilization (its /metrics gauge, the status page's headline figure) is the
+"""The status page's headline figures on a real cluster. The coordinator's utilization (its /metrics gauge, the status page's headline figure) is the
 CPU its workers report, the figure of the per-node rows, not the share of worker slots holding a
 morsel: a job of items that only sleep fills every slot while the CPUs idle."""
 
@@ -33,6 +33,28 @@ def _gauge(text: str, name: str) -> float:
               if s.name == name]
     assert len(values) == 1, (name, values)
     return values[0]
+
+
+def test_the_throughput_history_adds_up_to_the_items_done(cluster: Any) -> None:
+    """The status page's chart (/history): a large job that finishes within a sample or two
+    shows all its items, at the rate of the interval they finished in — the samples' items add
+    up to the job's, instead of a 5 s average smeared over the samples that follow."""
+    def items_so_far() -> int:
+        return sum(s["items"] for s in cluster.coordinator.request("GET", "/history").json["samples"])
+
+    before = items_so_far()
+    n = 400_000
+    job = cluster.coordinator.wait_job(cluster.coordinator.submit(list(range(n))), timeout=120)
+    assert job["status"] == "completed"
+    deadline = time.monotonic() + 30
+    while items_so_far() - before < n and time.monotonic() < deadline:
+        time.sleep(0.5)
+    samples = cluster.coordinator.request("GET", "/history").json["samples"]
+    assert items_so_far() - before == n, samples
+    # Each sample's rate is its own items over the interval they took.
+    interval = cluster.coordinator.request("GET", "/history").json["interval_s"]
+    busiest = max(samples, key=lambda s: s["items"])
+    assert busiest["items_per_second"] >= busiest["items"] / (interval * 2), samples
 
 
 def test_utilization_is_the_workers_cpu_not_their_slots(cluster: Any) -> None:

@@ -101,15 +101,20 @@ class AsyncAsSync:
 def function_pickles(spec: FunctionSpec) -> bool:
     """Whether ``spec``'s function can be sent to a worker process (a processor travels by
     name; anything else must pickle with cloudpickle)."""
+    return pickle_error(spec) is None
+
+
+def pickle_error(spec: FunctionSpec) -> str | None:
+    """Why ``spec``'s function cannot be sent to a worker process, or None when it can."""
     if spec.processor is not None:
-        return True
+        return None
     import cloudpickle  # (only for a call that may go to the pool)
 
     try:
         cloudpickle.dumps(spec.func)
-    except Exception:
-        return False
-    return True
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _is_expression(obj: Any) -> bool:

@@ -151,6 +151,9 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
+            "waiting_for": {"type": "string", "description":
+                            "why an unfinished job is not progressing, when the node knows "
+                            "(for example: no worker is connected)"},
         },
         "additionalProperties": True,
     },
@@ -193,9 +196,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "interval_s": {"type": "number"},
             "samples": {"type": "array", "items": {
-                "type": "object", "required": ["time", "items_per_second"],
+                "type": "object", "required": ["time", "items_per_second", "items"],
                 "properties": {"time": {"type": "number"},
-                               "items_per_second": {"type": "number"}}}},
+                               "items_per_second": {"type": "number"},
+                               "items": {"type": "integer", "minimum": 0}}}},
         },
     },
 }

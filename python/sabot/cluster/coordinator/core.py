@@ -83,7 +83,17 @@ class CoordinatorCore(threading.Thread):
             self.ctx.term()
             raise
         self.monitor = transport.monitor_socket(self.router)
-        self.journal = Journal(config.data_dir, config.journal_sync)
+        try:
+            self.journal = Journal(
+                config.data_dir, config.journal_sync,
+                owner=f"coordinator {node_id} (ZeroMQ port {self.zmq_port})")
+        except BaseException:
+            self.monitor.close(0)
+            self.router.disable_monitor()
+            self.router.close(0)
+            self.auth.stop()
+            self.ctx.term()
+            raise
         self._guard = ReplayGuard()
         self._inbox = Inbox()
         self._running = True

@@ -91,6 +91,10 @@ class Job:
                            self.finished_at, self.result_kind)
 
 
+#: What an unfinished job's status says while no worker is connected (``waiting_for``).
+NO_WORKER = "no worker is connected to the coordinator; the job runs when one registers"
+
+
 def job_summary(job_id: str, state: JobState, priority: int, processor: str, items: int,
                 done_items: int, done_morsels: int, total_morsels: int, error: str | None,
                 created_at: float, started_at: float | None, finished_at: float | None,
@@ -205,6 +209,9 @@ class JobTable:
         self._metrics.record_job(_PENDING)
         if not morsels:
             self.move(job, _COMPLETED)
+        elif self._registry.alive_count() == 0:
+            log.warning("job %s queued, but no worker is connected: it waits until one "
+                        "registers", job_id)
         return job, m.SubmitAck(rid, job_id, job.state.value)
 
     def _check_submit(self, msg: m.SubmitJob) -> tuple[ErrorCode, str, dict[str, Any]] | None:
@@ -298,7 +305,10 @@ class JobTable:
         """The job dict of a job in memory or in the journal; None when it is unknown."""
         job = self.jobs.get(job_id)
         if job is not None:
-            return job.summary()
+            summary = job.summary()
+            if not job.state.finished and self._registry.alive_count() == 0:
+                summary["waiting_for"] = NO_WORKER
+            return summary
         self.flush_results()
         row = self._journal.job(job_id)
         if row is None:

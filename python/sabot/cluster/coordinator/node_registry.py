@@ -238,6 +238,10 @@ class NodeRegistry:
             counts[node.state.value] = counts.get(node.state.value, 0) + 1
         return counts
 
+    def alive_count(self) -> int:
+        """How many workers are alive (safe to call from another thread)."""
+        return sum(1 for n in list(self.nodes.values()) if n.state is _ALIVE)
+
     def cpu_percent(self) -> float:
         """The mean CPU utilization the alive workers report in their heartbeats (what the
         per-node rows of the status page show), 0 with none (safe from another thread)."""

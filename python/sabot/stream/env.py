@@ -112,8 +112,8 @@ class StreamEnv:
                     watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
                     batch_size: int = 4096, linger: DurationLike = "50ms",
                     bad_records: str = "fail") -> DataStream:
-        """Newline-delimited JSON records read from a TCP server at host:port (unbounded; the
-        stream ends when the server closes the connection)."""
+        """Listen on host:port for TCP clients sending newline-delimited JSON records
+        (unbounded)."""
         from .socket_source import SocketSource
 
         src = SocketSource(host, port, format, schema, batch_size, to_ms(linger, "linger"))
@@ -243,7 +243,10 @@ def _run_blocking(coro: Any) -> Any:
     event loop (then on a thread of its own)."""
     try:
         asyncio.get_running_loop()
+        running = True
     except RuntimeError:
+        running = False
+    if not running:
         return asyncio.run(coro)
     box: dict[str, Any] = {}
 

@@ -19,7 +19,7 @@ from .durations import DurationLike, to_ms
 TTL_TIMES = ("event", "processing")
 
 
-class _Descriptor:
+class StateDescriptor:
     kind = "state"
 
     def __init__(self, *, ttl: DurationLike | None = None, ttl_time: str = "event") -> None:
@@ -32,7 +32,7 @@ class _Descriptor:
         raise NotImplementedError
 
 
-class ValueState(_Descriptor):
+class ValueState(StateDescriptor):
     """One value per key (``default`` until written)."""
 
     kind = "value"
@@ -45,7 +45,7 @@ class ValueState(_Descriptor):
         return copy.copy(self.default)
 
 
-class ListState(_Descriptor):
+class ListState(StateDescriptor):
     """A list per key."""
 
     kind = "list"
@@ -54,7 +54,7 @@ class ListState(_Descriptor):
         return []
 
 
-class MapState(_Descriptor):
+class MapState(StateDescriptor):
     """A dict per key."""
 
     kind = "map"
@@ -66,7 +66,7 @@ class MapState(_Descriptor):
 class StateStore:
     """The entries of one declared state for all keys: key -> [value, last write time]."""
 
-    def __init__(self, name: str, desc: _Descriptor, clock: Callable[[str], int]) -> None:
+    def __init__(self, name: str, desc: StateDescriptor, clock: Callable[[str], int]) -> None:
         self.name = name
         self.desc = desc
         self._clock = clock  # clock("event"|"processing") -> ms

@@ -263,3 +263,19 @@ def test_architecture_doc_draws_the_same_layers():
             names = re.findall(r"`([^`]+)`", cells[1])
             rows.append((cells[0], tuple(sorted("sabot." + n.strip("/").replace("/", ".") for n in names))))
     assert rows == [(name, tuple(sorted(prefixes))) for name, prefixes in LAYERS]
+
+
+def test_architecture_doc_maps_every_module():
+    """The folder map of docs/architecture.md names every module (a package it describes as a
+    whole, like ``cluster/protocol/``, covers its modules)."""
+    doc = (PACKAGE_DIR.parents[1] / "docs" / "architecture.md").read_text()
+    doc = doc.split("## Folder map", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        parents = [rel.rsplit("/", n)[0] + "/" for n in range(1, rel.count("/") + 1)]
+        if f"`{rel}`" not in doc and not any(f"`{p}`" in doc for p in parents):
+            missing.append(rel)
+    assert not missing, f"add to docs/architecture.md's folder map: {missing}"

@@ -13,6 +13,12 @@ user's ``__main__`` (no ``if __name__ == "__main__"`` guard needed). A child tha
 end of the socket, which is how the parent notices at once. Functions travel with cloudpickle
 (lambdas and closures, also those defined in ``__main__``), sent to a worker once while it keeps
 them loaded (the last WORKER_FUNCTIONS used); named processors travel by name.
+
+A task whose call is cancelled while a child runs it (a cancelled job, a morsel timed out by the
+coordinator) is stopped for real: the child is killed and a fresh one started, so a function
+that hangs holds no process once nobody wants its result. No child outlives its parent: each is
+started by its worker's dispatch thread and asks the kernel for SIGKILL when that thread (the
+process) dies (``PR_SET_PDEATHSIG``; elsewhere it watches its parent).
 """
 
 from __future__ import annotations
@@ -141,6 +147,9 @@ class _Worker:
         # Held for one exchange with the child (send a task, read its reply): by this worker's
         # dispatch thread, or by an event loop that leased the worker (ProcessPool.lease).
         self.exch = threading.Lock()
+        #: Set once the dispatch thread has started the first child (or failed to).
+        self.started = threading.Event()
+        self.start_error: BaseException | None = None
         self.thread = threading.Thread(
             target=self._loop, name=f"sabot-dispatch-{wid}", daemon=True)
 
@@ -150,7 +159,7 @@ class _Worker:
         try:
             fd = child_sock.fileno()
             proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_MAIN, str(fd)],
+                [sys.executable, "-c", _CHILD_MAIN, str(fd), str(os.getpid())],
                 pass_fds=(fd,), env=_child_env(), stdin=subprocess.DEVNULL, close_fds=True)
         finally:
             child_sock.close()
@@ -213,6 +222,15 @@ class _Worker:
     def _loop(self) -> None:
         pool = self.pool
         try:
+            # The child is started from this thread, which lives as long as the child should:
+            # the kernel's parent-death signal follows the thread that forked, not the process.
+            try:
+                self.spawn()
+            except Exception as exc:  # cannot start processes at all: resize() raises it
+                self.start_error = exc
+                return
+            finally:
+                self.started.set()
             while True:
                 if pool.should_retire(self):
                     return
@@ -264,6 +282,21 @@ class _Worker:
         """The child died (``lost``, ``payload`` its exit code) or overran the morsel timeout:
         it is replaced, and the task runs again on the queue or fails."""
         pool = self.pool
+        if kind == "cancelled":
+            # The child still runs the task's function (maybe forever): end it, and start
+            # its replacement now so the next task finds a process ready.
+            pid = self.pid
+            self.kill()
+            task.future.cancel()
+            pool.record_cancelled()
+            log.info("worker process %s killed: morsel %d was cancelled while it ran", pid,
+                     task.morsel)
+            if not pool.closed and not pool.should_retire(self, peek=True):
+                try:
+                    self.spawn()
+                except Exception:  # the next task retries the start (and reports it)
+                    log.exception("cannot start a replacement worker process")
+            return
         if pool.closed:
             _fail(task, WorkerLostError(
                 f"the process pool was closed while morsel {task.morsel} was running",
@@ -316,14 +349,31 @@ class _Worker:
         except (OSError, ValueError, EOFError):
             return ("lost", self.exitcode())
         try:
-            if not conn.poll(pool_timeout(self.pool)):
-                return ("timeout", None)
+            waited = self._wait_reply(conn, task)
+            if waited is not None:
+                return (waited, None)
             reply = conn.recv()
         except (EOFError, OSError, ValueError):
             # The child's end of the socket closed: it died (or pool.close() closed ours).
             return ("lost", self.exitcode())
         self._settle_reply(task, reply)
         return None
+
+    def _wait_reply(self, conn: Any, task: Task) -> str | None:
+        """Wait for the child's reply: None once it is readable, ``"timeout"`` past the morsel
+        timeout, ``"cancelled"`` once nobody wants the task any more (its call was cancelled).
+        Waits in slices of _CANCEL_POLL_S to see a cancel."""
+        timeout = pool_timeout(self.pool)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _CANCEL_POLL_S if deadline is None else \
+                min(_CANCEL_POLL_S, deadline - time.monotonic())
+            if left <= 0:
+                return "timeout"
+            if conn.poll(left):
+                return None
+            if task.call.cancelled or task.future.cancelled():
+                return "cancelled"
 
     def _send_task(self, task: Task) -> bool:
         """Send the task (and its function, the first time) to the ready child. False when
@@ -441,6 +491,8 @@ class _Worker:
 
 #: How often a loop exchange checks that its process was not taken away (pool closed).
 _LEASE_POLL_S = 0.25
+#: How often a dispatch thread waiting for a reply checks whether its task was cancelled.
+_CANCEL_POLL_S = 0.1
 #: Longest wait for a lost child's exit code on an event loop.
 _ON_LOOP_WAIT_S = 0.05
 
@@ -469,7 +521,8 @@ def _child_env() -> dict[str, str]:
 
 
 # The child imports only the worker module; everything else is imported on demand.
-_CHILD_MAIN = "import sys; from sabot.engine.worker_process import main_fd; main_fd(int(sys.argv[1]))"
+_CHILD_MAIN = ("import sys; from sabot.engine.worker_process import main_fd; "
+               "main_fd(int(sys.argv[1]), int(sys.argv[2]))")
 
 
 def pool_timeout(pool: ProcessPool) -> float | None:
@@ -493,6 +546,8 @@ class ProcessPool:
         self._target = 0
         self._closed = False
         self.workers_lost = 0
+        #: Children killed because the task they ran was cancelled (and replaced).
+        self.workers_killed_on_cancel = 0
         self.startup_s: float | None = None
         self._on_started = on_started
         self._busy_mark = (time.perf_counter(), 0.0)
@@ -518,15 +573,21 @@ class ProcessPool:
             new = [_Worker(self, next(self._ids)) for _ in range(max(0, size - live))]
             self._workers.extend(new)
         for w in new:
-            w.spawn()
-            w.thread.start()
+            w.thread.start()  # it starts its child (see _Worker._loop)
+        for w in new:
+            w.started.wait(60)
+        for w in new:
+            if w.start_error is not None:
+                raise w.start_error
 
-    def should_retire(self, worker: _Worker) -> bool:
+    def should_retire(self, worker: _Worker, *, peek: bool = False) -> bool:
+        """Whether ``worker`` is one too many (it leaves the pool then, unless ``peek``)."""
         with self._lock:
             if self._closed:
                 return True
             if len(self._workers) > self._target and worker in self._workers:
-                self._workers.remove(worker)
+                if not peek:
+                    self._workers.remove(worker)
                 return True
             return False
 
@@ -544,6 +605,10 @@ class ProcessPool:
     def record_lost(self) -> None:
         with self._lock:
             self.workers_lost += 1
+
+    def record_cancelled(self) -> None:
+        with self._lock:
+            self.workers_killed_on_cancel += 1
 
     # -- work ----------------------------------------------------------------------------
     def submit(self, task: Task) -> Future[Any]:

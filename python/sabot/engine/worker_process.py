@@ -159,14 +159,17 @@ def worker_main(conn: Any, processor_modules: tuple[str, ...] = ()) -> None:
         _send(conn, reply)
 
 
-def main_fd(fd: int) -> None:
-    """Entry point of a pool child: ``fd`` is its end of a socket pair with the parent."""
+def main_fd(fd: int, parent_pid: int = 0) -> None:
+    """Entry point of a pool child: ``fd`` is its end of a socket pair with the parent, whose
+    pid is ``parent_pid``."""
     import multiprocessing.connection
     import signal
 
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when workers
     # stop (it drains first), so the children ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid:
+        die_with_parent(parent_pid)
     conn = multiprocessing.connection.Connection(fd)
     try:
         msg = conn.recv()
@@ -185,6 +188,42 @@ def main_fd(fd: int) -> None:
         pass  # the parent went away: nothing left to do
     finally:
         conn.close()
+
+
+#: PR_SET_PDEATHSIG from <linux/prctl.h>.
+_PR_SET_PDEATHSIG = 1
+#: How often a child without PR_SET_PDEATHSIG looks for its parent.
+_PARENT_POLL_S = 1.0
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process ends when ``parent_pid`` does, even while user code runs here
+    (a function that hangs, or holds the GIL in C): on Linux the kernel sends SIGKILL when
+    the parent's thread that started us ends (PR_SET_PDEATHSIG); elsewhere a daemon thread
+    watches the parent. Exits at once if the parent is already gone."""
+    import signal
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    # The parent may have died before the signal was armed: then we were re-parented.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if not armed:
+        import threading
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(_PARENT_POLL_S)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="sabot-parent-watch", daemon=True).start()
 
 
 class _Unloadable:

@@ -40,5 +40,6 @@ BENCHMARKS: tuple[str, ...] = (
     "scheduler",
     "cluster",
     "streaming",
+    "streaming_nexmark",
     "readme_table",
 )

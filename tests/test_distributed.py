@@ -123,3 +123,76 @@ def test_old_finished_jobs_are_served_from_the_journal(tmp_path):
     status, results = asyncio.run(main())
     assert status["status"] == "completed" and status["progress"]["done"] == 2
     assert results == [[0, 1], [1, 4], [4, 9]]
+
+
+_INTERRUPTED_WAIT = """
+import asyncio, sys
+import sabot
+from sabot.config import load_config
+
+async def main():
+    config = load_config(env={"SABOT_HOST": "127.0.0.1", "SABOT_PORT": "0", "SABOT_ZMQ_PORT": "0",
+                              "SABOT_DATA_DIR": sys.argv[1], "SABOT_CLUSTER_KEY_FILE": sys.argv[2]})
+    coordinator = await sabot.create_distributed_coordinator(config=config).start()
+    job = await coordinator.submit([1, 2, 3], "square")  # no worker: it stays pending
+    print("waiting", flush=True)
+    try:
+        await sabot.get_distributed_job_result(coordinator, job,
+                                               cancel_on_interrupt=sys.argv[3] == "cancel")
+    except asyncio.CancelledError:
+        print("status", (await coordinator.status(job))["status"], flush=True)
+        await coordinator.stop()
+        raise
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("choice, status", [("keep", "pending"), ("cancel", "cancelled")])
+def test_ctrl_c_while_waiting_for_a_result_is_a_stated_choice(tmp_path, choice, status):
+    """Ctrl-C (a real SIGINT) during get_distributed_job_result: by default the job keeps
+    running and a warning says how to fetch or cancel it; with cancel_on_interrupt=True the
+    job is cancelled, and the warning says so."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_WAIT, str(tmp_path / "data"),
+         str(tmp_path / "cluster.key"), choice],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "waiting"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert f"status {status}" in out, (out, err)
+    assert "KeyboardInterrupt" in err and proc.returncode != 0
+    if choice == "keep":
+        assert "it keeps running on the cluster" in err and "cancel_on_interrupt=True" in err, err
+    else:
+        assert "job cancelled (cancel_on_interrupt=True)" in err, err
+
+
+def test_a_progress_bar_while_waiting_for_a_result(tmp_path, capsys):
+    async def main():
+        config = _config(tmp_path)
+        coordinator = await sabot.create_distributed_coordinator(config=config).start()
+        host, port = coordinator.address
+        worker = sabot.create_worker_node(host, port, config=config)
+        await worker.start()
+        try:
+            job = await coordinator.submit(list(range(3000)), "square", morsel_items=100)
+            return await sabot.get_distributed_job_result(coordinator, job, timeout=60,
+                                                          progress=True), job
+        finally:
+            await worker.stop()
+            await coordinator.stop()
+
+    result, job = asyncio.run(main())
+    assert result == [x * x for x in range(3000)]
+    err = capsys.readouterr().err
+    assert f"job {job[:8]}" in err and "3000/3000" in err and "completed" in err, err

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -273,3 +274,66 @@ def test_daemon_stops_promptly_while_a_worker_still_looks_for_its_coordinator(tm
             proc.communicate()
     assert proc.returncode == 0, (seen + out).decode()
     assert took < 8  # not after the worker's 10 s registration wait
+
+
+def test_a_worker_that_cannot_reach_its_coordinator_does_not_say_ready(tmp_path):
+    """Unregistered, the daemon says it started but is not registered (naming the coordinator),
+    never "ready"; its /ready answers 503 meanwhile."""
+    coordinator_port = free_port()
+    env = clean_env(SABOT_MODE="worker", COORDINATOR_HOST="127.0.0.1",
+                    COORDINATOR_PORT=str(coordinator_port), SABOT_HOST="127.0.0.1",
+                    SABOT_WORKER_PORT=str(free_port()), SABOT_NODE_TIMEOUT_S="1",
+                    SABOT_DATA_DIR=str(tmp_path), LOG_LEVEL="INFO",
+                    SABOT_CLUSTER_KEY_FILE=str(tmp_path / "cluster.key"))
+    proc = subprocess.Popen([sys.executable, "-m", "sabot.composable_launcher"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    lines = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line)
+            if "is not registered with the coordinator" in line or " ready (" in line:
+                break
+        ready = _get_status(int(env["SABOT_WORKER_PORT"]), "/ready")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = "".join(lines)
+    assert f"not registered with the coordinator at 127.0.0.1:{coordinator_port}" in text, text
+    assert " ready (" not in text, text
+    assert ready == 503
+
+
+def _get_status(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _sleepy(x):
+    time.sleep(0.002)
+    return x + 1
+
+
+def test_process_shows_progress_as_items_finish(capsys):
+    """progress=True: a bar on stderr that moves while the call runs (counts between 0 and
+    the total show up), and ends at the total; without it nothing is drawn."""
+    import re
+
+    n = 1500
+    assert sabot.process(list(range(n)), _sleepy, progress=True, max_workers=2,
+                         morsel_size_kb=1) == [x + 1 for x in range(n)]
+    err = capsys.readouterr().err
+    counts = {int(c) for c in re.findall(rf"(\d+)/{n}\b", err)}
+    assert n in counts, err
+    assert any(0 < c < n for c in counts), err
+    assert sabot.process([1, 2, 3], _sleepy) == [2, 3, 4]
+    assert capsys.readouterr().err == ""

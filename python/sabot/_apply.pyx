@@ -13,7 +13,7 @@ from cpython.ref cimport Py_INCREF
 def apply_list(object func, list items, Py_ssize_t start, Py_ssize_t stop):
     """Return ``[func(items[i]) for i in range(start, stop)]``.
 
-    On the first exception, stop and raise ``_ItemFailed(i, exc)`` (``i`` relative to ``start``)
+    On the first exception, stop and raise ``ItemFailed(i, exc)`` (``i`` relative to ``start``)
     so the caller can name the failing item; the original exception is chained.
     """
     cdef Py_ssize_t n = PyList_GET_SIZE(items)
@@ -30,13 +30,13 @@ def apply_list(object func, list items, Py_ssize_t start, Py_ssize_t stop):
             for j in range(i - start, stop - start):
                 Py_INCREF(None)
                 PyList_SET_ITEM(out, j, None)
-            raise _ItemFailed(i - start, exc) from exc
+            raise ItemFailed(i - start, exc) from exc
         Py_INCREF(result)
         PyList_SET_ITEM(out, i - start, result)
     return out
 
 
-class _ItemFailed(Exception):
+class ItemFailed(Exception):
     """Internal: item ``position`` of the slice raised ``original``."""
 
     def __init__(self, Py_ssize_t position, BaseException original):

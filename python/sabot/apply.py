@@ -58,7 +58,7 @@ def apply_items(func: Callable[[Any], Any], items: Sequence[Any], offset: int = 
     seq = items if type(items) is list else list(items)
     try:
         return compiled.apply_list(func, seq, 0, len(seq))
-    except compiled._ItemFailed as failed:
+    except compiled.ItemFailed as failed:
         exc = failed.original
         raise _failure(func, offset + failed.position, morsel, exc) from exc
 

@@ -364,28 +364,27 @@ def _wait_with_progress(client: Any, job_id: str, *, show: bool) -> dict[str, An
 
     bar = None
     delay = 0.05
-    said: str | None = None  # the waiting reason last printed
+    told = None  # the last waiting_for said, so it is said once while it holds
     try:
         while True:
             job = client.job(job_id, limit=0)
+            waiting = job.get("waiting_for")
+            if waiting and waiting != told:
+                message = f"{PROG}: job {job_id[:8]} waits: {waiting} (start one with " \
+                          f"`{PROG} worker`)"
+                if bar is not None:
+                    bar.write(message, file=sys.stderr)
+                else:
+                    print(message, file=sys.stderr)
+            told = waiting
             progress = job.get("progress") or {}
             total, done = int(progress.get("total") or 0), int(progress.get("done") or 0)
-            waiting = job.get("waiting")
-            if waiting and waiting != said:
-                # Why nothing moves (no worker connected): once, above the bar.
-                line = f"{PROG}: job {job_id} is waiting: {waiting}"
-                if bar is not None:
-                    bar.write(line, file=sys.stderr)
-                else:
-                    print(line, file=sys.stderr, flush=True)
-            said = waiting or None
             if show and bar is None:
                 bar = tqdm(total=total, unit="item", unit_scale=total >= 100_000, file=sys.stderr,
                            desc=f"job {job_id[:8]}", dynamic_ncols=True, leave=True)
             if bar is not None:
                 bar.update(max(0, done - bar.n))
-                bar.set_postfix_str(f"{job['status']}, no worker connected"
-                                    if waiting and "no worker" in waiting else job["status"])
+                bar.set_postfix_str(job["status"])
             if job["status"] in FINISHED_JOB_STATES:
                 return job
             time.sleep(delay)
@@ -430,8 +429,8 @@ def run_status(args: argparse.Namespace) -> int:
                  ["NODE", "ROLE", "STATUS", "ADDRESS", "UTIL", "QUEUE"]))
     if health.get("role") == "coordinator" and not any(
             n.get("role") == "worker" and n.get("status") == "alive" for n in nodes):
-        print("no worker is connected: submitted jobs wait until one registers (start one with "
-              "SABOT_MODE=worker and COORDINATOR_HOST / COORDINATOR_PORT pointing here)")
+        print(f"no worker is connected to the coordinator: submitted jobs wait until one "
+              f"registers (start one with `{PROG} worker`)")
     print()
     print(f"jobs ({len(jobs)} most recent)")
     print(_table([[j["job_id"], j.get("processor", ""), j["status"],

@@ -82,6 +82,17 @@ def _name(var: str, raw: str) -> str:
     return value
 
 
+def _node_name(var: str, raw: str) -> str:
+    # A node name is a Prometheus label value, a log word and part of URLs on the status page:
+    # it starts with a letter or digit and holds no spaces.
+    value = str(raw).strip()
+    if (not value or len(value) > 63 or not value[0].isalnum()
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value)):
+        raise ConfigError(var, raw, "1-63 ASCII letters, digits, '-', '_' or '.', starting with "
+                          "a letter or digit (unset: a name made from the host name)")
+    return value
+
+
 def _max_workers(var: str, raw: str) -> int:
     value = str(raw).strip().lower()
     if value in ("auto", "0", ""):
@@ -114,6 +125,24 @@ def _secret(var: str, raw: str) -> str:
     return value
 
 
+def _token_from_file(token: str | None, path: Path) -> str:
+    # The token read once, here: a file keeps it out of the process's environment
+    # (/proc/<pid>/environ, `kubectl describe`), e.g. a mounted Kubernetes Secret.
+    if token is not None:
+        raise ConfigError("SABOT_AUTH_TOKEN_FILE", str(path),
+                          "either SABOT_AUTH_TOKEN or SABOT_AUTH_TOKEN_FILE, not both")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("SABOT_AUTH_TOKEN_FILE", str(path),
+                          f"a readable file holding the token ({exc.__class__.__name__})") from None
+    value = text.strip()
+    if not value or "\n" in value:
+        raise ConfigError("SABOT_AUTH_TOKEN_FILE", str(path),
+                          "a file holding the token on one line (it is empty or has several)")
+    return value
+
+
 def _path(var: str, raw: str) -> Path:
     value = str(raw).strip()
     if not value:
@@ -139,6 +168,7 @@ _VARS: dict[str, _Var] = {
     "worker_port": _Var("SABOT_WORKER_PORT", "0", lambda v, r: _int(v, r, 0, 65535)),
     "advertise_host": _Var("SABOT_ADVERTISE_HOST", None, _host),
     "cluster_name": _Var("CLUSTER_NAME", "sabot-cluster", _name),
+    "node_name": _Var("SABOT_NODE_NAME", None, _node_name),
     "max_workers": _Var("MAX_WORKERS", "auto", _max_workers),
     "morsel_size_kb": _Var("MORSEL_SIZE_KB", "64", lambda v, r: _int(v, r, 1, 1048576)),
     "target_utilization": _Var(
@@ -152,6 +182,7 @@ _VARS: dict[str, _Var] = {
     "cluster_key": _Var("SABOT_CLUSTER_KEY", None, _secret),
     "cluster_key_file": _Var("SABOT_CLUSTER_KEY_FILE", "~/.sabot/cluster.key", _path),
     "auth_token": _Var("SABOT_AUTH_TOKEN", None, _secret),
+    "auth_token_file": _Var("SABOT_AUTH_TOKEN_FILE", None, _path),
     "heartbeat_s": _Var("SABOT_HEARTBEAT_S", "1", lambda v, r: _float(v, r, 0.0, 3600, lo_open=True)),
     "node_timeout_s": _Var(
         "SABOT_NODE_TIMEOUT_S", "5", lambda v, r: _float(v, r, 0.0, 86400, lo_open=True)
@@ -183,6 +214,7 @@ class Config:
     worker_port: int = 0
     advertise_host: str | None = None
     cluster_name: str = "sabot-cluster"
+    node_name: str | None = None
     max_workers: int = 0
     morsel_size_kb: int = 64
     target_utilization: float = 0.8
@@ -192,6 +224,8 @@ class Config:
     cluster_key: str | None = field(default=None, repr=False)
     cluster_key_file: Path = Path("~/.sabot/cluster.key").expanduser()
     auth_token: str | None = field(default=None, repr=False)
+    #: Where the token was read from (SABOT_AUTH_TOKEN_FILE), when it came from a file.
+    auth_token_file: Path | None = None
     heartbeat_s: float = 1.0
     node_timeout_s: float = 5.0
     max_attempts: int = 3
@@ -310,6 +344,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> Confi
         else:
             raw = var.default
         values[name] = None if raw is None else var.parse(var.env, raw)
+    if values["auth_token_file"] is not None:
+        values["auth_token"] = _token_from_file(values["auth_token"], values["auth_token_file"])
     values["coordinator_host_set"] = bool(
         overrides.get("coordinator_host_set")
         or overrides.get("coordinator_host") is not None

@@ -21,6 +21,8 @@ again (after a new hello) until its timeout runs out, and only that timeout boun
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +35,10 @@ from .config import Config, load_config
 from .errors import CancelledError, JobFailedError, JobTimeoutError
 from .node.coordinator_node import CoordinatorNode
 from .node.worker_node import ServedWorker
-from .states import JobState
+
+log = logging.getLogger("sabot.distributed")
+from .progress_bar import item_bar
+from .states import FINISHED_JOB_STATES, JobState
 
 #: Inputs up to this many items are cut into morsels on the event loop (a thread hop costs
 #: more than the work).
@@ -53,12 +58,6 @@ REQUEST_TIMEOUT_S = 30.0
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _timed_out(job_id: str, timeout: float | None, waiting: str | None) -> JobTimeoutError:
-    why = f": {waiting}" if waiting else ""
-    return JobTimeoutError(f"job {job_id} did not finish within {timeout:g} s{why} (it keeps "
-                           "running; ask again, or cancel it)")
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -141,6 +140,18 @@ class DistributedCoordinator:
     def is_local(self) -> bool:
         return self._local is not None
 
+    async def wait_failed(self) -> str:
+        """Returns (with the reason) once this started coordinator's core has failed."""
+        if self._local is None:
+            raise RuntimeError("wait_failed() needs a started coordinator")
+        return await self._local.coordinator.wait_failed()
+
+    @property
+    def node_id(self) -> str | None:
+        """This coordinator's node name (SABOT_NODE_NAME, or one made from the host name) once
+        started; None for a remote handle."""
+        return self._local.node_id if self._local is not None else None
+
     @property
     def address(self) -> tuple[str, int]:
         """(host, HTTP port) of the coordinator this handle talks to."""
@@ -221,9 +232,8 @@ class DistributedCoordinator:
     async def status(self, job_id: str, *, timeout: float | None = REQUEST_TIMEOUT_S
                      ) -> dict[str, Any]:
         """The job's state: ``status`` (pending, running, completed, failed, cancelled),
-        ``progress`` ({done, total, fraction, morsels_done, morsels_total}), ``error``,
-        ``waiting`` (why an unfinished job makes no progress, e.g. no worker is connected;
-        else None), times."""
+        ``progress`` ({done, total, fraction, morsels_done, morsels_total}), ``error``, times;
+        while it runs, ``node_losses`` and (no worker connected) ``waiting_for``."""
         reply = await self._request(lambda rid: m.GetStatus(rid, job_id), timeout)
         assert isinstance(reply, m.JobStatus)
         return dict(reply.job)
@@ -241,7 +251,6 @@ class DistributedCoordinator:
         ``timeout`` is what the caller gave (for the error)."""
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout
-        waiting: str | None = None
         try:
             async for batch in iter_result_batches(
                     lambda make, t: self._request(make, t), job_id, timeout=_left(deadline),
@@ -250,12 +259,24 @@ class DistributedCoordinator:
                     raise JobFailedError(job_id, batch.error or "unknown error")
                 if batch.status == JobState.CANCELLED:
                     raise CancelledError(f"job {job_id} was cancelled")
-                waiting = batch.waiting
                 yield batch
         except TimeoutError as exc:
             if isinstance(exc, JobTimeoutError):
                 raise
-            raise _timed_out(job_id, timeout, waiting) from None
+            raise JobTimeoutError(await self._timeout_text(job_id, timeout)) from None
+
+    async def _timeout_text(self, job_id: str, timeout: float | None) -> str:
+        """What a timed-out wait says: that the job keeps running, and why it has not
+        finished when the coordinator knows (no worker connected)."""
+        text = (f"job {job_id} did not finish within {timeout:g} s (it keeps running; ask "
+                "again, or cancel it)")
+        try:
+            status = await asyncio.wait_for(self.status(job_id), 2)
+        except Exception:  # noqa: BLE001 - the timeout is what the caller asked about
+            return text
+        if status.get("waiting_for"):
+            text += f": {status['waiting_for']} (start one with `sabot-node worker`)"
+        return text
 
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's results in input order (a list for list-like input, numpy for numpy,
@@ -268,7 +289,7 @@ class DistributedCoordinator:
             try:
                 first = await asyncio.wait_for(prefetch, _left(deadline))
             except TimeoutError:
-                raise _timed_out(job_id, timeout, None) from None
+                raise JobTimeoutError(await self._timeout_text(job_id, timeout)) from None
             except Exception:  # noqa: BLE001 - the ordinary path below reports real errors
                 first = None
             if isinstance(first, m.ResultBatch):
@@ -281,7 +302,7 @@ class DistributedCoordinator:
                     return payload.join(first.result_kind, [
                         payload.decode_value(enc, blob) for enc, _, blob in first.morsels])
                 if deadline is not None and deadline <= time.monotonic():
-                    raise _timed_out(job_id, timeout, first.waiting)
+                    raise JobTimeoutError(await self._timeout_text(job_id, timeout))
         kind = "list"
         parts: list[Any] = []
         stream = self._big.pop(job_id, False) is None
@@ -357,6 +378,11 @@ class WorkerNode:
         return self.worker.node_id if self.worker is not None else None
 
     @property
+    def registered(self) -> bool:
+        """Whether the worker is registered with its coordinator now."""
+        return self.worker is not None and self.worker.registered
+
+    @property
     def http_port(self) -> int | None:
         return self.worker.http_port if self.worker is not None else None
 
@@ -389,8 +415,71 @@ async def submit_distributed_job(coordinator: DistributedCoordinator, data: Any,
 
 
 async def get_distributed_job_result(coordinator: DistributedCoordinator, job_id: str,
-                                     timeout: float | None = None) -> Any:
-    return await coordinator.result(job_id, timeout=timeout)
+                                     timeout: float | None = None, *,
+                                     cancel_on_interrupt: bool = False,
+                                     progress: bool = False) -> Any:
+    """The job's result once it completes (raises JobFailedError, CancelledError or
+    JobTimeoutError otherwise).
+
+    An interrupted wait (Ctrl-C, or the calling task cancelled) leaves an acknowledged job
+    running on the cluster by default: it is durable, and its result can be fetched later by
+    its id. With ``cancel_on_interrupt=True`` the job is cancelled too (what ``sabot-node
+    submit`` does on Ctrl-C). Either way a warning says which happened.
+
+    ``progress=True`` draws a progress bar (tqdm, on stderr) of the job's items done, from its
+    status, while waiting."""
+    finished = asyncio.Event()
+    bar = asyncio.get_running_loop().create_task(
+        _progress_bar(coordinator, job_id, finished)) if progress else None
+    try:
+        result = await coordinator.result(job_id, timeout=timeout)
+        if bar is not None:  # the bar's last state: every item done
+            finished.set()
+            await asyncio.wait([bar], timeout=5)
+        return result
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if not cancel_on_interrupt:
+            log.warning("interrupted while waiting for job %s: it keeps running on the cluster; "
+                        "fetch its result later with get_distributed_job_result(coordinator, "
+                        "%r), cancel it with cancel_distributed_job, or pass "
+                        "cancel_on_interrupt=True to cancel on interrupt", job_id, job_id)
+            raise
+        try:
+            await asyncio.wait_for(coordinator.cancel(job_id), 10)
+        except Exception as exc:  # the interrupt is what the caller sees; say what failed
+            log.warning("interrupted while waiting for job %s; cancelling it failed (%s): it "
+                        "may still run; cancel it with cancel_distributed_job", job_id, exc)
+        else:
+            log.warning("interrupted while waiting for job %s: job cancelled "
+                        "(cancel_on_interrupt=True)", job_id)
+        raise
+    finally:
+        if bar is not None:
+            bar.cancel()
+            await asyncio.gather(bar, return_exceptions=True)
+
+
+async def _progress_bar(coordinator: DistributedCoordinator, job_id: str,
+                        finished: asyncio.Event, interval_s: float = 0.5) -> None:
+    """A tqdm bar of the job's items done, polled from its status until the job finishes (one
+    last poll once ``finished`` is set) or the task is cancelled; the bar stays on screen."""
+    bar = None
+    try:
+        while True:
+            status = await coordinator.status(job_id)
+            done_items = int(status.get("progress", {}).get("done") or 0)
+            total = int(status.get("progress", {}).get("total") or 0)
+            if bar is None:
+                bar = item_bar(total, f"job {job_id[:8]}")
+            bar.update(max(0, done_items - bar.n))
+            bar.set_postfix_str(str(status.get("status", "")), refresh=True)
+            if status.get("status") in FINISHED_JOB_STATES or finished.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), interval_s)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 async def get_distributed_job_status(coordinator: DistributedCoordinator, job_id: str

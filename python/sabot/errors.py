@@ -143,14 +143,38 @@ class JobTimeoutError(TimeoutError, SabotError):
     """Waiting for a job's result took longer than the given timeout."""
 
 
-class InlineFallbackWarning(RuntimeWarning):
-    """A call runs on one core, inline, where worker processes would have run it in parallel,
-    because its function (or its items) cannot be pickled. Issued once per function; the
-    message says why and how to fix it."""
+class JournalError(RuntimeError, SabotError):
+    """The coordinator's journal is damaged or missing where one existed; the message names the
+    file and what to do."""
+
+
+class PerformanceWarning(UserWarning):
+    """Sabot runs something slower than it could, and says why and how to fix it (for
+    example a per-item function that cannot be pickled runs on one core)."""
+
+
+class NotYetSupportedError(NotImplementedError, SabotError):
+    """A documented part of the API that a later release provides (the message says which)."""
+
+
+class BadRecordError(ValueError, SabotError):
+    """A streaming source read a record it cannot use (does not parse, wrong type, missing
+    timestamp); ``record`` is the record as read and ``reason`` what was wrong with it."""
+
+    def __init__(self, source: str, record: Any, reason: str) -> None:
+        self.source = source
+        self.record = record
+        self.reason = reason
+        super().__init__(f"bad record from {source}: {reason}: {record!r} (pass "
+                         "bad_records='dead_letter' to route such records to .dead_letters())")
 
 
 __all__ = [
+    "JournalError",
+    "PerformanceWarning",
     "SabotError",
+    "NotYetSupportedError",
+    "BadRecordError",
     "ConfigError",
     "NativeError",
     "ArrowInputError",
@@ -168,5 +192,4 @@ __all__ = [
     "RequestRefusedError",
     "JobFailedError",
     "JobTimeoutError",
-    "InlineFallbackWarning",
 ]

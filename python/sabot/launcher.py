@@ -27,9 +27,11 @@ from typing import Any
 
 from . import __version__
 from .config import Config, load_config
+from .errors import CoordinatorUnavailableError
 from .engine import LocalEngine
 from .logging_setup import configure_logging
 from .processors import load_processor_modules
+from .progress_bar import sized, with_item_bar
 
 log = logging.getLogger("sabot.launcher")
 
@@ -44,7 +46,8 @@ class ComposableLauncher:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else load_config()
         self.mode, self.mode_reason = self.config.mode_and_reason
-        self.node_id = self.config.advertise_host or socket.gethostname()
+        self.node_id = (self.config.node_name or self.config.advertise_host
+                        or socket.gethostname())
         self.engine = LocalEngine(self.config, node=self.node_id)
         self._coordinator: Any = None
         self._worker: Any = None
@@ -89,8 +92,15 @@ class ComposableLauncher:
                 self.engine.warm_up()
             self._started = True
             self._started_at = time.time()
-            log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode,
-                     f", HTTP on port {self._http_port}" if self._http_port else "")
+            where = f", HTTP on port {self._http_port}" if self._http_port else ""
+            if self._worker is not None and not self._worker.registered:
+                # Not ready: the worker keeps trying, and logs when it registers.
+                log.warning("Sabot node %s started (%s mode%s) but is not registered with the "
+                            "coordinator at %s:%s; not ready until it is", self.node_id,
+                            self.mode, where, self.config.coordinator_host,
+                            self.config.coordinator_port)
+            else:
+                log.info("Sabot node %s ready (%s mode%s)", self.node_id, self.mode, where)
 
     async def _start_coordinator(self) -> None:
         # (the cluster stack, ZeroMQ and the journal, is imported only in the modes that run it)
@@ -99,6 +109,7 @@ class ComposableLauncher:
         handle = create_distributed_coordinator(config=self.config)
         self._coordinator = handle  # set first: stop() cleans up a start that was interrupted
         await handle.start()
+        self.node_id = handle.node_id or self.node_id
         self._http_port = getattr(handle, "http_port", None)
 
     async def _start_worker(self) -> None:
@@ -107,6 +118,7 @@ class ComposableLauncher:
         worker = create_worker_node(config=self.config)
         self._worker = worker  # set first: stop() cleans up a start that was interrupted
         await worker.start()
+        self.node_id = worker.node_id or self.node_id
 
     async def _start_http(self) -> None:
         # Imported when serving: the HTTP stack (aiohttp) takes a good part of a second to
@@ -157,20 +169,34 @@ class ComposableLauncher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def wait_failed(self) -> str:
+        """Returns (with the reason) once this node has failed in a way it cannot recover from
+        (a coordinator's core thread died); never otherwise."""
+        if self._coordinator is not None:
+            return await self._coordinator.wait_failed()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
     # -- work ------------------------------------------------------------------------------
-    async def process_data(self, data: Any, func: Any) -> Any:
+    async def process_data(self, data: Any, func: Any, *, progress: bool = False) -> Any:
         """Apply ``func`` to every item of ``data``; results in input order, typed like the
         input (list, numpy array or Arrow). See docs/api.md for the accepted kinds.
 
         Starts the node first when needed. In coordinator mode the work runs on the cluster.
+        ``progress=True`` draws a progress bar of the items done on stderr.
         """
         if self._stopped:
             raise RuntimeError("this launcher was stopped; create a new one")
         if not self._started:
             await self.start()
         if self._coordinator is not None:
+            from .distributed import get_distributed_job_result
+
             job_id = await self._coordinator.submit(data, func)
-            return await self._coordinator.result(job_id)
+            return await get_distributed_job_result(self._coordinator, job_id, progress=progress)
+        if progress:
+            return await with_item_bar(lambda: self.engine.process(data, func), sized(data),
+                                       "process_data")
         return await self.engine.process(data, func)
 
     async def process_stream(self, source: Any, func: Any, *,
@@ -275,7 +301,20 @@ async def launch_sabot(config: Config | None = None) -> None:
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()  # a failed start raises here
-                await stopping
+                failed = asyncio.ensure_future(launcher.wait_failed())
+                try:
+                    await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+                    if failed.done():
+                        # The node cannot work any more: exit non-zero so a supervisor
+                        # (Kubernetes, systemd) restarts it, rather than serve while broken.
+                        reason = failed.result()
+                        log.critical("Sabot node %s cannot go on (%s); stopping", launcher.node_id,
+                                     reason)
+                        raise CoordinatorUnavailableError(
+                            f"the node stopped because it cannot work: {reason}")
+                finally:
+                    failed.cancel()
+                    await asyncio.gather(failed, return_exceptions=True)
             else:
                 starting.cancel()
                 await asyncio.gather(starting, return_exceptions=True)
@@ -310,8 +349,9 @@ def _shared_engine() -> LocalEngine:
         return _default_engine
 
 
-def process(data: Any, func: Any, **overrides: Any) -> Any:
-    """``process_data`` for scripts: blocks until the results are ready.
+def process(data: Any, func: Any, *, progress: bool = False, **overrides: Any) -> Any:
+    """``process_data`` for scripts: blocks until the results are ready (``progress=True``: a
+    progress bar on stderr).
 
     Uses one shared engine per process (its worker pool is reused across calls), or with
     ``overrides`` (Config field names) a dedicated one that is closed afterwards. From inside a
@@ -322,7 +362,7 @@ def process(data: Any, func: Any, **overrides: Any) -> Any:
 
         async def run_once() -> Any:
             try:
-                return await engine.process(data, func)
+                return await _run(engine, data, func, progress)
             finally:
                 await engine.close()
 
@@ -330,9 +370,15 @@ def process(data: Any, func: Any, **overrides: Any) -> Any:
     shared = _shared_engine()
 
     async def run_shared() -> Any:
-        return await shared.process(data, func)
+        return await _run(shared, data, func, progress)
 
     return _run_sync(run_shared)
+
+
+async def _run(engine: LocalEngine, data: Any, func: Any, progress: bool) -> Any:
+    if progress:
+        return await with_item_bar(lambda: engine.process(data, func), sized(data), "process")
+    return await engine.process(data, func)
 
 
 def _run_sync(make: Any) -> Any:

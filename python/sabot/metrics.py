@@ -132,10 +132,22 @@ class Metrics:
         self.info = Gauge(
             "sabot_node_info", "Constant 1, labelled with this node's role and version",
             labels + ["role", "version"], registry=r)
+        self.stream_watermark_lag = Gauge(
+            "sabot_stream_watermark_lag_seconds",
+            "How far a streaming job's watermark trails the wall clock (event time)",
+            labels + ["job"], registry=r)
+        self.stream_late_events = Counter(
+            "sabot_stream_late_events_total",
+            "Events that arrived after their window closed (allowed lateness included); they "
+            "go to the operator's late output", labels + ["job", "operator"], registry=r)
+        self.stream_events = Counter(
+            "sabot_stream_events_total", "Events read by a streaming job's sources",
+            labels + ["job"], registry=r)
         self._families = (
             self.throughput, self.queue_depth, self.utilization, self.items, self.morsels,
             self.morsel_duration, self.jobs, self.jobs_active, self.nodes, self.errors,
-            self.http_requests, self.http_duration, self.info)
+            self.http_requests, self.http_duration, self.info, self.stream_watermark_lag,
+            self.stream_late_events, self.stream_events)
         self._init_gauges()
 
     def _init_gauges(self) -> None:
@@ -191,6 +203,17 @@ class Metrics:
     def record_http(self, route: str, method: str, status: int, duration_s: float) -> None:
         self.http_requests.labels(**self.lbl(route=route, method=method, status=str(status))).inc()
         self.http_duration.labels(**self.lbl(route=route)).observe(max(0.0, duration_s))
+
+    def record_stream_late(self, job: str, operator: str, n: int) -> None:
+        if n > 0:
+            self._child(self.stream_late_events, job, operator).inc(n)
+
+    def record_stream_events(self, job: str, n: int) -> None:
+        if n > 0:
+            self._child(self.stream_events, job).inc(n)
+
+    def set_stream_watermark_lag(self, job: str, seconds: float) -> None:
+        self._child(self.stream_watermark_lag, job).set(seconds)
 
     def set_role(self, role: str, version: str) -> None:
         self.info.labels(**self.lbl(role=role, version=version)).set(1)

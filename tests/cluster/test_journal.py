@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+import sabot_test_nodes as nodes
 from sabot.cluster import journal
+from sabot.errors import ConfigError
 from sabot.cluster.journal import JobRow, Journal, MorselRow
 
 
@@ -38,15 +40,42 @@ def test_unfinished_jobs_come_back_with_the_inputs_of_undone_morsels(tmp_path):
 
 
 def test_uncommitted_changes_are_not_visible_after_a_crash(tmp_path):
-    j = Journal(tmp_path)
-    j.insert_job(*_job("a", 1))
-    j.commit()
-    j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
-    # No commit: simulate the process dying by opening a second connection.
+    """A coordinator process killed (SIGKILL) with a result stored but not committed: the
+    next one finds the committed job and not the result (and can open the dir: the dead
+    process's lock went with it)."""
+    import signal
+
+    child = nodes.python_child(f"""
+import time
+from sabot.cluster.journal import JobRow, Journal, MorselRow
+row = JobRow("a", 1, "pending", 0, "square", None, "list", 3, 30, None, time.time(), None, None)
+j = Journal(__import__("pathlib").Path({str(tmp_path)!r}))
+j.insert_job(row, [MorselRow(i, i * 10, 10, "msgpack", b"in%d" % i, 0, False) for i in range(3)])
+j.commit()
+j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
+print("stored", flush=True)
+time.sleep(600)
+""")
+    try:
+        assert child.stdout.readline().strip() == "stored"
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        nodes.end_child(child, kill=True)
     other = Journal(tmp_path)
+    assert other.job("a") is not None
     assert other.results("a", 0, 1 << 20) == []
     other.close()
-    j.close()
+
+
+def test_a_second_journal_on_an_open_dir_is_refused(tmp_path):
+    j = Journal(tmp_path, owner="coordinator one")
+    try:
+        with pytest.raises(ConfigError, match="coordinator one .*holds it"):
+            Journal(tmp_path)
+    finally:
+        j.close()
+    Journal(tmp_path).close()  # closed, the dir is free
 
 
 def test_finished_jobs_expire_after_the_ttl(tmp_path):
@@ -100,3 +129,68 @@ def test_the_wal_stays_bounded_while_commits_keep_coming(tmp_path, monkeypatch):
         assert list(j.unfinished_jobs()) == [] and j.max_seq() == 1000
     finally:
         j.close()
+
+
+def test_journal_files_are_owner_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        j = Journal(tmp_path)
+        j.insert_job(*_job("a", 1))
+        j.commit()
+        files = sorted(p.name for p in tmp_path.iterdir())
+        assert "coordinator.sqlite3-wal" in files and "coordinator.sqlite3-shm" in files
+        for p in tmp_path.iterdir():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, (p.name, oct(p.stat().st_mode))
+        j.close()
+        # A journal left world-readable by an older version is tightened when opened.
+        (tmp_path / "coordinator.sqlite3").chmod(0o644)
+        Journal(tmp_path).close()
+        assert stat.S_IMODE((tmp_path / "coordinator.sqlite3").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def _journal_with_a_job(path):
+    j = Journal(path)
+    j.insert_job(*_job("a", 1, morsels=200))
+    j.commit()
+    j.close()
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted", "garbage-mid-file", "garbage-header"])
+def test_a_damaged_journal_is_refused_naming_the_file(tmp_path, damage):
+    """Damage is never a silent empty start: emptied or deleted (the marker shows there was
+    one), garbage in the middle (quick_check) or in the header: a JournalError naming the file
+    and what to do."""
+    from sabot.errors import JournalError
+
+    _journal_with_a_job(tmp_path)
+    db = tmp_path / "coordinator.sqlite3"
+    if damage == "emptied":
+        db.write_bytes(b"")
+    elif damage == "deleted":
+        db.unlink()
+    else:
+        data = bytearray(db.read_bytes())
+        at = 0 if damage == "garbage-header" else len(data) // 2
+        data[at:at + 8192] = b"\xa5" * 8192
+        db.write_bytes(bytes(data))
+    with pytest.raises(JournalError) as err:
+        Journal(tmp_path)
+    text = str(err.value)
+    assert str(db) in text and "SABOT_DATA_DIR" in text and "backup" in text
+    # Refused, the dir is not locked by the failed attempt, and nothing was rewritten.
+    with pytest.raises(JournalError):
+        Journal(tmp_path)
+
+
+def test_a_fresh_dir_and_an_old_journal_without_a_marker_open(tmp_path):
+    _journal_with_a_job(tmp_path)
+    (tmp_path / journal.MARKER_NAME).unlink()  # as an older Sabot left it
+    j = Journal(tmp_path)
+    assert j.job("a") is not None
+    j.close()
+    assert (tmp_path / journal.MARKER_NAME).exists()

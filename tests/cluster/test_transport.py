@@ -83,6 +83,9 @@ def test_a_worker_with_another_key_is_refused_on_both_sides(lone_coordinator):
     assert worker.proc.wait(30) == 2
     worker.kill()
     assert "uses another cluster key" in worker.output
+    # The key came from SABOT_CLUSTER_KEY: the message names that, not a key file it never read.
+    assert "this node's key came from SABOT_CLUSTER_KEY" in worker.output
+    assert "cluster.key" not in worker.output.split("uses another cluster key", 1)[1].split("\n")[0]
     _wait_log(lone_coordinator.coordinator, "CURVE handshake failed")
     assert lone_coordinator.alive_workers() == []
 

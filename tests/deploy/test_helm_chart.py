@@ -160,6 +160,9 @@ def test_workers_point_at_the_coordinator_service(scenario: Any) -> None:
     worker_ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     assert env["SABOT_WORKER_PORT"]["value"] == str(worker_ports["http"])
     assert env["SABOT_ADVERTISE_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # every pod is known by its pod name (logs, metrics' node label, /nodes)
+    for c in (worker, coord_container):
+        assert env_of(c)["SABOT_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def test_every_container_sets_its_mode(scenario: Any) -> None:
@@ -180,7 +183,7 @@ def test_container_env_is_accepted_by_sabot_config(scenario: Any) -> None:
     chart_owned = {"SABOT_MODE", "SABOT_HOST", "SABOT_PORT", "SABOT_ZMQ_PORT", "COORDINATOR_HOST",
                    "COORDINATOR_PORT", "SABOT_WORKER_PORT", "SABOT_ADVERTISE_HOST",
                    "SABOT_DATA_DIR", "SABOT_CLUSTER_KEY_FILE", "SABOT_CLUSTER_KEY",
-                   "SABOT_AUTH_TOKEN"}
+                   "SABOT_AUTH_TOKEN", "SABOT_NODE_NAME"}
     assert not set(cm["data"]) & chart_owned
     for component, dep in _deployments(rendered).items():
         (c,) = containers(dep)

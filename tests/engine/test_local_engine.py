@@ -942,3 +942,37 @@ def test_a_call_is_not_held_up_behind_a_process_the_event_loop_is_talking_to():
         run(main())
     finally:
         engine.close_sync()
+
+
+def test_a_function_that_cannot_be_pickled_is_named_in_a_warning_once(engine):
+    """Enough work for the pool, but the function holds a lock (it cannot be pickled): it runs
+    inline, with one PerformanceWarning saying why and how to fix it — once per function."""
+    import warnings
+
+    from sabot.errors import PerformanceWarning
+
+    lock = __import__("threading").Lock()
+
+    def holds_a_lock(x):
+        with lock:
+            time.sleep(0.0002)
+            return x + 1
+
+    with pytest.warns(PerformanceWarning) as caught:
+        assert run(engine.process(list(range(2000)), holds_a_lock)) == list(range(1, 2001))
+    (warning,) = caught
+    text = str(warning.message)
+    assert "holds_a_lock runs inline on one core" in text
+    assert "cannot be pickled" in text and "lock" in text.lower() and "module level" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(engine.process(list(range(2000)), holds_a_lock))[-1] == 2000
+    # A small call of such a function is not worth a warning.
+    small = [0]
+
+    def tiny(x, _lock=lock):
+        return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert run(engine.process(small, tiny)) == [0]

@@ -305,7 +305,7 @@ def test_status_page_shows_node_and_jobs(node) -> None:
 def test_history_samples(node) -> None:
     body = node.request("GET", "/history")[2]
     assert body["interval_s"] > 0
-    assert body["samples"] and {"time", "items_per_second"} <= set(body["samples"][0])
+    assert body["samples"] and {"time", "items_per_second", "items"} <= set(body["samples"][0])
 
 
 def test_openapi_documents_every_route(node) -> None:

@@ -6,16 +6,14 @@
   that. The call returns the whole, correct result (its request reconnects and is sent again;
   only the caller's timeout bounds the wait), and
   ``get_distributed_job_status`` answers across a second restart.
-* no worker: a job submitted while no worker is connected: the job's status says so, the
-  coordinator logs it, ``sabot-node status`` and ``sabot-node submit`` say so, and
-  ``timeout=10`` raises ``JobTimeoutError`` at about 10 s saying that no worker is connected.
+* no worker: ``timeout=10`` on a job submitted while no worker is connected raises
+  ``JobTimeoutError`` at about 10 s (not 15), saying that no worker is connected, and
+  ``sabot-node status`` says it too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +32,7 @@ SETTINGS = {
     "SABOT_HEARTBEAT_S": "0.2",
     "SABOT_NODE_TIMEOUT_S": "2",
 }
-NO_WORKER = "no worker is connected"
+NO_WORKER = "no worker is connected to the coordinator"
 
 
 @pytest.fixture
@@ -95,7 +93,11 @@ def test_result_rides_over_a_coordinator_restart(cluster: Any) -> None:
                  seconds_until_result=round(waited, 2))
 
 
-def test_no_worker_connected_is_said_everywhere(cluster: Any, tmp_path: Path) -> None:
+def test_no_worker_connected_timeout_is_one_deadline(cluster: Any) -> None:
+    """timeout=10 on a small job (whose result request goes out with the submit and waits 5 s
+    on its own) ends at 10 s, saying that no worker is connected; sabot-node status says it
+    too. (tests/cluster/test_no_workers.py checks the status field, the log and the CLI's
+    submit.)"""
     procs = nodes.chaos_procs()
     items = procs.make_items(3, pad=10)
     timeout = 10.0
@@ -116,37 +118,23 @@ def test_no_worker_connected_is_said_everywhere(cluster: Any, tmp_path: Path) ->
     error, took, status = asyncio.run(main())
     assert NO_WORKER in error, error
     assert f"within {timeout:g} s" in error, error
-    # The caller's timeout is what ends the wait (a bound on the deadline, not a speed test).
+    # The caller's timeout is what ends the wait (a bound on the deadline, not a speed test;
+    # the error's status query may add up to 2 s).
     assert timeout - 0.5 <= took < timeout + 5, took
-    assert status["status"] == "pending" and NO_WORKER in (status["waiting"] or ""), status
-    assert NO_WORKER in cluster.coordinator.log_text(), cluster.coordinator.log_tail()
-    # HTTP: the job's status says so too.
-    job = cluster.coordinator.job(status["job_id"])
-    assert NO_WORKER in (job.get("waiting") or ""), job
+    assert status["status"] == "pending" and NO_WORKER in status["waiting_for"], status
 
     env = nodes.child_env({"COORDINATOR_HOST": "127.0.0.1",
                            "COORDINATOR_PORT": str(cluster.coordinator.http_port)})
-    cli = [sys.executable, "-m", "sabot.cli"]
-    shown = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True,
-                           timeout=60)
+    shown = subprocess.run([sys.executable, "-m", "sabot.cli", "status"], env=env,
+                           capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown
     assert NO_WORKER in shown.stdout, shown.stdout
-    # `sabot-node submit` waits with its progress bar, and says why nothing moves.
-    submit = subprocess.Popen([*cli, "submit", "--processor", "chaos_ms", "--data", '["0:ok:x"]'], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(3.0)
-    finally:
-        submit.send_signal(signal.SIGINT)
-        out, err = submit.communicate(timeout=60)
-    assert NO_WORKER in err, (out, err)
-    assert "cancelled" in err, err  # Ctrl-C still cancels it
 
-    # Once a worker registers, the hint goes away and the job completes.
+    # Once a worker registers, the job completes.
     cluster.add_worker()
     done = cluster.coordinator.wait_job(status["job_id"], timeout=120)
-    assert done["status"] == "completed" and done["waiting"] is None, done
+    assert done["status"] == "completed" and "waiting_for" not in done, done
     assert done["result"] == [procs.answer(x) for x in items]
-    nodes.record("job with no worker connected", variant="ci", jobs=2,
+    nodes.record("job with no worker connected", variant="ci", jobs=1,
                  results_checked=len(items), lost=0, duplicated=0,
                  timeout_s=timeout, seconds_until_timeout_error=round(took, 2))

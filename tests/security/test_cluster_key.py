@@ -147,6 +147,31 @@ def test_worker_with_another_key_is_refused_on_both_sides(cluster: Any, tmp_path
     assert job["result"] == [1, 4, 9]
 
 
+def test_a_client_with_another_key_is_told_where_its_key_came_from(cluster: Any, tmp_path: Path
+                                                                   ) -> None:
+    import asyncio
+
+    from sabot.cluster.client import ClusterClient
+    from sabot.errors import AuthenticationError
+
+    other_key = tmp_path / "client-other.key"
+    other_key.write_text(generate_secret() + "\n")
+    other_key.chmod(0o600)
+    config = load_config({"SABOT_CLUSTER_KEY_FILE": str(other_key), "SABOT_AUTH_TOKEN": TOKEN})
+    client = ClusterClient(config, "127.0.0.1", cluster.coordinator.http_port)
+
+    async def connect() -> None:
+        try:
+            await client.connect()
+        finally:
+            await client.close()
+
+    with pytest.raises(AuthenticationError) as err:
+        asyncio.run(connect())
+    assert "uses another cluster key" in str(err.value)
+    assert f"came from SABOT_CLUSTER_KEY_FILE ({other_key})" in str(err.value)
+
+
 def test_key_file_is_owner_only_and_secrets_never_shown(cluster: Any) -> None:
     mode = stat.S_IMODE(os.stat(cluster.key_file).st_mode)
     assert mode == 0o600, oct(mode)

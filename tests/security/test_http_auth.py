@@ -153,3 +153,41 @@ def test_client_code_never_runs(tmp_path: Path) -> None:
     finally:
         node.stop()
     assert not marker.exists(), "client-supplied code ran on the node"
+
+
+def test_a_token_from_a_file_guards_the_api_and_stays_out_of_the_environment(tmp_path: Path
+                                                                             ) -> None:
+    """SABOT_AUTH_TOKEN_FILE (a mounted Secret): the daemon reads its token from the file,
+    refuses requests without it, and the token is nowhere in its /proc/<pid>/environ."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    port = nodes.free_port()
+    node = nodes.NodeProcess("file-token", {"SABOT_MODE": "single-node", "SABOT_PORT": str(port),
+                                            "SABOT_HOST": "127.0.0.1",
+                                            "SABOT_DATA_DIR": str(tmp_path / "data"),
+                                            "SABOT_AUTH_TOKEN_FILE": str(token_file)},
+                             port, tmp_path, TOKEN)
+    node.start()
+    try:
+        node.wait_ready()
+        assert nodes.http("GET", node.url + "/jobs").status == 401
+        assert node.request("GET", "/jobs").status == 200
+        environ = Path(f"/proc/{node.pid}/environ").read_bytes()
+        assert TOKEN.encode() not in environ and b"SABOT_AUTH_TOKEN_FILE" in environ
+    finally:
+        node.stop()
+
+
+def test_a_token_given_twice_is_refused(tmp_path: Path) -> None:
+    from sabot.config import load_config
+    from sabot.errors import ConfigError
+
+    token_file = tmp_path / "token"
+    token_file.write_text("abc\n")
+    assert load_config(env={"SABOT_AUTH_TOKEN_FILE": str(token_file)}).auth_token == "abc"
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(env={"SABOT_AUTH_TOKEN_FILE": str(token_file), "SABOT_AUTH_TOKEN": "x"})
+    token_file.write_text("")
+    with pytest.raises(ConfigError, match="SABOT_AUTH_TOKEN_FILE"):
+        load_config(env={"SABOT_AUTH_TOKEN_FILE": str(token_file)})

@@ -93,7 +93,8 @@ class ClusterClient:
                     raise AuthenticationError(
                         f"the coordinator at {self.host}:{self.port} uses another cluster key: "
                         "use the same SABOT_CLUSTER_KEY / SABOT_CLUSTER_KEY_FILE as the cluster "
-                        f"(this key's fingerprint {self._keys.fingerprint}, the coordinator's "
+                        f"(this client's key came from {self._keys.source}, fingerprint "
+                        f"{self._keys.fingerprint}; the coordinator's "
                         f"{info.get('key_fingerprint')})")
                 if self._ctx is None:
                     self._ctx = zmq.asyncio.Context()

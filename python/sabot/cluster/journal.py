@@ -11,7 +11,9 @@ is stored before its job is reported complete, without a commit per morsel. With
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, JournalError
 from ..states import ACTIVE_JOB_STATES, JobState
+from .data_dir_lock import DataDirLock
 
+#: A file beside the database that says this dir holds a journal: a database found missing or
+#: empty next to it was lost, not never made.
+MARKER_NAME = "coordinator.journal"
 SCHEMA_VERSION = 1
 #: Least time between two WAL checkpoints.
 _CHECKPOINT_EVERY_S = 0.2
@@ -107,21 +113,67 @@ def _job_row(row: tuple[Any, ...]) -> JobRow:
 class Journal:
     """SQLite journal at ``<data_dir>/coordinator.sqlite3``."""
 
-    def __init__(self, data_dir: Path, sync: str = "normal") -> None:
+    def __init__(self, data_dir: Path, sync: str = "normal", *,
+                 owner: str = "a coordinator") -> None:
+        """``owner`` names this coordinator in the message a second one on the same data dir
+        gets (the journal is locked while open: see data_dir_lock.py)."""
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError("SABOT_DATA_DIR", str(data_dir),
                               f"a directory Sabot can create and write ({exc.strerror})") from exc
+        self._lock = DataDirLock(data_dir)
+        self._lock.acquire(owner)
+        try:
+            self._open(data_dir, sync)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, data_dir: Path, sync: str) -> None:
         self.path = data_dir / "coordinator.sqlite3"
         self._wal = data_dir / "coordinator.sqlite3-wal"
+        marker = data_dir / MARKER_NAME
+        had_journal = marker.exists()
+        if had_journal and (not self.path.exists() or self.path.stat().st_size == 0):
+            # The dir held a journal (its marker says so) and the database is gone or empty:
+            # starting afresh would answer 404 for every acknowledged job.
+            raise JournalError(
+                f"journal {self.path} is {'missing' if not self.path.exists() else 'empty'}, but "
+                f"{marker} shows this data dir held a journal: its jobs and results are lost. "
+                f"Restore the file from a backup; or, to start with no jobs, remove {marker} "
+                "(or point SABOT_DATA_DIR at a new directory)")
+        # Owner-only: the journal holds every job's input and results (and pickled functions).
+        # SQLite creates the -wal and -shm files with the database file's mode, so creating
+        # (or tightening) that one first covers all three.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for f in (self.path, self._wal, data_dir / "coordinator.sqlite3-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                if f.stat().st_mode & 0o077:
+                    f.chmod(0o600)
         # check_same_thread=False: opened by the thread that starts the coordinator, then used
         # by its core thread alone.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        self._db.execute("PRAGMA foreign_keys=OFF")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems))
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise JournalError(
+                f"journal {self.path} is damaged ({exc}): the coordinator cannot trust the jobs "
+                "it holds. Restore it from a backup (with its -wal file), or move it aside to "
+                f"start with no jobs (and remove {marker}), or point SABOT_DATA_DIR at a new "
+                "directory") from None
+        if not had_journal:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write("this data dir holds a Sabot coordinator journal (coordinator.sqlite3); "
+                        "see docs/reliability.md\n")
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -145,7 +197,12 @@ class Journal:
 
     def commit(self) -> None:
         if self._in_tx:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (a full disk) may have rolled the transaction back.
+                self._in_tx = self._db.in_transaction
+                raise
             self._in_tx = False
             try:
                 wal_bytes = self._wal.stat().st_size
@@ -157,9 +214,12 @@ class Journal:
             self._checkpointer.poke()
 
     def close(self) -> None:
-        self.commit()
-        self._checkpointer.stop()
-        self._db.close()
+        try:
+            self.commit()
+            self._checkpointer.stop()
+            self._db.close()
+        finally:
+            self._lock.release()
 
     # -- writes (inside the current transaction) ----------------------------------------------
     def insert_job(self, job: JobRow, morsels: list[MorselRow]) -> None:

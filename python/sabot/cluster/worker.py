@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config
 from ..engine.local_engine import LocalEngine
 from ..errors import AuthenticationError, CoordinatorUnavailableError
@@ -67,8 +67,8 @@ class Worker:
     def __init__(self, config: Config, *, node_id: str | None = None,
                  slots: int | None = None) -> None:
         self.config = config
-        self.node_id = node_id or f"worker-{socket.gethostname()}-{os.getpid()}-" \
-                                  f"{uuid.uuid4().hex[:6]}"
+        self.node_id = node_id or config.node_name or \
+            f"worker-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.cores = config.effective_max_workers
         # SABOT_WORKER_SLOTS (auto: two morsels per core, one running and one ready, plus two
         # in transit, so neither the cores nor the link idle between morsels).
@@ -273,7 +273,7 @@ class Worker:
                 raise FatalRefusal(AuthenticationError(
                     f"the coordinator at {config.coordinator_host}:{config.coordinator_port} "
                     "uses another cluster key: give every node the same SABOT_CLUSTER_KEY or "
-                    f"SABOT_CLUSTER_KEY_FILE (this node's key file: {config.cluster_key_file}, "
+                    f"SABOT_CLUSTER_KEY_FILE (this node's key came from {self._keys.source}, "
                     f"fingerprint {self._keys.fingerprint}; the coordinator's: "
                     f"{info.get('key_fingerprint')})"))
             raise CoordinatorUnavailableError(

@@ -16,7 +16,6 @@ from typing import Any
 
 from ..errors import ProcessingError
 from .controller import ASYNC, MIN_PARALLEL_S, PROCESSES, Plan
-from .fallback_warning import warn_if_unpicklable
 from .functions import AsyncAsSync, FunctionSpec
 from .item_call import SAMPLE_S, list_ship_cost, run_items_in_pool
 from .runtime import EngineRuntime, PoolUnavailable
@@ -61,7 +60,6 @@ async def run_async(runtime: EngineRuntime, items: Sequence[Any], spec: Function
         plan = controller.plan_items(
             items=remaining, per_item_s=per_item, ship_item_s=ship,
             pool_warm=runtime.pool_warm(), picklable=picklable, items_per_morsel=MORSEL_ITEMS)
-        warn_if_unpicklable(plan, spec, items[:done], controller.workers_for_call())
         if plan.executor == PROCESSES:
             plan.reason = "async def function that never waits (CPU-bound): " + plan.reason
             wrapped = FunctionSpec(spec.kind, AsyncAsSync(func), spec.name, spec.processor)

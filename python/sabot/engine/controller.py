@@ -31,9 +31,6 @@ log = logging.getLogger("sabot.engine.controller")
 
 INLINE = "inline"
 PROCESSES = "processes"
-#: The plan's reason when parallelism would pay but the function (or its data) cannot travel
-#: to worker processes (the call warns about it: sabot.engine.fallback_warning).
-UNPICKLABLE_REASON = "the function cannot be pickled for worker processes"
 THREADS = "threads"
 NATIVE = "native"
 ASYNC = "async"
@@ -261,7 +258,8 @@ class AdaptiveController:
                         f"MAX_WORKERS cap={self.max_workers}, target={self.target:g})",
                         per_item_s, ship_item_s, items)
         elif not picklable:
-            plan = Plan(INLINE, 1, UNPICKLABLE_REASON, per_item_s, ship_item_s, items)
+            plan = Plan(INLINE, 1, "the function cannot be pickled for worker processes",
+                        per_item_s, ship_item_s, items)
         else:
             per_task = self._items_per_task(items, per_item_s, workers, items_per_morsel)
             tasks = math.ceil(items / per_task)
@@ -380,7 +378,6 @@ __all__ = [
     "NATIVE",
     "PROCESSES",
     "THREADS",
-    "UNPICKLABLE_REASON",
     "AdaptiveController",
     "Plan",
     "Reading",

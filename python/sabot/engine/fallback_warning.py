@@ -1,91 +1,52 @@
-"""The warning a call gives when it runs inline, on one core, because its function (or its
-items) cannot be pickled for the worker processes that would have run it in parallel.
-
-Once per function (a function used in a loop warns once, not per call), as an
-:class:`~sabot.errors.InlineFallbackWarning` pointing at the caller's line, with the pickling
-error and how to fix it. The plan's reason stays in ``get_stats()["controller"]["reason"]``.
-"""
+"""The warning a caller gets, once per function, when a per-item call that would have run in
+parallel runs inline on one core because the function (or its items or results) cannot be
+pickled for the worker processes."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
-import threading
 import warnings
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from ..bounded_cache import BoundedCache
-from ..errors import InlineFallbackWarning
-from .controller import INLINE, UNPICKLABLE_REASON, Plan
-from .functions import FunctionSpec, pickle_problem
+from ..errors import PerformanceWarning
+from .functions import FunctionSpec, pickle_error
 
-#: Functions that cannot be weakly referenced are remembered by id, at most this many.
-_BY_ID = 1024
-
-_lock = threading.Lock()
-_warned: weakref.WeakSet[Any] = weakref.WeakSet()
-_warned_ids: BoundedCache[int, bool] = BoundedCache(_BY_ID)
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Functions already warned about (by identity; bounded, so a long-lived process that makes
+#: functions on the fly does not grow).
+_WARNED: BoundedCache[int, Any] = BoundedCache(1024)
 
 
-def warn_if_unpicklable(plan: Plan, spec: FunctionSpec, sample_items: Sequence[Any],
-                        workers: int) -> None:
-    """Warn (once per function) when ``plan`` runs the call inline only because what it
-    would send to worker processes cannot be pickled."""
-    if plan.executor != INLINE or plan.reason != UNPICKLABLE_REASON:
+def warn_unpicklable(spec: FunctionSpec, items: Sequence[Any], results: Sequence[Any],
+                     *, stacklevel: int = 2) -> None:
+    """Warn (PerformanceWarning, once per function) that ``spec`` runs inline, with the reason
+    and what to change."""
+    if _WARNED.get(id(spec.func)) is spec.func:
         return
-    if not _first_time(spec.func):
-        return
-    problem = pickle_problem(spec)
-    if problem is not None:
-        why = (f"the function cannot be pickled ({problem}). Make it picklable: create locks, "
-               "open files, connections and similar objects inside the function (or once per "
-               "process) instead of capturing them in a closure or as a global of __main__, "
-               "or define the function in an importable module")
+    _WARNED.put(id(spec.func), spec.func)
+    name = getattr(spec.func, "__qualname__", None) or type(spec.func).__name__
+    reason = pickle_error(spec)
+    if reason is not None:
+        why = f"the function cannot be pickled for worker processes ({reason})"
+        fix = ("define it at module level, and create what it holds that does not pickle "
+               "(locks, open files, connections, clients) inside it or in a global set up on "
+               "first use, not in a variable it captures")
     else:
-        why = (f"its items or results cannot be pickled ({_data_problem(sample_items)}). "
-               "Use items and results of picklable types")
-    warnings.warn(InlineFallbackWarning(
-        f"{spec.name} runs inline on one core instead of in up to {workers} worker processes: "
-        f"{why}. (Said once per function; get_stats()['controller']['reason'] has the plan.)"),
-        stacklevel=_caller_level())
+        why = f"its items or results cannot be pickled ({_data_error(items, results)})"
+        fix = "pass and return plain data (numbers, strings, lists, dicts, numpy, Arrow)"
+    warnings.warn(f"{name} runs inline on one core: {why}. To run it in parallel, {fix}.",
+                  PerformanceWarning, stacklevel=stacklevel + 1)
 
 
-def _first_time(func: Any) -> bool:
-    with _lock:
-        try:
-            if func in _warned:
-                return False
-            _warned.add(func)
-            return True
-        except TypeError:  # not weakly referable (or not hashable): by id
-            key = id(func)
-            if _warned_ids.get(key):
-                return False
-            _warned_ids.put(key, True)
-            return True
+def _data_error(items: Sequence[Any], results: Sequence[Any]) -> str:
+    for what, values in (("an item", items), ("a result", results)):
+        for value in values:
+            try:
+                pickle.dumps(value, protocol=5)
+            except Exception as exc:
+                return f"{what}: {type(exc).__name__}: {exc}"
+    return "unknown"
 
 
-def _data_problem(items: Sequence[Any]) -> str:
-    try:
-        pickle.dumps(list(items), protocol=5)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return "the results do not pickle"
-
-
-def _caller_level() -> int:
-    """The stacklevel of the first frame outside the sabot package (the user's call)."""
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-            _PACKAGE_DIR + os.sep):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level
-
-
-__all__ = ["warn_if_unpicklable"]
+__all__ = ["warn_unpicklable"]

@@ -101,12 +101,11 @@ class AsyncAsSync:
 def function_pickles(spec: FunctionSpec) -> bool:
     """Whether ``spec``'s function can be sent to a worker process (a processor travels by
     name; anything else must pickle with cloudpickle)."""
-    return pickle_problem(spec) is None
+    return pickle_error(spec) is None
 
 
-def pickle_problem(spec: FunctionSpec) -> str | None:
-    """Why ``spec``'s function cannot be sent to a worker process (the pickling error), or
-    None when it can."""
+def pickle_error(spec: FunctionSpec) -> str | None:
+    """Why ``spec``'s function cannot be sent to a worker process, or None when it can."""
     if spec.processor is not None:
         return None
     import cloudpickle  # (only for a call that may go to the pool)
@@ -164,5 +163,4 @@ def resolve_function(func: Any) -> FunctionSpec:
 
 
 __all__ = ["KINDS", "AsyncAsSync", "BatchFunction", "FunctionSpec", "batch", "function_pickles",
-           "pickle_problem",
            "resolve_function"]

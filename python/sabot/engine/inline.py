@@ -88,7 +88,7 @@ class InlineRun:
             if self.mode == "compiled":
                 try:
                     piece = self.loop.apply_list(func, self.items, start, start + k)
-                except self.loop._ItemFailed as failed:
+                except self.loop.ItemFailed as failed:
                     raise _Failed(start + failed.position, failed.original) from None
             else:
                 # islice costs ~10 ns an item: the last piece reads the iterator directly.

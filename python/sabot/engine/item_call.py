@@ -20,11 +20,12 @@ from typing import Any
 
 from .columnar_input import ColumnarInput, PieceRun
 from .controller import INLINE, MIN_PARALLEL_S, PROCESSES, Plan
-from .fallback_warning import warn_if_unpicklable
+from .fallback_warning import warn_unpicklable
 from .functions import FunctionSpec, function_pickles
 from .inline import InlineRun
 from .placement import INLINE_SLICE_S, LOOP_CALL_S, LOOP_SLICE_S
 from .processes import CallGroup, ShippedFunction, Task
+from .progress import advance
 from .runtime import EngineRuntime, PoolUnavailable
 
 log = logging.getLogger("sabot.engine")
@@ -71,6 +72,7 @@ class ItemCall:
             elapsed += time.perf_counter() - t
             size *= 2
         done = run.done
+        advance(done)
         remaining = n - done
         calls = self.runtime.calls
         if remaining == 0:
@@ -121,7 +123,6 @@ class ItemCall:
             items=items, per_item_s=plan.per_item_cost_s, ship_item_s=ship,
             pool_warm=self.runtime.pool is not None, picklable=picklable,
             items_per_morsel=self.morsel_rows)
-        self._warn_if_unpicklable()
         return self.plan
 
     # -- planning ------------------------------------------------------------------------
@@ -135,13 +136,12 @@ class ItemCall:
             items=items, per_item_s=per_item_s, ship_item_s=self._ship,
             pool_warm=self.runtime.pool_warm(), picklable=self._picklable,
             items_per_morsel=self.morsel_rows)
-        self._warn_if_unpicklable()
+        if not self._picklable and items * per_item_s >= MIN_PARALLEL_S:
+            # Enough work to consider the pool, which pickling rules out: say so, once per
+            # function.
+            sample = self._run.results if self._run is not None else []
+            warn_unpicklable(self.spec, self.items[:len(sample)], sample, stacklevel=2)
         return self.plan
-
-    def _warn_if_unpicklable(self) -> None:
-        if self.plan is not None and self.plan.executor != PROCESSES:
-            warn_if_unpicklable(self.plan, self.spec, self.items[:STREAM_SHIP_ITEMS],
-                                self.runtime.controller.workers_for_call())
 
     def _measure_ship(self, k: int, results: list[Any]) -> float:
         """Measure the shipping cost on the first ``k`` items (``results``: theirs); returns
@@ -182,6 +182,7 @@ class ItemCall:
             k = run.remaining
             run.step(k)
             calls.observe_morsels(time.perf_counter() - t, math.ceil(k / rows))
+            advance(k)
             return None
         loop = asyncio.get_running_loop()
         inline = self.runtime.inline_executor()
@@ -198,6 +199,7 @@ class ItemCall:
                 await loop.run_in_executor(inline, run.step, k)
             dt = time.perf_counter() - t
             calls.observe_morsels(dt, math.ceil(k / rows))
+            advance(k)
             measured = dt / k
             if run.remaining and measured > per_item * 1.5:
                 parts = await self._replan(measured)

@@ -26,6 +26,7 @@ from .call_stats import CallStats
 from .controller import INLINE, AdaptiveController
 from .functions import ASYNC, FunctionSpec
 from .processes import CallGroup, ProcessPool, Task
+from .progress import advance
 from .sampler import UtilizationSampler
 
 log = logging.getLogger("sabot.engine")
@@ -226,6 +227,7 @@ class EngineRuntime:
                 else:  # the loop's exchange: settled, or handed to the queue (a lost child)
                     out.append(fut.result() if fut.done() else await asyncio.wrap_future(fut))
                 self.calls.observe_morsels(task.seconds, math.ceil(len(task.data) / morsel_rows))
+                advance(len(task.data))
                 if isinstance(task.data, list) and task.data and not task.fn.batch and \
                         not task.cold:
                     self._learn_item_cost(task.fn.token, task.seconds / len(task.data))

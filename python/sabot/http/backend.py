@@ -33,7 +33,8 @@ class NodeBackend(Protocol):
         """True once the node can take work (GET /ready answers 200)."""
 
     def health(self) -> dict[str, Any]:
-        """Liveness details for GET /health."""
+        """Liveness details for GET /health. A ``problem`` (a sentence) means the node cannot
+        do its job: /health then answers 503, so a liveness probe restarts it."""
 
     def cluster_info(self) -> dict[str, Any] | None:
         """What a worker needs to join (GET /cluster); None where this node is no coordinator."""

@@ -40,7 +40,9 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "role", "node_id", "cluster_name", "version", "uptime_s"],
         "properties": {
-            "status": {"type": "string", "example": "ok"},
+            "status": {"type": "string", "enum": ["ok", "failing"]},
+            "problem": {"type": "string",
+                        "description": "why the node cannot do its job (with status failing)"},
             "role": {"type": "string", "enum": ["single-node", "coordinator", "worker"]},
             "node_id": {"type": "string"},
             "cluster_name": {"type": "string"},
@@ -151,9 +153,9 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": {"type": "number"},
             "started_at": _NULLABLE_TIME,
             "finished_at": _NULLABLE_TIME,
-            "waiting": {"type": "string", "nullable": True,
-                        "description": "why an unfinished job makes no progress (a cluster "
-                                       "with no worker connected), else null"},
+            "waiting_for": {"type": "string", "description":
+                            "why an unfinished job is not progressing, when the node knows "
+                            "(for example: no worker is connected)"},
         },
         "additionalProperties": True,
     },
@@ -196,9 +198,10 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "interval_s": {"type": "number"},
             "samples": {"type": "array", "items": {
-                "type": "object", "required": ["time", "items_per_second"],
+                "type": "object", "required": ["time", "items_per_second", "items"],
                 "properties": {"time": {"type": "number"},
-                               "items_per_second": {"type": "number"}}}},
+                               "items_per_second": {"type": "number"},
+                               "items": {"type": "integer", "minimum": 0}}}},
         },
     },
 }
@@ -216,8 +219,11 @@ def _paths() -> dict[str, Any]:
                                   "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/health": {"get": {
-            "summary": "Liveness", "security": [],
-            "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive")},
+            "summary": "Liveness: 200 while the node can work, 503 (with a problem) when it cannot",
+            "security": [],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Health"}, "alive"),
+                          "503": _json({"$ref": "#/components/schemas/Health"},
+                                       "cannot work (a liveness probe restarts it)")},
         }},
         "/ready": {"get": {
             "summary": "Readiness: 200 once the node takes work, 503 before",

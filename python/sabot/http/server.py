@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config
 from ..errors import AuthenticationError, JobNotFoundError, UnknownProcessorError
 from ..metrics import Metrics, get_metrics
@@ -108,8 +108,10 @@ class HttpApi:
         self._started = time.time()
         self.port: int | None = None
         self.host: str | None = None
-        #: (UNIX time, items/s) every HISTORY_INTERVAL_S, for the status page
-        self.history: collections.deque[tuple[float, float]] = collections.deque(
+        #: (UNIX time, items/s, items) every HISTORY_INTERVAL_S, for the status page: the items
+        #: done since the previous sample and their rate over that interval (not the 5 s
+        #: average of the throughput gauge, which smears a short burst over several samples).
+        self.history: collections.deque[tuple[float, float, int]] = collections.deque(
             maxlen=HISTORY_LEN)
         self.app = self._make_app()
 
@@ -172,10 +174,15 @@ class HttpApi:
         return f"http://{host}:{self.port}"
 
     async def _sample_forever(self) -> None:
+        last: tuple[float, float] | None = None  # (monotonic time, items completed) then
         while True:
             try:
-                values = self.metrics.refresh()
-                self.history.append((time.time(), float(values.get("throughput", 0.0))))
+                self.metrics.refresh()
+                now, total = time.monotonic(), self.metrics.items_completed
+                items = max(0.0, total - last[1]) if last is not None else 0.0
+                rate = items / (now - last[0]) if last is not None and now > last[0] else 0.0
+                self.history.append((time.time(), rate, int(items)))
+                last = (now, total)
             except Exception:  # the sampler must survive whatever a backend does
                 log.exception("metrics sampling failed")
             await asyncio.sleep(HISTORY_INTERVAL_S)
@@ -288,6 +295,9 @@ class HttpApi:
             "max_request_bytes": self.max_body,
         }
         body.update(details)
+        if details.get("problem"):
+            body["status"] = "failing"
+            return json_response(body, 503)
         return json_response(body)
 
     async def ready(self, request: web.Request) -> web.Response:
@@ -333,7 +343,8 @@ class HttpApi:
     async def history_endpoint(self, request: web.Request) -> web.Response:
         return json_response({
             "interval_s": HISTORY_INTERVAL_S,
-            "samples": [{"time": t, "items_per_second": v} for t, v in self.history],
+            "samples": [{"time": t, "items_per_second": v, "items": n}
+                        for t, v, n in self.history],
         })
 
     async def status_page(self, request: web.Request) -> web.Response:

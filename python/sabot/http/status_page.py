@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ..version import __version__
 
 if TYPE_CHECKING:
     from .server import HttpApi
@@ -54,13 +54,14 @@ def _job_row(j: dict[str, Any]) -> str:
             f'{_e(j.get("error"))}</td></tr>')
 
 
-def _points(samples: list[tuple[float, float]]) -> str:
+def _points(samples: list[tuple[float, float, int]]) -> str:
     if not samples:
         return ""
-    top = max(1.0, max(v for _, v in samples))
+    top = max(1.0, max(v for _, v, _ in samples))
     t0, t1 = samples[0][0], samples[-1][0]
     span = max(1.0, t1 - t0)
-    return " ".join(f"{(t - t0) / span * 600:.1f},{118 - v / top * 112:.1f}" for t, v in samples)
+    return " ".join(f"{(t - t0) / span * 600:.1f},{118 - v / top * 112:.1f}"
+                    for t, v, _ in samples)
 
 
 def render_status_page(api: HttpApi, *, with_data: bool) -> str:

@@ -77,8 +77,13 @@ class CoordinatorBackend:
         return self.coordinator.running
 
     def health(self) -> dict[str, Any]:
-        return {"core_alive": self.coordinator.running,
-                "zmq_port": self.coordinator.zmq_port, "protocol_version": PROTOCOL_VERSION}
+        health: dict[str, Any] = {"core_alive": self.coordinator.running,
+                                  "zmq_port": self.coordinator.zmq_port,
+                                  "protocol_version": PROTOCOL_VERSION}
+        if not self.coordinator.running:
+            health["problem"] = "the coordinator core is not running" + (
+                f": {self.coordinator.failure}" if self.coordinator.failure else "")
+        return health
 
     def cluster_info(self) -> dict[str, Any]:
         return self.coordinator.cluster_info()

@@ -98,7 +98,7 @@ class LocalBackend:
         if max_concurrent_jobs < 1:
             raise ValueError(f"max_concurrent_jobs must be >= 1, got {max_concurrent_jobs}")
         self.config = config
-        self.node_id = node_id or config.advertise_host or socket.gethostname()
+        self.node_id = node_id or config.node_name or config.advertise_host or socket.gethostname()
         self._process = process
         self._stats = stats
         self.metrics = metrics or get_metrics(config.cluster_name, self.node_id)

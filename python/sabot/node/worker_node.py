@@ -112,6 +112,11 @@ class ServedWorker:
     async def wait_closed(self) -> None:
         await self.worker.wait_closed()
 
+    @property
+    def registered(self) -> bool:
+        """Whether the worker is registered with its coordinator now."""
+        return self.worker.registered.is_set()
+
     def info(self) -> dict[str, Any]:
         return self.worker.info()
 

@@ -31,7 +31,8 @@ class Coordinator:
 
     def __init__(self, config: Config, *, node_id: str | None = None) -> None:
         self.config = config
-        self.node_id = node_id or f"coordinator-{socket.gethostname()}-{os.getpid()}"
+        self.node_id = node_id or config.node_name or \
+            f"coordinator-{socket.gethostname()}-{os.getpid()}"
         self.metrics = get_metrics(config.cluster_name, self.node_id)
         self.core: CoordinatorCore | None = None
         self.zmq_port: int | None = None
@@ -64,9 +65,26 @@ class Coordinator:
         core = self.core
         return core is not None and core.is_alive()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the core thread ended, when it failed on its own (not stopped): the node cannot
+        work and should be restarted."""
+        core = self.core
+        return core.failure if core is not None and not core.is_alive() else None
+
+    async def wait_failed(self, poll_s: float = 0.5) -> str:
+        """Returns (with the reason) once the core thread has failed; never while it runs."""
+        while True:
+            failure = self.failure
+            if failure is not None:
+                return failure
+            await asyncio.sleep(poll_s)
+
     def _started(self) -> CoordinatorCore:
         if self.core is None:
             raise CoordinatorUnavailableError("the coordinator is not started")
+        if self.core.failure is not None:
+            raise CoordinatorUnavailableError(f"the coordinator core failed: {self.core.failure}")
         return self.core
 
     async def request(self, msg: m.Message) -> m.Message:

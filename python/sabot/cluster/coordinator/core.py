@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -87,13 +88,25 @@ class CoordinatorCore(threading.Thread):
             self.ctx.term()
             raise
         self.monitor = transport.monitor_socket(self.router)
-        self.journal = Journal(config.data_dir, config.journal_sync)
+        try:
+            self.journal = Journal(
+                config.data_dir, config.journal_sync,
+                owner=f"coordinator {node_id} (ZeroMQ port {self.zmq_port})")
+        except BaseException:
+            self.monitor.close(0)
+            self.router.disable_monitor()
+            self.router.close(0)
+            self.auth.stop()
+            self.ctx.term()
+            raise
         self._guard = ReplayGuard()
         self._inbox = Inbox()
         self._running = True
         self._ready = threading.Event()
         self._last_commit = time.monotonic()
         self._protocol_errors = 0
+        #: Why the core thread ended, when it failed (None while it runs or after a stop).
+        self.failure: str | None = None
         self._rejects = RateLimitedLog(log)
         self._probes: list[float] = []  # when to look for workers whose connection closed
 
@@ -182,8 +195,12 @@ class CoordinatorCore(threading.Thread):
                         if transport.log_monitor_event(self.monitor) == zmq.EVENT_DISCONNECTED:
                             self._probe_soon(time.monotonic())
                 self._turn()
-        except Exception:
-            log.exception("the coordinator core failed")
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, sqlite3.Error):
+                self.failure += (f" (the journal {self.journal.path}, under SABOT_DATA_DIR="
+                                 f"{self.config.data_dir})")
+            log.exception("the coordinator core failed: %s", self.failure)
             raise
         finally:
             self._shutdown()
@@ -254,7 +271,7 @@ class CoordinatorCore(threading.Thread):
         self.router.close(0)
         self.auth.stop()
         self.ctx.term()
-        self._inbox.close()
+        self._inbox.close(self.failure)
 
     # -- reading --------------------------------------------------------------------------------
     def _read_router(self) -> None:
@@ -400,9 +417,10 @@ class CoordinatorCore(threading.Thread):
 
     def load(self) -> dict[str, Any]:
         """For the metrics gauges; called from other threads, reads plain counters only."""
-        total, busy = self._registry.slots()
+        # Utilization is CPU, as each worker reports it (the same figure as /nodes), not the
+        # share of credits in use: slots are full whenever work is queued, busy or not.
         return {"queue_depth": self._dispatcher.queued,
-                "utilization_percent": 100.0 * busy / total if total else 0.0,
+                "utilization_percent": self._registry.cpu_percent(),
                 "jobs": self._jobs.count_by_state(), "nodes": self._registry.count_by_state()}
 
     def nodes_info(self) -> list[dict[str, Any]]:

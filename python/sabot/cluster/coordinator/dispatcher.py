@@ -29,8 +29,6 @@ from .outbox import Target
 
 log = logging.getLogger(__name__)
 
-#: While morsels wait and no worker is connected, a log line says so this often.
-NO_WORKER_LOG_S = 30.0
 #: A morsel lost with its worker this many times (and each further such multiple) is logged:
 #: a function that kills the node running it would otherwise go round unnoticed.
 NODE_LOSS_LOG_EVERY = 5
@@ -62,8 +60,6 @@ class Dispatcher:
         self._pending = 0  # morsels queued, not assigned
         self._rr = 0
         self._next_timeout_scan = 0.0
-        self._next_no_worker_log = 0.0
-        self._registry = registry
         self.counters = {"morsels_assigned": 0, "morsels_completed": 0, "morsels_failed": 0,
                          "morsels_requeued": 0, "morsels_requeued_node_lost": 0,
                          "morsels_timed_out": 0, "duplicates_ignored": 0}
@@ -104,9 +100,7 @@ class Dispatcher:
             return
         nodes = [n for n in self._nodes.values() if n.free > 0]
         if not nodes:
-            self._say_if_no_worker(now)
             return
-        self._next_no_worker_log = 0.0
         # Rotate the starting node so equal workers share the head of the queue.
         self._rr = (self._rr + 1) % len(nodes)
         nodes = nodes[self._rr:] + nodes[:self._rr]
@@ -136,19 +130,6 @@ class Dispatcher:
                 if node.free > 0:
                     still.append(node)
             nodes = still
-
-    def _say_if_no_worker(self, now: float) -> None:
-        """A log line (at once, then every NO_WORKER_LOG_S) while morsels wait for a worker
-        and none is connected."""
-        if now < self._next_no_worker_log:
-            return
-        reason = self._registry.waiting_reason()
-        if reason is None:
-            self._next_no_worker_log = 0.0
-            return
-        self._next_no_worker_log = now + NO_WORKER_LOG_S
-        jobs = {entry[3] for entry in self._queue}
-        log.warning("%d morsel(s) of %d job(s) are waiting: %s", self.queued, len(jobs), reason)
 
     # -- what workers report --------------------------------------------------------------------
     def on_result(self, peer: Target, msg: m.MorselResult, version: int) -> None:

@@ -4,6 +4,7 @@ future for its answer, and a pipe whose readable end wakes the core's poller."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import queue
 from collections.abc import Iterator
@@ -21,11 +22,23 @@ class Inbox:
         #: Readable when requests wait (register it with the core's poller).
         self.wake_fd, self._wake_w = os.pipe()
         os.set_blocking(self.wake_fd, False)
+        self._closed = False
+        self._closed_reason = "the coordinator stopped"
+        # Requests taken by the core whose answer has not been given yet (it may wait for a
+        # commit): failed too if the core stops before answering them.
+        self._taken: list[concurrent.futures.Future[Any]] = []
 
     def put(self, item: Any) -> concurrent.futures.Future[Any]:
+        """A future for ``item``'s answer; failed at once when the core has stopped (a caller
+        must never wait for a core that will not answer)."""
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if self._closed:
+            fut.set_exception(CoordinatorUnavailableError(self._closed_reason))
+            return fut
         self._queue.put((item, fut))
         self.wake()
+        if self._closed:  # closed while this was put: answer what close() did not see
+            self._fail_waiting()
         return fut
 
     def wake(self) -> None:
@@ -43,25 +56,40 @@ class Inbox:
                 pass
         except BlockingIOError:
             pass
+        self._taken = [f for f in self._taken if not f.done()]
         while True:
             try:
                 item, fut = self._queue.get_nowait()
             except queue.Empty:
                 return
             if fut.set_running_or_notify_cancel():
+                self._taken.append(fut)
                 yield item, fut
 
-    def close(self) -> None:
-        """The core stops: callers still waiting get an answer rather than a hang."""
+    def close(self, reason: str | None = None) -> None:
+        """The core stops (``reason``: why, when it failed): callers still waiting, and any
+        that come later, get an answer rather than a hang."""
+        if reason:
+            self._closed_reason = f"the coordinator stopped: {reason}"
+        self._closed = True
+        self._fail_waiting()
+        os.close(self.wake_fd)
+        os.close(self._wake_w)
+
+    def _fail_waiting(self) -> None:
+        for fut in self._taken:
+            if not fut.done():
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    fut.set_exception(CoordinatorUnavailableError(self._closed_reason))
+        self._taken.clear()
         while True:
             try:
                 _, fut = self._queue.get_nowait()
             except queue.Empty:
                 break
             if not fut.done():
-                fut.set_exception(CoordinatorUnavailableError("the coordinator stopped"))
-        os.close(self.wake_fd)
-        os.close(self._wake_w)
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    fut.set_exception(CoordinatorUnavailableError(self._closed_reason))
 
 
 __all__ = ["Inbox"]

@@ -89,25 +89,22 @@ class Job:
     most_node_losses: int = 0
     most_lost_morsel: int | None = None
 
-    def summary(self, waiting: str | None = None) -> dict[str, Any]:
-        # (while it runs: the journal does not keep them, and a job's dict is the same from
-        # memory and from the journal once it is finished)
-        losses = {"requeued": self.node_losses, "most_for_one_morsel": self.most_node_losses,
-                  "morsel": self.most_lost_morsel} if self.state in ACTIVE_JOB_STATES else None
+    def summary(self) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
                            self.total_items, self.done_items, self.done_morsels,
                            len(self.morsels), self.error, self.created_at, self.started_at,
-                           self.finished_at, self.result_kind, waiting, losses)
+                           self.finished_at, self.result_kind)
+
+
+#: What an unfinished job's status says while no worker is connected (``waiting_for``).
+NO_WORKER = "no worker is connected to the coordinator; the job runs when one registers"
 
 
 def job_summary(job_id: str, state: JobState, priority: int, processor: str, items: int,
                 done_items: int, done_morsels: int, total_morsels: int, error: str | None,
                 created_at: float, started_at: float | None, finished_at: float | None,
-                result_kind: str, waiting: str | None = None,
-                node_losses: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The job dict without its result (docs/cluster.md, docs/http.md); ``waiting``: why an
-    unfinished job makes no progress (JobTable.waiting); ``node_losses``: its morsels requeued
-    because their worker was lost, while the job runs (None once it is finished)."""
+                result_kind: str) -> dict[str, Any]:
+    """The job dict without its result (docs/cluster.md, docs/http.md)."""
     fraction = 1.0 if state is _COMPLETED else done_items / items if items else 0.0
     return {
         "job_id": job_id, "status": state.value, "priority": priority, "processor": processor,
@@ -115,8 +112,7 @@ def job_summary(job_id: str, state: JobState, priority: int, processor: str, ite
         "progress": {"done": done_items, "total": items, "fraction": round(fraction, 6),
                      "morsels_done": done_morsels, "morsels_total": total_morsels},
         "error": error, "created_at": created_at, "started_at": started_at,
-        "finished_at": finished_at, "result_kind": result_kind, "waiting": waiting,
-        "node_losses": node_losses,
+        "finished_at": finished_at, "result_kind": result_kind,
     }
 
 
@@ -218,6 +214,9 @@ class JobTable:
         self._metrics.record_job(_PENDING)
         if not morsels:
             self.move(job, _COMPLETED)
+        elif self._registry.alive_count() == 0:
+            log.warning("job %s queued, but no worker is connected: it waits until one "
+                        "registers", job_id)
         return job, m.SubmitAck(rid, job_id, job.state.value)
 
     def _check_submit(self, msg: m.SubmitJob) -> tuple[ErrorCode, str, dict[str, Any]] | None:
@@ -307,15 +306,19 @@ class JobTable:
                 self.jobs.pop(job_id, None)
 
     # -- views ----------------------------------------------------------------------------------
-    def waiting(self, job: Job) -> str | None:
-        """Why an unfinished job makes no progress (no worker is connected), or None."""
-        return self._registry.waiting_reason() if job.state in ACTIVE_JOB_STATES else None
-
     def summary(self, job_id: str) -> dict[str, Any] | None:
         """The job dict of a job in memory or in the journal; None when it is unknown."""
         job = self.jobs.get(job_id)
         if job is not None:
-            return job.summary(self.waiting(job))
+            summary = job.summary()
+            if not job.state.finished:
+                if self._registry.alive_count() == 0:
+                    summary["waiting_for"] = NO_WORKER
+                # (while it runs only: the journal does not keep them)
+                summary["node_losses"] = {"requeued": job.node_losses,
+                                          "most_for_one_morsel": job.most_node_losses,
+                                          "morsel": job.most_lost_morsel}
+            return summary
         self.flush_results()
         row = self._journal.job(job_id)
         if row is None:
@@ -327,8 +330,7 @@ class JobTable:
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` jobs in memory, newest first."""
-        return [j.summary(self.waiting(j))
-                for j in sorted(self.jobs.values(), key=lambda j: -j.seq)[:limit]]
+        return [j.summary() for j in sorted(self.jobs.values(), key=lambda j: -j.seq)[:limit]]
 
     def listed(self, limit: int) -> list[dict[str, Any]]:
         """The latest ``limit`` jobs of the journal, newest first."""

@@ -89,6 +89,8 @@ class NodeRegistry:
         self._send = send
         self.nodes: dict[str, Node] = {}
         self.by_peer: dict[bytes, str] = {}
+        # How long a worker's name stays its own after its last message: two heartbeats.
+        self._name_hold_s = 2 * config.heartbeat_s
 
     # -- the one state change -----------------------------------------------------------------
     def move(self, node: Node, new: NodeState, now: float | None = None) -> None:
@@ -118,6 +120,16 @@ class NodeRegistry:
         if msg.role not in ("worker", "client") or not msg.node_id:
             return (ErrorCode.BAD_HELLO, f"hello needs role 'worker' or 'client' and a "
                     f"node_id, got role={msg.role!r}")
+        holder = self.nodes.get(msg.node_id)
+        if (msg.role == "worker" and holder is not None and holder.state is _ALIVE
+                and (holder.host, holder.pid) != (msg.host, int(msg.pid))
+                and time.monotonic() - holder.last_seen < self._name_hold_s):
+            # A live worker elsewhere has this name. One whose heartbeats stopped is taken to
+            # be this node restarted (a pod that kept its name), and the hello replaces it.
+            return (ErrorCode.NAME_TAKEN,
+                    f"node name {msg.node_id!r} is taken: the worker at {holder.host} "
+                    f"(pid {holder.pid}) uses it and is alive; give every node its own "
+                    f"SABOT_NODE_NAME (unset, a node makes one from its host name)")
         return None
 
     def register(self, peer: bytes, msg: m.Hello) -> Node:
@@ -140,6 +152,7 @@ class NodeRegistry:
             if node.peer != peer:
                 self.by_peer.pop(node.peer, None)
             node.peer = peer
+            node.pid = int(msg.pid)
             node.host, node.http_port, node.slots, node.credits = msg.host, msg.http_port, \
                 slots, credits
             node.processors = [str(p) for p in msg.processors]
@@ -216,14 +229,6 @@ class NodeRegistry:
                 self._guard.forget(node.peer)
 
     # -- views ----------------------------------------------------------------------------------
-    def waiting_reason(self) -> str | None:
-        """Why queued morsels cannot run at all (no alive worker), or None."""
-        if any(n.state is _ALIVE for n in self.nodes.values()):
-            return None
-        return ("no worker is connected to this coordinator: the job waits until one registers "
-                "(start one with SABOT_MODE=worker and COORDINATOR_HOST / COORDINATOR_PORT "
-                "pointing at this coordinator's HTTP port)")
-
     def known_processors(self) -> set[str]:
         """Processors registered here and on every alive worker."""
         known = set(list_processors())
@@ -241,6 +246,16 @@ class NodeRegistry:
         for node in list(self.nodes.values()):
             counts[node.state.value] = counts.get(node.state.value, 0) + 1
         return counts
+
+    def alive_count(self) -> int:
+        """How many workers are alive (safe to call from another thread)."""
+        return sum(1 for n in list(self.nodes.values()) if n.state is _ALIVE)
+
+    def cpu_percent(self) -> float:
+        """The mean CPU utilization the alive workers report in their heartbeats (what the
+        per-node rows of the status page show), 0 with none (safe from another thread)."""
+        alive = [n.utilization for n in list(self.nodes.values()) if n.state is _ALIVE]
+        return sum(alive) / len(alive) if alive else 0.0
 
     def slots(self) -> tuple[int, int]:
         """(credits, morsels held) over the alive workers (safe to call from another thread).

@@ -90,8 +90,7 @@ class ResultPager:
             i += 1
         if parts or finished or final or start >= len(morsels):
             self._send(peer, m.ResultBatch(msg.request_id, job.job_id, job.state.value, start,
-                                           parts, len(morsels), job.result_kind, job.error,
-                                           self._table.waiting(job)))
+                                           parts, len(morsels), job.result_kind, job.error))
             return True
         return False
 

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     VERSION_MISMATCH = "version_mismatch"
     CLUSTER_MISMATCH = "cluster_mismatch"
     BAD_HELLO = "bad_hello"
+    NAME_TAKEN = "name_taken"  #: another live worker has this node name (SABOT_NODE_NAME)
     # ErrorReply: one request failed.
     JOB_NOT_FOUND = "job_not_found"
     BAD_REQUEST = "bad_request"
@@ -40,7 +41,7 @@ class ErrorCode(StrEnum):
 
 #: Refusals after which a peer must stop instead of saying hello again.
 FATAL_REFUSALS = frozenset({ErrorCode.VERSION_MISMATCH, ErrorCode.CLUSTER_MISMATCH,
-                            ErrorCode.BAD_HELLO})
+                            ErrorCode.BAD_HELLO, ErrorCode.NAME_TAKEN})
 
 
 def exception_for(code: str, message: str, details: dict[str, Any] | None = None
@@ -49,7 +50,7 @@ def exception_for(code: str, message: str, details: dict[str, Any] | None = None
     details = details or {}
     if code == ErrorCode.VERSION_MISMATCH:
         return VersionMismatchError(message)
-    if code == ErrorCode.CLUSTER_MISMATCH:
+    if code in (ErrorCode.CLUSTER_MISMATCH, ErrorCode.NAME_TAKEN):
         return ClusterMismatchError(message)
     if code == ErrorCode.BAD_HELLO:
         return ProtocolError(message)

@@ -398,7 +398,6 @@ class ResultBatch(Message):
     total_morsels: int
     result_kind: str
     error: str | None = None
-    waiting: str | None = None  # why an unfinished job makes no progress (no worker, ...)
 
 
 @message(26, "cancel-job")

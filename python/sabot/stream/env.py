@@ -1,0 +1,264 @@
+"""StreamEnv: where streams begin (sources) and jobs run."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import ConfigError
+from .bad_records import POLICIES
+from .collection_source import DEFAULT_BATCH_SIZE, CollectionSource
+from .durations import DurationLike, to_ms
+from .event_time import check_unit
+from .graph import Node
+from .not_yet import not_yet
+from .runtime import Job
+from .source import Source
+from .stream import DataStream
+from .watermarks import WatermarkStrategy
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job reports."""
+
+    name: str
+    events: int
+    late_events: int
+    bad_records: int
+
+
+class StreamEnv:
+    """Builds and runs streaming jobs on this node.
+
+    ``parallelism`` is the number of threads the native kernels (filters, projections, window
+    aggregation) use per batch (default: the native pool, sized from the usable cores).
+    ``checkpoint_interval`` and ``state_dir`` belong to the durability issue and raise
+    :class:`~sabot.errors.NotYetSupportedError`.
+    """
+
+    def __init__(self, parallelism: int | None = None, *, checkpoint_interval: DurationLike | None = None,
+                 state_dir: str | None = None, tick: DurationLike = "50ms") -> None:
+        if checkpoint_interval is not None:
+            not_yet("checkpoint_interval")
+        if state_dir is not None:
+            not_yet("state_dir")
+        if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
+                                        or parallelism < 1):
+            raise ConfigError("parallelism", parallelism, "a positive integer or None")
+        self.parallelism = parallelism
+        self.threads = parallelism
+        self.tick_ms = to_ms(tick, "tick")
+        self._sinks: list[Node] = []
+        self._names = itertools.count(1)
+        self.last_result: JobResult | None = None
+
+    def next_name(self, kind: str) -> str:
+        return f"{kind}#{next(self._names)}"
+
+    # -- sources --------------------------------------------------------------------------------
+    def add_source(self, source: Source, *, timestamp: str | None, timestamp_unit: str,
+                   watermark: WatermarkStrategy | None, bad_records: str) -> DataStream:
+        """A stream from any :class:`~sabot.stream.source.Source` (the built-in sources use it)."""
+        from .source_operator import SourceOperator
+
+        check_unit(timestamp_unit)
+        if bad_records not in POLICIES:
+            raise ConfigError("bad_records", bad_records, " or ".join(POLICIES))
+        if watermark is not None and not isinstance(watermark, WatermarkStrategy):
+            raise ConfigError("watermark", watermark, "st.bounded_out_of_orderness(delay, idle_timeout=...)")
+        if timestamp is not None and not isinstance(timestamp, str):
+            raise ConfigError("timestamp", timestamp, "a column name")
+        label = self.next_name(source.name)
+        node = Node(label, lambda ctx: SourceOperator(label, source, timestamp, timestamp_unit,
+                                                      watermark, bad_records), bounded=source.bounded)
+        node.is_source = True  # type: ignore[attr-defined]
+        return DataStream(self, node, timestamp, timestamp_unit)
+
+    def from_collection(self, data: Any, *, timestamp: str | None = None, timestamp_unit: str = "ms",
+                        watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
+                        batch_size: int = DEFAULT_BATCH_SIZE, partitions: int = 1,
+                        partition_by: str | None = None, bad_records: str = "fail") -> DataStream:
+        """A bounded stream over ``data``: a list of dicts, a pyarrow Table or RecordBatch(es),
+        or an iterable / async iterable of those. ``partitions`` deals batches round-robin to
+        that many source partitions, ``partition_by`` names a column whose values are the
+        partitions (each with its own watermark)."""
+        src = CollectionSource(data, schema=schema, batch_size=batch_size, partitions=partitions,
+                               partition_by=partition_by, name="from_collection")
+        return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
+                               watermark=watermark, bad_records=bad_records)
+
+    def from_files(self, pattern: str, *, format: str = "jsonl", follow: bool = False,  # noqa: A002
+                   timestamp: str | None = None, timestamp_unit: str = "ms",
+                   watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
+                   poll: DurationLike = "100ms", batch_size: int = DEFAULT_BATCH_SIZE,
+                   bad_records: str = "fail") -> DataStream:
+        """Files matching the glob ``pattern`` (jsonl, csv or parquet), each file a partition;
+        with ``follow=True`` new files are picked up as they appear (unbounded)."""
+        from .file_source import FileSource
+
+        src = FileSource(pattern, format, follow, schema, to_ms(poll, "poll"), batch_size)
+        return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
+                               watermark=watermark, bad_records=bad_records)
+
+    def from_socket(self, host: str, port: int, *, format: str = "jsonl",  # noqa: A002
+                    timestamp: str | None = None, timestamp_unit: str = "ms",
+                    watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
+                    batch_size: int = 4096, linger: DurationLike = "50ms",
+                    bad_records: str = "fail") -> DataStream:
+        """Listen on host:port for TCP clients sending newline-delimited JSON records
+        (unbounded)."""
+        from .socket_source import SocketSource
+
+        src = SocketSource(host, port, format, schema, batch_size, to_ms(linger, "linger"))
+        return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
+                               watermark=watermark, bad_records=bad_records)
+
+    def from_kafka(self, topic: str, **kwargs: Any) -> DataStream:
+        not_yet("from_kafka")
+
+    def nexmark(self, events: int | None = 1_000_000, *, seed: int = 0, rate: int | None = None,
+                batch_size: int = 65_536, partitions: int = 1) -> Any:
+        """The Nexmark benchmark's event stream: ``.persons``, ``.auctions``, ``.bids``."""
+        from .nexmark.source import NexmarkStreams
+
+        return NexmarkStreams(self, events, seed, rate, batch_size, partitions)
+
+    # -- running --------------------------------------------------------------------------------
+    def add_sink(self, node: Node) -> None:
+        self._sinks.append(node)
+
+    def _job(self, name: str, extra: list[Node]) -> Job:
+        sinks = self._sinks + extra
+        if not sinks:
+            raise ConfigError("execute()", "no sinks", "a pipeline ending in a sink: collect(), "
+                              "to_callable(), print(), discard() or to_files()")
+        self._sinks = []
+        return Job(name, sinks, self.threads, self.tick_ms)
+
+    async def execute_async(self, name: str = "job") -> JobResult:
+        """Run every pipeline that ends in a sink; returns when all sources ended."""
+        return await self._run(self._job(name, []))
+
+    async def _run(self, job: Job) -> JobResult:
+        await job.run()
+        res = JobResult(job.name, sum(s.events for s in job.sources), job.ctx.late_events,
+                        job.ctx.bad_records)
+        self.last_result = res
+        return res
+
+    def execute(self, name: str = "job") -> JobResult:
+        """``execute_async`` for callers without an event loop (blocks until the job ends)."""
+        return _run_blocking(self.execute_async(name))
+
+    def run_collect(self, node: Node) -> pa.Table:
+        return _run_blocking(self.run_collect_async(node))
+
+    async def run_collect_async(self, node: Node) -> pa.Table:
+        from .sinks import CollectSink
+
+        label = self.next_name("collect")
+        holder: dict[str, CollectSink] = {}
+
+        def make(ctx: Any) -> CollectSink:
+            holder["sink"] = CollectSink(label)
+            return holder["sink"]
+
+        job = self._job("collect", [Node(label, make, [(node, None)])])
+        await self._run(job)
+        return holder["sink"].table()
+
+    def iterate(self, node: Node) -> AsyncIterator[pa.RecordBatch]:
+        return _Iterate(self, node)
+
+
+class _Iterate:
+    """``collect()`` of an unbounded stream: the job runs while the consumer iterates and stops
+    when it stops."""
+
+    def __init__(self, env: StreamEnv, node: Node) -> None:
+        self.env = env
+        self.node = node
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.task: asyncio.Task[Any] | None = None
+
+    def __aiter__(self) -> "_Iterate":
+        return self
+
+    async def __anext__(self) -> pa.RecordBatch:
+        from .sinks import CollectSink
+
+        if self.task is None:
+            label = self.env.next_name("collect")
+            job = self.env._job("collect", [Node(label, lambda ctx: CollectSink(label, self.queue),
+                                                 [(self.node, None)])])
+            self.task = asyncio.ensure_future(self._runjob(job))
+        item = await self.queue.get()
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def _runjob(self, job: Job) -> None:
+        try:
+            await self.env._run(job)
+            self.queue.put_nowait(_END)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self.queue.put_nowait(exc)
+
+    async def __aenter__(self) -> "_Iterate":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the job (breaking out of ``async for`` alone leaves it to the garbage collector)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    def __del__(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+_END = object()
+
+
+def _run_blocking(coro: Any) -> Any:
+    """Run a coroutine to its end from synchronous code, also when this thread already runs an
+    event loop (then on a thread of its own)."""
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if not running:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="sabot-stream-job")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,0 +1,103 @@
+"""``env.from_files``: JSON lines, CSV or Parquet files matching a glob, in name order.
+
+Bounded by default (the files there at the start). With ``follow=True`` it polls for new files
+and, for JSON lines, for lines appended to the files it has: only complete lines (ending in a
+newline) are read, so a writer may append while the job runs. A CSV or Parquet file is read
+once its size stayed the same for one poll (and a Parquet file once its footer is written).
+The files form one source partition (read in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob as globlib
+import os
+from collections.abc import AsyncIterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError
+from .record_parsing import FORMATS, parse_csv, parse_jsonl
+from .source import Item, Source
+
+
+class FileSource(Source):
+    def __init__(self, pattern: str, fmt: str, follow: bool, schema: pa.Schema | None, poll_ms: int,
+                 batch_size: int) -> None:
+        if fmt not in FORMATS:
+            raise ConfigError("from_files(format)", fmt, " or ".join(FORMATS))
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError("from_files(pattern)", pattern, "a glob pattern such as 'in/*.jsonl'")
+        self.pattern = pattern
+        self.fmt = fmt
+        self.follow = follow
+        self.schema = schema
+        self.poll_s = poll_ms / 1000
+        self.batch_size = batch_size
+        self.bounded = not follow
+        self.partitions = 1
+        self.name = f"from_files({fmt})"
+        self._offsets: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}
+        self._done: set[str] = set()
+
+    async def read(self) -> AsyncIterator[Item]:
+        while True:
+            for path in sorted(globlib.glob(self.pattern)):
+                if path in self._done:
+                    continue
+                for item in self._read(path):
+                    yield item
+                    await asyncio.sleep(0)
+            if not self.follow:
+                return
+            await asyncio.sleep(self.poll_s)
+
+    def _read(self, path: str) -> list[Item]:
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return []
+        if self.fmt == "jsonl":
+            return self._jsonl(path, size)
+        if self.follow and self._sizes.get(path) != size:
+            self._sizes[path] = size  # still growing (or new): read it at the next poll
+            return []
+        try:
+            if self.fmt == "parquet":
+                table = pq.read_table(path, schema=self.schema)
+            else:
+                with open(path, "rb") as f:
+                    table = parse_csv(f.read(), self.schema)
+        except (pa.ArrowInvalid, OSError) as exc:
+            if self.follow and "footer" in str(exc).lower() or "magic" in str(exc).lower():
+                return []  # a Parquet file still being written
+            raise ConfigError(f"from_files({path})", self.fmt, f"a readable {self.fmt} file ({exc})") from exc
+        self._done.add(path)
+        return [(0, b) for b in table.to_batches(max_chunksize=self.batch_size)]
+
+    def _jsonl(self, path: str, size: int) -> list[Item]:
+        start = self._offsets.get(path, 0)
+        if size <= start:
+            if not self.follow:
+                self._done.add(path)
+            return []
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(size - start)
+        end = data.rfind(b"\n") + 1
+        if not self.follow and end < len(data):
+            end = len(data)  # the last line of a finished file may lack its newline
+        if end == 0:
+            return []
+        self._offsets[path] = start + end
+        if not self.follow:
+            self._done.add(path)
+        table, bad = parse_jsonl(data[:end], self.schema)
+        items: list[Item] = []
+        if bad:
+            items.append((0, bad))
+        if table is not None:
+            items.extend((0, b) for b in table.to_batches(max_chunksize=self.batch_size))
+        return items

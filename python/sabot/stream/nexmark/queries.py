@@ -1,0 +1,144 @@
+"""Nexmark queries as Sabot pipelines: each a function of the streams (``env.nexmark(...)``)
+returning the query's output stream. ``SQL`` holds each query's batch answer over the
+persons / auctions / bids tables (DuckDB dialect), which the tests compare with.
+
+- q0 pass-through; q1 currency conversion; q2 selection (auction % 123 = 0);
+- q3 local item suggestion (a regular join of auctions and sellers, state kept);
+- q4 average winning price per category (a bid counts between its auction's start and expiry;
+  the winner is known when the auction expires: an event-time timer);
+- q5 hot items (bids per auction in 10 s windows every 2 s, the top auctions of each window);
+- q7 highest bid (the bids at the highest price of each 10 s window);
+- q8 new users (people who opened an auction in the same 10 s window they registered in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..windows import sliding, tumbling
+from .. import aggregates as agg
+
+WINDOW = "10s"
+
+
+def q0(nx: Any) -> Any:
+    return nx.bids
+
+
+def q1(nx: Any) -> Any:
+    return nx.bids.select("auction", "bidder", "date_time", "extra",
+                          price=pc.field("price").cast(pa.float64()) * 0.908)
+
+
+def q2(nx: Any) -> Any:
+    a = pc.field("auction")
+    return nx.bids.filter(pc.subtract(a, pc.multiply(pc.divide(a, 123), 123)) == 0).select("auction", "price")
+
+
+def q3(nx: Any) -> Any:
+    auctions = nx.auctions.filter(pc.field("category") == 10)
+    persons = nx.persons.filter(pc.is_in(pc.field("state"), pa.array(["OR", "ID", "CA"])))
+    joined = auctions.interval_join(persons, on=("seller", "id"), lower=None, upper=None)
+    return joined.select("name", "city", "state", "id")
+
+
+def _winning_bids(nx: Any) -> Any:
+    """(auction id, category, final price) once each auction expires."""
+    pairs = nx.auctions.interval_join(nx.bids, on=("id", "auction"), lower=0,
+                                      upper=nx.max_auction_length_ms)
+    valid = pairs.filter(pc.field("date_time_right") <= pc.field("expires"))
+
+    def bid(key: Any, batch: pa.RecordBatch, ctx: Any) -> None:
+        best = ctx.state("best")
+        top = pc.max(batch.column("price")).as_py()
+        if best.value() is None:
+            ctx.timers.register_event_time_timer(
+                pc.max(batch.column("expires").cast(pa.int64())).as_py())
+        best.update(max(top, best.value() or top))
+
+    def expired(key: Any, ts: int, ctx: Any) -> list[dict[str, Any]]:
+        best = ctx.state("best")
+        out = [{"id": key[0], "category": key[1], "final": best.value(), "date_time": ts}]
+        best.clear()
+        return out
+
+    from ..state import ValueState
+
+    return valid.key_by("id", "category").process(bid, on_timer=expired,
+                                                  state={"best": ValueState()}, name="q4.winners")
+
+
+def q4(nx: Any) -> Any:
+    from ..state import ValueState
+
+    def average(key: Any, batch: pa.RecordBatch, ctx: Any) -> list[dict[str, Any]]:
+        acc = ctx.state("acc")
+        s, n = acc.value() or (0, 0)
+        s += pc.sum(batch.column("final")).as_py()
+        n += batch.num_rows
+        acc.update((s, n))
+        return [{"category": key, "avg_final": s / n}]
+
+    return _winning_bids(nx).key_by("category").process(average, state={"acc": ValueState()},
+                                                         name="q4.average")
+
+
+def _top_per_window(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Rows whose ``num`` is the largest of their window (a fired window's rows come in one
+    batch: the engine emits every key of a window together)."""
+    t = pa.Table.from_batches([batch])
+    mx = t.group_by(["window_start"]).aggregate([("num", "max")])
+    j = t.join(mx, "window_start")
+    return j.filter(pc.greater_equal(j.column("num"), j.column("num_max"))).drop_columns(
+        ["num_max"]).combine_chunks().to_batches()[0] if j.num_rows else batch.slice(0, 0)
+
+
+def q5(nx: Any) -> Any:
+    counts = nx.bids.key_by("auction").window(sliding(WINDOW, slide="2s")).agg(num=agg.count())
+    return counts.map(_top_per_window, name="q5.top").select("auction", "num", "window_start", "window_end")
+
+
+def q7(nx: Any) -> Any:
+    highest = nx.bids.window(tumbling(WINDOW)).agg(maxprice=agg.max("price"))
+    joined = nx.bids.window_join(highest, on=("price", "maxprice"), window=tumbling(WINDOW))
+    return joined.select("auction", "price", "bidder", "date_time", "extra")
+
+
+def q8(nx: Any) -> Any:
+    joined = nx.persons.window_join(nx.auctions, on=("id", "seller"), window=tumbling(WINDOW))
+    return (joined.key_by("id", "name").window(tumbling(WINDOW)).agg(n=agg.count())
+            .select("id", "name", "window_start"))
+
+
+QUERIES: dict[str, Callable[[Any], Any]] = {
+    "q0": q0, "q1": q1, "q2": q2, "q3": q3, "q4": q4, "q5": q5, "q7": q7, "q8": q8}
+
+#: Each query's batch answer (DuckDB SQL over tables person, auction, bid; times as epoch ms).
+SQL: dict[str, str] = {
+    "q0": "SELECT auction, bidder, price, channel, url, date_time, extra FROM bid",
+    "q1": "SELECT auction, bidder, 0.908 * CAST(price AS DOUBLE) AS price, date_time, extra FROM bid",
+    "q2": "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+    "q3": """SELECT P.name, P.city, P.state, A.id FROM auction A JOIN person P ON A.seller = P.id
+             WHERE A.category = 10 AND P.state IN ('OR', 'ID', 'CA')""",
+    "q4": """SELECT category, avg(final) AS avg_final FROM (
+               SELECT A.id, A.category, max(B.price) AS final FROM auction A JOIN bid B
+               ON A.id = B.auction AND B.date_time BETWEEN A.date_time AND A.expires
+               GROUP BY A.id, A.category) GROUP BY category""",
+    "q5": """WITH c AS (SELECT auction, ws AS window_start, count(*) AS num FROM (
+                 SELECT auction, unnest(generate_series(date_time - date_time % 2000 - 8000,
+                                                        date_time - date_time % 2000, 2000)) AS ws
+                 FROM bid) GROUP BY auction, ws),
+             m AS (SELECT window_start, max(num) AS maxn FROM c GROUP BY window_start)
+             SELECT c.auction, c.num, c.window_start FROM c JOIN m USING (window_start)
+             WHERE c.num >= m.maxn""",
+    "q7": """WITH m AS (SELECT date_time // 10000 AS w, max(price) AS maxprice FROM bid GROUP BY w)
+             SELECT B.auction, B.price, B.bidder, B.date_time, B.extra FROM bid B
+             JOIN m ON B.date_time // 10000 = m.w AND B.price = m.maxprice""",
+    "q8": """SELECT DISTINCT P.id, P.name, (P.date_time // 10000) * 10000 AS window_start
+             FROM person P JOIN auction A ON P.id = A.seller
+             AND P.date_time // 10000 = A.date_time // 10000""",
+}

@@ -1,0 +1,118 @@
+"""The operator contract: batches in, batches out, watermarks merged over the inputs.
+
+An operator receives :class:`~sabot.stream.chunk.Chunk` s on numbered input ports and the
+watermark of each input; it acts on the minimum over its non-idle inputs (an input marked idle
+does not hold it back) and passes watermarks on after the output they released. Operators run
+on the job's thread, one call at a time: no locking inside.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .chunk import Chunk
+from .durations import MAX_TIME, MIN_TIME
+
+if TYPE_CHECKING:
+    from .runtime import JobContext
+
+
+class Operator:
+    """Base class; subclasses override :meth:`process` and optionally the hooks."""
+
+    def __init__(self, name: str, inputs: int = 1) -> None:
+        self.name = name
+        self.outputs: list[tuple[Operator, int]] = []
+        self.side_outputs: dict[str, list[tuple[Operator, int]]] = {}
+        self._in_wm = [MIN_TIME] * inputs
+        self._in_idle = [False] * inputs
+        self.watermark = MIN_TIME
+        self.ctx: JobContext | None = None
+
+    # -- wiring ---------------------------------------------------------------------------------
+    def connect(self, downstream: "Operator", port: int = 0, side: str | None = None) -> None:
+        if side is None:
+            self.outputs.append((downstream, port))
+        else:
+            self.side_outputs.setdefault(side, []).append((downstream, port))
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def open(self, ctx: "JobContext") -> None:
+        self.ctx = ctx
+
+    def process(self, chunk: Chunk, port: int) -> None:
+        raise NotImplementedError
+
+    def on_watermark(self, watermark: int) -> None:
+        """The merged input watermark advanced to ``watermark``: fire what it completes."""
+
+    def on_processing_time(self, now_ms: int) -> None:
+        """A periodic tick (wall-clock milliseconds): processing-time timers."""
+
+    def close(self) -> None:
+        """Every input ended (after the final watermark)."""
+
+    # -- emitting ------------------------------------------------------------------------------
+    def emit(self, chunk: Chunk) -> None:
+        if chunk.num_rows == 0:
+            return
+        for op, port in self.outputs:
+            op.process(chunk, port)
+
+    def emit_side(self, side: str, chunk: Chunk) -> None:
+        if chunk.num_rows == 0:
+            return
+        for op, port in self.side_outputs.get(side, ()):
+            op.process(chunk, port)
+
+    def _downstreams(self) -> list[tuple["Operator", int]]:
+        out = list(self.outputs)
+        for targets in self.side_outputs.values():
+            out.extend(targets)
+        return out
+
+    def emit_watermark(self, watermark: int) -> None:
+        for op, port in self._downstreams():
+            op.receive_watermark(watermark, port)
+
+    def emit_idle(self, idle: bool) -> None:
+        for op, port in self._downstreams():
+            op.receive_idle(idle, port)
+
+    # -- watermark merging ---------------------------------------------------------------------
+    def receive_watermark(self, watermark: int, port: int) -> None:
+        if watermark > self._in_wm[port]:
+            self._in_wm[port] = watermark
+        self._in_idle[port] = False
+        self._advance()
+
+    def receive_idle(self, idle: bool, port: int) -> None:
+        if self._in_idle[port] == idle:
+            return
+        self._in_idle[port] = idle
+        if all(self._in_idle):
+            self.emit_idle(True)
+        else:
+            if not idle:
+                self.emit_idle(False)
+            self._advance()
+
+    def _advance(self) -> None:
+        live = [w for w, idle in zip(self._in_wm, self._in_idle) if not idle]
+        if not live:
+            return
+        merged = min(live)
+        if merged > self.watermark:
+            self.watermark = merged
+            self.on_watermark(merged)
+            self.emit_watermark(merged)
+
+    @property
+    def finished(self) -> bool:
+        return all(w >= MAX_TIME for w in self._in_wm)
+
+    def describe_input(self, chunk: Chunk) -> str:
+        """A short description of a batch, for error messages."""
+        n = chunk.num_rows
+        first: Any = chunk.batch.slice(0, 1).to_pylist()[0] if n else None
+        return f"a batch of {n} rows (first row: {first!r})"

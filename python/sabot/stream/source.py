@@ -1,0 +1,30 @@
+"""The source contract: an async iterator of (partition, RecordBatch | [BadRecord, ...])."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pyarrow as pa
+
+from .bad_records import BadRecord
+
+Item = tuple[object, "pa.RecordBatch | list[BadRecord]"]
+
+#: As the partition of an item: the payload is a list of (partition, RecordBatch) read at the
+#: same moment (one batch split by partition); the watermark advances once, after all of them.
+SEVERAL = object()
+
+
+class Source:
+    """Subclasses set ``name``, ``bounded`` and ``partitions`` (declared up front; more may
+    appear) and implement :meth:`read`."""
+
+    name = "source"
+    bounded = True
+    partitions = 1
+
+    def read(self) -> AsyncIterator[Item]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what :meth:`read` holds (sockets, file handles); called once at the end."""

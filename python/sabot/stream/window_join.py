@@ -1,0 +1,68 @@
+"""Window join: rows of two streams with equal keys in the same (tumbling or sliding) window,
+joined when the watermark passes the window's end. Rows for a window that has already been
+joined are late and counted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from .chunk import TIME_COLUMN, Chunk, to_batch
+from .event_time import to_timestamps
+from .interval_join import pair_up
+from .operator import Operator
+from .windows import TimeWindows
+
+WS = "__sabot_window"
+
+
+class WindowJoin(Operator):
+    def __init__(self, name: str, left_on: list[str], right_on: list[str], windows: TimeWindows) -> None:
+        super().__init__(name, inputs=2)
+        self.on = (left_on, right_on)
+        self.w = windows
+        self.buffers: list[pa.Table | None] = [None, None]
+
+    def process(self, chunk: Chunk, port: int) -> None:
+        last_end = self.w.last_end(chunk.ts)
+        late = last_end - 1 <= self.watermark
+        if late.any():
+            if self.ctx is not None:
+                self.ctx.record_late(self.name, int(late.sum()))
+            chunk = chunk.take(~late)
+            if chunk.num_rows == 0:
+                return
+        t = chunk.with_time().drop_columns([TIME_COLUMN])
+        panes = self.w.pane_of(chunk.ts)
+        idx, starts = self.w.windows_of_panes(panes)
+        ends = starts + self.w.size + self.w.offset
+        keep = ends - 1 > self.watermark
+        t = t.take(pa.array(idx[keep], pa.int64())).append_column(WS, pa.array(starts[keep], pa.int64()))
+        buf = self.buffers[port]
+        self.buffers[port] = t if buf is None else pa.concat_tables([buf, t], promote_options="permissive")
+
+    def on_watermark(self, watermark: int) -> None:
+        parts = []
+        for port in (0, 1):
+            buf = self.buffers[port]
+            if buf is None or buf.num_rows == 0:
+                parts.append(None)
+                continue
+            ends = np.asarray(buf.column(WS).to_numpy(), dtype=np.int64) + self.w.size + self.w.offset
+            done = ends - 1 <= watermark
+            parts.append(buf.filter(pa.array(done)) if done.any() else None)
+            if done.any():
+                self.buffers[port] = buf.filter(pa.array(~done))
+        left, right = parts
+        if left is None or right is None:
+            return
+        lk, rk = self.on
+        pairs = pair_up(left, right, lk + [WS], rk + [WS])
+        if pairs.num_rows == 0:
+            return
+        start = np.asarray(pairs.column(WS).to_numpy(), dtype=np.int64) + self.w.offset
+        end = start + self.w.size
+        out = pairs.drop_columns([WS])
+        out = out.append_column("window_start", to_timestamps(start))
+        out = out.append_column("window_end", to_timestamps(end))
+        self.emit(Chunk(to_batch(out), end - 1))

@@ -427,6 +427,10 @@ def run_status(args: argparse.Namespace) -> int:
                    else f"{float(n['utilization_percent']):.1f}%",
                    n.get("queue_depth", "-")] for n in nodes],
                  ["NODE", "ROLE", "STATUS", "ADDRESS", "UTIL", "QUEUE"]))
+    if health.get("role") == "coordinator" and not any(
+            n.get("role") == "worker" and n.get("status") == "alive" for n in nodes):
+        print(f"no worker is connected to the coordinator: submitted jobs wait until one "
+              f"registers (start one with `{PROG} worker`)")
     print()
     print(f"jobs ({len(jobs)} most recent)")
     print(_table([[j["job_id"], j.get("processor", ""), j["status"],

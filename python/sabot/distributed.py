@@ -12,6 +12,10 @@ running at host:port (default COORDINATOR_HOST:COORDINATOR_PORT). Either way::
 functions defined in ``__main__`` included (shipped with cloudpickle to CURVE-authenticated
 workers). A function may run more than once for one item (a retry after a worker is lost or a
 morsel times out); each result is kept exactly once.
+
+A remote handle's calls ride over a coordinator restart: a request that gets no answer is sent
+again (after a new hello) until its timeout runs out, and only that timeout bounds the wait
+(``get_distributed_job_result``'s ``timeout``; 30 s by default for the other calls).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -47,6 +52,12 @@ _PREFETCH_KEEP = 256
 #: Jobs with at least this much input and more than one morsel have their results fetched as
 #: morsels finish, so decoding them overlaps with the workers' work instead of following it.
 _STREAM_BYTES = 1 << 20
+#: How long a call other than result() keeps trying by default (a coordinator restart).
+REQUEST_TIMEOUT_S = 30.0
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -160,7 +171,8 @@ class DistributedCoordinator:
     def zmq_port(self) -> int | None:
         return self._local.zmq_port if self._local is not None else None
 
-    async def _request(self, make: Any, timeout: float | None = 30.0) -> m.Message:
+    async def _request(self, make: Any, timeout: float | None = REQUEST_TIMEOUT_S
+                       ) -> m.Message:
         if self._local is not None:
             return await self._local.coordinator.request(make(0))
         if self._client is None:
@@ -170,9 +182,12 @@ class DistributedCoordinator:
 
     # -- jobs ---------------------------------------------------------------------------------
     async def submit(self, data: Any, func: Any, *, priority: int = 0,
-                     morsel_items: int | None = None) -> str:
+                     morsel_items: int | None = None,
+                     timeout: float | None = REQUEST_TIMEOUT_S) -> str:
         """Submit a job; returns its id once the coordinator has journaled it.
-        ``morsel_items`` fixes the items per morsel (default: MORSEL_SIZE_KB of data)."""
+        ``morsel_items`` fixes the items per morsel (default: MORSEL_SIZE_KB of data);
+        ``timeout`` bounds the tries (the submit is sent again across a coordinator restart;
+        it carries its job id, so it never makes a second job)."""
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
         if morsel_items is not None and (not isinstance(morsel_items, int) or morsel_items < 1):
@@ -186,7 +201,8 @@ class DistributedCoordinator:
             kind, morsels = await asyncio.to_thread(payload.split, data, size, morsel_items)
         job_id = uuid.uuid4().hex
         submit = asyncio.ensure_future(self._request(
-            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority)))
+            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority),
+            timeout))
         prefetch = None
         if len(morsels) <= 1:
             # A small job is likely done before its submitter even asks: the request for its
@@ -213,24 +229,31 @@ class DistributedCoordinator:
                 self._big.pop(next(iter(self._big)))
         return reply.job_id
 
-    async def status(self, job_id: str) -> dict[str, Any]:
+    async def status(self, job_id: str, *, timeout: float | None = REQUEST_TIMEOUT_S
+                     ) -> dict[str, Any]:
         """The job's state: ``status`` (pending, running, completed, failed, cancelled),
-        ``progress`` ({done, total, fraction, morsels_done, morsels_total}), ``error``, times."""
-        reply = await self._request(lambda rid: m.GetStatus(rid, job_id))
+        ``progress`` ({done, total, fraction, morsels_done, morsels_total}), ``error``, times;
+        while it runs, ``node_losses`` and (no worker connected) ``waiting_for``."""
+        reply = await self._request(lambda rid: m.GetStatus(rid, job_id), timeout)
         assert isinstance(reply, m.JobStatus)
         return dict(reply.job)
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str, *, timeout: float | None = REQUEST_TIMEOUT_S
+                     ) -> dict[str, Any]:
         """Cancel a pending or running job (no effect on a finished one); returns its state."""
-        reply = await self._request(lambda rid: m.CancelJob(rid, job_id))
+        reply = await self._request(lambda rid: m.CancelJob(rid, job_id), timeout)
         assert isinstance(reply, m.JobStatus)
         return dict(reply.job)
 
-    async def _batches(self, job_id: str, timeout: float | None, until_done: bool = False
-                       ) -> AsyncIterator[m.ResultBatch]:
+    async def _batches(self, job_id: str, timeout: float | None, until_done: bool = False,
+                       deadline: float | None = None) -> AsyncIterator[m.ResultBatch]:
+        """The job's result batches until its last; ``deadline`` (monotonic) ends the wait,
+        ``timeout`` is what the caller gave (for the error)."""
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout
         try:
             async for batch in iter_result_batches(
-                    lambda make, t: self._request(make, t), job_id, timeout=timeout,
+                    lambda make, t: self._request(make, t), job_id, timeout=_left(deadline),
                     until_done=until_done):
                 if batch.status == JobState.FAILED:
                     raise JobFailedError(job_id, batch.error or "unknown error")
@@ -257,11 +280,14 @@ class DistributedCoordinator:
 
     async def result(self, job_id: str, timeout: float | None = None) -> Any:
         """The job's results in input order (a list for list-like input, numpy for numpy,
-        Arrow for Arrow). Raises JobFailedError, CancelledError or JobTimeoutError."""
+        Arrow for Arrow). Raises JobFailedError, CancelledError or JobTimeoutError (after
+        ``timeout`` seconds; its message says why the job is waiting, e.g. that no worker is
+        connected). Requests lost to a coordinator restart are sent again until then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         prefetch = self._prefetched.pop(job_id, None)
         if prefetch is not None:
             try:
-                first = await asyncio.wait_for(prefetch, timeout)
+                first = await asyncio.wait_for(prefetch, _left(deadline))
             except TimeoutError:
                 raise JobTimeoutError(await self._timeout_text(job_id, timeout)) from None
             except Exception:  # noqa: BLE001 - the ordinary path below reports real errors
@@ -275,10 +301,13 @@ class DistributedCoordinator:
                         len(first.morsels) == first.total_morsels:
                     return payload.join(first.result_kind, [
                         payload.decode_value(enc, blob) for enc, _, blob in first.morsels])
+                if deadline is not None and deadline <= time.monotonic():
+                    raise JobTimeoutError(await self._timeout_text(job_id, timeout))
         kind = "list"
         parts: list[Any] = []
         stream = self._big.pop(job_id, False) is None
-        async for batch in self._batches(job_id, timeout, until_done=not stream):
+        async for batch in self._batches(job_id, timeout, until_done=not stream,
+                                         deadline=deadline):
             kind = batch.result_kind
             for enc, _, blob in batch.morsels:
                 parts.append(payload.decode_value(enc, blob))
@@ -295,10 +324,11 @@ class DistributedCoordinator:
                     yield item
 
     # -- cluster ------------------------------------------------------------------------------
-    async def cluster_stats(self) -> dict[str, Any]:
+    async def cluster_stats(self, *, timeout: float | None = REQUEST_TIMEOUT_S
+                            ) -> dict[str, Any]:
         """``nodes`` (list of node dicts), ``jobs`` ({active, by_state, recent}),
         ``queue_depth``, ``slots``, ``counters``, ``system_resources`` (docs/cluster.md)."""
-        reply = await self._request(lambda rid: m.GetStats(rid))
+        reply = await self._request(lambda rid: m.GetStats(rid), timeout)
         assert isinstance(reply, m.Stats)
         return dict(reply.stats)
 

@@ -1,7 +1,12 @@
 """A client of a remote coordinator over ZeroMQ (CURVE): submit, status, results, cancel.
 
 Every request is idempotent (a submit carries its job id), so a request whose reply does not
-come (the coordinator restarted) is simply sent again after saying hello again.
+come (the coordinator restarted) is simply sent again after saying hello again, until the
+caller's timeout runs out: only that timeout bounds a request, however many tries it takes.
+A socket monitor tells the client at once when its connection drops and comes back (a
+coordinator restart): the requests in flight are sent again then, without waiting for their
+try to time out. A hello that goes unanswered drops the socket, so the next try asks the
+coordinator's HTTP port for its ZeroMQ endpoint again.
 """
 
 from __future__ import annotations
@@ -30,6 +35,13 @@ log = logging.getLogger(__name__)
 
 #: How long one try of a request waits for its reply before it is sent again.
 TRY_TIMEOUT_S = 5.0
+#: A fetch that waits on the coordinator asks for its answer this long before the caller's
+#: deadline, so that the answer (and what it says about the job) arrives in time.
+REPLY_MARGIN_S = 0.25
+#: Pause between tries while the coordinator cannot be reached.
+RETRY_S = 0.5
+#: A request that keeps failing says so in the log this often (it keeps trying).
+WARN_EVERY_S = 10.0
 
 
 class ClusterClient:
@@ -48,6 +60,11 @@ class ClusterClient:
         self._pending: dict[int, tuple[asyncio.Future[m.Message], m.Message]] = {}
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        #: Resolved (and replaced) when the requests in flight must be sent again: the
+        #: connection came back, or the coordinator no longer knows this session.
+        self._resend: asyncio.Future[None] | None = None
         self._welcome: asyncio.Future[m.Message] | None = None
         self._connect_lock = asyncio.Lock()
         self._session_ok = False
@@ -55,7 +72,9 @@ class ClusterClient:
         self._closed = False
 
     # -- connection ---------------------------------------------------------------------------
-    async def connect(self) -> None:
+    async def connect(self, wait: float | None = None) -> None:
+        """Say hello (opening the socket first when there is none); ``wait`` bounds the wait
+        for the welcome. CoordinatorUnavailableError when it does not come."""
         async with self._connect_lock:
             if self._session_ok:
                 return
@@ -63,10 +82,13 @@ class ClusterClient:
                 raise CoordinatorUnavailableError("this client is closed")
             if self._keys is None:
                 self._keys = await asyncio.to_thread(ClusterKeys.from_config, self.config)
+            http_wait = max(2.0, self.config.node_timeout_s)
+            if wait is not None:
+                http_wait = max(0.1, min(http_wait, wait))
             if self._sock is None:
                 info = await asyncio.to_thread(
                     transport.fetch_cluster_info, self.host, self.port,
-                    timeout=max(2.0, self.config.node_timeout_s), token=self.config.auth_token)
+                    timeout=http_wait, token=self.config.auth_token)
                 if info.get("curve_server_key") not in (None, self._keys.server_public.decode()):
                     raise AuthenticationError(
                         f"the coordinator at {self.host}:{self.port} uses another cluster key: "
@@ -74,13 +96,23 @@ class ClusterClient:
                         f"(this client's key came from {self._keys.source}, fingerprint "
                         f"{self._keys.fingerprint}; the coordinator's "
                         f"{info.get('key_fingerprint')})")
-                self._ctx = zmq.asyncio.Context()
+                if self._ctx is None:
+                    self._ctx = zmq.asyncio.Context()
                 self._endpoint = transport.zmq_endpoint(self.host, int(info["zmq_port"]))
                 self._sock = transport.client_socket(self._ctx, self._keys, self._endpoint)
-                self._reader = asyncio.get_running_loop().create_task(self._read_loop())
-            await self._hello()
+                self._monitor = transport.connection_monitor(self._sock)
+                loop = asyncio.get_running_loop()
+                self._reader = loop.create_task(self._read_loop())
+                self._watcher = loop.create_task(self._watch_connection(self._monitor))
+            try:
+                await self._hello(http_wait)
+            except CoordinatorUnavailableError:
+                # Unanswered: the next try starts from the HTTP port again (the coordinator
+                # may have come back on another ZeroMQ port).
+                await self._drop_socket()
+                raise
 
-    async def _hello(self) -> None:
+    async def _hello(self, wait: float) -> None:
         loop = asyncio.get_running_loop()
         self._sender = Sender()
         self._coord_session = None
@@ -89,18 +121,57 @@ class ClusterClient:
         await self._sock.send_multipart(self._sender.encode(m.Hello(
             PROTOCOL_VERSION, self.config.cluster_name, "client", self.node_id, pid=os.getpid())))
         try:
-            reply = await asyncio.wait_for(asyncio.shield(self._welcome),
-                                           max(2.0, self.config.node_timeout_s))
+            reply = await asyncio.wait_for(asyncio.shield(self._welcome), wait)
         except TimeoutError:
             raise CoordinatorUnavailableError(
-                f"the coordinator at {self._endpoint} did not answer hello") from None
+                f"the coordinator at {self._endpoint} did not answer hello within "
+                f"{wait:g} s") from None
         if isinstance(reply, m.Refused):
             raise refusal_error(reply.code, reply.message)
         self._session_ok = True
-        # Requests that were waiting when the session broke are sent again.
-        for fut, msg in list(self._pending.values()):
-            if not fut.done():
-                await self._sock.send_multipart(self._sender.encode(msg))
+
+    def _resend_all(self) -> None:
+        """The requests in flight go out again (each from its own loop in :meth:`request`)."""
+        self._session_ok = False
+        fut, self._resend = self._resend, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _watch_connection(self, monitor: zmq.asyncio.Socket) -> None:
+        """Socket events: a connection that dropped and came back (the coordinator restarted,
+        or the network blipped) means the requests sent before may never be answered."""
+        dropped = False
+        while True:
+            event = await transport.next_connection_event(monitor)
+            if event == zmq.EVENT_DISCONNECTED:
+                dropped = True
+                self._session_ok = False
+                log.debug("client %s: connection to %s dropped", self.node_id, self._endpoint)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and dropped:
+                dropped = False
+                log.debug("client %s: connection to %s is back; sending again", self.node_id,
+                          self._endpoint)
+                self._resend_all()
+
+    async def _drop_socket(self) -> None:
+        self._session_ok = False
+        tasks = [t for t in (self._reader, self._watcher) if t is not None]
+        self._reader = self._watcher = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._monitor is not None:
+            if self._sock is not None:
+                try:
+                    self._sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+            self._monitor.close(0)
+            self._monitor = None
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
 
     async def _read_loop(self) -> None:
         assert self._sock is not None
@@ -122,10 +193,10 @@ class ClusterClient:
         msg = env.msg
         if isinstance(msg, (m.Welcome, m.Refused)):
             if isinstance(msg, m.Refused) and msg.code == ErrorCode.UNKNOWN_SESSION:
-                self._session_ok = False
                 if self._welcome is not None and not self._welcome.done():
                     return  # an answer to a request sent before our hello; wait on
-                asyncio.get_running_loop().create_task(self._rehello())
+                # The coordinator restarted: hello again and send what is in flight again.
+                self._resend_all()
                 return
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(msg)
@@ -135,25 +206,13 @@ class ClusterClient:
         if entry is not None and not entry[0].done():
             entry[0].set_result(msg)
 
-    async def _rehello(self) -> None:
-        try:
-            await self.connect()
-        except Exception as exc:  # the requests' own retries report it
-            log.debug("hello again failed: %s", exc)
-
     async def close(self) -> None:
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        await self._drop_socket()
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.cancel()
         self._pending.clear()
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -196,8 +255,10 @@ class ClusterClient:
 
     async def request(self, make: Any, *, timeout: float | None = 30.0,
                       try_timeout: float = TRY_TIMEOUT_S) -> m.Message:
-        """Send ``make(request_id)`` and return the reply; resend after ``try_timeout`` until
-        ``timeout`` (None: forever). CoordinatorUnavailableError when it never answers."""
+        """Send ``make(request_id)`` and return the reply. A try that gets no reply within
+        ``try_timeout`` (or whose connection dropped and came back) is sent again, after a
+        new hello, until ``timeout`` runs out (None: forever); then
+        CoordinatorUnavailableError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         rid = self.new_request_id()
         msg = make(rid)
@@ -206,33 +267,47 @@ class ClusterClient:
             # is sent again (and the session taken for lost) while its answer is still due.
             try_timeout = max(try_timeout, msg.wait_ms / 1000 + TRY_TIMEOUT_S)
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[m.Message] = loop.create_future()
+        self._pending[rid] = (fut, msg)
         last_error: BaseException | None = None
+        tries = 0
+        next_warning = time.monotonic() + WARN_EVERY_S
         try:
             while True:
-                left = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                left = None if deadline is None else deadline - now
                 if left is not None and left <= 0:
                     raise CoordinatorUnavailableError(
                         f"the coordinator at {self.host}:{self.port} did not answer "
-                        f"{msg.OP} within {timeout:g} s"
-                        + (f" ({last_error})" if last_error else ""))
+                        f"{msg.OP} within {timeout:g} s ({tries} tr{'y' if tries == 1 else 'ies'})"
+                        + (f": {last_error}" if last_error else ""))
+                if last_error is not None and now >= next_warning:
+                    next_warning = now + WARN_EVERY_S
+                    log.warning("no answer from the coordinator at %s:%s to %s yet (%s); "
+                                "still trying", self.host, self.port, msg.OP, last_error)
                 try:
                     if not self._session_ok or self._sock is None:
-                        await self.connect()  # (a live session skips the lock)
+                        await self.connect(left)  # (a live session skips the lock)
                 except (CoordinatorUnavailableError, OSError) as exc:
                     last_error = exc
-                    await asyncio.sleep(min(0.5, left) if left is not None else 0.5)
+                    await asyncio.sleep(RETRY_S if left is None else min(RETRY_S, left))
                     continue
-                fut: asyncio.Future[m.Message] = loop.create_future()
-                self._pending[rid] = (fut, msg)
+                if self._resend is None or self._resend.done():
+                    self._resend = loop.create_future()
+                resend = self._resend
                 assert self._sock is not None
+                tries += 1
                 await self._sock.send_multipart(self._sender.encode(msg))
                 wait = try_timeout if left is None else min(try_timeout, left)
-                try:
-                    return await asyncio.wait_for(fut, wait)
-                except TimeoutError:
-                    # Maybe the coordinator restarted and lost the session: hello again.
+                await asyncio.wait((fut, resend), timeout=wait,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if fut.done():
+                    return fut.result()
+                if not resend.done():
+                    # No answer in time: maybe the coordinator restarted and lost the session.
                     self._session_ok = False
-                    last_error = None
+                    last_error = CoordinatorUnavailableError(
+                        f"no answer to {msg.OP} within {wait:g} s")
         finally:
             self._pending.pop(rid, None)
 
@@ -247,14 +322,20 @@ async def iter_result_batches(client_request: Any, job_id: str, *, timeout: floa
         wait_ms = 10_000 if until_done else 2000
     start = 0
     deadline = None if timeout is None else time.monotonic() + timeout
+    asked = False
     while True:
         left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
+        if left is not None and (left <= 0 or (asked and left <= REPLY_MARGIN_S)):
             raise TimeoutError(job_id)
-        wait = wait_ms if left is None else max(0, min(wait_ms, int(left * 1000)))
+        asked = True
+        # The coordinator's answer must arrive before the caller's deadline: it is asked to
+        # answer a little earlier.
+        wait = wait_ms if left is None else \
+            max(0, min(wait_ms, int((left - REPLY_MARGIN_S) * 1000)))
+        # The request itself retries (a coordinator restart) until the caller's deadline.
         reply = await client_request(
             lambda rid, s=start, w=wait: m.FetchResults(rid, job_id, s, 16 << 20, w, until_done),
-            wait / 1000 + TRY_TIMEOUT_S)
+            left)
         assert isinstance(reply, m.ResultBatch)
         yield reply
         start += len(reply.morsels)

@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 import zmq.auth.thread
-from zmq.utils.monitor import recv_monitor_message
+from zmq.utils.monitor import parse_monitor_message, recv_monitor_message
 
 from ..errors import AuthenticationError, CoordinatorUnavailableError
 from .security import ClusterKeys
@@ -102,18 +102,41 @@ def client_socket(ctx: zmq.Context, keys: ClusterKeys, endpoint: str) -> zmq.Soc
 
 
 def monitor_socket(sock: zmq.Socket) -> zmq.Socket:
-    events = 0
+    """A monitor of a server socket: handshake failures (logged) and dropped connections
+    (the coordinator then looks for the peer that is gone)."""
+    events = zmq.EVENT_DISCONNECTED
     for ev in _HANDSHAKE_FAILURES:
         events |= ev
     return sock.get_monitor_socket(events)
 
 
-def log_monitor_event(mon: zmq.Socket) -> None:
-    """Read one monitor event and log handshake failures (never the keys)."""
+#: Connection events a peer's monitor reports (connection_monitor).
+CONNECTION_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+
+def connection_monitor(sock: zmq.Socket) -> zmq.Socket:
+    """A monitor of ``sock``'s connections (dropped, handshaken): for an asyncio socket an
+    asyncio PAIR socket, read with :func:`next_connection_event`."""
+    return sock.get_monitor_socket(CONNECTION_EVENTS)
+
+
+async def next_connection_event(mon: Any) -> int:
+    """The next event number of an asyncio monitor socket."""
+    while True:
+        frames = await mon.recv_multipart()
+        try:
+            return int(parse_monitor_message(frames)["event"])
+        except (ValueError, KeyError, IndexError):  # pragma: no cover - libzmq's format
+            continue
+
+
+def log_monitor_event(mon: zmq.Socket) -> int | None:
+    """Read one monitor event, log handshake failures (never the keys) and return the event's
+    number (None when there was none)."""
     try:
         event = recv_monitor_message(mon, flags=zmq.NOBLOCK)
     except zmq.Again:
-        return
+        return None
     reason = _HANDSHAKE_FAILURES.get(event["event"])
     now = time.monotonic()
     # A refused peer retries every few hundred ms: one line per reason per 5 s is enough.
@@ -121,6 +144,7 @@ def log_monitor_event(mon: zmq.Socket) -> None:
         _last_logged[reason] = now
         log.warning("ZeroMQ peer refused on %s: %s", event.get("endpoint", b"").decode(
             "utf-8", "replace"), reason)
+    return int(event["event"])
 
 
 # -- discovery ---------------------------------------------------------------------------------
@@ -179,12 +203,15 @@ def detect_advertise_host(coordinator_host: str, coordinator_port: int) -> str:
 
 
 __all__ = [
+    "CONNECTION_EVENTS",
     "ZAP_DOMAIN",
     "client_socket",
+    "connection_monitor",
     "detect_advertise_host",
     "fetch_cluster_info",
     "log_monitor_event",
     "monitor_socket",
+    "next_connection_event",
     "server_socket",
     "start_authenticator",
     "zmq_endpoint",

@@ -34,6 +34,13 @@ def chaos_slow(item: str) -> str:
     return answer(item)
 
 
+@sabot.processor("chaos_ms", replace=True)
+def chaos_ms(item: str) -> str:
+    """About a millisecond or two of work per item (many short items: a job of thousands)."""
+    time.sleep(0.002)
+    return answer(item)
+
+
 @sabot.processor("chaos_fault", replace=True)
 def chaos_fault(item: str) -> str:
     """Fails as the item's kind says: raise, exit (os._exit), segv (NULL read), hang."""

@@ -58,6 +58,10 @@ _BATCH = 2048
 #: Longest time results may wait in memory for their journal commit when nobody asked yet.
 _COMMIT_EVERY_S = 0.05
 
+#: After a connection on the ROUTER closed, the alive workers are probed this long after it
+#: (seconds): the ROUTER may learn of the closed connection a moment after its monitor.
+_PROBE_AFTER_S = (0.0, 0.05, 0.25, 1.0)
+
 #: Messages a registered client (not a worker) may send.
 _CLIENT_MESSAGES = (m.SubmitJob, m.GetStatus, m.CancelJob, m.FetchResults, m.GetStats)
 
@@ -104,6 +108,7 @@ class CoordinatorCore(threading.Thread):
         #: Why the core thread ended, when it failed (None while it runs or after a stop).
         self.failure: str | None = None
         self._rejects = RateLimitedLog(log)
+        self._probes: list[float] = []  # when to look for workers whose connection closed
 
         self._outbox = Outbox(self.router)
         send = self._outbox.send
@@ -187,7 +192,8 @@ class CoordinatorCore(threading.Thread):
                     for _ in range(64):
                         if not self.monitor.poll(0):
                             break
-                        transport.log_monitor_event(self.monitor)
+                        if transport.log_monitor_event(self.monitor) == zmq.EVENT_DISCONNECTED:
+                            self._probe_soon(time.monotonic())
                 self._turn()
         except Exception as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
@@ -219,6 +225,8 @@ class CoordinatorCore(threading.Thread):
 
     def _timers(self, now: float) -> None:
         registry = self._registry
+        if self._probes and self._probes[0] <= now:
+            self._probe_connections(now)
         for node in registry.silent(now):
             registry.mark_dead(node, now)
             self._dispatcher.release(node, f"worker {node.node_id} stopped answering")
@@ -226,11 +234,28 @@ class CoordinatorCore(threading.Thread):
         self._dispatcher.expire_morsels(now)
         self._jobs.purge(time.time())
 
+    def _probe_soon(self, now: float) -> None:
+        """A connection closed: look for the worker it was at once and a few times after."""
+        self._probes = sorted({*self._probes, *(now + s for s in _PROBE_AFTER_S)})
+
+    def _probe_connections(self, now: float) -> None:
+        """Mark dead (and requeue the morsels of) every alive worker whose connection is gone:
+        a killed worker is noticed when its TCP connection closes, not after the heartbeat
+        timeout."""
+        self._probes = [t for t in self._probes if t > now]
+        registry = self._registry
+        for node in registry.alive():
+            if not self._outbox.reachable(node.peer):
+                registry.mark_dead(node, now, disconnected=True)
+                self._dispatcher.release(node, f"worker {node.node_id}'s connection closed")
+
     def _poll_timeout_ms(self) -> int:
         # Timers need at most a tenth of the heartbeat period of resolution.
         t = min(self.config.heartbeat_s, self.config.node_timeout_s) / 4
         if self.config.morsel_timeout_s:
             t = min(t, self.config.morsel_timeout_s / 4)
+        if self._probes:
+            t = min(t, max(0.0, self._probes[0] - time.monotonic()))
         return max(5, min(250, int(t * 1000)))
 
     def _shutdown(self) -> None:

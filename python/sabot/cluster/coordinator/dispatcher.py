@@ -3,9 +3,13 @@ and failures, requeues, retries and morsel timeouts.
 
 Morsels wait in one priority queue (higher job priority first, then submission order) and go to
 alive workers with free credits, the starting worker rotating so equal workers share the head
-of the queue. A morsel is tried up to SABOT_MAX_ATTEMPTS times: a failure of the user's code,
-a lost worker or a timeout uses an attempt, a morsel handed back or lost with a session does
-not. Every result is kept once: a late or duplicate one is counted and ignored.
+of the queue. A morsel is tried up to SABOT_MAX_ATTEMPTS times, and only failures of the user's
+code use an attempt: an exception, a pool process that died in it, a morsel timeout. A morsel
+whose worker was lost (its connection closed, it went silent, it left without handing it back)
+is requeued without using one, however often that happens, and counted apart (the job's
+``node_losses``); one handed back or lost with a session is requeued too. So losing workers
+never fails a job while a worker remains. Every result is kept once: a late or duplicate one
+is counted and ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ from .node_registry import Node, NodeRegistry
 from .outbox import Target
 
 log = logging.getLogger(__name__)
+
+#: A morsel lost with its worker this many times (and each further such multiple) is logged:
+#: a function that kills the node running it would otherwise go round unnoticed.
+NODE_LOSS_LOG_EVERY = 5
 
 # Bound once: a class attribute of an enum costs a lookup through its metaclass.
 _PENDING = JobState.PENDING
@@ -53,8 +61,8 @@ class Dispatcher:
         self._rr = 0
         self._next_timeout_scan = 0.0
         self.counters = {"morsels_assigned": 0, "morsels_completed": 0, "morsels_failed": 0,
-                         "morsels_requeued": 0, "morsels_timed_out": 0,
-                         "duplicates_ignored": 0}
+                         "morsels_requeued": 0, "morsels_requeued_node_lost": 0,
+                         "morsels_timed_out": 0, "duplicates_ignored": 0}
 
     @property
     def queued(self) -> int:
@@ -216,7 +224,9 @@ class Dispatcher:
             self.counters["morsels_requeued"] += 1
             self.push(job, mo)
 
-    def _requeue(self, node: Node, key: tuple[str, int], *, refund: bool, reason: str) -> None:
+    def _requeue(self, node: Node, key: tuple[str, int], *, lost: bool, reason: str) -> None:
+        """Queue a morsel of ``node`` again without using an attempt; ``lost``: its worker
+        was lost (counted in the job's node losses)."""
         node.inflight.pop(key, None)
         job = self._jobs.get(key[0])
         if job is None or job.state not in ACTIVE_JOB_STATES:
@@ -225,21 +235,29 @@ class Dispatcher:
         if mo.done or mo.node != node.node_id:
             return
         mo.node = None
-        if refund:
-            mo.attempts = max(0, mo.attempts - 1)
-            self.counters["morsels_requeued"] += 1
-            self.push(job, mo)
-            return
-        mo.last_error = f"morsel {mo.idx} lost: {reason}"
-        self._retry_or_fail(job, mo)
+        mo.attempts = max(0, mo.attempts - 1)
+        self.counters["morsels_requeued"] += 1
+        if lost:
+            mo.node_losses += 1
+            job.node_losses += 1
+            self.counters["morsels_requeued_node_lost"] += 1
+            if mo.node_losses > job.most_node_losses:
+                job.most_node_losses, job.most_lost_morsel = mo.node_losses, mo.idx
+            if mo.node_losses % NODE_LOSS_LOG_EVERY == 0:
+                log.warning("job %s morsel %d (items %d-%d) has been on %d workers that were "
+                            "lost (last: %s); it is requeued again. If its function brings "
+                            "down the node running it, cancel the job", job.job_id, mo.idx,
+                            mo.offset, mo.offset + mo.items - 1, mo.node_losses, reason)
+        self.push(job, mo)
 
     def release(self, node: Node, reason: str, *, refund_all: bool = False,
                 handed_back: Container[tuple[str, int]] = ()) -> None:
         """Hand out again every morsel ``node`` holds (it died, left, or started a new
-        session). A morsel handed back, or one of a session that ended (``refund_all``), did
-        not fail: it does not use up an attempt; the others do."""
+        session). None of them uses up an attempt (only the user's code does); those not
+        handed back and not of a session that ended (``refund_all``) count as node losses."""
         for key in list(node.inflight):
-            self._requeue(node, key, refund=refund_all or key in handed_back, reason=reason)
+            self._requeue(node, key, lost=not (refund_all or key in handed_back),
+                          reason=reason)
 
     def expire_morsels(self, now: float) -> None:
         """Cancel and retry the morsels running past SABOT_MORSEL_TIMEOUT_S (scanned ten times

@@ -64,6 +64,7 @@ class Morsel:
     deadline: float = 0.0
     result: tuple[str, int, bytes] | None = None
     last_error: str | None = None
+    node_losses: int = 0  # times it was requeued because its worker was lost
 
 
 @dataclass(slots=True)
@@ -83,6 +84,10 @@ class Job:
     error: str | None = None
     done_morsels: int = 0
     done_items: int = 0
+    #: Morsels requeued because their worker was lost, and the most times one morsel was.
+    node_losses: int = 0
+    most_node_losses: int = 0
+    most_lost_morsel: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
@@ -306,8 +311,13 @@ class JobTable:
         job = self.jobs.get(job_id)
         if job is not None:
             summary = job.summary()
-            if not job.state.finished and self._registry.alive_count() == 0:
-                summary["waiting_for"] = NO_WORKER
+            if not job.state.finished:
+                if self._registry.alive_count() == 0:
+                    summary["waiting_for"] = NO_WORKER
+                # (while it runs only: the journal does not keep them)
+                summary["node_losses"] = {"requeued": job.node_losses,
+                                          "most_for_one_morsel": job.most_node_losses,
+                                          "morsel": job.most_lost_morsel}
             return summary
         self.flush_results()
         row = self._journal.job(job_id)

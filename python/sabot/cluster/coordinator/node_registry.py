@@ -198,13 +198,22 @@ class NodeRegistry:
         timeout = self._config.node_timeout_s
         return [n for n in self.nodes.values() if n.state is _ALIVE and now - n.last_seen > timeout]
 
-    def mark_dead(self, node: Node, now: float) -> None:
-        timeout = self._config.node_timeout_s
-        log.warning("worker %s missed heartbeats for %.1f s (SABOT_NODE_TIMEOUT_S=%g): "
-                    "marked dead, %d morsel(s) requeued", node.node_id, now - node.last_seen,
-                    timeout, len(node.inflight))
+    def mark_dead(self, node: Node, now: float, *, disconnected: bool = False) -> None:
+        """``node`` is dead: silent past SABOT_NODE_TIMEOUT_S, or (``disconnected``) its
+        connection closed."""
+        if disconnected:
+            log.warning("worker %s: its connection closed: marked dead, %d morsel(s) requeued",
+                        node.node_id, len(node.inflight))
+        else:
+            log.warning("worker %s missed heartbeats for %.1f s (SABOT_NODE_TIMEOUT_S=%g): "
+                        "marked dead, %d morsel(s) requeued", node.node_id,
+                        now - node.last_seen, self._config.node_timeout_s, len(node.inflight))
         self.move(node, NodeState.DEAD, now)
         self._metrics.record_error("worker_lost")
+
+    def alive(self) -> list[Node]:
+        """The alive workers."""
+        return [n for n in self.nodes.values() if n.state is _ALIVE]
 
     def forget_gone(self, now: float) -> None:
         """Drop workers dead or departed for FORGET_AFTER_TIMEOUTS x SABOT_NODE_TIMEOUT_S."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from collections.abc import Container
 from typing import Any
 
@@ -83,6 +84,17 @@ class Outbox:
                 continue
             by_target.setdefault(target, []).append(msg)
         self._send_grouped(by_target, workers)
+
+    def reachable(self, peer: bytes) -> bool:
+        """Whether the ROUTER still has a connection to ``peer``: a heartbeat-ack sent now
+        (harmless to a worker) fails with EHOSTUNREACH once the peer's connection is gone
+        (ROUTER_MANDATORY)."""
+        frames = [peer, *self._sender.encode_many([m.HeartbeatAck(time.time())])]
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            return exc.errno != zmq.EHOSTUNREACH
+        return True
 
     def _send_grouped(self, by_target: dict[bytes, list[m.Message]],
                       workers: Container[bytes]) -> None:

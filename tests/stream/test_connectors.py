@@ -192,7 +192,7 @@ def test_an_endless_source_at_a_steady_key_count_holds_memory_flat():
     growth_mb = (rss[batches - 1] - rss[100]) / 2**20
     data_mb = (batches - 100) * rows * 24 / 2**20
     print(f"RSS growth over {data_mb:.0f} MB of events: {growth_mb:.1f} MB")
-    assert growth_mb < 40, f"RSS grew {growth_mb:.1f} MB over {data_mb:.0f} MB of events"
+    assert growth_mb < 16, f"RSS grew {growth_mb:.1f} MB over {data_mb:.0f} MB of events"
     # backpressure: the source is never more than a few batches ahead of the pipeline
     assert max(ahead) <= 8 * rows
     assert seen[0] == batches * rows

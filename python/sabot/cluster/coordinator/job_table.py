@@ -65,6 +65,10 @@ class Morsel:
     result: tuple[str, int, bytes] | None = None
     last_error: str | None = None
     node_losses: int = 0  # times it was requeued because its worker was lost
+    #: Times it was handed out by this coordinator (never goes down, unlike ``attempts``,
+    #: which only the user's code uses up): the ``attempt`` of its current assignment, so a
+    #: result of an earlier one is told apart and refused.
+    assignment: int = 0
 
 
 @dataclass(slots=True)

@@ -28,6 +28,8 @@ from .windows import TimeWindows
 
 
 class WindowAggregate(Operator):
+    state_attrs = ("partials", "fired_end")
+
     def __init__(self, name: str, keys: list[str], windows: TimeWindows, aggs: dict[str, Agg],
                  allowed_lateness: int, emit_mode: str, threads: int | None) -> None:
         super().__init__(name)

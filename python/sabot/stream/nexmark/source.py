@@ -28,11 +28,23 @@ class NexmarkSource(Source):
         self.bounded = events is not None
         self.partitions = 1
         self.name = f"nexmark.{kind}s"
+        self._pos = (0, 0)  # (generator chunk, rows of it handed out)
+
+    def position(self) -> object:
+        return self._pos
+
+    def seek(self, position: object) -> None:
+        chunk, rows = position  # type: ignore[misc]
+        self._pos = (int(chunk), int(rows))
 
     async def read(self) -> AsyncIterator[Item]:
         start = time.monotonic()
-        for batch in generate(self.cfg, self.kind, 0, self.events):
-            for off in range(0, batch.num_rows, self.batch_size):
+        first_chunk, skip = self._pos
+        for i, batch in enumerate(generate(self.cfg, self.kind, first_chunk * CHUNK, self.events)):
+            chunk = first_chunk + i
+            for off in range(skip if i == 0 else 0, batch.num_rows, self.batch_size):
+                end = off + self.batch_size
+                self._pos = (chunk, end) if end < batch.num_rows else (chunk + 1, 0)
                 yield 0, batch.slice(off, self.batch_size)
             if self.rate is not None:
                 # pace to `rate` events per second of wall clock (all kinds counted)

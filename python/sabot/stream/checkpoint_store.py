@@ -48,7 +48,7 @@ class _Pickler(pickle.Pickler):
         super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
         self.tables = tables
 
-    def persistent_id(self, obj: Any) -> Any:  # noqa: D102 - pickle's hook
+    def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, pa.RecordBatch):
             obj = pa.Table.from_batches([obj])
             self.tables.append(obj)
@@ -64,7 +64,7 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(f)
         self.tables = tables
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102 - pickle's hook
+    def persistent_load(self, pid: Any) -> Any:
         kind, i = pid
         t = self.tables[i]
         if kind == "batch":

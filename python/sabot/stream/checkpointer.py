@@ -129,7 +129,7 @@ class Checkpointer:
         return loaded.epoch
 
     # -- taking ---------------------------------------------------------------------------------
-    def request_savepoint(self, path: str) -> "asyncio.Future[str]":
+    def request_savepoint(self, path: str) -> asyncio.Future[str]:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._requests.append((path, fut))
         return fut

@@ -19,7 +19,6 @@ from .collection_source import DEFAULT_BATCH_SIZE, CollectionSource
 from .durations import DurationLike, to_ms
 from .event_time import check_unit
 from .graph import Node
-from .not_yet import not_yet
 from .runtime import Job
 from .source import Source
 from .stream import DataStream
@@ -110,7 +109,7 @@ class StreamEnv:
         return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
                                watermark=watermark, bad_records=bad_records)
 
-    def from_files(self, pattern: str, *, format: str = "jsonl", follow: bool = False,  # noqa: A002
+    def from_files(self, pattern: str, *, format: str = "jsonl", follow: bool = False,
                    timestamp: str | None = None, timestamp_unit: str = "ms",
                    watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
                    poll: DurationLike = "100ms", batch_size: int = DEFAULT_BATCH_SIZE,
@@ -123,7 +122,7 @@ class StreamEnv:
         return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
                                watermark=watermark, bad_records=bad_records)
 
-    def from_socket(self, host: str, port: int, *, format: str = "jsonl",  # noqa: A002
+    def from_socket(self, host: str, port: int, *, format: str = "jsonl",
                     timestamp: str | None = None, timestamp_unit: str = "ms",
                     watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
                     batch_size: int = 4096, linger: DurationLike = "50ms",
@@ -136,8 +135,26 @@ class StreamEnv:
         return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
                                watermark=watermark, bad_records=bad_records)
 
-    def from_kafka(self, topic: str, **kwargs: Any) -> DataStream:
-        not_yet("from_kafka")
+    def from_kafka(self, topics: str | list[str], *, bootstrap_servers: str,
+                   group_id: str | None = None, format: str = "json",
+                   schema: pa.Schema | None = None, start: str = "earliest",
+                   until: str | None = None, timestamp: str | None = None,
+                   timestamp_unit: str = "ms", watermark: WatermarkStrategy | None = None,
+                   max_batch: int = 10_000, with_metadata: bool = False,
+                   config: dict[str, Any] | None = None, bad_records: str = "fail") -> DataStream:
+        """Kafka topics as a stream (see :mod:`.from_kafka`): ``format`` "json" (one object per
+        message) or "raw" (the value bytes); ``start`` "earliest", "latest" or "committed" (the
+        group's positions) where a checkpoint gives none; ``until="end"`` stops at the end
+        offsets seen at the start (bounded). ``with_metadata`` adds ``_topic``, ``_partition``,
+        ``_offset`` and ``_timestamp`` (the message time, ms: ``timestamp="_timestamp"``)."""
+        from .from_kafka import KafkaSource
+
+        src = KafkaSource(topics, {"bootstrap_servers": bootstrap_servers, "group_id": group_id,
+                                   "format": format, "schema": schema, "start": start,
+                                   "until": until, "max_batch": max_batch,
+                                   "with_metadata": with_metadata, "config": config})
+        return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
+                               watermark=watermark, bad_records=bad_records)
 
     def nexmark(self, events: int | None = 1_000_000, *, seed: int = 0, rate: int | None = None,
                 batch_size: int = 65_536, partitions: int = 1) -> Any:
@@ -224,7 +241,7 @@ class _Iterate:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[Any] | None = None
 
-    def __aiter__(self) -> "_Iterate":
+    def __aiter__(self) -> _Iterate:
         return self
 
     async def __anext__(self) -> pa.RecordBatch:
@@ -251,10 +268,10 @@ class _Iterate:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self.queue.put_nowait(exc)
 
-    async def __aenter__(self) -> "_Iterate":
+    async def __aenter__(self) -> _Iterate:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

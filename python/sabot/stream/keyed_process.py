@@ -21,7 +21,7 @@ from .durations import MAX_TIME
 from .event_time import extract_ms
 from .key_ids import key_ids, key_tuples
 from .operator import Operator
-from .state import HANDLES, ListState, MapState, StateStore, ValueState, StateDescriptor
+from .state import HANDLES, ListState, MapState, StateDescriptor, StateStore, ValueState
 from .stateless import as_batches
 from .timers import Timers, TimerService
 
@@ -40,7 +40,7 @@ def check_state(state: dict[str, Any]) -> dict[str, StateDescriptor]:
 class ProcessContext:
     """The ``ctx`` argument: the current key, its state and timers, the clocks."""
 
-    def __init__(self, op: "KeyedProcess") -> None:
+    def __init__(self, op: KeyedProcess) -> None:
         self._op = op
         self.key: Any = None
         self._hkey: Hashable = ()

@@ -39,14 +39,14 @@ class Operator:
         self.rows_out = 0
 
     # -- wiring ---------------------------------------------------------------------------------
-    def connect(self, downstream: "Operator", port: int = 0, side: str | None = None) -> None:
+    def connect(self, downstream: Operator, port: int = 0, side: str | None = None) -> None:
         if side is None:
             self.outputs.append((downstream, port))
         else:
             self.side_outputs.setdefault(side, []).append((downstream, port))
 
     # -- hooks ----------------------------------------------------------------------------------
-    def open(self, ctx: "JobContext") -> None:
+    def open(self, ctx: JobContext) -> None:
         self.ctx = ctx
 
     def process(self, chunk: Chunk, port: int) -> None:
@@ -94,7 +94,7 @@ class Operator:
             op.rows_in += n
             op.process(chunk, port)
 
-    def _downstreams(self) -> list[tuple["Operator", int]]:
+    def _downstreams(self) -> list[tuple[Operator, int]]:
         out = list(self.outputs)
         for targets in self.side_outputs.values():
             out.extend(targets)
@@ -110,8 +110,7 @@ class Operator:
 
     # -- watermark merging ---------------------------------------------------------------------
     def receive_watermark(self, watermark: int, port: int) -> None:
-        if watermark > self._in_wm[port]:
-            self._in_wm[port] = watermark
+        self._in_wm[port] = max(self._in_wm[port], watermark)
         self._in_idle[port] = False
         self._advance()
 

@@ -69,7 +69,7 @@ class JobContext:
 class Job:
     """One execution of a stream graph towards ``sinks``."""
 
-    def __init__(self, name: str, sinks: Sequence["Node"], threads: int | None,
+    def __init__(self, name: str, sinks: Sequence[Node], threads: int | None,
                  tick_ms: int = 50, checkpoint: CheckpointConfig | None = None,
                  restore_from: str | None = None) -> None:
         self.name = name
@@ -85,7 +85,7 @@ class Job:
         self.running = False
         self._exported: dict[str, tuple[int, int]] = {}
 
-    def _build(self, node: "Node") -> Operator:
+    def _build(self, node: Node) -> Operator:
         op = self.operators.get(id(node))
         if op is not None:
             return op
@@ -113,6 +113,11 @@ class Job:
         finally:
             self.running = False
             self._export_rows()
+            for op in self.sinks:
+                try:
+                    op.release()  # type: ignore[attr-defined]
+                except Exception:
+                    log.exception("closing sink %s failed", op.name)
 
     async def _loop(self, ckpt: Checkpointer | None) -> None:
         queue: asyncio.Queue[tuple[int, str, Any, Any, Any]] = asyncio.Queue(QUEUE_SIZE)
@@ -158,7 +163,7 @@ class Job:
             for s in self.sources:
                 try:
                     await s.source.aclose()
-                except Exception:  # noqa: BLE001 - closing must not hide the job's outcome
+                except Exception:
                     log.exception("closing source %s failed", s.name)
 
     async def _pump(self, i: int, src: SourceOperator, queue: asyncio.Queue) -> None:

@@ -35,12 +35,15 @@ class Sink(Operator):
     def recover(self, epoch: int) -> None:
         """The job was restored from checkpoint ``epoch`` (after :meth:`restore`)."""
 
+    def release(self) -> None:
+        """The job is over (ended or failed, after its last checkpoint): close connections."""
+
 
 class CollectSink(Sink):
     """Keeps every batch; the job's result is their concatenation. With ``queue`` (an unbounded
     job's ``collect()``) batches go to the async consumer instead, who applies backpressure."""
 
-    def __init__(self, name: str, queue: "asyncio.Queue[Any] | None" = None) -> None:
+    def __init__(self, name: str, queue: asyncio.Queue[Any] | None = None) -> None:
         super().__init__(name)
         self.batches: list[pa.RecordBatch] = []
         self.queue = queue

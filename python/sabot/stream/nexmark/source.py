@@ -64,7 +64,7 @@ class NexmarkStreams:
     """``.persons``, ``.auctions`` and ``.bids`` of one generated Nexmark event stream
     (``events`` ids in all, split 1:3:46; endless with ``events=None``)."""
 
-    def __init__(self, env: "StreamEnv", events: int | None, seed: int, rate: int | None,
+    def __init__(self, env: StreamEnv, events: int | None, seed: int, rate: int | None,
                  batch_size: int, partitions: int) -> None:
         if events is not None and (isinstance(events, bool) or not isinstance(events, int) or events < 0):
             raise ConfigError("nexmark(events)", events, "a non-negative integer or None (endless)")
@@ -79,7 +79,7 @@ class NexmarkStreams:
         self.batch_size = batch_size
         self._streams: dict[str, DataStream] = {}
 
-    def _stream(self, kind: str) -> "DataStream":
+    def _stream(self, kind: str) -> DataStream:
         s = self._streams.get(kind)
         if s is None:
             src = NexmarkSource(self.config, kind, self.events, self.rate, self.batch_size)
@@ -89,15 +89,15 @@ class NexmarkStreams:
         return s
 
     @property
-    def persons(self) -> "DataStream":
+    def persons(self) -> DataStream:
         return self._stream("person")
 
     @property
-    def auctions(self) -> "DataStream":
+    def auctions(self) -> DataStream:
         return self._stream("auction")
 
     @property
-    def bids(self) -> "DataStream":
+    def bids(self) -> DataStream:
         return self._stream("bid")
 
     @property
@@ -105,4 +105,4 @@ class NexmarkStreams:
         return self.config.max_auction_length_ms
 
 
-__all__ = ["NexmarkSource", "NexmarkStreams", "PROPORTION"]
+__all__ = ["PROPORTION", "NexmarkSource", "NexmarkStreams"]

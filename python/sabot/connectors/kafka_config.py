@@ -169,6 +169,8 @@ def sink_settings(
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 5,
+        # Only failed deliveries call back into Python.
+        "delivery.report.only.error": True,
         # Keys land on the partitions the Java client would choose for them.
         "partitioner": "murmur2_random",
     }

@@ -46,7 +46,7 @@ def tansu_binary(scratch: Path) -> Path:
     return copy
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -68,7 +68,7 @@ class TansuBroker:
     def start(self) -> None:
         last = ""
         for _ in range(3):  # a free port can be taken by someone else before the broker binds it
-            self.port = _free_port()
+            self.port = free_port()
             url = f"tcp://127.0.0.1:{self.port}"
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(

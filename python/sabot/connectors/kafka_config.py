@@ -190,9 +190,11 @@ def sink_owned(exactly_once: bool) -> Mapping[str, str]:
     return {**_SINK_OWNED, **_SINK_EXACTLY_ONCE_OWNED} if exactly_once else _SINK_OWNED
 
 
-def client_refusal(exc: BaseException, settings: Mapping[str, Any]) -> ConfigError | None:
+def client_refusal(exc: BaseException, extra: Mapping[str, Any]) -> ConfigError | None:
     """librdkafka's refusal of a setting (an unknown name or a bad value) as a ConfigError that
-    names it, or None when ``exc`` is not such a refusal."""
+    names it (or shows the user's ``config`` when librdkafka names it by an alias), or None when
+    ``exc`` is not such a refusal."""
+    settings = extra
     err = exc.args[0] if exc.args else exc
     text = err.str() if callable(getattr(err, "str", None)) else str(err)
     for marker in ("No such configuration property:", "Invalid value", "Configuration property"):

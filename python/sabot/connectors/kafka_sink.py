@@ -98,7 +98,7 @@ class KafkaBatchSink:
         try:
             producer = Producer(settings)
         except KafkaException as exc:
-            refusal = cfg.client_refusal(exc, settings)
+            refusal = cfg.client_refusal(exc, self._extra)
             if refusal is not None:
                 raise refusal from None
             raise KafkaConnectorError(f"could not create the Kafka producer: {exc}") from exc

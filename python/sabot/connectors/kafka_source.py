@@ -114,7 +114,7 @@ class KafkaBatchSource:
         try:
             consumer = Consumer(settings)
         except KafkaException as exc:
-            refusal = cfg.client_refusal(exc, settings)
+            refusal = cfg.client_refusal(exc, self._extra)
             if refusal is not None:
                 raise refusal from None
             raise KafkaConnectorError(f"could not create the Kafka consumer: {exc}") from exc

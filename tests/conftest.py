@@ -56,12 +56,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def _load_nodes() -> Any:
-    # pytest's importlib mode puts no test directory on sys.path: load the shared node helper
-    # (tests/nodes.py) by path once, as ``sabot_test_nodes``, for the test modules to import.
-    name = "sabot_test_nodes"
+def _load_helper(name: str, file: str) -> Any:
+    # pytest's importlib mode puts no test directory on sys.path: load a shared helper module
+    # (tests/nodes.py, tests/kafka_broker.py) by path once, under ``name``, for the test modules
+    # to import.
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "nodes.py")
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / file)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -69,7 +69,12 @@ def _load_nodes() -> Any:
     return sys.modules[name]
 
 
-nodes = _load_nodes()
+nodes = _load_helper("sabot_test_nodes", "nodes.py")
+kafka = _load_helper("sabot_test_kafka", "kafka_broker.py")
+
+# The session's Tansu broker and a factory of topics on it (tests/kafka_broker.py).
+kafka_broker = kafka.kafka_broker
+kafka_topic = kafka.kafka_topic
 
 
 @pytest.fixture

@@ -87,7 +87,8 @@ def parse_submit(payload: Any, idempotency_key: str | None = None) -> SubmitRequ
             PRIORITY_MIN <= priority <= PRIORITY_MAX):
         raise BadRequest(f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX} "
                          f"(got {json.dumps(priority) if _jsonable(priority) else priority!r})")
-    job_id = parse_job_id(payload.get("job_id"), idempotency_key)
+    job_id = parse_job_id(payload["job_id"], idempotency_key) if "job_id" in payload else \
+        parse_job_id(None, idempotency_key, body_has_it=False)
     has_data, has_input = "data" in payload, "input" in payload
     if has_data == has_input:
         raise BadRequest("give exactly one of data (a JSON array of items) or input "
@@ -100,9 +101,16 @@ def parse_submit(payload: Any, idempotency_key: str | None = None) -> SubmitRequ
     return SubmitRequest(proc, priority, None, parse_input(payload["input"]), job_id)
 
 
-def parse_job_id(body_id: Any, header_id: str | None) -> str | None:
-    """The client's job id from the body's ``job_id`` and the Idempotency-Key header (either,
-    or both when equal); None when neither is given."""
+def parse_job_id(body_id: Any, header_id: str | None, *, body_has_it: bool = True
+                 ) -> str | None:
+    """The client's job id from the body's ``job_id`` (``body_has_it``: the key is there; null
+    is refused) and the Idempotency-Key header (either, or both when equal); None when neither
+    is given."""
+    if not body_has_it:
+        body_id = None
+    elif body_id is None:
+        raise BadRequest("job_id must be a string (your own job id), got null; leave it out "
+                         "to have the node pick one", field="job_id")
     if body_id is not None and header_id is not None and body_id != header_id:
         raise BadRequest(f"job_id {body_id!r} and the {IDEMPOTENCY_HEADER} header "
                          f"{header_id!r} differ: give one, or the same in both",

@@ -9,6 +9,7 @@ Needs the right to mount a tmpfs (root); skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -18,6 +19,9 @@ from typing import Any, Iterator
 import pytest
 
 import sabot_test_nodes as nodes
+from sabot import JournalUnwritableError
+from sabot.config import load_config
+from sabot.distributed import create_distributed_coordinator, submit_distributed_job
 
 ITEM = "x" * 1000
 ITEMS = [ITEM] * 1500  # ~1.5 MB a job; processor "len" answers 1000 per item
@@ -42,6 +46,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def _submit(node: Any, items: list[str]) -> nodes.HttpReply:
     return node.request("POST", "/submit_job", {"data": items, "processor_func": "len"},
                         timeout=30)
+
+
+async def _submit_over_zeromq(cluster: nodes.Cluster, coordinator: nodes.NodeProcess) -> str:
+    """A submit from the Python API (ZeroMQ, CURVE), as a remote client sends it."""
+    config = load_config(env={"SABOT_CLUSTER_KEY_FILE": str(cluster.key_file)})
+    handle = create_distributed_coordinator("127.0.0.1", coordinator.http_port, config=config)
+    try:
+        return await submit_distributed_job(handle, ITEMS[:10], "len")
+    finally:
+        await handle.stop()
 
 
 def _wait(what: str, check: Any, node: nodes.NodeProcess, timeout: float = 60) -> Any:
@@ -95,6 +109,9 @@ def test_a_full_data_disk_refuses_submits_serves_reads_and_recovers_on_its_own(
         assert stats.status == 200, stats
         assert stats.json["coordinator"]["journal_status"]["state"] == "unwritable"
         assert _submit(coordinator, ITEMS[:10]).status == 507  # still refused, at once
+        with pytest.raises(JournalUnwritableError, match="SABOT_DATA_DIR") as refusal:
+            asyncio.run(_submit_over_zeromq(cluster, coordinator))
+        assert refusal.value.data_dir == str(data_dir)
 
         # A worker runs the acknowledged jobs; results the journal cannot take are kept.
         cluster.add_worker()
@@ -132,7 +149,7 @@ def test_a_full_data_disk_refuses_submits_serves_reads_and_recovers_on_its_own(
             checked += len(job["result"])
         nodes.record("full data disk (20 MB tmpfs)", variant="ci", jobs=len(acknowledged),
                      kills=1, results_checked=checked, lost=0, duplicated=0,
-                     submits_refused_507=2, seconds_to_resume_after_space_freed=round(
+                     submits_refused=3, seconds_to_resume_after_space_freed=round(
                          resumed_s, 2), coordinator_exited=0)
     finally:
         cluster.stop()

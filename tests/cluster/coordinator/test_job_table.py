@@ -190,3 +190,34 @@ def test_a_journal_that_cannot_be_written_loses_nothing_and_recovers(parts):
             for x in payload.decode_value(enc, blob)] == [x * x for x in range(40)]
     assert parts.jobs.submit(m.SubmitJob(10, "later", "square", None,
                                          *payload.split([1, 2], 1 << 16)))[0] is not None
+
+
+def test_a_resumed_job_completed_while_the_journal_is_full_pages_every_result(tmp_path):
+    """Results of a job resumed after a restart come from the journal (those done before) and
+    from memory (those the full journal could not take yet): a page holds them all."""
+    first = Parts(tmp_path)
+    first.submit("resumed", list(range(30)), morsel_items=10)
+    first.dispatcher.dispatch(time.monotonic())
+    one = next(msg for _, msg in first.sent if isinstance(msg, m.Assign) and msg.morsel == 0)
+    enc, blob = payload.encode_items([x * x for x in range(10)])
+    first.dispatcher.on_result(WORKER, m.MorselResult("resumed", 0, one.attempt, 10, enc, blob),
+                               3)
+    first.commit()
+    first.journal.close()  # (the coordinator stops; morsels 1 and 2 were not done)
+
+    parts = Parts(tmp_path)
+    try:
+        for job in parts.jobs.recover():
+            parts.dispatcher.enqueue(job)
+        pages = parts.journal._db.execute("PRAGMA page_count").fetchone()[0]
+        parts.journal._db.execute(f"PRAGMA max_page_count={pages}")
+        parts.submit("fills-it", list(range(20_000)), morsel_items=5000)
+        parts.jobs.flush_results()
+        assert not parts.journal.commit()
+        parts.jobs.discard("fills-it")
+        parts.run_assigned()  # morsels 1 and 2: kept in memory only
+        assert parts.status("resumed")["status"] == "completed"
+        assert parts.page("resumed", 0, None) == [x * x for x in range(30)]
+        assert parts.page("resumed", 5, 10) == [x * x for x in range(5, 15)]
+    finally:
+        parts.journal.close()

@@ -150,17 +150,29 @@ class ResultPager:
         return summary, parts, first
 
     def _results(self, job_id: str) -> Iterator[tuple[str, int, bytes]]:
-        """Every result morsel of a completed job, in order: from memory while it holds them
-        all, else from the journal."""
+        """Every result morsel of a completed job, in order: from memory where it holds them
+        (a result the journal could not take yet is only there), else from the journal (a
+        job resumed after a restart holds only the results that came in since)."""
         job = self._jobs.get(job_id)
-        if job is not None and all(mo.result is not None for mo in job.morsels):
-            yield from (mo.result for mo in job.morsels)  # type: ignore[misc]
-            return
+        morsels = job.morsels if job is not None else None
         idx = 0
         while True:
+            if morsels is not None:
+                if idx >= len(morsels):
+                    return
+                held = morsels[idx].result
+                if held is not None:
+                    yield held
+                    idx += 1
+                    continue
             chunk = self._journal.results(job_id, idx, 64 << 20)
             if not chunk:
                 return
+            if morsels is not None:
+                # Up to the next morsel held in memory (the journal may lack it yet).
+                end = next((i for i in range(idx, min(len(morsels), idx + len(chunk)))
+                            if morsels[i].result is not None), idx + len(chunk))
+                chunk = chunk[:end - idx]
             idx += len(chunk)
             yield from chunk
 

@@ -18,8 +18,7 @@ import sys
 import time
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
-
+from pyarrow import ipc
 from sabot.connectors import KafkaBatchSink
 
 

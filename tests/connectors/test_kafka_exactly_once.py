@@ -13,10 +13,9 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pytest
 import sabot_test_kafka as kafka
-
+from pyarrow import ipc
 from sabot.connectors import KafkaBatchSink, KafkaConnectorError
 
 CHILD = Path(__file__).with_name("kafka_sink_child.py")

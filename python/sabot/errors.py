@@ -153,6 +153,11 @@ class PerformanceWarning(UserWarning):
     example a per-item function that cannot be pickled runs on one core)."""
 
 
+class CheckpointError(RuntimeError, SabotError):
+    """A streaming checkpoint or savepoint cannot be used: damaged or missing files, or written
+    by a pipeline of another shape; the message names the path and what to do."""
+
+
 class NotYetSupportedError(NotImplementedError, SabotError):
     """A documented part of the API that a later release provides (the message says which)."""
 
@@ -170,6 +175,7 @@ class BadRecordError(ValueError, SabotError):
 
 
 __all__ = [
+    "CheckpointError",
     "JournalError",
     "PerformanceWarning",
     "SabotError",

@@ -143,11 +143,39 @@ class Metrics:
         self.stream_events = Counter(
             "sabot_stream_events_total", "Events read by a streaming job's sources",
             labels + ["job"], registry=r)
+        self.stream_checkpoints = Counter(
+            "sabot_stream_checkpoints_total", "Checkpoints a streaming job committed",
+            labels + ["job"], registry=r)
+        self.stream_checkpoint_duration = Gauge(
+            "sabot_stream_checkpoint_duration_seconds",
+            "How long the last checkpoint took, from its start to its commit", labels + ["job"],
+            registry=r)
+        self.stream_checkpoint_bytes = Gauge(
+            "sabot_stream_checkpoint_size_bytes", "Size of the last checkpoint on disk",
+            labels + ["job"], registry=r)
+        self.stream_checkpoint_time = Gauge(
+            "sabot_stream_last_checkpoint_timestamp_seconds",
+            "Unix time of the last committed checkpoint", labels + ["job"], registry=r)
+        self.stream_restores = Counter(
+            "sabot_stream_restores_total", "Times a streaming job was restored from a checkpoint",
+            labels + ["job"], registry=r)
+        self.stream_records_in = Counter(
+            "sabot_stream_operator_records_in_total", "Rows an operator of a streaming job received",
+            labels + ["job", "operator"], registry=r)
+        self.stream_records_out = Counter(
+            "sabot_stream_operator_records_out_total", "Rows an operator of a streaming job emitted",
+            labels + ["job", "operator"], registry=r)
+        self.stream_kafka_lag = Gauge(
+            "sabot_stream_kafka_lag", "Messages a Kafka source partition is behind its high watermark",
+            labels + ["job", "topic", "partition"], registry=r)
         self._families = (
             self.throughput, self.queue_depth, self.utilization, self.items, self.morsels,
             self.morsel_duration, self.jobs, self.jobs_active, self.nodes, self.errors,
             self.http_requests, self.http_duration, self.info, self.stream_watermark_lag,
-            self.stream_late_events, self.stream_events)
+            self.stream_late_events, self.stream_events, self.stream_checkpoints,
+            self.stream_checkpoint_duration, self.stream_checkpoint_bytes,
+            self.stream_checkpoint_time, self.stream_restores, self.stream_records_in,
+            self.stream_records_out, self.stream_kafka_lag)
         self._init_gauges()
 
     def _init_gauges(self) -> None:
@@ -214,6 +242,24 @@ class Metrics:
 
     def set_stream_watermark_lag(self, job: str, seconds: float) -> None:
         self._child(self.stream_watermark_lag, job).set(seconds)
+
+    def record_stream_checkpoint(self, job: str, duration_s: float, size: int) -> None:
+        self._child(self.stream_checkpoints, job).inc()
+        self._child(self.stream_checkpoint_duration, job).set(duration_s)
+        self._child(self.stream_checkpoint_bytes, job).set(size)
+        self._child(self.stream_checkpoint_time, job).set(time.time())
+
+    def record_stream_restore(self, job: str) -> None:
+        self._child(self.stream_restores, job).inc()
+
+    def record_stream_rows(self, job: str, operator: str, rows_in: int, rows_out: int) -> None:
+        if rows_in > 0:
+            self._child(self.stream_records_in, job, operator).inc(rows_in)
+        if rows_out > 0:
+            self._child(self.stream_records_out, job, operator).inc(rows_out)
+
+    def set_stream_kafka_lag(self, job: str, topic: str, partition: int, lag: int) -> None:
+        self._child(self.stream_kafka_lag, job, topic, str(partition)).set(lag)
 
     def set_role(self, role: str, version: str) -> None:
         self.info.labels(**self.lbl(role=role, version=version)).set(1)

@@ -146,7 +146,7 @@ def test_to_files_rolls_and_writes_every_row(tmp_path, fmt):
                                                                      roll_every=200)
     env.execute()
     files = sorted(p for p in os.listdir(tmp_path) if p.startswith("part-"))
-    assert len(files) == 3 and not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert len(files) == 3 and not [p for p in os.listdir(tmp_path) if p.endswith(".inprogress")]
     if fmt == "parquet":
         got = pa.concat_tables([pq.read_table(tmp_path / f) for f in files]).to_pylist()
     else:

@@ -8,9 +8,8 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from sabot import stream as st
-from sabot.errors import BadRecordError, ConfigError, NotYetSupportedError, ProcessingError, SabotError
+from sabot.errors import BadRecordError, ConfigError, ProcessingError
 
 ROWS = [{"user": f"u{i % 3}", "amount": i, "ts": 1_000 * i} for i in range(20)]
 
@@ -116,15 +115,6 @@ def test_collect_inside_a_running_loop():
         return s.collect().num_rows, (await env.from_collection(ROWS).collect_async()).num_rows
 
     assert asyncio.run(main()) == (20, 20)
-
-
-def test_durability_parts_say_not_yet():
-    for call in (lambda: st.StreamEnv(checkpoint_interval="5s"), lambda: st.StreamEnv(state_dir="x"),
-                 lambda: st.StreamEnv().from_kafka("bids", bootstrap_servers="127.0.0.1:9092"),
-                 lambda: st.StreamEnv().from_collection(ROWS).to_kafka("t")):
-        with pytest.raises(NotYetSupportedError, match="not yet.*durability") as info:
-            call()
-        assert isinstance(info.value, NotImplementedError) and isinstance(info.value, SabotError)
 
 
 def test_bad_arguments_say_what_is_accepted():

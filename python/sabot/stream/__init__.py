@@ -28,13 +28,13 @@ from .watermarks import WatermarkStrategy, bounded_out_of_orderness, monotonous
 from .windows import count_window, session, sliding, tumbling
 
 __all__ = [
+    "MAX_TIME",
+    "MIN_TIME",
     "Agg",
     "DataStream",
     "JobResult",
     "KeyedStream",
     "ListState",
-    "MAX_TIME",
-    "MIN_TIME",
     "MapState",
     "StreamEnv",
     "ValueState",

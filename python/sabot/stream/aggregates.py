@@ -52,16 +52,16 @@ def _agg(func: str, column: str | None) -> Agg:
     return Agg(func, column)
 
 
-def sum(column: str) -> Agg:  # noqa: A001 - the contract's name
+def sum(column: str) -> Agg:
     """Sum of ``column`` (nulls skipped; null when the window has no value)."""
     return _agg("sum", column)
 
 
-def min(column: str) -> Agg:  # noqa: A001
+def min(column: str) -> Agg:
     return _agg("min", column)
 
 
-def max(column: str) -> Agg:  # noqa: A001
+def max(column: str) -> Agg:
     return _agg("max", column)
 
 
@@ -98,7 +98,7 @@ def check_aggs(aggs: dict[str, object]) -> dict[str, Agg]:
     return out
 
 
-def count(arg: "str | int | None" = None) -> "Agg | object":
+def count(arg: str | int | None = None) -> Agg | object:
     """``count()`` counts events, ``count(column)`` non-null values of a column; ``count(n)``
     with an integer is the count window of ``n`` events (``window(st.count(100))``)."""
     if isinstance(arg, int) and not isinstance(arg, bool):

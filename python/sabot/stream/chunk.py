@@ -26,13 +26,13 @@ class Chunk:
             TIME_COLUMN, pa.array(self.ts, pa.int64()))
 
     @staticmethod
-    def from_table_with_time(table: pa.Table) -> "Chunk":
+    def from_table_with_time(table: pa.Table) -> Chunk:
         """The inverse of :meth:`with_time`."""
         ts_col = table.column(TIME_COLUMN)
         ts = np.asarray(ts_col.to_numpy(), dtype=np.int64)
         return Chunk(to_batch(table.drop_columns([TIME_COLUMN])), ts)
 
-    def take(self, mask_or_idx: np.ndarray) -> "Chunk":
+    def take(self, mask_or_idx: np.ndarray) -> Chunk:
         if mask_or_idx.dtype == bool:
             idx = np.flatnonzero(mask_or_idx)
         else:

@@ -39,6 +39,16 @@ class CollectionSource(Source):
         self.partition_by = partition_by
         self.name = name
         self._seq = 0
+        self._yielded = 0  # items handed out (the position)
+        self._skip = 0
+
+    def position(self) -> object:
+        return self._yielded
+
+    def seek(self, position: object) -> None:
+        # The data is read again from its start and the first ``position`` items are passed
+        # over (a list, Table or re-created iterable gives the same items in the same order).
+        self._skip = int(position)  # type: ignore[arg-type]
 
     async def _items(self) -> AsyncIterator[Any]:
         data = self.data
@@ -59,6 +69,15 @@ class CollectionSource(Source):
                 await asyncio.sleep(0)
 
     async def read(self) -> AsyncIterator[Item]:
+        n = 0
+        async for item in self._all():
+            n += 1
+            if n <= self._skip:
+                continue
+            self._yielded = n
+            yield item
+
+    async def _all(self) -> AsyncIterator[Item]:
         rows: list[Any] = []
         async for x in self._items():
             if isinstance(x, (pa.Table, pa.RecordBatch)):

@@ -23,6 +23,8 @@ from .windows import CountWindows
 
 
 class CountAggregate(Operator):
+    state_attrs = ("partials", "seen")
+
     def __init__(self, name: str, keys: list[str], windows: CountWindows, aggs: dict[str, Agg],
                  emit_mode: str, threads: int | None) -> None:
         super().__init__(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,11 +14,11 @@ import pyarrow as pa
 
 from ..errors import ConfigError
 from .bad_records import POLICIES
+from .checkpointer import CheckpointConfig
 from .collection_source import DEFAULT_BATCH_SIZE, CollectionSource
 from .durations import DurationLike, to_ms
 from .event_time import check_unit
 from .graph import Node
-from .not_yet import not_yet
 from .runtime import Job
 from .source import Source
 from .stream import DataStream
@@ -39,16 +40,30 @@ class StreamEnv:
 
     ``parallelism`` is the number of threads the native kernels (filters, projections, window
     aggregation) use per batch (default: the native pool, sized from the usable cores).
-    ``checkpoint_interval`` and ``state_dir`` belong to the durability issue and raise
-    :class:`~sabot.errors.NotYetSupportedError`.
+
+    With ``state_dir``, jobs take checkpoints there (every ``checkpoint_interval``, and one
+    when a bounded job ends; the newest ``checkpoints_kept`` are kept) and a job started on a
+    ``state_dir`` that holds one goes on from the newest complete checkpoint. Sinks that take
+    part (``to_files``, ``to_kafka(exactly_once=True)``) are then exactly-once.
     """
 
     def __init__(self, parallelism: int | None = None, *, checkpoint_interval: DurationLike | None = None,
-                 state_dir: str | None = None, tick: DurationLike = "50ms") -> None:
-        if checkpoint_interval is not None:
-            not_yet("checkpoint_interval")
+                 state_dir: str | None = None, checkpoints_kept: int = 3,
+                 tick: DurationLike = "50ms") -> None:
+        if checkpoint_interval is not None and state_dir is None:
+            raise ConfigError("checkpoint_interval", checkpoint_interval,
+                              "a duration together with state_dir= (the directory checkpoints "
+                              "are written to)")
+        if state_dir is not None and (not isinstance(state_dir, (str, os.PathLike)) or not str(state_dir)):
+            raise ConfigError("state_dir", state_dir, "a directory path")
+        if isinstance(checkpoints_kept, bool) or not isinstance(checkpoints_kept, int) or checkpoints_kept < 1:
+            raise ConfigError("checkpoints_kept", checkpoints_kept, "a positive integer")
+        self.checkpoint: CheckpointConfig | None = None
         if state_dir is not None:
-            not_yet("state_dir")
+            interval = None if checkpoint_interval is None else to_ms(checkpoint_interval,
+                                                                        "checkpoint_interval")
+            self.checkpoint = CheckpointConfig(os.fspath(state_dir), interval, checkpoints_kept)
+        self._current: Job | None = None
         if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
                                         or parallelism < 1):
             raise ConfigError("parallelism", parallelism, "a positive integer or None")
@@ -94,7 +109,7 @@ class StreamEnv:
         return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
                                watermark=watermark, bad_records=bad_records)
 
-    def from_files(self, pattern: str, *, format: str = "jsonl", follow: bool = False,  # noqa: A002
+    def from_files(self, pattern: str, *, format: str = "jsonl", follow: bool = False,
                    timestamp: str | None = None, timestamp_unit: str = "ms",
                    watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
                    poll: DurationLike = "100ms", batch_size: int = DEFAULT_BATCH_SIZE,
@@ -107,7 +122,7 @@ class StreamEnv:
         return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
                                watermark=watermark, bad_records=bad_records)
 
-    def from_socket(self, host: str, port: int, *, format: str = "jsonl",  # noqa: A002
+    def from_socket(self, host: str, port: int, *, format: str = "jsonl",
                     timestamp: str | None = None, timestamp_unit: str = "ms",
                     watermark: WatermarkStrategy | None = None, schema: pa.Schema | None = None,
                     batch_size: int = 4096, linger: DurationLike = "50ms",
@@ -120,8 +135,26 @@ class StreamEnv:
         return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
                                watermark=watermark, bad_records=bad_records)
 
-    def from_kafka(self, topic: str, **kwargs: Any) -> DataStream:
-        not_yet("from_kafka")
+    def from_kafka(self, topics: str | list[str], *, bootstrap_servers: str,
+                   group_id: str | None = None, format: str = "json",
+                   schema: pa.Schema | None = None, start: str = "earliest",
+                   until: str | None = None, timestamp: str | None = None,
+                   timestamp_unit: str = "ms", watermark: WatermarkStrategy | None = None,
+                   max_batch: int = 10_000, with_metadata: bool = False,
+                   config: dict[str, Any] | None = None, bad_records: str = "fail") -> DataStream:
+        """Kafka topics as a stream (see :mod:`.from_kafka`): ``format`` "json" (one object per
+        message) or "raw" (the value bytes); ``start`` "earliest", "latest" or "committed" (the
+        group's positions) where a checkpoint gives none; ``until="end"`` stops at the end
+        offsets seen at the start (bounded). ``with_metadata`` adds ``_topic``, ``_partition``,
+        ``_offset`` and ``_timestamp`` (the message time, ms: ``timestamp="_timestamp"``)."""
+        from .from_kafka import KafkaSource
+
+        src = KafkaSource(topics, {"bootstrap_servers": bootstrap_servers, "group_id": group_id,
+                                   "format": format, "schema": schema, "start": start,
+                                   "until": until, "max_batch": max_batch,
+                                   "with_metadata": with_metadata, "config": config})
+        return self.add_source(src, timestamp=timestamp, timestamp_unit=timestamp_unit,
+                               watermark=watermark, bad_records=bad_records)
 
     def nexmark(self, events: int | None = 1_000_000, *, seed: int = 0, rate: int | None = None,
                 batch_size: int = 65_536, partitions: int = 1) -> Any:
@@ -134,28 +167,48 @@ class StreamEnv:
     def add_sink(self, node: Node) -> None:
         self._sinks.append(node)
 
-    def _job(self, name: str, extra: list[Node]) -> Job:
+    def _job(self, name: str, extra: list[Node], restore_from: str | None = None) -> Job:
         sinks = self._sinks + extra
         if not sinks:
             raise ConfigError("execute()", "no sinks", "a pipeline ending in a sink: collect(), "
-                              "to_callable(), print(), discard() or to_files()")
+                              "to_callable(), print(), discard(), to_files() or to_kafka()")
+        if restore_from is not None and self.checkpoint is None:
+            raise ConfigError("restore_from", restore_from,
+                              "a savepoint path together with StreamEnv(state_dir=...)")
         self._sinks = []
-        return Job(name, sinks, self.threads, self.tick_ms)
+        return Job(name, sinks, self.threads, self.tick_ms, self.checkpoint, restore_from)
 
-    async def execute_async(self, name: str = "job") -> JobResult:
-        """Run every pipeline that ends in a sink; returns when all sources ended."""
-        return await self._run(self._job(name, []))
+    async def execute_async(self, name: str = "job", *, restore_from: str | None = None) -> JobResult:
+        """Run every pipeline that ends in a sink; returns when all sources ended. With
+        ``restore_from`` (a savepoint directory) the job starts from that savepoint."""
+        return await self._run(self._job(name, [], restore_from))
 
     async def _run(self, job: Job) -> JobResult:
+        self._current = job
         await job.run()
         res = JobResult(job.name, sum(s.events for s in job.sources), job.ctx.late_events,
                         job.ctx.bad_records)
         self.last_result = res
         return res
 
-    def execute(self, name: str = "job") -> JobResult:
+    def execute(self, name: str = "job", *, restore_from: str | None = None) -> JobResult:
         """``execute_async`` for callers without an event loop (blocks until the job ends)."""
-        return _run_blocking(self.execute_async(name))
+        return _run_blocking(self.execute_async(name, restore_from=restore_from))
+
+    async def savepoint_async(self, path: str) -> str:
+        """Take a checkpoint of the running job into the directory ``path`` (besides the
+        regular ones) and commit its sinks; returns the savepoint's directory, which
+        ``execute(restore_from=...)`` takes. Call it from the job's event loop."""
+        job = self._current
+        if job is None or not job.running or job.checkpointer is None:
+            raise ConfigError("savepoint()", "no running job with checkpoints",
+                              "a job started by execute_async() on a StreamEnv(state_dir=...)")
+        return await job.checkpointer.request_savepoint(os.fspath(path))
+
+    def get_stats(self) -> dict[str, Any]:
+        """The current (or last) job: events, watermark, records in and out per operator,
+        checkpoints (count, last duration, size and time, restores)."""
+        return {} if self._current is None else self._current.stats()
 
     def run_collect(self, node: Node) -> pa.Table:
         return _run_blocking(self.run_collect_async(node))
@@ -188,7 +241,7 @@ class _Iterate:
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.task: asyncio.Task[Any] | None = None
 
-    def __aiter__(self) -> "_Iterate":
+    def __aiter__(self) -> _Iterate:
         return self
 
     async def __anext__(self) -> pa.RecordBatch:
@@ -215,10 +268,10 @@ class _Iterate:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             self.queue.put_nowait(exc)
 
-    async def __aenter__(self) -> "_Iterate":
+    async def __aenter__(self) -> _Iterate:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

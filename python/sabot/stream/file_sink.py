@@ -1,8 +1,13 @@
 """``to_files``: output batches written as Parquet or JSON-lines files in a directory.
 
-Files are written under a temporary name and renamed to ``part-NNNNN.<ext>`` when complete
-(``roll_every`` rows, or a duration of wall clock, or at the end), so a reader of the directory
-never sees a partial file. JSON lines are encoded row by row (Python per row at this sink).
+Files are written under a temporary name (``.part-NNNNN.<ext>.inprogress``) and renamed to
+``part-NNNNN.<ext>`` when complete, so a reader of the directory never sees a partial file.
+Without checkpoints a file is complete at ``roll_every`` rows, or a duration of wall clock, or
+at the end. With checkpoints the sink is exactly-once: a file is also closed at each
+checkpoint, and every closed file is renamed only once the checkpoint that covers its rows is
+durable; after a restore, the files of the restored checkpoint are renamed if the crash came
+first, and the in-progress files of later (uncommitted) epochs are removed, so the directory
+ends with each row once. JSON lines are encoded row by row (Python per row at this sink).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ def check_args(fmt: str, roll_every: Any) -> tuple[str, int | None, int | None]:
 
 
 class FileSink(Sink):
+    state_attrs = ("seq", "closed", "pending", "files")
+
     def __init__(self, name: str, directory: str, fmt: str, roll_rows: int | None,
                  roll_ms: int | None) -> None:
         super().__init__(name)
@@ -45,35 +52,55 @@ class FileSink(Sink):
         self.roll_ms = roll_ms
         self.seq = 0
         self._writer: Any = None
-        self._tmp: str | None = None
         self._rows = 0
         self._opened = 0.0
-        self.files: list[str] = []
+        self.files: list[str] = []  # file names committed
+        self.closed: list[int] = []  # files closed since the last checkpoint (checkpointed jobs)
+        self.pending: dict[int, list[int]] = {}  # epoch -> files waiting for its commit
+        self.transactional = False
+
+    def _tmp(self, seq: int) -> str:
+        return os.path.join(self.dir, f".part-{seq:05d}.{self.fmt}.inprogress")
+
+    def _final(self, seq: int) -> str:
+        return os.path.join(self.dir, f"part-{seq:05d}.{self.fmt}")
 
     def open(self, ctx: Any) -> None:
         super().open(ctx)
+        self.transactional = bool(getattr(ctx, "checkpointing", False))
         os.makedirs(self.dir, exist_ok=True)
         existing = [f for f in os.listdir(self.dir) if f.startswith("part-")]
         self.seq = len(existing)
 
     def _start(self, schema: pa.Schema) -> None:
-        self._tmp = os.path.join(self.dir, f".part-{self.seq:05d}.{self.fmt}.tmp")
+        tmp = self._tmp(self.seq)
         if self.fmt == "parquet":
-            self._writer = pq.ParquetWriter(self._tmp, schema)
+            self._writer = pq.ParquetWriter(tmp, schema)
         else:
-            self._writer = open(self._tmp, "w", encoding="utf-8")
+            self._writer = open(tmp, "w", encoding="utf-8")
         self._rows = 0
         self._opened = time.monotonic()
 
     def _roll(self) -> None:
-        if self._writer is None or self._tmp is None:
+        if self._writer is None:
             return
+        if self.fmt == "jsonl":
+            self._writer.flush()
+            os.fsync(self._writer.fileno())
         self._writer.close()
-        final = os.path.join(self.dir, f"part-{self.seq:05d}.{self.fmt}")
-        os.replace(self._tmp, final)
-        self.files.append(final)
+        self._writer = None
+        if self.transactional:
+            self.closed.append(self.seq)
+        else:
+            self._publish(self.seq)
         self.seq += 1
-        self._writer = self._tmp = None
+
+    def _publish(self, seq: int) -> None:
+        tmp, final = self._tmp(seq), self._final(seq)
+        if os.path.exists(tmp):
+            os.replace(tmp, final)
+        if os.path.exists(final):
+            self.files.append(final)
 
     def process(self, chunk: Chunk, port: int) -> None:
         batch = chunk.batch
@@ -97,3 +124,28 @@ class FileSink(Sink):
 
     def close(self) -> None:
         self._roll()
+
+    # -- checkpoints (exactly-once) -------------------------------------------------------------
+    def prepare(self, epoch: int) -> None:
+        self._roll()
+        if self.closed:
+            self.pending[epoch] = self.closed
+            self.closed = []
+
+    def commit(self, epoch: int) -> None:
+        for e in sorted(e for e in self.pending if e <= epoch):
+            for seq in self.pending.pop(e):
+                self._publish(seq)
+
+    def recover(self, epoch: int) -> None:
+        self.commit(epoch)
+        # Output of epochs after the restored checkpoint was never committed: it is written
+        # again from the restored positions.
+        for name in os.listdir(self.dir):
+            if name.startswith(".part-") and name.endswith(".inprogress"):
+                try:
+                    seq = int(name[len(".part-"):].split(".", 1)[0])
+                except ValueError:
+                    continue
+                if seq >= self.seq:
+                    os.remove(os.path.join(self.dir, name))

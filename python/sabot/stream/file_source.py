@@ -41,13 +41,39 @@ class FileSource(Source):
         self._offsets: dict[str, int] = {}
         self._sizes: dict[str, int] = {}
         self._done: set[str] = set()
+        # within a file read but not yet handed out whole: (path, its offset before, items given)
+        self._cursor: tuple[str, int | None, int] | None = None
+        self._skip: dict[str, int] = {}
+
+    def position(self) -> object:
+        return {"offsets": dict(self._offsets), "sizes": dict(self._sizes),
+                "done": sorted(self._done), "cursor": self._cursor}
+
+    def seek(self, position: object) -> None:
+        pos = dict(position)  # type: ignore[call-overload]
+        self._offsets, self._sizes = dict(pos["offsets"]), dict(pos["sizes"])
+        self._done = set(pos["done"])
+        if pos["cursor"] is not None:  # part way through one file's items: read it again
+            path, before, given = pos["cursor"]
+            self._done.discard(path)
+            if before is None:
+                self._offsets.pop(path, None)
+            else:
+                self._offsets[path] = before
+            self._skip[path] = given
 
     async def read(self) -> AsyncIterator[Item]:
         while True:
             for path in sorted(globlib.glob(self.pattern)):
                 if path in self._done:
                     continue
-                for item in self._read(path):
+                before = self._offsets.get(path)
+                items = self._read(path)
+                skip = self._skip.pop(path, 0) if items else 0
+                for k, item in enumerate(items):
+                    if k < skip:
+                        continue
+                    self._cursor = (path, before, k + 1) if k + 1 < len(items) else None
                     yield item
                     await asyncio.sleep(0)
             if not self.follow:

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 class Node:
     """``inputs`` are (node, side output or None) pairs, one per input port."""
 
-    def __init__(self, name: str, make: "Callable[[JobContext], Operator]",
-                 inputs: "list[tuple[Node, str | None]] | None" = None, bounded: bool | None = None
+    def __init__(self, name: str, make: Callable[[JobContext], Operator],
+                 inputs: list[tuple[Node, str | None]] | None = None, bounded: bool | None = None
                  ) -> None:
         self.name = name
         self.make = make

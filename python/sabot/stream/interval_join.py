@@ -58,6 +58,8 @@ def pair_up(left: pa.Table, right: pa.Table, left_on: list[str], right_on: list[
 
 
 class IntervalJoin(Operator):
+    state_attrs = ("buffers",)
+
     def __init__(self, name: str, left_on: list[str], right_on: list[str], lower: int | None,
                  upper: int | None) -> None:
         super().__init__(name, inputs=2)

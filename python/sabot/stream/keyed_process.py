@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ConfigError, ProcessingError
+from ..errors import CheckpointError, ConfigError, ProcessingError
 from .chunk import Chunk
 from .durations import MAX_TIME
 from .event_time import extract_ms
 from .key_ids import key_ids, key_tuples
 from .operator import Operator
-from .state import HANDLES, ListState, MapState, StateStore, ValueState, StateDescriptor
+from .state import HANDLES, ListState, MapState, StateDescriptor, StateStore, ValueState
 from .stateless import as_batches
 from .timers import Timers, TimerService
 
@@ -40,7 +40,7 @@ def check_state(state: dict[str, Any]) -> dict[str, StateDescriptor]:
 class ProcessContext:
     """The ``ctx`` argument: the current key, its state and timers, the clocks."""
 
-    def __init__(self, op: "KeyedProcess") -> None:
+    def __init__(self, op: KeyedProcess) -> None:
         self._op = op
         self.key: Any = None
         self._hkey: Hashable = ()
@@ -83,6 +83,25 @@ class KeyedProcess(Operator):
         self.stores = {n: StateStore(n, d, self._clock) for n, d in state.items()}
         self.context = ProcessContext(self)
         self._last_sweep = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        state = super().snapshot()
+        state["timers"] = self.timers
+        state["entries"] = {n: s.entries for n, s in self.stores.items()}
+        state["last_sweep"] = self._last_sweep
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.timers = state["timers"]
+        self._last_sweep = state["last_sweep"]
+        missing = set(self.stores) ^ set(state["entries"])
+        if missing:
+            raise CheckpointError(f"operator {self.name!r}: the checkpoint's keyed states "
+                                  f"{sorted(state['entries'])} differ from the declared "
+                                  f"{sorted(self.stores)}")
+        for n, entries in state["entries"].items():
+            self.stores[n].entries = entries
 
     def _clock(self, kind: str) -> int:
         if kind == "processing":

@@ -19,6 +19,8 @@ ROW = "__sabot_row"
 
 
 class LookupJoin(Operator):
+    state_attrs = ("table",)
+
     def __init__(self, name: str, left_on: list[str], right_on: list[str], how: str,
                  table: pa.Table | None) -> None:
         super().__init__(name, inputs=1 if table is not None else 2)

@@ -18,7 +18,14 @@ if TYPE_CHECKING:
 
 
 class Operator:
-    """Base class; subclasses override :meth:`process` and optionally the hooks."""
+    """Base class; subclasses override :meth:`process` and optionally the hooks.
+
+    ``state_attrs`` names the attributes that make up the operator's state in a checkpoint
+    (Arrow tables in them are stored as Arrow IPC, the rest pickled); the input watermarks are
+    always part of it.
+    """
+
+    state_attrs: tuple[str, ...] = ()
 
     def __init__(self, name: str, inputs: int = 1) -> None:
         self.name = name
@@ -28,16 +35,18 @@ class Operator:
         self._in_idle = [False] * inputs
         self.watermark = MIN_TIME
         self.ctx: JobContext | None = None
+        self.rows_in = 0
+        self.rows_out = 0
 
     # -- wiring ---------------------------------------------------------------------------------
-    def connect(self, downstream: "Operator", port: int = 0, side: str | None = None) -> None:
+    def connect(self, downstream: Operator, port: int = 0, side: str | None = None) -> None:
         if side is None:
             self.outputs.append((downstream, port))
         else:
             self.side_outputs.setdefault(side, []).append((downstream, port))
 
     # -- hooks ----------------------------------------------------------------------------------
-    def open(self, ctx: "JobContext") -> None:
+    def open(self, ctx: JobContext) -> None:
         self.ctx = ctx
 
     def process(self, chunk: Chunk, port: int) -> None:
@@ -52,20 +61,40 @@ class Operator:
     def close(self) -> None:
         """Every input ended (after the final watermark)."""
 
+    # -- checkpoints ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The operator's state, taken between two batches (see ``state_attrs``)."""
+        state = {a: getattr(self, a) for a in self.state_attrs}
+        state["__watermarks"] = (list(self._in_wm), list(self._in_idle), self.watermark,
+                                 self.rows_in, self.rows_out)
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back a state :meth:`snapshot` gave (after :meth:`open`, before any input)."""
+        in_wm, in_idle, self.watermark, self.rows_in, self.rows_out = state["__watermarks"]
+        self._in_wm, self._in_idle = list(in_wm), list(in_idle)
+        for a in self.state_attrs:
+            setattr(self, a, state[a])
+
     # -- emitting ------------------------------------------------------------------------------
     def emit(self, chunk: Chunk) -> None:
-        if chunk.num_rows == 0:
+        n = chunk.num_rows
+        if n == 0:
             return
+        self.rows_out += n
         for op, port in self.outputs:
+            op.rows_in += n
             op.process(chunk, port)
 
     def emit_side(self, side: str, chunk: Chunk) -> None:
-        if chunk.num_rows == 0:
+        n = chunk.num_rows
+        if n == 0:
             return
         for op, port in self.side_outputs.get(side, ()):
+            op.rows_in += n
             op.process(chunk, port)
 
-    def _downstreams(self) -> list[tuple["Operator", int]]:
+    def _downstreams(self) -> list[tuple[Operator, int]]:
         out = list(self.outputs)
         for targets in self.side_outputs.values():
             out.extend(targets)
@@ -81,8 +110,7 @@ class Operator:
 
     # -- watermark merging ---------------------------------------------------------------------
     def receive_watermark(self, watermark: int, port: int) -> None:
-        if watermark > self._in_wm[port]:
-            self._in_wm[port] = watermark
+        self._in_wm[port] = max(self._in_wm[port], watermark)
         self._in_idle[port] = False
         self._advance()
 

@@ -110,7 +110,7 @@ class Partials:
         fam.tables, fam.pane_range = [merged], [(lo, hi)]
 
     # -- reading and purging -------------------------------------------------------------------
-    def purge(self, pane_dead: "callable") -> None:
+    def purge(self, pane_dead: callable) -> None:
         """Drop the partial rows of panes for which ``pane_dead(pane_array)`` is true."""
         for fam in self.families:
             tables, ranges = [], []
@@ -152,7 +152,7 @@ class Partials:
             return None
         return min(x[0] for x in r), max(x[1] for x in r)
 
-    def results(self, expand: "callable", keys_filter: pa.Table | None = None) -> pa.Table | None:
+    def results(self, expand: callable, keys_filter: pa.Table | None = None) -> pa.Table | None:
         """Merged aggregates per (keys, GROUP). ``expand(table)`` maps each partial row to the
         groups (windows) it belongs to and returns the table with a GROUP column, or None.
         ``keys_filter`` restricts to those keys."""

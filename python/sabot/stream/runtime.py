@@ -6,6 +6,9 @@ time and pushes it through the operators synchronously (the heavy kernels releas
 advances that source's watermark. A periodic tick (``tick_ms``) re-checks idle partitions, fires
 processing-time timers and updates the watermark-lag metric. Bounded jobs end when every source
 has ended; the final watermark fires every window before the sinks close.
+
+With checkpoints (:mod:`.checkpointer`) each queue entry carries the source's position after
+it, so a checkpoint taken between two items records exactly what the operators have seen.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..metrics import get_metrics
+from .checkpointer import CheckpointConfig, Checkpointer
 from .durations import MAX_TIME, MIN_TIME
 from .operator import Operator
 from .source_operator import SourceOperator
@@ -38,6 +42,7 @@ class JobContext:
         self._metrics = get_metrics()
         self.late_events = 0
         self.bad_records = 0
+        self.checkpointing = False
 
     def record_late(self, operator: str, n: int) -> None:
         self.late_events += n
@@ -50,6 +55,9 @@ class JobContext:
     def record_events(self, n: int) -> None:
         self._metrics.record_stream_events(self.job, n)
 
+    def record_rows(self, operator: str, rows_in: int, rows_out: int) -> None:
+        self._metrics.record_stream_rows(self.job, operator, rows_in, rows_out)
+
     def set_watermark_lag(self, seconds: float) -> None:
         self._metrics.set_stream_watermark_lag(self.job, seconds)
 
@@ -61,8 +69,9 @@ class JobContext:
 class Job:
     """One execution of a stream graph towards ``sinks``."""
 
-    def __init__(self, name: str, sinks: Sequence["Node"], threads: int | None,
-                 tick_ms: int = 50) -> None:
+    def __init__(self, name: str, sinks: Sequence[Node], threads: int | None,
+                 tick_ms: int = 50, checkpoint: CheckpointConfig | None = None,
+                 restore_from: str | None = None) -> None:
         self.name = name
         self.ctx = JobContext(name, threads)
         self.tick_s = tick_ms / 1000
@@ -70,8 +79,13 @@ class Job:
         self.order: list[Operator] = []  # upstream before downstream
         self.sinks = [self._build(n) for n in sinks]
         self.sources = [op for op in self.order if isinstance(op, SourceOperator)]
+        self.ctx.checkpointing = checkpoint is not None
+        self.checkpointer = None if checkpoint is None else Checkpointer(name, self.order, checkpoint)
+        self.restore_from = restore_from
+        self.running = False
+        self._exported: dict[str, tuple[int, int]] = {}
 
-    def _build(self, node: "Node") -> Operator:
+    def _build(self, node: Node) -> Operator:
         op = self.operators.get(id(node))
         if op is not None:
             return op
@@ -86,7 +100,27 @@ class Job:
     async def run(self) -> None:
         for op in self.order:
             op.open(self.ctx)
-        queue: asyncio.Queue[tuple[int, str, Any, Any]] = asyncio.Queue(QUEUE_SIZE)
+        ckpt = self.checkpointer
+        if ckpt is not None:
+            ckpt.restore(self.restore_from)
+        self.running = True
+        try:
+            await self._loop(ckpt)
+        except BaseException:
+            if ckpt is not None:
+                await ckpt.abandon()
+            raise
+        finally:
+            self.running = False
+            self._export_rows()
+            for op in self.sinks:
+                try:
+                    op.release()  # type: ignore[attr-defined]
+                except Exception:
+                    log.exception("closing sink %s failed", op.name)
+
+    async def _loop(self, ckpt: Checkpointer | None) -> None:
+        queue: asyncio.Queue[tuple[int, str, Any, Any, Any]] = asyncio.Queue(QUEUE_SIZE)
         pumps = [asyncio.create_task(self._pump(i, s, queue), name=f"{self.name}:{s.name}")
                  for i, s in enumerate(self.sources)]
         active = len(pumps)
@@ -95,15 +129,18 @@ class Job:
             while active:
                 await self._wait_for_consumers()
                 try:
-                    i, kind, part, payload = await asyncio.wait_for(queue.get(), self.tick_s)
+                    i, kind, part, payload, pos = await asyncio.wait_for(queue.get(), self.tick_s)
                 except TimeoutError:
                     self._tick()
                     last_tick = time.monotonic()
+                    if ckpt is not None:
+                        ckpt.poll()
                     continue
                 src = self.sources[i]
                 if kind == "batch":
                     before = src.events
                     src.push(part, payload)
+                    src.position = pos
                     self.ctx.record_events(src.events - before)
                 elif kind == "end":
                     src.end()
@@ -113,8 +150,12 @@ class Job:
                 if time.monotonic() - last_tick >= self.tick_s:
                     self._tick()
                     last_tick = time.monotonic()
+                if ckpt is not None:
+                    ckpt.poll()
             for op in self.order:
                 op.close()
+            if ckpt is not None:
+                await ckpt.final()
         finally:
             for p in pumps:
                 p.cancel()
@@ -122,18 +163,19 @@ class Job:
             for s in self.sources:
                 try:
                     await s.source.aclose()
-                except Exception:  # noqa: BLE001 - closing must not hide the job's outcome
+                except Exception:
                     log.exception("closing source %s failed", s.name)
 
     async def _pump(self, i: int, src: SourceOperator, queue: asyncio.Queue) -> None:
         try:
-            async for part, payload in src.source.read():
-                await queue.put((i, "batch", part, payload))
-            await queue.put((i, "end", None, None))
+            source = src.source
+            async for part, payload in source.read():
+                await queue.put((i, "batch", part, payload, source.position()))
+            await queue.put((i, "end", None, None, None))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the job loop
-            await queue.put((i, "error", None, exc))
+            await queue.put((i, "error", None, exc, None))
 
     async def _wait_for_consumers(self) -> None:
         """Backpressure from async collect() consumers: do not run ahead of them."""
@@ -149,3 +191,25 @@ class Job:
         wms = [s.watermark for s in self.sources if MIN_TIME < s.watermark < MAX_TIME]
         if wms:
             self.ctx.set_watermark_lag(max(0.0, (now - min(wms)) / 1000))
+        self._export_rows()
+
+    def _export_rows(self) -> None:
+        """Rows in and out per operator, as Prometheus counters (the increase since the last)."""
+        for op in self.order:
+            last_in, last_out = self._exported.get(op.name, (0, 0))
+            if op.rows_in != last_in or op.rows_out != last_out:
+                self.ctx.record_rows(op.name, op.rows_in - last_in, op.rows_out - last_out)
+                self._exported[op.name] = (op.rows_in, op.rows_out)
+
+    def stats(self) -> dict[str, Any]:
+        """What ``env.get_stats()`` shows of this job."""
+        wms = [s.watermark for s in self.sources]
+        return {
+            "job": self.name, "running": self.running,
+            "events": sum(s.events for s in self.sources),
+            "late_events": self.ctx.late_events, "bad_records": self.ctx.bad_records,
+            "watermark": min(wms) if wms else None,
+            "operators": [{"name": op.name, "kind": type(op).__name__, "records_in": op.rows_in,
+                           "records_out": op.rows_out} for op in self.order],
+            "checkpoints": None if self.checkpointer is None else self.checkpointer.stats.as_dict(),
+        }

@@ -25,6 +25,8 @@ from .windows import SessionWindows
 
 
 class SessionAggregate(Operator):
+    state_attrs = ("partials", "emitted")
+
     def __init__(self, name: str, keys: list[str], windows: SessionWindows, aggs: dict[str, Agg],
                  allowed_lateness: int, emit_mode: str, threads: int | None) -> None:
         super().__init__(name)

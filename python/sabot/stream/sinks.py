@@ -15,16 +15,35 @@ from .operator import Operator
 
 
 class Sink(Operator):
-    """An operator without outputs. ``is_sink`` marks the ends the job runs towards."""
+    """An operator without outputs. ``is_sink`` marks the ends the job runs towards.
+
+    With checkpoints, a sink takes part in them in two phases: :meth:`prepare` on the job's
+    thread as the checkpoint is taken (flush, or set this epoch's output aside), :meth:`commit`
+    once the checkpoint is durable (make that output visible), and after a restore
+    :meth:`recover` (finish a commit the crash interrupted, drop output of later epochs).
+    Sinks that do nothing here are at-least-once across a restore.
+    """
 
     is_sink = True
+
+    def prepare(self, epoch: int) -> None:
+        """Checkpoint ``epoch`` is being taken (before :meth:`snapshot`)."""
+
+    def commit(self, epoch: int) -> None:
+        """Checkpoint ``epoch`` is durable."""
+
+    def recover(self, epoch: int) -> None:
+        """The job was restored from checkpoint ``epoch`` (after :meth:`restore`)."""
+
+    def release(self) -> None:
+        """The job is over (ended or failed, after its last checkpoint): close connections."""
 
 
 class CollectSink(Sink):
     """Keeps every batch; the job's result is their concatenation. With ``queue`` (an unbounded
     job's ``collect()``) batches go to the async consumer instead, who applies backpressure."""
 
-    def __init__(self, name: str, queue: "asyncio.Queue[Any] | None" = None) -> None:
+    def __init__(self, name: str, queue: asyncio.Queue[Any] | None = None) -> None:
         super().__init__(name)
         self.batches: list[pa.RecordBatch] = []
         self.queue = queue
@@ -41,6 +60,15 @@ class CollectSink(Sink):
         return pa.Table.from_batches(self.batches) if all(
             b.schema == self.batches[0].schema for b in self.batches) else pa.concat_tables(
             [pa.Table.from_batches([b]) for b in self.batches], promote_options="permissive")
+
+    def snapshot(self) -> dict[str, Any]:
+        state = super().snapshot()
+        state["batches"] = list(self.batches)  # an unbounded collect() hands batches on instead
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self.batches = list(state["batches"])
 
     def backlog(self) -> int:
         return 0 if self.queue is None else self.queue.qsize()
@@ -72,6 +100,8 @@ class PrintSink(Sink):
 
 class DiscardSink(Sink):
     """Counts rows, keeps nothing (benchmarks)."""
+
+    state_attrs = ("rows",)
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

@@ -1,4 +1,5 @@
-"""The source contract: an async iterator of (partition, RecordBatch | [BadRecord, ...])."""
+"""The source contract: an async iterator of (partition, RecordBatch | [BadRecord, ...]), and
+for checkpoints a position (after the last item yielded) to go on from."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ class Source:
 
     def read(self) -> AsyncIterator[Item]:
         raise NotImplementedError
+
+    def position(self) -> object:
+        """Where :meth:`read` stands right after the item it yielded last (picklable), for a
+        checkpoint; None when the source cannot be replayed (then a restore goes on from what
+        arrives next)."""
+        return None
+
+    def seek(self, position: object) -> None:
+        """Before :meth:`read`: go on after ``position`` (one :meth:`position` gave)."""
 
     async def aclose(self) -> None:
         """Release what :meth:`read` holds (sockets, file handles); called once at the end."""

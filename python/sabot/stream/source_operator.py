@@ -19,6 +19,9 @@ from .watermarks import PartitionWatermarks, WatermarkStrategy, monotonous
 
 
 class SourceOperator(Operator):
+    #: ``position`` is the source's position after the last item pushed (set by the job).
+    state_attrs = ("position", "tracker", "_idle", "events")
+
     def __init__(self, name: str, source: Source, timestamp: str | None, timestamp_unit: str,
                  watermark: WatermarkStrategy | None, bad_policy: str) -> None:
         super().__init__(name, inputs=0)
@@ -30,6 +33,13 @@ class SourceOperator(Operator):
         self.tracker = PartitionWatermarks(self.strategy, source.partitions)
         self._idle = False
         self.events = 0
+        self.position: object = None
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self.tracker.restart_clock()
+        if self.position is not None:
+            self.source.seek(self.position)
 
     def push(self, partition: object, payload: pa.RecordBatch | list[BadRecord],
              advance: bool = True) -> None:

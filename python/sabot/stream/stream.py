@@ -17,7 +17,6 @@ from ..errors import ConfigError
 from .aggregates import Agg, check_aggs
 from .durations import DurationLike, to_ms
 from .graph import Node
-from .not_yet import not_yet
 from .windows import CountWindows, SessionWindows, TimeWindows, WindowSpec
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ EMIT_MODES = ("final", "update")
 class DataStream:
     """A stream of Arrow record batches with event times."""
 
-    def __init__(self, env: "StreamEnv", node: Node, time_column: str | None,
+    def __init__(self, env: StreamEnv, node: Node, time_column: str | None,
                  time_unit: str = "ms") -> None:
         self.env = env
         self.node = node
@@ -37,15 +36,15 @@ class DataStream:
         self.time_unit = time_unit
 
     def _derive(self, kind: str, make: Callable[[Any], Any], name: str | None = None,
-                inputs: "list[tuple[Node, str | None]] | None" = None,
-                time_column: "str | None | bool" = True) -> "DataStream":
+                inputs: list[tuple[Node, str | None]] | None = None,
+                time_column: str | None | bool = True) -> DataStream:
         label = name or self.env.next_name(kind)
         node = Node(label, lambda ctx, _m=make, _l=label: _m(_l), inputs or [(self.node, None)])
         tc = self.time_column if time_column is True else time_column
         return DataStream(self.env, node, tc or None, self.time_unit)
 
     # -- stateless ------------------------------------------------------------------------------
-    def filter(self, predicate: pc.Expression, *, name: str | None = None) -> "DataStream":
+    def filter(self, predicate: pc.Expression, *, name: str | None = None) -> DataStream:
         """Rows where the pyarrow compute expression is true (native, no Python per row)."""
         from .stateless import Filter
 
@@ -55,7 +54,7 @@ class DataStream:
         threads = self.env.threads
         return self._derive("filter", lambda n: Filter(n, predicate, threads), name)
 
-    def select(self, *columns: str, name: str | None = None, **exprs: Any) -> "DataStream":
+    def select(self, *columns: str, name: str | None = None, **exprs: Any) -> DataStream:
         """Keep ``columns`` and add ``name=expression`` columns (pyarrow compute expressions)."""
         from .stateless import Select
 
@@ -75,16 +74,16 @@ class DataStream:
         return self._derive("select", lambda n: Select(n, spec, threads), name,
                             time_column=self.time_column if keeps_time else None)
 
-    def map(self, fn: Callable[[pa.RecordBatch], Any], *, name: str | None = None) -> "DataStream":
+    def map(self, fn: Callable[[pa.RecordBatch], Any], *, name: str | None = None) -> DataStream:
         """``fn(batch) -> RecordBatch | Table``, called once per batch."""
         return self._udf(fn, False, name)
 
-    def flat_map(self, fn: Callable[[pa.RecordBatch], Any], *, name: str | None = None) -> "DataStream":
+    def flat_map(self, fn: Callable[[pa.RecordBatch], Any], *, name: str | None = None) -> DataStream:
         """``fn(batch)`` returning any number of rows: a batch, a table, a list of dicts, an
         iterable of batches, or None."""
         return self._udf(fn, True, name)
 
-    def _udf(self, fn: Callable[..., Any], flat: bool, name: str | None) -> "DataStream":
+    def _udf(self, fn: Callable[..., Any], flat: bool, name: str | None) -> DataStream:
         from .stateless import BatchUDF
 
         if not callable(fn):
@@ -95,7 +94,7 @@ class DataStream:
         return self._derive(kind, lambda n: BatchUDF(n, fn, flat, tc, unit),
                             name or self.env.next_name(f"{kind}({getattr(fn, '__name__', 'fn')})"))
 
-    def union(self, *others: "DataStream") -> "DataStream":
+    def union(self, *others: DataStream) -> DataStream:
         """This stream and ``others`` as one (watermark: the minimum of theirs)."""
         from .stateless import Union
 
@@ -107,17 +106,17 @@ class DataStream:
         return self._derive("union", lambda n: Union(n, k), inputs=inputs)
 
     # -- keyed and windowed ---------------------------------------------------------------------
-    def key_by(self, *columns: str) -> "KeyedStream":
+    def key_by(self, *columns: str) -> KeyedStream:
         if not columns or not all(isinstance(c, str) and c for c in columns):
             raise ConfigError("key_by(*columns)", columns, "one or more column names")
         return KeyedStream(self, list(columns))
 
-    def window(self, spec: WindowSpec, *, allowed_lateness: DurationLike = 0) -> "WindowedStream":
+    def window(self, spec: WindowSpec, *, allowed_lateness: DurationLike = 0) -> WindowedStream:
         """A window over the whole stream (no key)."""
         return WindowedStream(self, [], spec, allowed_lateness)
 
-    def interval_join(self, other: "DataStream", *, on: Any, lower: DurationLike | None,
-                      upper: DurationLike | None, name: str | None = None) -> "DataStream":
+    def interval_join(self, other: DataStream, *, on: Any, lower: DurationLike | None,
+                      upper: DurationLike | None, name: str | None = None) -> DataStream:
         """Pairs with equal keys whose times satisfy
         ``self.time + lower <= other.time <= self.time + upper``; ``lower=None, upper=None``
         is a regular (unbounded) join."""
@@ -132,8 +131,8 @@ class DataStream:
             "interval_join", lambda n: IntervalJoin(n, left_on, right_on, lo, hi), name,
             inputs=[(self.node, None), (other.node, None)], time_column=None)
 
-    def window_join(self, other: "DataStream", *, on: Any, window: TimeWindows,
-                    name: str | None = None) -> "DataStream":
+    def window_join(self, other: DataStream, *, on: Any, window: TimeWindows,
+                    name: str | None = None) -> DataStream:
         """Pairs with equal keys in the same window; emitted when the window closes, with
         ``window_start`` and ``window_end``."""
         from .interval_join import join_keys
@@ -146,7 +145,7 @@ class DataStream:
                             inputs=[(self.node, None), (other.node, None)], time_column=None)
 
     def lookup_join(self, table: Any, *, on: Any, how: str = "left",
-                    name: str | None = None) -> "DataStream":
+                    name: str | None = None) -> DataStream:
         """Join each batch with a static table (a pyarrow Table or anything pa.table takes),
         or with the latest row per key of a changelog stream (a DataStream)."""
         from .interval_join import join_keys
@@ -167,7 +166,7 @@ class DataStream:
                             name)
 
     # -- side outputs ---------------------------------------------------------------------------
-    def dead_letters(self) -> "DataStream":
+    def dead_letters(self) -> DataStream:
         """The records this source could not use (columns source, record, reason), when it was
         made with ``bad_records="dead_letter"``."""
         if getattr(self.node, "is_source", False) is not True:
@@ -191,7 +190,7 @@ class DataStream:
             raise ConfigError("to_callable(fn)", fn, "a function of a pyarrow RecordBatch")
         self._sink("to_callable", lambda n: CallableSink(n, fn))
 
-    def print(self) -> None:  # noqa: A003 - the contract's name
+    def print(self) -> None:
         """Print every output row (as a dict) on stdout."""
         from .sinks import PrintSink
 
@@ -203,7 +202,7 @@ class DataStream:
 
         self._sink("discard", lambda n: DiscardSink(n))
 
-    def to_files(self, directory: str, *, format: str = "parquet",  # noqa: A002
+    def to_files(self, directory: str, *, format: str = "parquet",
                  roll_every: int | DurationLike | None = None) -> None:
         """Write output files into ``directory`` (see :mod:`.file_sink`)."""
         from .file_sink import FileSink, check_args
@@ -211,8 +210,27 @@ class DataStream:
         fmt, roll_rows, roll_ms = check_args(format, roll_every)
         self._sink("to_files", lambda n: FileSink(n, directory, fmt, roll_rows, roll_ms))
 
-    def to_kafka(self, topic: str, **kwargs: Any) -> None:
-        not_yet("to_kafka")
+    def to_kafka(self, topic: str, *, bootstrap_servers: str, key: str | None = None,
+                 format: str = "json", exactly_once: bool = False,
+                 transactional_id: str | None = None, config: dict[str, Any] | None = None) -> None:
+        """Write rows as messages of the Kafka ``topic`` (see :mod:`.to_kafka`): at least once,
+        or with ``exactly_once=True`` in transactions committed with each checkpoint (needs
+        ``StreamEnv(state_dir=...)``). ``key`` names the column used as the message key."""
+        from ..connectors import KafkaBatchSink
+        from .to_kafka import KafkaSink
+
+        if exactly_once is True and self.env.checkpoint is None:
+            raise ConfigError("to_kafka(exactly_once)", True,
+                              "exactly_once=True on a StreamEnv with checkpoints "
+                              "(StreamEnv(state_dir=..., checkpoint_interval=...)): its "
+                              "transactions commit with them")
+        options = {"bootstrap_servers": bootstrap_servers, "key": key, "format": format,
+                   "exactly_once": exactly_once, "transactional_id": transactional_id,
+                   "config": config}
+        # check every option now, not when the job starts
+        KafkaBatchSink(topic, **dict(options, transactional_id=transactional_id or (
+            "sabot-check" if exactly_once is True else None)))
+        self._sink("to_kafka", lambda n: KafkaSink(n, topic, options))
 
     def collect(self) -> Any:
         """A bounded stream: run the job and return its output as a pyarrow Table. An unbounded
@@ -239,7 +257,7 @@ class KeyedStream:
         self.stream = stream
         self.keys = keys
 
-    def window(self, spec: WindowSpec, *, allowed_lateness: DurationLike = 0) -> "WindowedStream":
+    def window(self, spec: WindowSpec, *, allowed_lateness: DurationLike = 0) -> WindowedStream:
         return WindowedStream(self.stream, self.keys, spec, allowed_lateness)
 
     def process(self, fn: Any, *, state: dict[str, Any] | None = None,
@@ -262,7 +280,7 @@ class KeyedStream:
     # Operators that do not need the key pass through to the stream.
     def __getattr__(self, item: str) -> Any:
         if item in ("filter", "select", "map", "flat_map"):
-            def keyed(*args: Any, **kwargs: Any) -> "KeyedStream":
+            def keyed(*args: Any, **kwargs: Any) -> KeyedStream:
                 return KeyedStream(getattr(self.stream, item)(*args, **kwargs), self.keys)
             return keyed
         raise AttributeError(item)
@@ -279,7 +297,7 @@ class WindowedStream:
         self.spec = spec
         self.lateness = to_ms(allowed_lateness, "allowed_lateness", allow_zero=True)
 
-    def agg(self, **aggs: Agg) -> "WindowResult":
+    def agg(self, **aggs: Agg) -> WindowResult:
         """Aggregates per key and window: output rows carry the key columns, ``window_start``,
         ``window_end`` and one column per aggregate."""
         checked = check_aggs(aggs)
@@ -314,7 +332,7 @@ class WindowResult(DataStream):
 
         return CountAggregate(label, w.keys, w.spec, self._aggs, self._mode, threads)
 
-    def emit(self, mode: str) -> "WindowResult":
+    def emit(self, mode: str) -> WindowResult:
         """``"final"``: one row per key and window when the watermark passes its end (again
         for late updates within the allowed lateness); ``"update"``: after every batch, the
         current row of each window the batch changed."""
@@ -331,4 +349,4 @@ class WindowResult(DataStream):
         return self._late
 
 
-__all__ = ["DataStream", "KeyedStream", "WindowResult", "WindowedStream", "EMIT_MODES"]
+__all__ = ["EMIT_MODES", "DataStream", "KeyedStream", "WindowResult", "WindowedStream"]

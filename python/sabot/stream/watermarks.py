@@ -49,6 +49,20 @@ class PartitionWatermarks:
         self._seen: dict[object, float] = {p: now for p in range(partitions)}
         self._ended: set[object] = set()
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_clock"]  # a clock is this process's; a restore uses monotonic time
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._clock = time.monotonic
+
+    def restart_clock(self) -> None:
+        """After a restore in another process: activity times count from now."""
+        now = self._clock()
+        self._seen = {p: now for p in self._seen}
+
     def observe(self, partition: object, max_ts: int) -> None:
         prev = self._max.get(partition, MIN_TIME)
         self._max[partition] = max(prev, max_ts)

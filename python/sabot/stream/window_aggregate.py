@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .aggregates import Agg
 from .chunk import Chunk, to_batch
@@ -28,6 +27,8 @@ from .windows import TimeWindows
 
 
 class WindowAggregate(Operator):
+    state_attrs = ("partials", "fired_end")
+
     def __init__(self, name: str, keys: list[str], windows: TimeWindows, aggs: dict[str, Agg],
                  allowed_lateness: int, emit_mode: str, threads: int | None) -> None:
         super().__init__(name)
@@ -103,8 +104,7 @@ class WindowAggregate(Operator):
                 return self._expand(t, lambda s: ((s + size + off > lo_end) & (s + size + off <= hi_end)))
 
             self._emit(self.partials.results(expand))
-        if limit > self.fired_end:
-            self.fired_end = limit
+        self.fired_end = max(self.fired_end, limit)
         self._purge(watermark)
 
     def _purge(self, watermark: int) -> None:
@@ -115,7 +115,7 @@ class WindowAggregate(Operator):
 
         self.partials.purge(dead)
 
-    def _expand(self, t: pa.Table, keep_start: "callable") -> pa.Table | None:
+    def _expand(self, t: pa.Table, keep_start: callable) -> pa.Table | None:
         panes = np.asarray(t.column(PANE).to_numpy())
         idx, starts = self.w.windows_of_panes(panes)
         keep = keep_start(starts)

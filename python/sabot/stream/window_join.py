@@ -17,6 +17,8 @@ WS = "__sabot_window"
 
 
 class WindowJoin(Operator):
+    state_attrs = ("buffers",)
+
     def __init__(self, name: str, left_on: list[str], right_on: list[str], windows: TimeWindows) -> None:
         super().__init__(name, inputs=2)
         self.on = (left_on, right_on)

@@ -10,4 +10,4 @@ from __future__ import annotations
 from .generator import AUCTION_SCHEMA, BID_SCHEMA, PERSON_SCHEMA, GeneratorConfig, generate
 from .queries import QUERIES
 
-__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "GeneratorConfig", "QUERIES", "generate"]
+__all__ = ["AUCTION_SCHEMA", "BID_SCHEMA", "PERSON_SCHEMA", "QUERIES", "GeneratorConfig", "generate"]

@@ -156,7 +156,7 @@ def _make(cfg: GeneratorConfig, kind: str, ids: np.ndarray, rng: np.random.Gener
     n = len(ids)
     pools = _pools_for(cfg.seed)
     t = _times(cfg, ids)
-    pick = lambda pool: pool.take(pa.array(rng.integers(0, len(pool), n)))  # noqa: E731
+    pick = lambda pool: pool.take(pa.array(rng.integers(0, len(pool), n)))
     if kind == "person":
         return pa.RecordBatch.from_arrays(
             [pa.array(_last_person(ids) + FIRST_PERSON_ID), pick(pools.names), pick(pools.emails),

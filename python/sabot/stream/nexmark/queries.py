@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..windows import sliding, tumbling
 from .. import aggregates as agg
+from ..windows import sliding, tumbling
 
 WINDOW = "10s"
 

@@ -28,11 +28,23 @@ class NexmarkSource(Source):
         self.bounded = events is not None
         self.partitions = 1
         self.name = f"nexmark.{kind}s"
+        self._pos = (0, 0)  # (generator chunk, rows of it handed out)
+
+    def position(self) -> object:
+        return self._pos
+
+    def seek(self, position: object) -> None:
+        chunk, rows = position  # type: ignore[misc]
+        self._pos = (int(chunk), int(rows))
 
     async def read(self) -> AsyncIterator[Item]:
         start = time.monotonic()
-        for batch in generate(self.cfg, self.kind, 0, self.events):
-            for off in range(0, batch.num_rows, self.batch_size):
+        first_chunk, skip = self._pos
+        for i, batch in enumerate(generate(self.cfg, self.kind, first_chunk * CHUNK, self.events)):
+            chunk = first_chunk + i
+            for off in range(skip if i == 0 else 0, batch.num_rows, self.batch_size):
+                end = off + self.batch_size
+                self._pos = (chunk, end) if end < batch.num_rows else (chunk + 1, 0)
                 yield 0, batch.slice(off, self.batch_size)
             if self.rate is not None:
                 # pace to `rate` events per second of wall clock (all kinds counted)
@@ -52,7 +64,7 @@ class NexmarkStreams:
     """``.persons``, ``.auctions`` and ``.bids`` of one generated Nexmark event stream
     (``events`` ids in all, split 1:3:46; endless with ``events=None``)."""
 
-    def __init__(self, env: "StreamEnv", events: int | None, seed: int, rate: int | None,
+    def __init__(self, env: StreamEnv, events: int | None, seed: int, rate: int | None,
                  batch_size: int, partitions: int) -> None:
         if events is not None and (isinstance(events, bool) or not isinstance(events, int) or events < 0):
             raise ConfigError("nexmark(events)", events, "a non-negative integer or None (endless)")
@@ -67,7 +79,7 @@ class NexmarkStreams:
         self.batch_size = batch_size
         self._streams: dict[str, DataStream] = {}
 
-    def _stream(self, kind: str) -> "DataStream":
+    def _stream(self, kind: str) -> DataStream:
         s = self._streams.get(kind)
         if s is None:
             src = NexmarkSource(self.config, kind, self.events, self.rate, self.batch_size)
@@ -77,15 +89,15 @@ class NexmarkStreams:
         return s
 
     @property
-    def persons(self) -> "DataStream":
+    def persons(self) -> DataStream:
         return self._stream("person")
 
     @property
-    def auctions(self) -> "DataStream":
+    def auctions(self) -> DataStream:
         return self._stream("auction")
 
     @property
-    def bids(self) -> "DataStream":
+    def bids(self) -> DataStream:
         return self._stream("bid")
 
     @property
@@ -93,4 +105,4 @@ class NexmarkStreams:
         return self.config.max_auction_length_ms
 
 
-__all__ = ["NexmarkSource", "NexmarkStreams", "PROPORTION"]
+__all__ = ["PROPORTION", "NexmarkSource", "NexmarkStreams"]

@@ -16,8 +16,10 @@ from .errors import (  # noqa: F401  (re-exported)
     ConfigError,
     CoordinatorUnavailableError,
     JobFailedError,
+    JobIdConflictError,
     JobNotFoundError,
     JobTimeoutError,
+    JournalUnwritableError,
     ProcessingError,
     ProtocolError,
     SabotError,
@@ -73,7 +75,7 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(set(_LAZY) | {
     "AuthenticationError", "CancelledError", "ClusterMismatchError", "ConfigError",
-    "CoordinatorUnavailableError", "JobFailedError", "JobNotFoundError", "JobTimeoutError",
-    "ProcessingError", "ProtocolError", "SabotError", "UnknownProcessorError",
+    "CoordinatorUnavailableError", "JobFailedError", "JobIdConflictError", "JobNotFoundError",
+    "JobTimeoutError", "JournalUnwritableError", "ProcessingError", "ProtocolError", "SabotError", "UnknownProcessorError",
     "VersionMismatchError", "WorkerLostError",
 })

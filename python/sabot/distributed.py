@@ -33,6 +33,7 @@ from .cluster.protocol import messages as m
 from .cluster.protocol import payload, reply_or_raise
 from .config import Config, load_config
 from .errors import CancelledError, JobFailedError, JobTimeoutError
+from .job_ids import job_id_problem
 from .node.coordinator_node import CoordinatorNode
 from .node.worker_node import ServedWorker
 
@@ -82,6 +83,12 @@ def _function_payload(func: Any) -> tuple[str, bytes | None]:
     except Exception as exc:
         raise TypeError(f"func {name!r} cannot be pickled for the workers: "
                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def _split_and_digest(data: Any, morsel_bytes: int, morsel_items: int | None, name: str,
+                      pickled: bytes | None, priority: int) -> tuple[str, list[Any], str]:
+    kind, morsels = payload.split(data, morsel_bytes, morsel_items)
+    return kind, morsels, payload.submit_digest(name, pickled, kind, morsels, priority)
 
 
 class DistributedCoordinator:
@@ -183,25 +190,39 @@ class DistributedCoordinator:
     # -- jobs ---------------------------------------------------------------------------------
     async def submit(self, data: Any, func: Any, *, priority: int = 0,
                      morsel_items: int | None = None,
-                     timeout: float | None = REQUEST_TIMEOUT_S) -> str:
+                     timeout: float | None = REQUEST_TIMEOUT_S,
+                     job_id: str | None = None) -> str:
         """Submit a job; returns its id once the coordinator has journaled it.
         ``morsel_items`` fixes the items per morsel (default: MORSEL_SIZE_KB of data);
         ``timeout`` bounds the tries (the submit is sent again across a coordinator restart;
-        it carries its job id, so it never makes a second job)."""
+        it carries its job id, so it never makes a second job). ``job_id``: your own id (an
+        idempotency key: 1-128 letters, digits, ``. _ : -``): submitting the same job under it
+        again returns that job and never runs it twice, also after a coordinator restart;
+        another job under it raises JobIdConflictError. Default: a new random id."""
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        if job_id is not None:
+            problem = job_id_problem(job_id)
+            if problem is not None:
+                raise ValueError(f"job_id: {problem}")
         if morsel_items is not None and (not isinstance(morsel_items, int) or morsel_items < 1):
             raise ValueError(f"morsel_items must be a positive int, got {morsel_items!r}")
         name, pickled = _function_payload(func)
         size = self.config.morsel_size_bytes
         n = len(data) if hasattr(data, "__len__") else None
         if n is not None and n <= _INLINE_SPLIT_ITEMS:
-            kind, morsels = payload.split(data, size, morsel_items)
+            kind, morsels, digest = _split_and_digest(data, size, morsel_items, name, pickled,
+                                                      priority)
         else:
-            kind, morsels = await asyncio.to_thread(payload.split, data, size, morsel_items)
-        job_id = uuid.uuid4().hex
+            kind, morsels, digest = await asyncio.to_thread(
+                _split_and_digest, data, size, morsel_items, name, pickled, priority)
+        if job_id is None:
+            job_id = uuid.uuid4().hex
+        # The same message (the same id and digest) goes out on every try: a resend after a
+        # lost answer or a coordinator restart is answered with the job the first one made.
         submit = asyncio.ensure_future(self._request(
-            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority),
+            lambda rid: m.SubmitJob(rid, job_id, name, pickled, kind, morsels, priority,
+                                    digest),
             timeout))
         prefetch = None
         if len(morsels) <= 1:
@@ -410,8 +431,10 @@ def create_worker_node(host: str | None = None, port: int | None = None, *,
 
 
 async def submit_distributed_job(coordinator: DistributedCoordinator, data: Any, func: Any,
-                                 priority: int = 0) -> str:
-    return await coordinator.submit(data, func, priority=priority)
+                                 priority: int = 0, *, job_id: str | None = None) -> str:
+    """Submit a job; returns its id once the coordinator has journaled it. ``job_id``: your
+    own id, an idempotency key (see :meth:`DistributedCoordinator.submit`)."""
+    return await coordinator.submit(data, func, priority=priority, job_id=job_id)
 
 
 async def get_distributed_job_result(coordinator: DistributedCoordinator, job_id: str,

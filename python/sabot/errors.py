@@ -143,6 +143,32 @@ class JobTimeoutError(TimeoutError, SabotError):
     """Waiting for a job's result took longer than the given timeout."""
 
 
+class JobIdConflictError(ValueError, SabotError):
+    """A submit named a job id (an idempotency key) that a job with other content (function,
+    data or options) already has: a resubmit must send the same job; a new job needs a new id."""
+
+    def __init__(self, job_id: str, message: str | None = None) -> None:
+        self.job_id = job_id
+        super().__init__(message or (
+            f"job id {job_id!r} is taken by a job with other content (function, data or "
+            "options): resubmitting it must send the same job; give a new job a new id"))
+
+
+class JournalUnwritableError(OSError, SabotError):
+    """The coordinator cannot write its journal (a full disk): the submit was not accepted.
+    ``data_dir`` and ``free_bytes`` say where and how much room is left; it accepts submits
+    again on its own once it can write."""
+
+    def __init__(self, message: str, *, data_dir: str | None = None,
+                 free_bytes: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.free_bytes = free_bytes
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class JournalError(RuntimeError, SabotError):
     """The coordinator's journal is damaged or missing where one existed; the message names the
     file and what to do."""
@@ -176,7 +202,9 @@ class BadRecordError(ValueError, SabotError):
 
 __all__ = [
     "CheckpointError",
+    "JobIdConflictError",
     "JournalError",
+    "JournalUnwritableError",
     "PerformanceWarning",
     "SabotError",
     "NotYetSupportedError",

@@ -123,6 +123,11 @@ class Metrics:
             labels + ["state"], registry=r)
         self.errors = Counter(
             "sabot_errors_total", "Errors, by kind", labels + ["kind"], registry=r)
+        self.results_refused = Counter(
+            "sabot_results_refused_total",
+            "Morsel results and failures refused because the morsel's current assignment did "
+            "not go to the worker that sent them (a late, stray or forged answer)",
+            labels, registry=r)
         self.http_requests = Counter(
             "sabot_http_requests_total", "HTTP requests served, by route, method and status",
             labels + ["route", "method", "status"], registry=r)
@@ -171,6 +176,7 @@ class Metrics:
         self._families = (
             self.throughput, self.queue_depth, self.utilization, self.items, self.morsels,
             self.morsel_duration, self.jobs, self.jobs_active, self.nodes, self.errors,
+            self.results_refused,
             self.http_requests, self.http_duration, self.info, self.stream_watermark_lag,
             self.stream_late_events, self.stream_events, self.stream_checkpoints,
             self.stream_checkpoint_duration, self.stream_checkpoint_bytes,
@@ -227,6 +233,9 @@ class Metrics:
 
     def record_error(self, kind: str) -> None:
         self.errors.labels(**self.lbl(kind=kind)).inc()
+
+    def record_result_refused(self) -> None:
+        self._child(self.results_refused).inc()
 
     def record_http(self, route: str, method: str, status: int, duration_s: float) -> None:
         self.http_requests.labels(**self.lbl(route=route, method=method, status=str(status))).inc()

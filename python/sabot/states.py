@@ -91,7 +91,28 @@ def check_node_transition(old: NodeState, new: NodeState) -> None:
         raise InvalidTransition(f"a node cannot move from {old.value} to {new.value}")
 
 
+class JournalState(StrEnum):
+    """Whether the coordinator's journal takes writes. ``unwritable``: a write failed (a full
+    disk, an I/O error); its changes wait in memory, new submits are refused and /health
+    fails, until a retry writes them (``writable`` again)."""
+
+    WRITABLE = "writable"
+    UNWRITABLE = "unwritable"
+
+
+JOURNAL_TRANSITIONS: dict[JournalState, frozenset[JournalState]] = {
+    JournalState.WRITABLE: frozenset({JournalState.UNWRITABLE}),
+    JournalState.UNWRITABLE: frozenset({JournalState.WRITABLE}),
+}
+
+
+def check_journal_transition(old: JournalState, new: JournalState) -> None:
+    """Raise :class:`InvalidTransition` unless the journal may move from ``old`` to ``new``."""
+    if new not in JOURNAL_TRANSITIONS[old]:
+        raise InvalidTransition(f"the journal cannot move from {old.value} to {new.value}")
+
+
 __all__ = [
-    "ACTIVE_JOB_STATES", "FINISHED_JOB_STATES", "InvalidTransition", "JOB_TRANSITIONS",
+    "ACTIVE_JOB_STATES", "JOURNAL_TRANSITIONS", "JournalState", "check_journal_transition", "FINISHED_JOB_STATES", "InvalidTransition", "JOB_TRANSITIONS",
     "JobState", "NODE_TRANSITIONS", "NodeState", "check_job_transition", "check_node_transition",
 ]

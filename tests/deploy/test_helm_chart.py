@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,7 +173,7 @@ def test_every_container_sets_its_mode(scenario: Any) -> None:
             assert env_of(c)["SABOT_MODE"]["value"] == component
 
 
-def test_container_env_is_accepted_by_sabot_config(scenario: Any) -> None:
+def test_container_env_is_accepted_by_sabot_config(scenario: Any, tmp_path: Path) -> None:
     """The ConfigMap plus each container's env, as the pod sees them, pass Sabot's own
     validation, and resolve to the intended mode and ports."""
     config = pytest.importorskip("sabot.config")
@@ -183,21 +184,26 @@ def test_container_env_is_accepted_by_sabot_config(scenario: Any) -> None:
     chart_owned = {"SABOT_MODE", "SABOT_HOST", "SABOT_PORT", "SABOT_ZMQ_PORT", "COORDINATOR_HOST",
                    "COORDINATOR_PORT", "SABOT_WORKER_PORT", "SABOT_ADVERTISE_HOST",
                    "SABOT_DATA_DIR", "SABOT_CLUSTER_KEY_FILE", "SABOT_CLUSTER_KEY",
-                   "SABOT_AUTH_TOKEN", "SABOT_NODE_NAME"}
+                   "SABOT_AUTH_TOKEN", "SABOT_AUTH_TOKEN_FILE", "SABOT_NODE_NAME"}
     assert not set(cm["data"]) & chart_owned
+    token_file = tmp_path / "token"  # what the mounted Secret holds
+    token_file.write_text(TOKEN + "\n")
     for component, dep in _deployments(rendered).items():
         (c,) = containers(dep)
         assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
         env = dict(cm["data"])
         for entry in c["env"]:
-            if "value" in entry:
+            if entry["name"] == "SABOT_AUTH_TOKEN_FILE":
+                env[entry["name"]] = str(token_file)
+            elif "value" in entry:
                 env[entry["name"]] = entry["value"]
-            elif "fieldRef" in entry["valueFrom"]:
-                env[entry["name"]] = "10.1.2.3"  # the pod IP
             else:
-                env[entry["name"]] = TOKEN
+                assert "fieldRef" in entry["valueFrom"], entry  # no secret as an env var
+                env[entry["name"]] = "10.1.2.3"  # the pod IP
         cfg = config.load_config(env=env)
         assert cfg.resolved_mode == component, name
+        if "SABOT_AUTH_TOKEN_FILE" in env:
+            assert cfg.auth_token == TOKEN
         assert cfg.cluster_key_file.is_absolute() and cfg.data_dir.is_absolute()
 
 
@@ -359,8 +365,7 @@ def test_existing_secrets_are_referenced_not_created(chart: Any) -> None:
         secret_volumes = [v["secret"] for v in pod["volumes"] if "secret" in v]
         assert secret_volumes[0]["secretName"] == "my-key"
         assert env_of(c)["SABOT_CLUSTER_KEY_FILE"]["value"].endswith("/k")
-        assert env_of(c)["SABOT_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-            "name": "my-token", "key": "token"}
+        assert _token_secret(pod, c) == ("my-token", "token")
 
 
 def test_no_token_by_default(chart: Any) -> None:
@@ -369,15 +374,32 @@ def test_no_token_by_default(chart: Any) -> None:
     for dep in _deployments(rendered).values():
         for c in containers(dep):
             assert "SABOT_AUTH_TOKEN" not in env_of(c)
+            assert "SABOT_AUTH_TOKEN_FILE" not in env_of(c)
+        assert "auth-token" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
 
 
-def test_token_reaches_every_node_from_a_secret(chart: Any) -> None:
+def _token_secret(pod: dict[str, Any], c: dict[str, Any]) -> tuple[str, str]:
+    """(Secret name, key) of the file SABOT_AUTH_TOKEN_FILE names in container ``c``: a
+    read-only mount of a Secret volume, owner and group only."""
+    token_file = env_of(c)["SABOT_AUTH_TOKEN_FILE"]["value"]
+    mount = next(m for m in c["volumeMounts"] if token_file.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True
+    secret = {v["name"]: v for v in pod["volumes"]}[mount["name"]]["secret"]
+    assert secret["defaultMode"] & 0o007 == 0
+    item = token_file[len(mount["mountPath"]) + 1:]
+    (entry,) = [i for i in secret["items"] if i["path"] == item]
+    return secret["secretName"], entry["key"]
+
+
+def test_token_reaches_every_node_as_a_mounted_secret_file(chart: Any) -> None:
     rendered = chart.render(SCENARIOS["token"])
     assert _secret_value(rendered, "sabot-auth", "token") == TOKEN
     for dep in _deployments(rendered).values():
+        pod = dep["spec"]["template"]["spec"]
         for c in containers(dep):
-            ref = env_of(c)["SABOT_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": "sabot-auth", "key": "token"}
+            # Never in the environment (/proc/<pid>/environ, kubectl describe): a file.
+            assert "SABOT_AUTH_TOKEN" not in env_of(c)
+            assert _token_secret(pod, c) == ("sabot-auth", "token")
     # NOTES tell how to read the token, and never print it
     assert TOKEN not in rendered.notes and "TOKEN=$(kubectl" in rendered.notes
 
@@ -470,6 +492,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"coordinator": {"port": "http"}}, "port"),
     ({"config": {"SABOT_MODE": "worker"}}, "SABOT_MODE"),
     ({"config": {"SABOT_AUTH_TOKEN": "x"}}, "SABOT_AUTH_TOKEN"),
+    ({"config": {"SABOT_AUTH_TOKEN_FILE": "/x"}}, "SABOT_AUTH_TOKEN_FILE"),
     ({"config": {"MORSEL_SIZE_KB": 0}}, "MORSEL_SIZE_KB"),
     ({"config": {"TARGET_UTILIZATION": 1.5}}, "TARGET_UTILIZATION"),
     ({"config": {"TARGET_UTILIZATION": "lots"}}, "TARGET_UTILIZATION"),

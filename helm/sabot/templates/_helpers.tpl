@@ -155,11 +155,10 @@ topologySpreadConstraints:
 - name: SABOT_CLUSTER_KEY_FILE
   value: {{ printf "%s/%s" .Values.clusterKey.mountPath .Values.clusterKey.key | quote }}
 {{- if include "sabot.authEnabled" . }}
-- name: SABOT_AUTH_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "sabot.authSecretName" . }}
-      key: {{ .Values.auth.key }}
+# The token as a file of the mounted Secret, not an env var: it stays out of the process's
+# environment (/proc/<pid>/environ) and of `kubectl describe`.
+- name: SABOT_AUTH_TOKEN_FILE
+  value: {{ printf "%s/%s" .Values.auth.mountPath .Values.auth.key | quote }}
 {{- end }}
 {{- end -}}
 
@@ -208,6 +207,11 @@ readinessProbe:
 - name: cluster-key
   mountPath: {{ .Values.clusterKey.mountPath }}
   readOnly: true
+{{- if include "sabot.authEnabled" . }}
+- name: auth-token
+  mountPath: {{ .Values.auth.mountPath }}
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{- define "sabot.volumesCommon" -}}
@@ -227,4 +231,13 @@ readinessProbe:
     items:
       - key: {{ .Values.clusterKey.key }}
         path: {{ .Values.clusterKey.key }}
+{{- if include "sabot.authEnabled" . }}
+- name: auth-token
+  secret:
+    secretName: {{ include "sabot.authSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.auth.key }}
+        path: {{ .Values.auth.key }}
+{{- end }}
 {{- end -}}

@@ -1,10 +1,17 @@
 """The coordinator's durable journal: jobs, morsels and results in SQLite (WAL) under
 SABOT_DATA_DIR.
 
-The coordinator's core thread is the only user of the connection. It applies a whole batch of
+The coordinator's core thread is the only user of the connection. It makes a whole batch of
 changes (submits, results, state changes) and calls :meth:`Journal.commit` once before it sends
 any reply that depends on them, so a submit is durable before it is acknowledged and a result
-is stored before its job is reported complete, without a commit per morsel. With
+is stored before its job is reported complete, without a commit per morsel. The changes wait in
+memory until that commit writes them in one transaction (reads see what is written only).
+
+A write that fails (``database or disk is full``, an I/O error) loses nothing: the transaction
+is rolled back, the changes stay pending and the journal is *unwritable*
+(:class:`~sabot.states.JournalState`) until :meth:`Journal.retry` writes them; the coordinator
+keeps serving from memory meanwhile, refuses new submits (a submit whose own insert did not fit
+is taken back with :meth:`Journal.drop_insert`) and retries on a timer and on each submit. With
 ``SABOT_JOURNAL_SYNC=normal`` a commit survives a process crash (WAL, synchronous=NORMAL); with
 ``full`` it also survives power loss (synchronous=FULL).
 """
@@ -16,19 +23,30 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, JournalError
-from ..states import ACTIVE_JOB_STATES, JobState
+from ..states import ACTIVE_JOB_STATES, JobState, JournalState, check_journal_transition
 from .data_dir_lock import DataDirLock
 
 #: A file beside the database that says this dir holds a journal: a database found missing or
 #: empty next to it was lost, not never made.
 MARKER_NAME = "coordinator.journal"
-SCHEMA_VERSION = 1
+#: 2: jobs.digest (a submit's content, for idempotent resubmits). A schema-1 journal is
+#: migrated when opened.
+SCHEMA_VERSION = 2
+#: While the journal cannot be written, the pending changes are tried again this often
+#: (seconds), and a submit tries them again when the last try is at least this old.
+RETRY_S = 1.0
+RETRY_ON_SUBMIT_S = 0.1
+#: After a submit was refused for want of space, the journal is writable again only once the
+#: disk has twice that submit's size free (its WAL frames, then their checkpoint into the
+#: database file), but never more than this share of the disk.
+ROOM_SHARE_OF_DISK = 0.1
 #: Least time between two WAL checkpoints.
 _CHECKPOINT_EVERY_S = 0.2
 #: WAL frames (pages) past which the checkpointer also rewinds and truncates the WAL file.
@@ -57,7 +75,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
 CREATE TABLE IF NOT EXISTS morsels (
@@ -92,6 +111,9 @@ class JobRow:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    #: What the submit held (:func:`~sabot.cluster.protocol.payload.submit_digest`); None for
+    #: jobs of a schema-1 journal.
+    digest: str | None = None
 
 
 @dataclass
@@ -158,6 +180,10 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=OFF")
+            # Freed pages (a finished job's input) are zeroed only where that costs no extra
+            # write: builds with SQLITE_SECURE_DELETE (Debian's) otherwise write every freed
+            # page again, doubling the WAL a job costs (and what a nearly full disk must hold).
+            self._db.execute("PRAGMA secure_delete=FAST")
             problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
             if problems != ["ok"]:
                 raise sqlite3.DatabaseError("; ".join(problems))
@@ -177,12 +203,30 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            # Schema 1 had no digest: its jobs keep None (a resubmit of one is not compared).
+            self._db.execute("BEGIN")
+            self._db.execute("ALTER TABLE jobs ADD COLUMN digest TEXT")
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema'",
+                             (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
         elif int(row[0]) != SCHEMA_VERSION:
             self._db.close()
             raise RuntimeError(
                 f"journal {self.path} has schema {row[0]}, this Sabot writes {SCHEMA_VERSION}: "
                 "point SABOT_DATA_DIR at another directory or remove the file")
-        self._in_tx = False
+        self._data_dir = data_dir
+        #: Changes not written yet: (sql, parameters, executemany?, job id of an insert).
+        self._ops: list[tuple[str, Any, bool, str | None]] = []
+        self._unwritten: set[str] = set()  # jobs with changes among them
+        self._inserts: set[str] = set()  # jobs whose insert is among them
+        self.state = JournalState.WRITABLE
+        #: Why the journal cannot be written (None while it can): the error, the file, the
+        #: data dir and its free space.
+        self.problem: str | None = None
+        self.unwritable_since: float | None = None  # UNIX time
+        self._room_needed = 0
+        self._last_try = 0.0
         # Checkpoints (copying the WAL into the database file, with an fsync under
         # synchronous=NORMAL) run on a thread of their own, so the core thread's commits only
         # append to the WAL; they cost it most of the time a big job's journal took.
@@ -190,75 +234,189 @@ class Journal:
         self._checkpointer = _Checkpointer(self.path)
 
     # -- transactions -----------------------------------------------------------------------
-    def _begin(self) -> None:
-        if not self._in_tx:
-            self._db.execute("BEGIN")
-            self._in_tx = True
+    def commit(self) -> bool:
+        """Write the changes made since the last commit, in one transaction. True once they
+        are written (or there were none). False when the journal cannot be written: they stay
+        pending, nothing is lost, and only :meth:`retry` writes again."""
+        if self.state is JournalState.UNWRITABLE:
+            return False
+        return self._write()
 
-    def commit(self) -> None:
-        if self._in_tx:
+    def _write(self) -> bool:
+        ops = self._ops
+        if not ops:
+            return True
+        db = self._db
+        try:
+            db.execute("BEGIN")
+            for sql, params, many, _ in ops:
+                if many:
+                    db.executemany(sql, params)
+                else:
+                    db.execute(sql, params)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # (a full disk may have rolled it back already)
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self._cannot_write(exc)
+            return False
+        self._ops = []
+        self._unwritten.clear()
+        self._inserts.clear()
+        try:
+            wal_bytes = self._wal.stat().st_size
+        except OSError:
+            wal_bytes = 0
+        if wal_bytes > WAL_LIMIT_BYTES:
+            # (busy while the checkpointer's own checkpoint runs: the next commit retries; on
+            # a full disk it fails and the WAL stays as it is)
             try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                # A failed COMMIT (a full disk) may have rolled the transaction back.
-                self._in_tx = self._db.in_transaction
-                raise
-            self._in_tx = False
-            try:
-                wal_bytes = self._wal.stat().st_size
-            except OSError:
-                wal_bytes = 0
-            if wal_bytes > WAL_LIMIT_BYTES:
-                # (busy while the checkpointer's own checkpoint runs: the next commit retries)
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            self._checkpointer.poke()
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                log.debug("journal checkpoint failed: %s", exc)
+        self._checkpointer.poke()
+        return True
+
+    def _move(self, new: JournalState) -> None:
+        """The one place the journal's state changes."""
+        check_journal_transition(self.state, new)
+        self.state = new
+        if new is JournalState.WRITABLE:
+            log.warning("the journal %s can be written again after %.1f s: submits are accepted "
+                        "again", self.path, time.time() - (self.unwritable_since or time.time()))
+            self.problem = None
+            self.unwritable_since = None
+        else:
+            self.unwritable_since = time.time()
+            log.error("the journal cannot be written: %s. New submits are refused (HTTP 507, "
+                      "journal_unwritable) until it can; jobs, results and states are kept in "
+                      "memory and written then (retried every %g s)", self.problem, RETRY_S)
+
+    def _cannot_write(self, exc: sqlite3.Error) -> None:
+        free, total = self.disk_space()
+        self.problem = (f"{exc}: journal {self.path} under SABOT_DATA_DIR={self._data_dir} "
+                        f"({_mb(free)} free of {_mb(total)})")
+        if self.state is JournalState.WRITABLE:
+            self._move(JournalState.UNWRITABLE)
+
+    def retry_due(self, now: float, *, soon: bool = False) -> bool:
+        """Whether an unwritable journal is due for another try (``now``: monotonic)."""
+        return self.state is JournalState.UNWRITABLE and \
+            now - self._last_try >= (RETRY_ON_SUBMIT_S if soon else RETRY_S)
+
+    def retry(self) -> bool:
+        """Write the pending changes of an unwritable journal, with a small write of its own so
+        that a try with nothing pending proves the disk takes writes again. True (and writable
+        again) once they are written and the disk has room for the submit refused last."""
+        self._last_try = time.monotonic()
+        probe = ("INSERT OR REPLACE INTO meta VALUES ('last_write', ?)", (str(time.time()),),
+                 False, None)
+        self._ops.append(probe)
+        if not self._write():
+            with contextlib.suppress(ValueError):
+                self._ops.remove(probe)
+            return False
+        free, total = self.disk_space()
+        if free < self._room_needed:
+            self.problem = (f"a submit did not fit: journal {self.path} under SABOT_DATA_DIR="
+                            f"{self._data_dir} has {_mb(free)} free of {_mb(total)}, "
+                            f"{_mb(self._room_needed)} needed to accept submits again")
+            return False
+        self._room_needed = 0
+        if self.state is JournalState.UNWRITABLE:
+            self._move(JournalState.WRITABLE)
+        return True
+
+    def insert_pending(self, job_id: str) -> bool:
+        """Whether ``job_id``'s insert is still waiting to be written."""
+        return job_id in self._inserts
+
+    def unwritten(self, job_id: str) -> bool:
+        """Whether changes to ``job_id`` wait to be written (its reads would miss them)."""
+        return job_id in self._unwritten
+
+    def drop_insert(self, job_id: str) -> None:
+        """Take back a submit whose insert could not be written (it is refused, never
+        acknowledged); the disk must have room for it before the journal is writable again."""
+        if job_id not in self._inserts:
+            return
+        self._inserts.discard(job_id)
+        size = sum(_row_bytes(op[1]) for op in self._ops if op[3] == job_id)
+        self._ops = [op for op in self._ops if op[3] != job_id]
+        _, total = self.disk_space()
+        self._room_needed = max(self._room_needed,
+                                int(min(2 * size, ROOM_SHARE_OF_DISK * total)))
+
+    def disk_space(self) -> tuple[int, int]:
+        """(bytes free to this process, bytes in all) of the file system under the data dir."""
+        try:
+            st = os.statvfs(self._data_dir)
+        except OSError:
+            return 0, 0
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def status(self) -> dict[str, Any]:
+        """The journal's state for /stats."""
+        free, total = self.disk_space()
+        return {"path": str(self.path), "state": self.state.value, "problem": self.problem,
+                "unwritable_since": self.unwritable_since, "changes_pending": len(self._ops),
+                "disk_free_bytes": free, "disk_total_bytes": total}
 
     def close(self) -> None:
         try:
-            self.commit()
+            if self._ops and not self._write():
+                log.error("the journal could not be written at shutdown (%s): %d change(s) are "
+                          "lost (acknowledged jobs are not: the morsels whose results were not "
+                          "written run again after a restart)", self.problem, len(self._ops))
             self._checkpointer.stop()
             self._db.close()
         finally:
             self._lock.release()
 
-    # -- writes (inside the current transaction) ----------------------------------------------
+    # -- writes (written by the next commit) ----------------------------------------------------
     def insert_job(self, job: JobRow, morsels: list[MorselRow]) -> None:
-        self._begin()
-        self._db.execute(
-            "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (job.job_id, job.seq, JobState(job.status).value, job.priority, job.func_name,
+        job_id = job.job_id
+        self._ops.append((
+            "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (job_id, job.seq, JobState(job.status).value, job.priority, job.func_name,
              job.func_pickle, job.result_kind, job.total_morsels, job.total_items, job.error,
-             job.created_at, job.started_at, job.finished_at))
-        self._db.executemany(
+             job.created_at, job.started_at, job.finished_at, job.digest), False, job_id))
+        self._ops.append((
             "INSERT INTO morsels (job_id, idx, offset, items, encoding, data) "
             "VALUES (?,?,?,?,?,?)",
-            [(job.job_id, m.idx, m.offset, m.items, m.encoding, m.data) for m in morsels])
+            [(job_id, m.idx, m.offset, m.items, m.encoding, m.data) for m in morsels], True,
+            job_id))
+        self._inserts.add(job_id)
+        self._unwritten.add(job_id)
 
     def store_results(self, rows: list[tuple[str, bytes, int, int, str, int]]) -> None:
         """rows: (result_encoding, result, result_items, attempts, job_id, idx)."""
-        self._begin()
-        self._db.executemany(
+        rows = list(rows)  # (the caller reuses its list)
+        self._ops.append((
             "UPDATE morsels SET done=1, data=NULL, result_encoding=?, result=?, result_items=?, "
-            "attempts=? WHERE job_id=? AND idx=?", rows)
+            "attempts=? WHERE job_id=? AND idx=?", rows, True, None))
+        self._unwritten.update(row[4] for row in rows)
 
     def set_attempts(self, job_id: str, idx: int, attempts: int) -> None:
-        self._begin()
-        self._db.execute("UPDATE morsels SET attempts=? WHERE job_id=? AND idx=?",
-                         (attempts, job_id, idx))
+        self._ops.append(("UPDATE morsels SET attempts=? WHERE job_id=? AND idx=?",
+                          (attempts, job_id, idx), False, None))
+        self._unwritten.add(job_id)
 
     def set_job_state(self, job_id: str, status: JobState, *, error: str | None = None,
                       started_at: float | None = None, finished_at: float | None = None) -> None:
         status = JobState(status)  # a state's name is accepted too
-        self._begin()
-        self._db.execute(
+        self._ops.append((
             "UPDATE jobs SET status=?, error=?, started_at=COALESCE(?, started_at), "
             "finished_at=? WHERE job_id=?",
-            (status.value, error, started_at, finished_at, job_id))
+            (status.value, error, started_at, finished_at, job_id), False, None))
         if finished_at is not None and status is not JobState.COMPLETED:
             # Inputs are no longer needed once a job is over (a completed job's went with its
             # results); results stay until the TTL.
-            self._db.execute("UPDATE morsels SET data=NULL WHERE job_id=? AND data IS NOT NULL",
-                             (job_id,))
+            self._ops.append(("UPDATE morsels SET data=NULL WHERE job_id=? AND data IS NOT NULL",
+                              (job_id,), False, None))
+        self._unwritten.add(job_id)
 
     def purge_finished(self, before: float) -> list[str]:
         """Delete jobs finished before ``before`` (UNIX time); returns their ids."""
@@ -266,9 +424,10 @@ class Journal:
             "SELECT job_id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
             (before,))]
         if ids:
-            self._begin()
-            self._db.executemany("DELETE FROM morsels WHERE job_id=?", [(i,) for i in ids])
-            self._db.executemany("DELETE FROM jobs WHERE job_id=?", [(i,) for i in ids])
+            self._ops.append(("DELETE FROM morsels WHERE job_id=?", [(i,) for i in ids], True,
+                              None))
+            self._ops.append(("DELETE FROM jobs WHERE job_id=?", [(i,) for i in ids], True,
+                              None))
         return ids
 
     # -- reads --------------------------------------------------------------------------------
@@ -321,6 +480,16 @@ class Journal:
             "SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))]
 
 
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB"
+
+
+def _row_bytes(params: Any) -> int:
+    """Bytes of the blobs in one write's parameters (a row, or a list of rows)."""
+    rows = params if isinstance(params, list) else [params]
+    return sum(len(v) for row in rows for v in row if isinstance(v, (bytes, bytearray)))
+
+
 class _Checkpointer:
     """A thread with its own connection that checkpoints the WAL after commits (at most every
     _CHECKPOINT_EVERY_S). PASSIVE checkpoints never block the writer; a commit is durable once
@@ -363,4 +532,4 @@ class _Checkpointer:
             db.close()
 
 
-__all__ = ["SCHEMA_VERSION", "JobRow", "Journal", "MorselRow"]
+__all__ = ["RETRY_S", "SCHEMA_VERSION", "JobRow", "Journal", "MorselRow"]

@@ -48,9 +48,13 @@ class NodeBackend(Protocol):
         """GET /stats: at least ``nodes``, ``jobs`` and ``system_resources``."""
 
     async def submit_job(
-        self, data: Any, processor: str, *, priority: int = 0
+        self, data: Any, processor: str, *, priority: int = 0, job_id: str | None = None
     ) -> dict[str, Any]:
-        """Accept a job running the named processor; returns ``{"job_id", "status"}``.
+        """Accept a job running the named processor; returns ``{"job_id", "status"}``, plus
+        ``"existing": True`` when ``job_id`` (the client's, checked by sabot.job_ids) names a
+        job the node has with the same processor, data and priority: that job, no new one.
+        The same id with other content raises JobIdConflictError; a node that cannot store
+        the job raises JournalUnwritableError.
 
         ``data`` is a list of JSON values, or a ``pyarrow.Array`` when the client named an
         input file on the node (``{"input": {"path", "format", "column"}}``, read by the HTTP

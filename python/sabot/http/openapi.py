@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..job_ids import JOB_ID_MAX
 from ..states import JobState
 from ..version import __version__
 from .validation import MAX_PAGE, PRIORITY_MAX, PRIORITY_MIN
@@ -111,6 +112,11 @@ _SCHEMAS: dict[str, Any] = {
             "data": {"type": "array", "items": {}, "description": "the items, any JSON values"},
             "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX,
                          "default": 0, "description": "higher runs first"},
+            "job_id": {"type": "string", "minLength": 1, "maxLength": JOB_ID_MAX,
+                       "pattern": "^[A-Za-z0-9._:-]+$",
+                       "description": "your own job id, an idempotency key (the same as the "
+                                      "Idempotency-Key header): the same job under it again "
+                                      "returns that job, other content answers 409"},
         },
         "additionalProperties": False,
     },
@@ -122,6 +128,11 @@ _SCHEMAS: dict[str, Any] = {
             "input": {"$ref": "#/components/schemas/InputFile"},
             "priority": {"type": "integer", "minimum": PRIORITY_MIN, "maximum": PRIORITY_MAX,
                          "default": 0},
+            "job_id": {"type": "string", "minLength": 1, "maxLength": JOB_ID_MAX,
+                       "pattern": "^[A-Za-z0-9._:-]+$",
+                       "description": "your own job id, an idempotency key (the same as the "
+                                      "Idempotency-Key header): the same job under it again "
+                                      "returns that job, other content answers 409"},
         },
         "additionalProperties": False,
     },
@@ -265,10 +276,23 @@ def _paths() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "oneOf": [{"$ref": "#/components/schemas/SubmitInline"},
                           {"$ref": "#/components/schemas/SubmitFile"}]}}}},
+            "parameters": [{
+                "name": "Idempotency-Key", "in": "header", "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": JOB_ID_MAX,
+                           "pattern": "^[A-Za-z0-9._:-]+$"},
+                "description": "your own job id (as the body's job_id): a resubmit under it "
+                               "returns the same job (header Idempotent-Replayed: true), never "
+                               "a second run"}],
             "responses": {
-                "200": _json({"$ref": "#/components/schemas/JobAccepted"}, "accepted"),
+                "200": _json({"$ref": "#/components/schemas/JobAccepted"},
+                             "accepted (or, for a resubmit of a job id, that job)"),
                 "400": _err("malformed JSON, wrong types, unknown processor (the error lists "
-                            "the known ones), bad input file"),
+                            "the known ones), bad input file, a bad job id"),
+                "409": _err("the job id is taken by a job with other content (function, data "
+                            "or priority)"),
+                "507": _err("the coordinator cannot write its journal (a full disk under "
+                            "SABOT_DATA_DIR; the error names it and the free space): not "
+                            "accepted, submit again later (Retry-After)"),
                 "408": _err("the body did not arrive in time"),
                 "413": _err("the body is larger than SABOT_MAX_REQUEST_MB"),
                 **unauthorized,

@@ -21,7 +21,13 @@ from aiohttp import web
 
 from ..version import __version__
 from ..config import Config
-from ..errors import AuthenticationError, JobNotFoundError, UnknownProcessorError
+from ..errors import (
+    AuthenticationError,
+    JobIdConflictError,
+    JobNotFoundError,
+    JournalUnwritableError,
+    UnknownProcessorError,
+)
 from ..metrics import Metrics, get_metrics
 from ..processors import list_processors
 from .backend import NodeBackend
@@ -29,7 +35,15 @@ from .inputs import InputError, load_input_column
 from .openapi import openapi_document
 from .results import dumps
 from .status_page import STATIC_DIR, render_status_page
-from .validation import DEFAULT_PAGE, MAX_PAGE, BadRequest, parse_json, parse_submit, query_int
+from .validation import (
+    DEFAULT_PAGE,
+    IDEMPOTENCY_HEADER,
+    MAX_PAGE,
+    BadRequest,
+    parse_json,
+    parse_submit,
+    query_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +51,9 @@ log = logging.getLogger(__name__)
 #: shell and the API description hold no data (the page asks for the token itself).
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/", "/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
+
+#: What a 507 (the journal cannot be written) asks a client to wait before it submits again.
+RETRY_AFTER_S = 5
 
 #: Seconds between throughput samples for the status page, and how many are kept (10 minutes).
 HISTORY_INTERVAL_S = 2.0
@@ -225,6 +242,13 @@ class HttpApi:
             resp = error_response(400, str(exc))
         except UnknownProcessorError as exc:
             resp = error_response(400, str(exc), processor=exc.name, known_processors=exc.known)
+        except JobIdConflictError as exc:
+            resp = error_response(409, str(exc), job_id=exc.job_id)
+        except JournalUnwritableError as exc:
+            # 507 Insufficient Storage: this node cannot store the job; it serves reads and
+            # accepts submits again once it can write.
+            resp = error_response(507, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)},
+                                  data_dir=exc.data_dir, free_bytes=exc.free_bytes)
         except JobNotFoundError as exc:
             resp = error_response(404, str(exc.args[0]) if exc.args else "no such job",
                                   job_id=request.match_info.get("job_id"))
@@ -355,14 +379,20 @@ class HttpApi:
         body = await self._body(request)
         payload = parse_json(body) if len(body) < OFFLOAD_BYTES else \
             await asyncio.to_thread(parse_json, body)
-        req = parse_submit(payload)
+        req = parse_submit(payload, request.headers.get(IDEMPOTENCY_HEADER))
         if req.input is not None:
             data: Any = await asyncio.to_thread(
                 load_input_column, Path(self.config.data_dir), req.input)
         else:
             data = req.data
-        accepted = await self.backend.submit_job(data, req.processor, priority=req.priority)
-        return json_response(accepted)
+        kw: dict[str, Any] = {"priority": req.priority}
+        if req.job_id is not None:
+            kw["job_id"] = req.job_id
+        accepted = dict(await self.backend.submit_job(data, req.processor, **kw))
+        # A resubmit of a job the node has (the same id and content) gets that job, marked.
+        replayed = bool(accepted.pop("existing", False))
+        return json_response(accepted,
+                             headers={"Idempotent-Replayed": "true"} if replayed else None)
 
     async def jobs(self, request: web.Request) -> web.Response:
         limit = query_int(request.query, "limit", 100, 1, 10_000)

@@ -7,13 +7,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..job_ids import job_id_problem
+
 #: Bounds of POST /submit_job's ``priority``.
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 #: Largest page of a job's result (GET /job/{id}?limit=).
 MAX_PAGE = 1_000_000
 DEFAULT_PAGE = 100_000
 
-SUBMIT_KEYS = ("data", "input", "processor_func", "priority")
+SUBMIT_KEYS = ("data", "input", "processor_func", "priority", "job_id")
+#: The HTTP header that carries a client-chosen job id (the same as the body's ``job_id``).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 INPUT_KEYS = ("path", "format", "column")
 
 
@@ -31,6 +35,8 @@ class SubmitRequest:
     priority: int
     data: list[Any] | None
     input: dict[str, Any] | None
+    #: The client's job id (``job_id`` or the Idempotency-Key header); None: the node picks one.
+    job_id: str | None = None
 
 
 def _type_name(value: Any) -> str:
@@ -61,9 +67,9 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"malformed JSON: a value cannot be read: {exc}") from None
 
 
-def parse_submit(payload: Any) -> SubmitRequest:
+def parse_submit(payload: Any, idempotency_key: str | None = None) -> SubmitRequest:
     """POST /submit_job's body: ``{"data": [...] | "input": {...}, "processor_func": str,
-    "priority": int}``."""
+    "priority": int, "job_id": str}``; ``idempotency_key``: the Idempotency-Key header."""
     if not isinstance(payload, dict):
         raise BadRequest(
             f"the body must be a JSON object, got {_type_name(payload)}",
@@ -81,6 +87,8 @@ def parse_submit(payload: Any) -> SubmitRequest:
             PRIORITY_MIN <= priority <= PRIORITY_MAX):
         raise BadRequest(f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX} "
                          f"(got {json.dumps(priority) if _jsonable(priority) else priority!r})")
+    job_id = parse_job_id(payload["job_id"], idempotency_key) if "job_id" in payload else \
+        parse_job_id(None, idempotency_key, body_has_it=False)
     has_data, has_input = "data" in payload, "input" in payload
     if has_data == has_input:
         raise BadRequest("give exactly one of data (a JSON array of items) or input "
@@ -89,8 +97,32 @@ def parse_submit(payload: Any) -> SubmitRequest:
         data = payload["data"]
         if not isinstance(data, list):
             raise BadRequest(f"data must be a JSON array of items, got {_type_name(data)}")
-        return SubmitRequest(proc, priority, data, None)
-    return SubmitRequest(proc, priority, None, parse_input(payload["input"]))
+        return SubmitRequest(proc, priority, data, None, job_id)
+    return SubmitRequest(proc, priority, None, parse_input(payload["input"]), job_id)
+
+
+def parse_job_id(body_id: Any, header_id: str | None, *, body_has_it: bool = True
+                 ) -> str | None:
+    """The client's job id from the body's ``job_id`` (``body_has_it``: the key is there; null
+    is refused) and the Idempotency-Key header (either, or both when equal); None when neither
+    is given."""
+    if not body_has_it:
+        body_id = None
+    elif body_id is None:
+        raise BadRequest("job_id must be a string (your own job id), got null; leave it out "
+                         "to have the node pick one", field="job_id")
+    if body_id is not None and header_id is not None and body_id != header_id:
+        raise BadRequest(f"job_id {body_id!r} and the {IDEMPOTENCY_HEADER} header "
+                         f"{header_id!r} differ: give one, or the same in both",
+                         field="job_id")
+    job_id = body_id if body_id is not None else header_id
+    if job_id is None:
+        return None
+    where = "job_id" if body_id is not None else f"the {IDEMPOTENCY_HEADER} header"
+    problem = job_id_problem(job_id)
+    if problem is not None:
+        raise BadRequest(f"{where}: {problem}", field="job_id")
+    return str(job_id)
 
 
 def parse_input(spec: Any) -> dict[str, Any]:
@@ -138,8 +170,10 @@ __all__ = [
     "MAX_PAGE",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
+    "IDEMPOTENCY_HEADER",
     "BadRequest",
     "SubmitRequest",
+    "parse_job_id",
     "parse_input",
     "parse_json",
     "parse_submit",

@@ -74,15 +74,22 @@ class CoordinatorBackend:
         self.node_id = coordinator.node_id
 
     def is_ready(self) -> bool:
-        return self.coordinator.running
+        return self.coordinator.running and self.coordinator.journal_problem is None
 
     def health(self) -> dict[str, Any]:
-        health: dict[str, Any] = {"core_alive": self.coordinator.running,
-                                  "zmq_port": self.coordinator.zmq_port,
+        coordinator = self.coordinator
+        journal_problem = coordinator.journal_problem
+        health: dict[str, Any] = {"core_alive": coordinator.running,
+                                  "journal_writable": coordinator.running and
+                                  journal_problem is None,
+                                  "zmq_port": coordinator.zmq_port,
                                   "protocol_version": PROTOCOL_VERSION}
-        if not self.coordinator.running:
+        if not coordinator.running:
             health["problem"] = "the coordinator core is not running" + (
-                f": {self.coordinator.failure}" if self.coordinator.failure else "")
+                f": {coordinator.failure}" if coordinator.failure else "")
+        elif journal_problem is not None:
+            # Reads are served, submits refused (507) until the journal can be written again.
+            health["problem"] = f"the journal cannot be written: {journal_problem}"
         return health
 
     def cluster_info(self) -> dict[str, Any]:
@@ -94,15 +101,19 @@ class CoordinatorBackend:
     def stats(self) -> dict[str, Any]:
         return self.coordinator.query(lambda core: core.stats())
 
-    async def submit_job(self, data: Any, processor: str, *, priority: int = 0
-                         ) -> dict[str, Any]:
+    async def submit_job(self, data: Any, processor: str, *, priority: int = 0,
+                         job_id: str | None = None) -> dict[str, Any]:
         config = self.coordinator.config
-        kind, morsels = await asyncio.to_thread(payload.split, data, config.morsel_size_bytes)
-        job_id = uuid.uuid4().hex
+        kind, morsels, digest = await asyncio.to_thread(
+            _split_and_digest, data, config.morsel_size_bytes, processor, int(priority))
         reply = await self.coordinator.request(
-            m.SubmitJob(0, job_id, processor, None, kind, morsels, int(priority)))
+            m.SubmitJob(0, job_id or uuid.uuid4().hex, processor, None, kind, morsels,
+                        int(priority), digest))
         assert isinstance(reply, m.SubmitAck)
-        return {"job_id": reply.job_id, "status": reply.status}
+        out: dict[str, Any] = {"job_id": reply.job_id, "status": reply.status}
+        if reply.existing:
+            out["existing"] = True
+        return out
 
     async def get_job(self, job_id: str, *, offset: int = 0, limit: int | None = None
                       ) -> dict[str, Any]:
@@ -128,6 +139,12 @@ class CoordinatorBackend:
 
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.coordinator.query(lambda core: core.list_jobs(limit))
+
+
+def _split_and_digest(data: Any, morsel_bytes: int, processor: str, priority: int
+                      ) -> tuple[str, list[Any], str]:
+    kind, morsels = payload.split(data, morsel_bytes)
+    return kind, morsels, payload.submit_digest(processor, None, kind, morsels, priority)
 
 
 def _decode_items(parts: list[tuple[str, int, bytes]]) -> list[Any]:

@@ -13,6 +13,7 @@ Jobs run at most ``max_concurrent_jobs`` at a time, highest priority first, then
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import socket
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..config import Config
 from ..engine.local_engine import LocalEngine
-from ..errors import JobNotFoundError
+from ..errors import JobIdConflictError, JobNotFoundError
 from ..http.results import dumps, to_json_list
 from ..http.server import HttpApi
 from ..metrics import CpuSampler, Metrics, get_metrics
@@ -60,6 +61,8 @@ class _Job:
     finished_at: float | None = None
     chunks_left: int = 0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: What the submit held, for a resubmit under the client's job id (None: no id given).
+    digest: str | None = None
 
     def summary(self) -> dict[str, Any]:
         fraction = 1.0 if self.total == 0 and self.status == JobState.COMPLETED else (
@@ -188,16 +191,25 @@ class LocalBackend:
         }
 
     # -- NodeBackend: jobs ----------------------------------------------------------------
-    async def submit_job(self, data: Any, processor: str, *, priority: int = 0) -> dict[str, Any]:
+    async def submit_job(self, data: Any, processor: str, *, priority: int = 0,
+                         job_id: str | None = None) -> dict[str, Any]:
         get_processor(processor)  # UnknownProcessorError (listing the known ones) before queuing
         if self._closed:
             raise RuntimeError("this node is shutting down and takes no new jobs")
         self._expire()
+        digest = None
+        if job_id is not None:
+            digest = await asyncio.to_thread(_submit_digest, processor, int(priority), data)
+            known = self._jobs.get(job_id)
+            if known is not None:
+                if known.digest != digest:
+                    raise JobIdConflictError(job_id)
+                return {"job_id": known.job_id, "status": known.status, "existing": True}
         total = len(data)
         self._seq += 1
         job = _Job(
-            job_id=uuid.uuid4().hex, processor=processor, priority=int(priority), data=data,
-            total=total, created_at=time.time(), seq=self._seq,
+            job_id=job_id or uuid.uuid4().hex, processor=processor, priority=int(priority),
+            data=data, total=total, created_at=time.time(), seq=self._seq, digest=digest,
         )
         job.chunks_left = self._chunk_count(total)
         self._jobs[job.job_id] = job
@@ -350,6 +362,23 @@ class LocalBackend:
         job.chunks_left = 0
         if job.task is None:
             job.data = None
+
+
+def _submit_digest(processor: str, priority: int, data: Any) -> str:
+    """What a submit held (processor, priority, data: a JSON list or an Arrow array read from a
+    file), for comparing a resubmit under the same job id."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{processor}\0{priority}\0{type(data).__name__}\0".encode())
+    chunks = getattr(data, "chunks", None)
+    if chunks is not None or hasattr(data, "buffers"):
+        for arr in (chunks if chunks is not None else [data]):
+            h.update(f"{arr.type}:{len(arr)}:{arr.offset}\0".encode())
+            for buf in arr.buffers():
+                if buf is not None:
+                    h.update(buf)
+    else:
+        h.update(dumps(data).encode())
+    return h.hexdigest()
 
 
 def _error_text(exc: BaseException) -> str:

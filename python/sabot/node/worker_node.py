@@ -55,8 +55,8 @@ class WorkerBackend:
         return BadRequest(f"this node is a worker; submit jobs to the coordinator at "
                           f"{c.coordinator_host}:{c.coordinator_port}")
 
-    async def submit_job(self, data: Any, processor: str, *, priority: int = 0
-                         ) -> dict[str, Any]:
+    async def submit_job(self, data: Any, processor: str, *, priority: int = 0,
+                         job_id: str | None = None) -> dict[str, Any]:
         raise self._not_here()
 
     async def get_job(self, job_id: str, *, offset: int = 0, limit: int | None = None

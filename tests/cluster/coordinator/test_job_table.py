@@ -153,3 +153,40 @@ def test_a_cancelled_job_cancels_its_running_morsels_and_ignores_their_results(p
     assert after["status"] == "cancelled" and after["progress"]["done"] == 0
     assert parts.dispatcher.counters["duplicates_ignored"] == 1
     assert parts.journal.job("job-c").status is JobState.CANCELLED
+
+
+def test_a_journal_that_cannot_be_written_loses_nothing_and_recovers(parts):
+    """SQLite's own "database or disk is full" (a page limit, so no mount is needed; the real
+    full disk is tests/reliability/test_full_disk.py): the failed commit keeps its changes, the
+    refused submit is taken back, new submits are refused, results are served from memory, and
+    a retry once there is room writes everything."""
+    from sabot.cluster.protocol import ErrorCode
+    from sabot.states import JournalState
+
+    journal = parts.journal
+    parts.submit("kept", list(range(40)), morsel_items=10)
+    parts.commit()
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+    parts.submit("too-big", list(range(20_000)), morsel_items=5000)
+    parts.run_assigned()  # "kept" completes; its results cannot be written either
+    assert journal.state is JournalState.UNWRITABLE
+    assert "full" in journal.problem and "SABOT_DATA_DIR" in journal.problem
+    assert journal.insert_pending("too-big") and journal.unwritten("kept")
+    parts.jobs.discard("too-big")  # (what the core does with a submit it cannot journal)
+    assert parts.status("kept")["status"] == "completed"
+    assert parts.page("kept", 0, None) == [x * x for x in range(40)]
+    _, refused = parts.jobs.submit(m.SubmitJob(9, "later", "square", None,
+                                               *payload.split([1, 2], 1 << 16)))
+    assert isinstance(refused, m.ErrorReply) and refused.code == ErrorCode.JOURNAL_UNWRITABLE
+    assert refused.details["data_dir"] == str(parts.config.data_dir)
+    assert journal.job("kept").status is JobState.PENDING  # (what the journal holds so far)
+
+    # Without the refused submit, what waits fits again: a retry writes it all.
+    assert journal.retry() and journal.state is JournalState.WRITABLE
+    assert journal.job("too-big") is None
+    assert journal.job("kept").status is JobState.COMPLETED
+    assert [x for enc, _, blob in journal.results("kept", 0, 1 << 20)
+            for x in payload.decode_value(enc, blob)] == [x * x for x in range(40)]
+    assert parts.jobs.submit(m.SubmitJob(10, "later", "square", None,
+                                         *payload.split([1, 2], 1 << 16)))[0] is not None

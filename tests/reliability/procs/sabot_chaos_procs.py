@@ -59,3 +59,19 @@ def chaos_fault(item: str) -> str:
 @sabot.processor("chaos_fast", replace=True)
 def chaos_fast(item: str) -> str:
     return answer(item)
+
+
+#: The file ``chaos_counted`` appends one line per call to (set in the node's environment).
+CALLS_FILE_VAR = "SABOT_TEST_CALLS_FILE"
+
+
+@sabot.processor("chaos_counted", replace=True)
+def chaos_counted(item: str) -> str:
+    """``chaos_fast``, counting its calls: one line per item in $SABOT_TEST_CALLS_FILE
+    (O_APPEND, so the lines of concurrent processes never mix)."""
+    fd = os.open(os.environ[CALLS_FILE_VAR], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (item.split(":", 1)[0] + "\n").encode())
+    finally:
+        os.close(fd)
+    return answer(item)

@@ -72,6 +72,13 @@ class Coordinator:
         core = self.core
         return core.failure if core is not None and not core.is_alive() else None
 
+    @property
+    def journal_problem(self) -> str | None:
+        """Why the journal cannot be written, while it cannot: new submits are refused and the
+        node is not healthy, but it serves and recovers on its own once it can write."""
+        core = self.core
+        return core.journal_problem() if core is not None and core.is_alive() else None
+
     async def wait_failed(self, poll_s: float = 0.5) -> str:
         """Returns (with the reason) once the core thread has failed; never while it runs."""
         while True:

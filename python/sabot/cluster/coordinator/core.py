@@ -4,7 +4,10 @@ One core thread owns all scheduling state, the ROUTER socket and the journal; it
 on anything but its poller. Each turn of its loop reads every ready message, runs timers,
 hands out morsels under the workers' credits, commits the journal once and only then sends the
 replies, so a submit is acknowledged only once journaled and a job is reported complete only
-once its results are stored. Local callers (the HTTP API, the in-process API handle) reach the
+once its results are stored. A journal that cannot be written (a full disk) does not stop the
+loop: the submits of that commit are refused (``journal_unwritable``, HTTP 507), new ones too
+while it lasts, everything else is served from memory and written when a retry (every
+journal.RETRY_S, and on a submit) succeeds. Local callers (the HTTP API, the in-process API handle) reach the
 core through a command queue and get the same reply messages a ZeroMQ client gets.
 
 What the loop drives are plain objects the thread owns: the :class:`NodeRegistry` (workers),
@@ -29,7 +32,7 @@ import zmq
 from ...config import Config
 from ...errors import CoordinatorUnavailableError, ProtocolError, VersionMismatchError
 from ...metrics import Metrics
-from ...states import NodeState
+from ...states import JournalState, NodeState
 from ...system import system_resources
 from ...version import __version__
 from .. import transport
@@ -109,6 +112,8 @@ class CoordinatorCore(threading.Thread):
         self.failure: str | None = None
         self._rejects = RateLimitedLog(log)
         self._probes: list[float] = []  # when to look for workers whose connection closed
+        #: Acks of this turn's submits, sent once their insert is written (else refused).
+        self._acks: list[tuple[Target, m.SubmitAck]] = []
 
         self._outbox = Outbox(self.router)
         send = self._outbox.send
@@ -218,12 +223,39 @@ class CoordinatorCore(threading.Thread):
         if outbox.need_commit or now - self._last_commit >= _COMMIT_EVERY_S:
             outbox.send_before_commit(self._by_peer)
             self._jobs.flush_results()
-            self.journal.commit()
+            self.journal.commit()  # (False while it cannot be written: see _settle_acks)
+            if self._acks:
+                self._settle_acks()
             outbox.need_commit = False
             self._last_commit = now
         outbox.flush(self._by_peer)
 
+    def _settle_acks(self) -> None:
+        """Acknowledge the submits whose insert is written; refuse the others (the journal
+        cannot be written) and take their jobs back."""
+        acks, self._acks = self._acks, []
+        journal = self.journal
+        failed = {ack.job_id for _, ack in acks if journal.insert_pending(ack.job_id)}
+        for job_id in failed:
+            self._jobs.discard(job_id)
+        if failed:
+            log.warning("refused %d submit(s): the journal cannot be written (%s)", len(failed),
+                        journal.problem)
+        for peer, ack in acks:
+            self._send(peer, self._jobs.unwritable_reply(ack.request_id)
+                       if ack.job_id in failed else ack)
+
+    def _retry_journal(self) -> bool:
+        """Try to write what waits for an unwritable journal; True once it is writable."""
+        self._jobs.flush_results()
+        if self.journal.retry():
+            self._jobs.evict()
+            return True
+        return False
+
     def _timers(self, now: float) -> None:
+        if self.journal.retry_due(now):
+            self._retry_journal()
         registry = self._registry
         if self._probes and self._probes[0] <= now:
             self._probe_connections(now)
@@ -387,10 +419,18 @@ class CoordinatorCore(threading.Thread):
         self._dispatcher.release(node, f"worker {node.node_id} left", handed_back=returned)
 
     def _on_submit(self, peer: Target, msg: m.SubmitJob, version: int) -> None:
+        journal = self.journal
+        if journal.retry_due(time.monotonic(), soon=True):
+            self._retry_journal()
         job, reply = self._jobs.submit(msg)
         if job is not None:
             self._dispatcher.enqueue(job)
-        self._send(peer, reply)
+        if isinstance(reply, m.SubmitAck) and journal.insert_pending(reply.job_id):
+            # Answered once the insert is written (this turn's commit), or refused then.
+            self._acks.append((peer, reply))
+            self._outbox.need_commit = True
+        else:
+            self._send(peer, reply)
 
     def _on_stats(self, peer: Target, msg: m.GetStats, version: int) -> None:
         self._send(peer, m.Stats(msg.request_id, self.stats()))
@@ -404,7 +444,8 @@ class CoordinatorCore(threading.Thread):
             "cluster_name": self.config.cluster_name,
             "coordinator": {"node_id": self.node_id, "zmq_port": self.zmq_port,
                             "protocol_version": PROTOCOL_VERSION, "version": __version__,
-                            "journal": str(self.journal.path)},
+                            "journal": str(self.journal.path),
+                            "journal_status": self.journal.status()},
             "nodes": registry.info(time.monotonic()),
             "nodes_by_state": registry.count_by_state(),
             "jobs": {"active": JobTable.active(jobs), "by_state": jobs,
@@ -422,6 +463,11 @@ class CoordinatorCore(threading.Thread):
         return {"queue_depth": self._dispatcher.queued,
                 "utilization_percent": self._registry.cpu_percent(),
                 "jobs": self._jobs.count_by_state(), "nodes": self._registry.count_by_state()}
+
+    def journal_problem(self) -> str | None:
+        """Why the journal cannot be written, while it cannot (safe from any thread)."""
+        journal = self.journal
+        return journal.problem if journal.state is JournalState.UNWRITABLE else None
 
     def nodes_info(self) -> list[dict[str, Any]]:
         return self._registry.info(time.monotonic())

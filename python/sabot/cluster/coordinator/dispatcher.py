@@ -9,7 +9,9 @@ whose worker was lost (its connection closed, it went silent, it left without ha
 is requeued without using one, however often that happens, and counted apart (the job's
 ``node_losses``); one handed back or lost with a session is requeued too. So losing workers
 never fails a job while a worker remains. Every result is kept once: a late or duplicate one
-is counted and ignored.
+is counted and ignored. A result (or failure) is taken only from the worker the morsel's
+current assignment went to, for that assignment (each hand-out has its own number, sent as the
+``attempt`` of ``assign``); any other is refused and counted (``results_refused``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..protocol import messages as m
 from .job_table import Job, JobTable, Morsel
 from .node_registry import Node, NodeRegistry
 from .outbox import Target
+from .rate_limited_log import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,9 @@ class Dispatcher:
         self._next_timeout_scan = 0.0
         self.counters = {"morsels_assigned": 0, "morsels_completed": 0, "morsels_failed": 0,
                          "morsels_requeued": 0, "morsels_requeued_node_lost": 0,
-                         "morsels_timed_out": 0, "duplicates_ignored": 0}
+                         "morsels_timed_out": 0, "duplicates_ignored": 0,
+                         "results_refused": 0}
+        self._refusals = RateLimitedLog(log)
 
     @property
     def queued(self) -> int:
@@ -114,9 +119,10 @@ class Dispatcher:
                     return
                 job, mo = picked
                 mo.attempts += 1
+                mo.assignment += 1
                 mo.node = node.node_id
                 mo.deadline = now + timeout if timeout else 0.0
-                node.inflight[(job.job_id, mo.idx)] = mo.attempts
+                node.inflight[(job.job_id, mo.idx)] = mo.assignment
                 if job.state is _PENDING:
                     self._table.move(job, _RUNNING)
                 func = None
@@ -124,7 +130,7 @@ class Dispatcher:
                     func = job.func_pickle
                     node.funcs_sent.add(job.job_id)
                 counters["morsels_assigned"] += 1
-                self._send(node.peer, m.Assign(job.job_id, mo.idx, mo.attempts, mo.offset,
+                self._send(node.peer, m.Assign(job.job_id, mo.idx, mo.assignment, mo.offset,
                                                job.func_name, func, mo.encoding,
                                                mo.data or b""))
                 if node.free > 0:
@@ -132,23 +138,57 @@ class Dispatcher:
             nodes = still
 
     # -- what workers report --------------------------------------------------------------------
-    def on_result(self, peer: Target, msg: m.MorselResult, version: int) -> None:
-        node = self._node_of(peer)
-        key = (msg.job_id, int(msg.morsel))
-        if node is not None:
-            node.inflight.pop(key, None)
-            node.morsels_done += 1
-            node.items_done += int(msg.items)
+    def _refuse(self, node: Node | None, what: str, msg: m.MorselResult | m.MorselFailed,
+                why: str) -> None:
+        """Count and log (rate-limited) a result or failure the morsel's current assignment
+        did not send."""
+        self.counters["results_refused"] += 1
+        self._metrics.record_result_refused()
+        self._refusals.log("refused", logging.INFO,
+                           "refused a %s for job %s morsel %s (attempt %s) from worker %s: %s",
+                           what, msg.job_id, msg.morsel, msg.attempt,
+                           node.node_id if node else "?", why)
+
+    def _current(self, node: Node | None, msg: m.MorselResult | m.MorselFailed, what: str
+                 ) -> tuple[Job, Morsel] | None:
+        """The job and morsel of a worker's result or failure when it is the answer to the
+        morsel's current assignment, which went to that worker; None otherwise (a late one
+        is ignored, one that was never asked of that worker is refused)."""
+        key = (msg.job_id, msg.morsel)
         job = self._jobs.get(msg.job_id)
         if job is None or job.state not in ACTIVE_JOB_STATES or \
                 not 0 <= key[1] < len(job.morsels):
+            # The job is over (cancelled, failed, done) or gone: a late answer.
+            if node is not None:
+                node.inflight.pop(key, None)
             self.counters["duplicates_ignored"] += 1
-            return
+            return None
         mo = job.morsels[key[1]]
-        if mo.done:
-            self.counters["duplicates_ignored"] += 1
-            log.debug("ignored a duplicate result for %s morsel %d", msg.job_id, key[1])
+        held = node.inflight.get(key) if node is not None else None
+        if held is None or held != msg.attempt or mo.node != node.node_id:  # type: ignore
+            if mo.done and held is None:
+                # Done by another worker after this one lost it (or ran it twice): late.
+                self.counters["duplicates_ignored"] += 1
+                log.debug("ignored a late result for %s morsel %d", msg.job_id, key[1])
+                return None
+            self._refuse(node, what, msg,
+                         "that worker does not hold this morsel" if held is None else
+                         f"its current assignment is attempt {held}, on worker {mo.node}")
+            return None
+        return job, mo
+
+    # -- what workers report --------------------------------------------------------------------
+    def on_result(self, peer: Target, msg: m.MorselResult, version: int) -> None:
+        node = self._node_of(peer)
+        picked = self._current(node, msg, "result")
+        if picked is None:
             return
+        assert node is not None
+        job, mo = picked
+        key = (msg.job_id, mo.idx)
+        node.inflight.pop(key, None)
+        node.morsels_done += 1
+        node.items_done += int(msg.items)
         if int(msg.items) != mo.items:
             # The worker decoded another number of items than the submit claimed (a pickle
             # morsel, which the coordinator cannot count): running it again cannot help.
@@ -156,13 +196,9 @@ class Dispatcher:
             self.counters["morsels_failed"] += 1
             self._table.move(job, _FAILED, error=(
                 f"morsel {mo.idx} (items {mo.offset}-{mo.offset + mo.items - 1}) was submitted "
-                f"as {mo.items} item(s) but worker {node.node_id if node else '?'} decoded "
+                f"as {mo.items} item(s) but worker {node.node_id} decoded "
                 f"{int(msg.items)}: the submit's item count is wrong"))
             return
-        if mo.node is not None and (node is None or mo.node != node.node_id):
-            other = self._nodes.get(mo.node)
-            if other is not None and other.inflight.pop(key, None) is not None:
-                self._send(other.peer, m.CancelMorsel(job.job_id, key[1], "done elsewhere"))
         mo.done = True
         mo.node = None
         mo.result = (msg.encoding, int(msg.items), bytes(msg.data))
@@ -189,27 +225,23 @@ class Dispatcher:
 
     def on_failed(self, peer: Target, msg: m.MorselFailed, version: int) -> None:
         node = self._node_of(peer)
-        key = (msg.job_id, int(msg.morsel))
-        if node is not None:
-            node.inflight.pop(key, None)
-            node.morsels_failed += 1
-        job = self._jobs.get(msg.job_id)
-        if job is None or job.state not in ACTIVE_JOB_STATES or \
-                not 0 <= key[1] < len(job.morsels):
+        picked = self._current(node, msg, "failure")
+        if picked is None:
             return
-        mo = job.morsels[key[1]]
-        if mo.done or (mo.node is not None and node is not None and mo.node != node.node_id):
-            return  # another attempt is running or finished: this failure is stale
+        assert node is not None
+        job, mo = picked
+        key = (msg.job_id, mo.idx)
+        node.inflight.pop(key, None)
+        node.morsels_failed += 1
         where = f"item {mo.offset + msg.index}" if msg.index is not None else \
             f"items {mo.offset}-{mo.offset + mo.items - 1}"
         text = f"{msg.error_type}: {msg.message}"
-        mo.last_error = (f"morsel {key[1]} ({where}) failed on worker "
-                         f"{node.node_id if node else '?'}: {text}")
+        mo.last_error = f"morsel {key[1]} ({where}) failed on worker {node.node_id}: {text}"
         if msg.traceback:
             mo.last_error += "\n" + msg.traceback.rstrip()
         self.counters["morsels_failed"] += 1
         self._metrics.record_morsel(0.0, "failed")
-        log.info("job %s morsel %d attempt %d failed: %s", job.job_id, key[1], msg.attempt, text)
+        log.info("job %s morsel %d attempt %d failed: %s", job.job_id, key[1], mo.attempts, text)
         mo.node = None
         self._retry_or_fail(job, mo)
 

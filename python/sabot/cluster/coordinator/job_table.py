@@ -22,8 +22,9 @@ from typing import Any
 
 from ...config import Config
 from ...errors import ProtocolError, UnknownProcessorError
+from ...job_ids import job_id_problem
 from ...metrics import Metrics
-from ...states import ACTIVE_JOB_STATES, JobState, check_job_transition
+from ...states import ACTIVE_JOB_STATES, JobState, JournalState, check_job_transition
 from ..journal import JobRow, Journal, MorselRow
 from ..protocol import ErrorCode, payload
 from ..protocol import messages as m
@@ -65,6 +66,10 @@ class Morsel:
     result: tuple[str, int, bytes] | None = None
     last_error: str | None = None
     node_losses: int = 0  # times it was requeued because its worker was lost
+    #: Times it was handed out by this coordinator (never goes down, unlike ``attempts``,
+    #: which only the user's code uses up): the ``attempt`` of its current assignment, so a
+    #: result of an earlier one is told apart and refused.
+    assignment: int = 0
 
 
 @dataclass(slots=True)
@@ -88,6 +93,7 @@ class Job:
     node_losses: int = 0
     most_node_losses: int = 0
     most_lost_morsel: int | None = None
+    digest: str | None = None  # what its submit held (payload.submit_digest)
 
     def summary(self) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
@@ -172,24 +178,46 @@ class JobTable:
         else:
             log.debug("job %s %s (%d items, %d morsels)", job.job_id, new.value,
                       job.total_items, len(job.morsels))
-        while len(self._finished) > FINISHED_IN_MEMORY:
-            old = self._finished.popleft()
+        self.evict()
+
+    def evict(self) -> None:
+        """Let the oldest finished jobs go from memory, beyond the latest FINISHED_IN_MEMORY;
+        one whose changes are not written yet stays (its reads would miss them)."""
+        finished = self._finished
+        while len(finished) > FINISHED_IN_MEMORY and not self._journal.unwritten(finished[0]):
+            old = finished.popleft()
             if old not in self._awaited:
                 self.jobs.pop(old, None)
 
     # -- submit, status, cancel ---------------------------------------------------------------
     def submit(self, msg: m.SubmitJob) -> tuple[Job | None, m.Message]:
         """The new job of ``msg`` (journaled, pending; completed at once when it has no morsel)
-        and the answer. A retried submit (its ack was lost) gets its job's state and no new
-        job; a bad one an ErrorReply."""
+        and the answer. A resubmit of a known job id (a retry whose ack was lost, or the
+        client's own key) gets that job's state and no new job when it holds the same job, a
+        ``job_id_conflict`` when it holds another; a bad submit an ErrorReply; any new submit
+        while the journal cannot be written a ``journal_unwritable``."""
         rid = msg.request_id
         job_id = msg.job_id
+        problem_text = job_id_problem(job_id)
+        if problem_text is not None:
+            return None, m.ErrorReply(rid, ErrorCode.BAD_REQUEST, problem_text,
+                                      {"field": "job_id"})
+        digest = msg.digest or payload.submit_digest(msg.func_name, msg.func_pickle,
+                                                     msg.result_kind, msg.morsels, msg.priority)
         known = self.jobs.get(job_id)
         row = None if known is not None else self._journal.job(job_id)
-        if known is not None:
-            return None, m.SubmitAck(rid, job_id, known.state.value)
-        if row is not None:
-            return None, m.SubmitAck(rid, job_id, row.status.value)
+        if known is not None or row is not None:
+            state, had = (known.state, known.digest) if known is not None else \
+                (row.status, row.digest)  # type: ignore[union-attr]
+            if had is not None and had != digest:
+                return None, m.ErrorReply(
+                    rid, ErrorCode.JOB_ID_CONFLICT,
+                    f"job id {job_id!r} is taken by a job with other content (function, data "
+                    f"or options; it is {state.value}): resubmitting it must send the same "
+                    "job; give a new job a new id", {"job_id": job_id})
+            return None, m.SubmitAck(rid, job_id, state.value, True)
+        if self._journal.state is JournalState.UNWRITABLE:
+            return None, self.unwritable_reply(rid)
         problem = self._check_submit(msg)
         if problem is not None:
             code, text, details = problem
@@ -204,10 +232,10 @@ class JobTable:
         self._next_seq += 1
         job = Job(job_id, seq, _PENDING, int(msg.priority), msg.func_name,
                   bytes(msg.func_pickle) if msg.func_pickle is not None else None,
-                  msg.result_kind, morsels, offset, now)
+                  msg.result_kind, morsels, offset, now, digest=digest)
         self._journal.insert_job(
             JobRow(job_id, seq, _PENDING, job.priority, job.func_name, job.func_pickle,
-                   job.result_kind, len(morsels), offset, None, now, None, None),
+                   job.result_kind, len(morsels), offset, None, now, None, None, digest),
             [MorselRow(mo.idx, mo.offset, mo.items, mo.encoding, mo.data, 0, False)
              for mo in morsels])
         self.jobs[job_id] = job
@@ -219,10 +247,39 @@ class JobTable:
                         "registers", job_id)
         return job, m.SubmitAck(rid, job_id, job.state.value)
 
+    def unwritable_reply(self, request_id: int) -> m.ErrorReply:
+        """The answer to a submit while the journal cannot be written (HTTP 507)."""
+        journal = self._journal
+        free, _ = journal.disk_space()
+        return m.ErrorReply(
+            request_id, ErrorCode.JOURNAL_UNWRITABLE,
+            f"the job was not accepted: the coordinator cannot write its journal "
+            f"({journal.problem}). Free space under SABOT_DATA_DIR={self._config.data_dir} "
+            "and submit again: the coordinator accepts submits again on its own once it can "
+            "write (jobs it accepted before are kept)",
+            {"data_dir": str(self._config.data_dir), "free_bytes": free,
+             "journal": str(journal.path)})
+
+    def discard(self, job_id: str) -> None:
+        """Take back a submit whose insert could not be written: it was never acknowledged,
+        so the job never existed for anyone (not a state change); morsels already handed out
+        are cancelled."""
+        self._journal.drop_insert(job_id)
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return
+        nodes = self._nodes
+        for mo in job.morsels:
+            node = nodes.get(mo.node) if mo.node is not None else None
+            if node is not None and node.inflight.pop((job_id, mo.idx), None) is not None:
+                self._send(node.peer, m.CancelMorsel(job_id, mo.idx, "the submit was refused"))
+            mo.node = None
+        if job_id in self._finished:
+            self._finished.remove(job_id)
+        self.touched.discard(job_id)
+
     def _check_submit(self, msg: m.SubmitJob) -> tuple[ErrorCode, str, dict[str, Any]] | None:
         bad = ErrorCode.BAD_REQUEST
-        if not msg.job_id or len(msg.job_id) > 128 or not msg.job_id.isprintable():
-            return bad, "job_id must be 1-128 printable characters", {}
         if msg.result_kind not in payload.RESULT_KINDS:
             return bad, (f"result_kind {msg.result_kind!r} is unknown; accepted: "
                          f"{', '.join(payload.RESULT_KINDS)}"), {}
@@ -287,7 +344,7 @@ class JobTable:
                       row.func_pickle, row.result_kind,
                       [Morsel(r.idx, r.offset, r.items, r.encoding, r.data, r.attempts, r.done)
                        for r in morsels],
-                      row.total_items, row.created_at, row.started_at)
+                      row.total_items, row.created_at, row.started_at, digest=row.digest)
             for mo in job.morsels:
                 if mo.done:
                     job.done_morsels += 1

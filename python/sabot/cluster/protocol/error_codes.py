@@ -14,7 +14,9 @@ from typing import Any
 from ...errors import (
     ClusterMismatchError,
     CoordinatorUnavailableError,
+    JobIdConflictError,
     JobNotFoundError,
+    JournalUnwritableError,
     ProtocolError,
     UnknownProcessorError,
     VersionMismatchError,
@@ -37,6 +39,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_PROCESSOR = "unknown_processor"
     NOT_REGISTERED = "not_registered"
     INTERNAL = "internal"
+    #: The journal cannot be written (a full disk): the submit was not accepted (HTTP 507).
+    JOURNAL_UNWRITABLE = "journal_unwritable"
+    #: The submit's job id is taken by a job with other content (HTTP 409).
+    JOB_ID_CONFLICT = "job_id_conflict"
 
 
 #: Refusals after which a peer must stop instead of saying hello again.
@@ -61,6 +67,12 @@ def exception_for(code: str, message: str, details: dict[str, Any] | None = None
                                      [str(k) for k in details.get("known", [])])
     if code == ErrorCode.BAD_REQUEST:
         return ValueError(message)
+    if code == ErrorCode.JOURNAL_UNWRITABLE:
+        free = details.get("free_bytes")
+        return JournalUnwritableError(message, data_dir=details.get("data_dir"),
+                                      free_bytes=free if isinstance(free, int) else None)
+    if code == ErrorCode.JOB_ID_CONFLICT:
+        return JobIdConflictError(str(details.get("job_id", "?")), message)
     if code == ErrorCode.UNKNOWN_SESSION:
         return CoordinatorUnavailableError(f"the coordinator does not know this session: "
                                            f"{message}")

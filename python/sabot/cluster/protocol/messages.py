@@ -338,7 +338,11 @@ def batch_morsels(msgs: list[Message]) -> list[Message]:
 class SubmitJob(Message):
     """Client -> coordinator. ``morsels``: [[encoding, items, data], ...] in input order;
     ``func_name``: a registered processor, or a label when ``func_pickle`` is given.
-    Resubmitting a known ``job_id`` is answered with its state (idempotent)."""
+    ``job_id`` is the client's (an idempotency key: sabot.job_ids says what it may hold);
+    resubmitting a known one with the same content is answered with that job's state, never a
+    second job; with other content it is refused (``job_id_conflict``). ``digest``: the
+    content's :func:`~sabot.cluster.protocol.payload.submit_digest` (optional: the coordinator
+    computes it when it is empty)."""
 
     request_id: int
     job_id: str
@@ -347,15 +351,18 @@ class SubmitJob(Message):
     result_kind: str
     morsels: list
     priority: int = 0
+    digest: str = ""
 
 
 @message(21, "submit-ack")
 class SubmitAck(Message):
-    """The job is journaled (durable) and queued."""
+    """The job is journaled (durable) and queued. ``existing``: the submit named a job that
+    was there already (a resubmit), which is what this answers for."""
 
     request_id: int
     job_id: str
     status: str
+    existing: bool = False
 
 
 @message(22, "get-status")
@@ -420,7 +427,7 @@ class Stats(Message):
 @message(29, "error")
 class ErrorReply(Message):
     """A request failed. ``code``: job_not_found, bad_request, unknown_processor,
-    not_registered, internal."""
+    not_registered, internal, journal_unwritable, job_id_conflict."""
 
     request_id: int
     code: str

@@ -16,6 +16,7 @@ result kinds (how the client joins the result morsels): ``list``, ``numpy``, ``a
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -203,6 +204,27 @@ def _msgpack_array_len(data: bytes) -> tuple[int, int]:
 
 
 # -- splitting a job's input ------------------------------------------------------------------
+def submit_digest(func_name: str, func_pickle: bytes | None, result_kind: str,
+                  morsels: Sequence[Sequence[Any]], priority: int) -> str:
+    """What a submit holds (function, data, options) as 32 hex digits: a resubmit of the same
+    job id is the same job when its digest is the same. Each part is length-prefixed, so no
+    two different submits read as the same bytes."""
+    h = hashlib.blake2b(digest_size=16)
+
+    def part(data: Any) -> None:
+        h.update(memoryview(data).nbytes.to_bytes(8, "little"))
+        h.update(data)
+
+    part(func_name.encode())
+    part(b"\x01" + func_pickle if func_pickle is not None else b"\x00")
+    part(result_kind.encode())
+    part(str(int(priority)).encode())
+    for encoding, items, data in morsels:
+        part(f"{encoding}:{int(items)}".encode())
+        part(data)
+    return h.hexdigest()
+
+
 def result_kind_of(data: Any) -> str:
     mod = type(data).__module__
     if mod.startswith("numpy"):
@@ -339,4 +361,5 @@ __all__ = [
     "join",
     "result_kind_of",
     "split",
+    "submit_digest",
 ]

@@ -143,5 +143,6 @@ def test_a_file_source_resumes_mid_file_after_kill_9(tmp_path):
         assert run(out, state, {"SABOT_STREAM_CRASH": spec}) == -9, spec
     assert run(out, state) == 0
     want = _rows(tmp_path / "ref")
+    assert _rows(Path(f"{out}-reduce")) == _rows(Path(f"{tmp_path / 'ref'}-reduce"))
     assert _rows(out) == want and sum(int(r.split("'total', ")[1].split(")")[0]) for r in want) == \
         n * (n - 1) // 2

@@ -125,10 +125,17 @@ def test_kill_9_of_a_kafka_pipeline_loses_nothing_and_exactly_once_duplicates_no
     state = str(tmp_path / "state")
     for point, nth in (("files", 2), ("manifest", 1), ("sinks", 1)):
         assert _run([servers, topic, out, state, mode], {"SABOT_STREAM_CRASH": f"{point}:{nth}"}) == -9
-    rnd = random.Random(5)
-    for _ in range(3):
-        if _run([servers, topic, out, state, mode], kill_after=rnd.uniform(0.5, 1.0) * took) != -9:
-            break
+    if mode == "alo":
+        # Random kills, which may land inside a Kafka transaction, only for at-least-once: on
+        # Tansu the records of an aborted transaction stay visible to read_committed readers
+        # (docs/kafka.md; tests/connectors has the strict xfail), which would show an
+        # exactly-once run's interrupted commit twice. On Apache Kafka the abort hides them.
+        rnd = random.Random(5)
+        for _ in range(3):
+            if _run([servers, topic, out, state, mode], kill_after=rnd.uniform(0.5, 1.0) * took) != -9:
+                break
+    else:
+        assert _run([servers, topic, out, state, mode], {"SABOT_STREAM_CRASH": "manifest:2"}) in (0, -9)
     assert _run([servers, topic, out, state, mode]) == 0
     for sink in ("windows", "rows"):
         want, got = _output(servers, f"{ref_out}-{sink}"), _output(servers, f"{out}-{sink}")

@@ -9,15 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 import pytest
+import sabot_test_killable as killable
 
 PIPELINE = Path(__file__).parent / "procs" / "checkpointed_pipeline.py"
 OUTPUTS = ("sliding", "session", "process", "join")
@@ -45,18 +42,7 @@ def _published(out: Path) -> dict[str, str]:
 
 def _run(out: Path, state: Path | str, env: dict[str, str] | None = None,
          kill_after: float | None = None) -> int:
-    proc = subprocess.Popen([sys.executable, str(PIPELINE), str(out), str(state), EVENTS],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        out_text, _ = proc.communicate(timeout=kill_after if kill_after is not None else 300)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        return -9
-    if proc.returncode not in (0, -9):
-        raise AssertionError(f"pipeline failed ({proc.returncode}): {out_text.decode()[-3000:]}")
-    return proc.returncode
+    return killable.run(PIPELINE, [str(out), str(state), EVENTS], env, kill_after)
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +69,11 @@ def _faulted(tmp_path: Path, reference: dict[str, list[str]], random_kills: int,
         assert code == -9, f"the pipeline did not reach crash point {point}:{nth}"
         check_published()
     rnd = random.Random(seed)
-    kills = 0
     for _ in range(random_kills):
         code = _run(out, state, kill_after=rnd.uniform(0.8, 3.0))
         check_published()
         if code != -9:
             break
-        kills += 1
     assert _run(out, state) == 0
     check_published()
     for q in OUTPUTS:
@@ -131,11 +115,7 @@ def test_a_file_source_resumes_mid_file_after_kill_9(tmp_path):
                 n += 1
 
     def run(out: Path, state: Path, env: dict[str, str] | None = None) -> int:
-        proc = subprocess.run([sys.executable, str(FILES_PIPELINE), str(src / "*.jsonl"), str(out),
-                               str(state)], env={**os.environ, **(env or {})},
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode in (0, -9), proc.stdout[-2000:] + proc.stderr[-2000:]
-        return proc.returncode
+        return killable.run(FILES_PIPELINE, [str(src / "*.jsonl"), str(out), str(state)], env)
 
     assert run(tmp_path / "ref", tmp_path / "ref-state") == 0
     out, state = tmp_path / "out", tmp_path / "state"

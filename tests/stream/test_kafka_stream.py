@@ -7,19 +7,15 @@ exactly-once sinks (read_committed), and all of it (maybe more) for at-least-onc
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 import sabot_test_kafka as kafka
+import sabot_test_killable as killable
 from sabot import stream as st
 from sabot.errors import BadRecordError
 
@@ -92,17 +88,7 @@ def test_exactly_once_needs_checkpoints():
 
 
 def _run(args: list[str], env: dict[str, str] | None = None, kill_after: float | None = None) -> int:
-    proc = subprocess.Popen([sys.executable, str(PIPELINE), *args], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        out, _ = proc.communicate(timeout=kill_after if kill_after is not None else 300)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        return -9
-    if proc.returncode not in (0, -9):
-        raise AssertionError(f"pipeline failed ({proc.returncode}): {out.decode()[-3000:]}")
-    return proc.returncode
+    return killable.run(PIPELINE, args, env, kill_after)
 
 
 def _output(servers: str, topic: str) -> Counter:

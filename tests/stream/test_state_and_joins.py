@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from sabot import stream as st
 from sabot.errors import ProcessingError
 

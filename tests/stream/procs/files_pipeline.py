@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import pyarrow.compute as pc
-
 from sabot import stream as st
 
 

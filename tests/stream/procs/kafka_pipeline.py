@@ -10,7 +10,6 @@ import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from sabot import stream as st
 
 SCHEMA = pa.schema([("key", pa.int64()), ("price", pa.int64()), ("t", pa.int64())])

@@ -41,5 +41,6 @@ BENCHMARKS: tuple[str, ...] = (
     "cluster",
     "streaming",
     "streaming_nexmark",
+    "streaming_checkpoints",
     "readme_table",
 )

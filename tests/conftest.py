@@ -71,6 +71,7 @@ def _load_helper(name: str, file: str) -> Any:
 
 nodes = _load_helper("sabot_test_nodes", "nodes.py")
 kafka = _load_helper("sabot_test_kafka", "kafka_broker.py")
+_load_helper("sabot_test_killable", "stream/procs/killable.py")
 
 # The session's Tansu broker and a factory of topics on it (tests/kafka_broker.py).
 kafka_broker = kafka.kafka_broker

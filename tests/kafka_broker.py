@@ -103,7 +103,7 @@ class TansuBroker:
         remaining = max(1.0, deadline - time.monotonic())
         try:
             admin.list_topics(timeout=remaining)
-        except Exception as exc:  # noqa: BLE001 - reported with the broker's log
+        except Exception as exc:
             raise RuntimeError(f"no metadata answer: {exc}: {self.log_tail()}") from exc
 
     def stop(self) -> None:

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("node wiring", ("sabot.node",)),
     ("services", ("sabot.http", "sabot.cluster", "sabot.stream")),
     ("engine", ("sabot.engine",)),
+    ("connectors", ("sabot.connectors",)),
     ("compute", ("sabot.columnar", "sabot.apply", "sabot.processors", "sabot.metrics")),
     ("native core and configuration", ("sabot._native", "sabot.config")),
     ("vocabulary", (

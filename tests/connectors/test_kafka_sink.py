@@ -8,7 +8,6 @@ import json
 import pyarrow as pa
 import pytest
 import sabot_test_kafka as kafka
-
 from sabot.connectors import KafkaBatchSink, KafkaBatchSource, KafkaConnectorError
 from sabot.errors import ConfigError
 

@@ -11,7 +11,6 @@ import uuid
 import pyarrow as pa
 import pytest
 import sabot_test_kafka as kafka
-
 from sabot.connectors import BadMessage, KafkaBatchSource, PartitionBatch
 
 N = 3000

@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from sabot import stream as st
 from sabot.errors import CheckpointError, ConfigError
 from sabot.metrics import get_metrics

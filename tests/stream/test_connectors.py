@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-
 from sabot import stream as st
 
 ROWS = [{"k": i % 4, "v": i, "t": 100 * i} for i in range(500)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "streaming.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL)
 
 
 def test_the_doc_has_an_example_per_operator():

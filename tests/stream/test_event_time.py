@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from sabot import stream as st
 from sabot.metrics import get_metrics
 

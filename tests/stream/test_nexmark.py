@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from sabot import stream as st
 from sabot.stream.nexmark.generator import GeneratorConfig, generate
 from sabot.stream.nexmark.queries import QUERIES, SQL
@@ -26,7 +25,7 @@ def test_proportions_ids_and_times(tables):
     assert (p.num_rows, a.num_rows, b.num_rows) == (EVENTS // 50, 3 * EVENTS // 50, 46 * EVENTS // 50)
     assert p.column("id").to_pylist() == list(range(1000, 1000 + p.num_rows))
     assert a.column("id").to_pylist() == list(range(1000, 1000 + a.num_rows))
-    ms = lambda t, c: t.column(c).cast(pa.int64()).to_numpy()  # noqa: E731
+    ms = lambda t, c: t.column(c).cast(pa.int64()).to_numpy()
     for t in (p, a, b):
         assert np.all(np.diff(ms(t, "date_time")) >= 0)  # in event-time order
     # 10,000 events per second of event time: the stream spans EVENTS / 10,000 seconds

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from sabot import stream as st
 from sabot.errors import ProcessingError
 
@@ -185,3 +184,20 @@ def test_lookup_join_against_a_changelog_keeps_the_latest_row_per_key():
     out = env.from_collection(later(), timestamp="t").lookup_join(table, on="user").collect()
     assert out.select(["user", "name"]).to_pylist() == [
         {"user": 1, "name": "new"}, {"user": 2, "name": "two"}, {"user": 3, "name": None}]
+
+
+def test_null_keys_never_join_but_group_together():
+    """SQL semantics, as the batch engines have them: a null key matches nothing in a join,
+    and null keys form one group in a keyed window."""
+    left = [{"k": None, "a": 1, "t": 0}, {"k": 1, "a": 2, "t": 0}, {"k": None, "a": 5, "t": 5}]
+    right = [{"k": None, "b": 3, "t": 10}, {"k": 1, "b": 4, "t": 10}]
+    for join in ("interval", "window"):
+        env = st.StreamEnv()
+        lhs, rhs = env.from_collection(left, timestamp="t"), env.from_collection(right, timestamp="t")
+        out = (lhs.interval_join(rhs, on="k", lower="-1s", upper="1s") if join == "interval"
+               else lhs.window_join(rhs, on="k", window=st.tumbling("1s"))).collect()
+        assert [(r["k"], r["a"], r["b"]) for r in out.to_pylist()] == [(1, 2, 4)], join
+    env = st.StreamEnv()
+    got = (env.from_collection(left, timestamp="t").key_by("k").window(st.tumbling("1s"))
+              .agg(n=st.count())).collect()
+    assert sorted((r["k"] is None, r["n"]) for r in got.to_pylist()) == [(False, 1), (True, 2)]

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from sabot import stream as st
+from sabot.errors import ConfigError, ProcessingError
 
 
 def events(n: int = 6000, keys: int = 7, seed: int = 1, disorder_ms: int = 900) -> pa.Table:
@@ -111,3 +111,66 @@ def test_a_window_over_the_whole_stream_and_a_filter_before_it(sql, same_rows):
     expected = sql("""SELECT (t // 2000) * 2000 AS window_start,
                       count(*) AS n, max(v) AS hi FROM data WHERE c > 5 GROUP BY 1""", data=data)
     same_rows(out, expected, ["window_start", "n", "hi"])
+
+
+def _top_row(batch):
+    import pyarrow.compute as pc
+
+    i = pc.index(batch.column("v"), pc.max(batch.column("v"))).as_py()
+    return batch.slice(i, 1).to_pylist()[0]
+
+
+def test_reduce_folds_each_key_and_sliding_window_like_the_oracle():
+    import random
+    from collections import defaultdict
+
+    rnd = random.Random(4)
+    rows = [{"k": rnd.randrange(5), "v": rnd.randrange(10_000), "t": i * 10 + rnd.randrange(300)}
+            for i in range(4000)]
+    env = st.StreamEnv()
+    got = (env.from_collection(rows, timestamp="t", batch_size=97,
+                               watermark=st.bounded_out_of_orderness("300ms"))
+              .key_by("k").window(st.sliding("2s", slide="500ms")).reduce(_top_row)).collect()
+    want: dict = defaultdict(lambda: -1)
+    for r in rows:
+        for s in range((r["t"] // 500) * 500, r["t"] - 2000, -500):
+            want[(r["k"], s)] = max(want[(r["k"], s)], r["v"])
+    out = {(r["k"], int(r["window_start"].timestamp() * 1000)): r for r in got.to_pylist()}
+    assert {k: r["v"] for k, r in out.items()} == dict(want)
+    # the reduced row is a real input row of that key and window
+    assert all(r["window_start"] <= r["window_end"] and (r["k"], r["v"]) in
+               {(x["k"], x["v"]) for x in rows} for r in out.values())
+
+
+def test_reduce_sums_like_agg_with_late_events_and_updates():
+    rows = [{"k": i % 3, "v": i, "t": t} for i, t in enumerate(
+        [100, 900, 1500, 300, 2500, 1200, 4000, 700, 5200, 1100, 6100, 3900])]
+
+    def pipeline(use_reduce: bool, mode: str):
+        env = st.StreamEnv()
+        w = (env.from_collection(rows, timestamp="t", batch_size=1,
+                                 watermark=st.bounded_out_of_orderness("500ms"))
+                .key_by("k").window(st.tumbling("1s"), allowed_lateness="1s"))
+        res = (w.reduce(lambda b: {"k": b.column("k")[0].as_py(), "v": pc.sum(b.column("v")).as_py(),
+                                   "t": pc.max(b.column("t")).as_py()})
+               if use_reduce else w.agg(v=st.sum("v"))).emit(mode)
+        late = []
+        res.late().to_callable(lambda b: late.extend(b.column("v").to_pylist()))
+        table = res.collect()
+        return [(r["k"], r["window_start"], r["v"]) for r in table.to_pylist()], sorted(late)
+
+    for mode in ("final", "update"):
+        assert pipeline(True, mode) == pipeline(False, mode)
+    assert pipeline(True, "final")[1], "the data has late events"
+
+
+def test_reduce_refuses_what_it_cannot_do():
+    env = st.StreamEnv()
+    s = env.from_collection([{"k": 1, "v": 2, "t": 3}], timestamp="t").key_by("k")
+    with pytest.raises(ConfigError, match="RecordBatch"):
+        s.window(st.tumbling("1s")).reduce("max")
+    with pytest.raises(ConfigError, match="tumbling"):
+        s.window(st.session("1s")).reduce(_top_row)
+    bad = s.window(st.tumbling("1s")).reduce(lambda b: 5)
+    with pytest.raises(ProcessingError, match="reduce function returned a int"):
+        bad.collect()

@@ -99,13 +99,13 @@ def check_metadata_names(schema: pa.Schema | None, with_metadata: bool) -> None:
 
 
 def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
         raise ConfigError(name, value, "an integer >= 1")
     return int(value)
 
 
 def check_timeout(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ConfigError(name, value, "a number of seconds > 0")
     return float(value)
 
@@ -195,7 +195,7 @@ def client_refusal(exc: BaseException, extra: Mapping[str, Any]) -> ConfigError 
     names it (or shows the user's ``config`` when librdkafka names it by an alias), or None when
     ``exc`` is not such a refusal."""
     settings = extra
-    err = exc.args[0] if exc.args else exc
+    err: Any = exc.args[0] if exc.args else exc
     text = err.str() if callable(getattr(err, "str", None)) else str(err)
     for marker in ("No such configuration property:", "Invalid value", "Configuration property"):
         if marker in text:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 
@@ -138,7 +138,7 @@ class KafkaBatchSink:
             if marker is not None:
                 marker.close()
 
-    def __enter__(self) -> KafkaBatchSink:
+    def __enter__(self) -> Self:
         if self._producer is None:
             self.open()
         return self
@@ -363,5 +363,5 @@ class KafkaBatchSink:
 
 
 def _code(exc: BaseException) -> str | None:
-    err = exc.args[0] if exc.args else None
+    err: Any = exc.args[0] if exc.args else None
     return err.name() if callable(getattr(err, "name", None)) else None

@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -130,7 +130,7 @@ class KafkaBatchSource:
         if consumer is not None:
             consumer.close()
 
-    def __enter__(self) -> KafkaBatchSource:
+    def __enter__(self) -> Self:
         if self._consumer is None:
             self.open()
         return self
@@ -174,8 +174,7 @@ class KafkaBatchSource:
                 out.append(batch)
         for where, offset in ends_seen.items():
             self._fix_end(where)
-            if offset > self._positions[where]:
-                self._positions[where] = offset
+            self._positions[where] = max(self._positions[where], offset)
             self._check_done(where)
         return out
 
@@ -358,7 +357,7 @@ class KafkaBatchSource:
 
 
 def _code(exc: BaseException) -> str | None:
-    err = exc.args[0] if exc.args else None
+    err: Any = exc.args[0] if exc.args else None
     return err.name() if callable(getattr(err, "name", None)) else None
 
 

@@ -88,18 +88,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_file(path: str, data: bytes) -> None:
+def _write_file(path: str, data: bytes | memoryview) -> None:
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
-def _ipc_bytes(t: pa.Table) -> bytes:
+def _ipc_bytes(t: pa.Table) -> memoryview:
+    """``t`` as an Arrow IPC file, in Arrow's buffer (no copy into a Python bytes object)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, t.schema) as w:
         w.write_table(t)
-    return sink.getvalue().to_pybytes()
+    return memoryview(sink.getvalue())
 
 
 def write(directory: str, epoch: int, meta: dict[str, Any], states: dict[str, Captured],

@@ -163,7 +163,7 @@ class Checkpointer:
             size = 0
             for p in paths:
                 size = store.write(p, epoch, meta, states,
-                                   lambda: failpoint.reached("files", epoch))
+                                   lambda: failpoint.reached("files"))
             return size
 
         self._inflight = asyncio.ensure_future(asyncio.to_thread(write_all))
@@ -181,11 +181,11 @@ class Checkpointer:
                     w.set_exception(exc)
             raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} could not be written "
                                   f"under {self.config.state_dir}: {exc}") from exc
-        failpoint.reached("manifest", epoch)
+        failpoint.reached("manifest")
         for i, sink in enumerate(self.sinks):
             sink.commit(epoch)
             if i == 0:
-                failpoint.reached("sinks", epoch)
+                failpoint.reached("sinks")
         store.prune(self.config.state_dir, self.config.keep)
         took = time.monotonic() - t0
         s = self.stats

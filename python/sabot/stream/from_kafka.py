@@ -52,7 +52,7 @@ class KafkaSource(Source):
     def _poll(self) -> list[Any]:
         got = self.reader.poll()
         now = time.monotonic()
-        if now - self._lag_at >= LAG_EVERY_S:
+        if now - self._lag_at >= LAG_EVERY_S or self.reader.finished:
             self._lag_at = now
             self._lag = self.reader.lag()
         return got

@@ -58,6 +58,9 @@ class JobContext:
     def record_rows(self, operator: str, rows_in: int, rows_out: int) -> None:
         self._metrics.record_stream_rows(self.job, operator, rows_in, rows_out)
 
+    def set_kafka_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._metrics.set_stream_kafka_lag(self.job, topic, partition, lag)
+
     def set_watermark_lag(self, seconds: float) -> None:
         self._metrics.set_stream_watermark_lag(self.job, seconds)
 
@@ -192,6 +195,9 @@ class Job:
         if wms:
             self.ctx.set_watermark_lag(max(0.0, (now - min(wms)) / 1000))
         self._export_rows()
+        for s in self.sources:
+            for (topic, partition), lag in _lag(s).items():
+                self.ctx.set_kafka_lag(topic, partition, lag)
 
     def _export_rows(self) -> None:
         """Rows in and out per operator, as Prometheus counters (the increase since the last)."""
@@ -209,7 +215,16 @@ class Job:
             "events": sum(s.events for s in self.sources),
             "late_events": self.ctx.late_events, "bad_records": self.ctx.bad_records,
             "watermark": min(wms) if wms else None,
+            "sources": [{"name": s.name, "events": s.events, "watermark": s.watermark,
+                         "lag": {f"{t}/{p}": n for (t, p), n in _lag(s).items()}}
+                        for s in self.sources],
             "operators": [{"name": op.name, "kind": type(op).__name__, "records_in": op.rows_in,
                            "records_out": op.rows_out} for op in self.order],
             "checkpoints": None if self.checkpointer is None else self.checkpointer.stats.as_dict(),
         }
+
+
+def _lag(src: SourceOperator) -> dict[tuple[str, int], int]:
+    """A Kafka source's lag per (topic, partition); empty for other sources."""
+    lag = getattr(src.source, "lag", None)
+    return lag() if callable(lag) else {}

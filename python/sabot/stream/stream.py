@@ -303,16 +303,32 @@ class WindowedStream:
         checked = check_aggs(aggs)
         return WindowResult(self, checked)
 
+    def reduce(self, fn: Callable[[pa.RecordBatch], Any]) -> WindowResult:
+        """Fold each key's rows of each window with ``fn(batch) -> row`` (a dict or a one-row
+        batch with the same columns), which must be associative (see :mod:`.window_reduce`).
+        Output rows: the reduced row, ``window_start`` and ``window_end``. Tumbling and sliding
+        windows."""
+        if not callable(fn):
+            raise ConfigError("reduce(fn)", fn, "a function of a RecordBatch returning one row")
+        if not isinstance(self.spec, TimeWindows):
+            raise ConfigError("reduce() on a window", self.spec.kind,
+                              "st.tumbling(...) or st.sliding(...) (session and count windows "
+                              "take .agg(...))")
+        return WindowResult(self, {}, reducer=fn)
+
 
 class WindowResult(DataStream):
-    """The output of ``window(...).agg(...)``; ``emit()`` and ``late()`` refine it."""
+    """The output of ``window(...).agg(...)`` or ``.reduce(fn)``; ``emit()`` and ``late()``
+    refine it."""
 
-    def __init__(self, windowed: WindowedStream, aggs: dict[str, Agg]) -> None:
+    def __init__(self, windowed: WindowedStream, aggs: dict[str, Agg],
+                 reducer: Callable[[pa.RecordBatch], Any] | None = None) -> None:
         s = windowed.stream
         self._w = windowed
         self._aggs = aggs
+        self._reducer = reducer
         self._mode = "final"
-        label = s.env.next_name(f"window({windowed.spec.kind})")
+        label = s.env.next_name(f"window({windowed.spec.kind}){'.reduce' if reducer else ''}")
         node = Node(label, lambda ctx: self._make(label), [(s.node, None)])
         super().__init__(s.env, node, "window_end", "ms")
         self._late: DataStream | None = None
@@ -320,6 +336,11 @@ class WindowResult(DataStream):
     def _make(self, label: str) -> Any:
         w = self._w
         threads = self.env.threads
+        if self._reducer is not None:
+            from .window_reduce import WindowReduce
+
+            assert isinstance(w.spec, TimeWindows)
+            return WindowReduce(label, w.keys, w.spec, self._reducer, w.lateness, self._mode)
         if isinstance(w.spec, TimeWindows):
             from .window_aggregate import WindowAggregate
 

@@ -9,7 +9,6 @@ import os
 import sys
 
 import pyarrow.compute as pc
-
 from sabot import stream as st
 
 

@@ -221,3 +221,29 @@ def test_a_resumed_job_completed_while_the_journal_is_full_pages_every_result(tm
         assert parts.page("resumed", 5, 10) == [x * x for x in range(5, 15)]
     finally:
         parts.journal.close()
+
+
+def test_a_resubmit_without_a_digest_is_compared_by_the_digest_the_coordinator_makes(parts):
+    """A ZeroMQ client that sends no digest (it is optional): the coordinator computes it, so the
+    same content under the same job id is the same job, other content a conflict, and a digest
+    a client sends is the same as the one computed."""
+    from sabot.cluster.protocol import ErrorCode
+
+    kind, morsels = payload.split(list(range(20)), 1 << 16, 5)
+    job, ack = parts.jobs.submit(m.SubmitJob(1, "no-digest", "square", None, kind, morsels))
+    assert job is not None and isinstance(ack, m.SubmitAck) and not ack.existing
+    parts.commit()
+    _, again = parts.jobs.submit(m.SubmitJob(2, "no-digest", "square", None, kind, morsels))
+    assert isinstance(again, m.SubmitAck) and again.existing and again.job_id == "no-digest"
+    digest = payload.submit_digest("square", None, kind, morsels, 0)
+    _, sent = parts.jobs.submit(m.SubmitJob(3, "no-digest", "square", None, kind, morsels, 0,
+                                            digest))
+    assert isinstance(sent, m.SubmitAck) and sent.existing
+    for other in (m.SubmitJob(4, "no-digest", "double", None, kind, morsels),
+                  m.SubmitJob(5, "no-digest", "square", None, kind, morsels[:-1]),
+                  m.SubmitJob(6, "no-digest", "square", None, kind, morsels, 1)):
+        _, refused = parts.jobs.submit(other)
+        assert isinstance(refused, m.ErrorReply) and refused.code == ErrorCode.JOB_ID_CONFLICT
+    _, bad = parts.jobs.submit(m.SubmitJob(7, "white space", "square", None, kind, morsels))
+    assert isinstance(bad, m.ErrorReply) and bad.code == ErrorCode.BAD_REQUEST
+    assert "letters, digits" in bad.message

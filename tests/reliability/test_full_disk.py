@@ -119,7 +119,8 @@ def test_a_full_data_disk_refuses_submits_serves_reads_and_recovers_on_its_own(
             job = coordinator.wait_job(job_id, timeout=120)
             assert job["status"] == "completed" and job["result"] == [1000] * len(ITEMS), \
                 job["status"]
-        assert coordinator.request("GET", "/health").status == 503  # the disk is still full
+        # The disk is as full as it was: still refusing (it tries again once there is room).
+        assert coordinator.request("GET", "/health").status == 503
 
         # Space returns: it accepts submits again by itself, no restart.
         filler.unlink()

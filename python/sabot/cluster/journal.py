@@ -308,21 +308,23 @@ class Journal:
 
     def retry(self) -> bool:
         """Write the pending changes of an unwritable journal, with a small write of its own so
-        that a try with nothing pending proves the disk takes writes again. True (and writable
-        again) once they are written and the disk has room for the submit refused last."""
+        that a try with nothing pending proves the disk takes writes again. After a submit was
+        refused for want of room, nothing is tried until the disk has that room (so the
+        journal does not flap between writable and not while the disk stays as full). True,
+        and writable again, once everything is written."""
         self._last_try = time.monotonic()
+        free, total = self.disk_space()
+        if free < self._room_needed:
+            self.problem = (f"a submit did not fit: journal {self.path} under SABOT_DATA_DIR="
+                            f"{self._data_dir} has {_mb(free)} free of {_mb(total)}, "
+                            f"{_mb(self._room_needed)} needed to accept submits again")
+            return False
         probe = ("INSERT OR REPLACE INTO meta VALUES ('last_write', ?)", (str(time.time()),),
                  False, None)
         self._ops.append(probe)
         if not self._write():
             with contextlib.suppress(ValueError):
                 self._ops.remove(probe)
-            return False
-        free, total = self.disk_space()
-        if free < self._room_needed:
-            self.problem = (f"a submit did not fit: journal {self.path} under SABOT_DATA_DIR="
-                            f"{self._data_dir} has {_mb(free)} free of {_mb(total)}, "
-                            f"{_mb(self._room_needed)} needed to accept submits again")
             return False
         self._room_needed = 0
         if self.state is JournalState.UNWRITABLE:

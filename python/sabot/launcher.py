@@ -27,11 +27,12 @@ from typing import Any
 
 from . import __version__
 from .config import Config, load_config
-from .errors import CoordinatorUnavailableError
 from .engine import LocalEngine
+from .errors import CoordinatorUnavailableError
 from .logging_setup import configure_logging
 from .processors import load_processor_modules
 from .progress_bar import sized, with_item_bar
+from .run_blocking import run_blocking
 
 log = logging.getLogger("sabot.launcher")
 
@@ -366,40 +367,19 @@ def process(data: Any, func: Any, *, progress: bool = False, **overrides: Any) -
             finally:
                 await engine.close()
 
-        return _run_sync(run_once)
+        return run_blocking(run_once, "sabot-process")
     shared = _shared_engine()
 
     async def run_shared() -> Any:
         return await _run(shared, data, func, progress)
 
-    return _run_sync(run_shared)
+    return run_blocking(run_shared, "sabot-process")
 
 
 async def _run(engine: LocalEngine, data: Any, func: Any, progress: bool) -> Any:
     if progress:
         return await with_item_bar(lambda: engine.process(data, func), sized(data), "process")
     return await engine.process(data, func)
-
-
-def _run_sync(make: Any) -> Any:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(make())
-        except BaseException as exc:
-            result["error"] = exc
-
-    t = threading.Thread(target=target, name="sabot-process")
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 __all__ = ["ComposableLauncher", "create_composable_launcher", "launch_sabot", "process"]

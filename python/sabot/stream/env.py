@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import ConfigError
+from ..run_blocking import run_blocking
 from .bad_records import POLICIES
 from .checkpointer import CheckpointConfig
 from .collection_source import DEFAULT_BATCH_SIZE, CollectionSource
@@ -193,7 +193,8 @@ class StreamEnv:
 
     def execute(self, name: str = "job", *, restore_from: str | None = None) -> JobResult:
         """``execute_async`` for callers without an event loop (blocks until the job ends)."""
-        return _run_blocking(self.execute_async(name, restore_from=restore_from))
+        return run_blocking(lambda: self.execute_async(name, restore_from=restore_from),
+                            "sabot-stream-job")
 
     async def savepoint_async(self, path: str) -> str:
         """Take a checkpoint of the running job into the directory ``path`` (besides the
@@ -211,7 +212,7 @@ class StreamEnv:
         return {} if self._current is None else self._current.stats()
 
     def run_collect(self, node: Node) -> pa.Table:
-        return _run_blocking(self.run_collect_async(node))
+        return run_blocking(lambda: self.run_collect_async(node), "sabot-stream-job")
 
     async def run_collect_async(self, node: Node) -> pa.Table:
         from .sinks import CollectSink
@@ -289,29 +290,3 @@ class _Iterate:
 
 
 _END = object()
-
-
-def _run_blocking(coro: Any) -> Any:
-    """Run a coroutine to its end from synchronous code, also when this thread already runs an
-    event loop (then on a thread of its own)."""
-    try:
-        asyncio.get_running_loop()
-        running = True
-    except RuntimeError:
-        running = False
-    if not running:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=target, name="sabot-stream-job")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]

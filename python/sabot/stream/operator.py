@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .chunk import Chunk
 from .durations import MAX_TIME, MIN_TIME
 
@@ -99,6 +101,17 @@ class Operator:
         for targets in self.side_outputs.values():
             out.extend(targets)
         return out
+
+    def route_late(self, chunk: Chunk, late: np.ndarray) -> Chunk:
+        """The rows of ``chunk`` not marked in ``late``; the late ones are counted and go to the
+        ``late`` side output."""
+        if not late.any():
+            return chunk
+        late_chunk = chunk.take(late)
+        if self.ctx is not None:
+            self.ctx.record_late(self.name, late_chunk.num_rows)
+        self.emit_side("late", late_chunk)
+        return chunk.take(~late)
 
     def emit_watermark(self, watermark: int) -> None:
         for op, port in self._downstreams():

@@ -42,13 +42,7 @@ class SessionAggregate(Operator):
     def process(self, chunk: Chunk, port: int) -> None:
         wm = self.watermark
         if wm > MIN_TIME:
-            late = chunk.ts + self.gap - 1 + self.lateness <= wm
-            if late.any():
-                late_chunk = chunk.take(late)
-                if self.ctx is not None:
-                    self.ctx.record_late(self.name, late_chunk.num_rows)
-                self.emit_side("late", late_chunk)
-                chunk = chunk.take(~late)
+            chunk = self.route_late(chunk, chunk.ts + self.gap - 1 + self.lateness <= wm)
         if chunk.num_rows == 0:
             return
         cols = {c: chunk.batch.column(c) for c in self.keys + self.value_columns}

@@ -46,13 +46,8 @@ class WindowAggregate(Operator):
         ts = chunk.ts
         wm = self.watermark
         last_end = self.w.last_end(ts)
-        late = (last_end - 1 + self.lateness <= wm) if wm > MIN_TIME else np.zeros(len(ts), bool)
-        if late.any():
-            late_chunk = chunk.take(late)
-            if self.ctx is not None:
-                self.ctx.record_late(self.name, late_chunk.num_rows)
-            self.emit_side("late", late_chunk)
-            chunk = chunk.take(~late)
+        if wm > MIN_TIME:
+            chunk = self.route_late(chunk, last_end - 1 + self.lateness <= wm)
             ts = chunk.ts
         if chunk.num_rows == 0:
             return

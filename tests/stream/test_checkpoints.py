@@ -164,3 +164,14 @@ def test_bad_checkpoint_settings_say_what_is_accepted(tmp_path):
     _pipeline(env, tmp_path / "out")
     with pytest.raises(CheckpointError, match="no such savepoint"):
         env.execute(restore_from=str(tmp_path / "nowhere"))
+
+
+def test_state_that_cannot_be_saved_names_the_operator(tmp_path):
+    def remember(key, batch, ctx):
+        ctx.state("f").update(lambda: key)  # a lambda cannot be pickled
+
+    env = st.StreamEnv(state_dir=str(tmp_path / "state"))
+    (env.from_collection(ROWS[:100], timestamp="t").key_by("k")
+        .process(remember, state={"f": st.ValueState()}).discard())
+    with pytest.raises(CheckpointError, match="operator 'process#.*cannot be saved.*picklable"):
+        env.execute()

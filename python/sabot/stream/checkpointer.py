@@ -152,7 +152,15 @@ class Checkpointer:
         epoch = self.epoch
         for sink in self.sinks:
             sink.prepare(epoch)
-        states = {op.name: store.capture(op.snapshot()) for op in self.order}
+        states = {}
+        for op in self.order:
+            try:
+                states[op.name] = store.capture(op.snapshot())
+            except Exception as exc:  # noqa: BLE001 - said with the operator's name
+                raise CheckpointError(
+                    f"checkpoint {epoch} of job {self.job!r}: the state of operator {op.name!r} "
+                    f"cannot be saved ({type(exc).__name__}: {exc}); keyed-state values must "
+                    "be picklable") from exc
         meta = {"job": self.job, "shape": self.fingerprint, "shape_description": self.description,
                 "final": final}
         paths = [self.config.state_dir] + [p for p, _ in self._requests]

@@ -50,6 +50,7 @@ from ..security import ClusterKeys
 from .dispatcher import Dispatcher
 from .inbox import Inbox
 from .job_table import JobTable
+from .large_buffers import return_large_buffers_to_os
 from .node_registry import NodeRegistry
 from .outbox import Local, Outbox, Target
 from .rate_limited_log import RateLimitedLog
@@ -78,6 +79,8 @@ class CoordinatorCore(threading.Thread):
     def __init__(self, config: Config, keys: ClusterKeys, metrics: Metrics, node_id: str,
                  zmq_host: str, zmq_port: int) -> None:
         super().__init__(name="sabot-coordinator", daemon=True)
+        # Results are big and short-lived here: freed, they must leave the process's RSS.
+        return_large_buffers_to_os()
         self.config = config
         self.keys = keys
         self.metrics = metrics

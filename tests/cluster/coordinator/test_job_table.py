@@ -260,3 +260,37 @@ def test_a_resubmit_without_a_digest_is_compared_by_the_digest_the_coordinator_m
     _, bad = parts.jobs.submit(m.SubmitJob(7, "white space", "square", None, kind, morsels))
     assert isinstance(bad, m.ErrorReply) and bad.code == ErrorCode.BAD_REQUEST
     assert "letters, digits" in bad.message
+
+
+def test_big_results_go_to_files_leave_memory_and_expire_by_bytes(tmp_path: Path) -> None:
+    """A result of FILE_MIN_BYTES or more is written to its file (its journal row holds no
+    bytes); with a budget of 0 MB it leaves memory once on disk and pages read it back from the
+    file; past SABOT_RESULT_RETENTION_MB the oldest job goes, its tombstone saying why."""
+    from sabot.cluster.result_files import FILE_MIN_BYTES
+
+    parts = Parts(tmp_path, SABOT_RESULT_MEMORY_MB="0", SABOT_RESULT_RETENTION_MB="0.5")
+    try:
+        big = list(range(FILE_MIN_BYTES // 4))  # squares as msgpack ints: > FILE_MIN_BYTES
+        for job_id in ("first", "second"):
+            parts.submit(job_id, big, morsel_items=len(big))
+            parts.run_assigned()
+            assert parts.status(job_id)["status"] == "completed"
+        (stored,) = parts.journal.results("second", 0, 1 << 30)
+        assert stored.data is None and stored.size >= FILE_MIN_BYTES
+        assert (tmp_path / "results" / "second" / "0.bin").stat().st_size == stored.size
+        assert parts.jobs.memory.held_bytes == 0  # on disk, so let go (budget 0)
+        assert parts.jobs.jobs["second"].morsels[0].result is None
+        assert parts.page("second", 0, None) == [x * x for x in big]
+        # Two results of ~0.5 MB each over a 0.5 MB retention: the first job goes.
+        parts.jobs.purge(time.time())
+        parts.commit()
+        parts.jobs.on_status(CLIENT, m.GetStatus(7, "first"), 3)
+        (refusal,) = [r for r in parts.replies(m.ErrorReply) if r.request_id == 7]
+        assert refusal.code == "job_expired" and "SABOT_RESULT_RETENTION_MB=0.5" in refusal.message
+        deadline = time.monotonic() + 30
+        while (tmp_path / "results" / "first").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert parts.page("second", 0, 3) == [0, 1, 4]
+    finally:
+        parts.close()

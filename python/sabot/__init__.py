@@ -15,6 +15,7 @@ from .errors import (  # noqa: F401  (re-exported)
     ClusterMismatchError,
     ConfigError,
     CoordinatorUnavailableError,
+    JobExpiredError,
     JobFailedError,
     JobIdConflictError,
     JobNotFoundError,
@@ -75,7 +76,7 @@ def __dir__() -> list[str]:
 
 __all__ = sorted(set(_LAZY) | {
     "AuthenticationError", "CancelledError", "ClusterMismatchError", "ConfigError",
-    "CoordinatorUnavailableError", "JobFailedError", "JobIdConflictError", "JobNotFoundError",
+    "CoordinatorUnavailableError", "JobExpiredError", "JobFailedError", "JobIdConflictError", "JobNotFoundError",
     "JobTimeoutError", "JournalUnwritableError", "ProcessingError", "ProtocolError", "SabotError", "UnknownProcessorError",
     "VersionMismatchError", "WorkerLostError",
 })

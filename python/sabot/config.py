@@ -191,6 +191,12 @@ _VARS: dict[str, _Var] = {
     "morsel_timeout_s": _Var("SABOT_MORSEL_TIMEOUT_S", "0", lambda v, r: _float(v, r, 0.0, None)),
     "worker_slots": _Var("SABOT_WORKER_SLOTS", "auto", _worker_slots),
     "result_ttl_s": _Var("SABOT_RESULT_TTL_S", "86400", lambda v, r: _float(v, r, 0.0, None)),
+    "result_memory_mb": _Var(
+        "SABOT_RESULT_MEMORY_MB", "256", lambda v, r: _float(v, r, 0.0, 1e9)
+    ),
+    "result_retention_mb": _Var(
+        "SABOT_RESULT_RETENTION_MB", "4096", lambda v, r: _float(v, r, 0.0, 1e9)
+    ),
     "max_request_mb": _Var(
         "SABOT_MAX_REQUEST_MB", "64", lambda v, r: _float(v, r, 0.0, 65536, lo_open=True)
     ),
@@ -233,6 +239,10 @@ class Config:
     #: Morsels a worker holds at once (credit flow control); 0 = auto, see effective_worker_slots.
     worker_slots: int = 0
     result_ttl_s: float = 86400.0
+    #: Results the coordinator holds in memory (MB); past it they are read from disk.
+    result_memory_mb: float = 256.0
+    #: Disk the finished jobs' results may take (MB; 0: no limit, the TTL alone).
+    result_retention_mb: float = 4096.0
     max_request_mb: float = 64.0
     processors: tuple[str, ...] = ()
     disable_native: bool = False
@@ -270,6 +280,14 @@ class Config:
         """SABOT_WORKER_SLOTS, or for auto two per core (one running, one ready) plus two in
         transit, so neither the cores nor the link idle between morsels."""
         return self.worker_slots or 2 * self.effective_max_workers + 2
+
+    @property
+    def result_memory_bytes(self) -> int:
+        return int(self.result_memory_mb * (1 << 20))
+
+    @property
+    def result_retention_bytes(self) -> int:
+        return int(self.result_retention_mb * (1 << 20))
 
     @property
     def morsel_size_bytes(self) -> int:

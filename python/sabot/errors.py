@@ -130,6 +130,17 @@ class JobNotFoundError(LookupError, SabotError):
     """No job with this id exists (or it expired after SABOT_RESULT_TTL_S)."""
 
 
+class JobExpiredError(JobNotFoundError):
+    """The job existed, but it finished and its results were deleted by the retention
+    (SABOT_RESULT_TTL_S or SABOT_RESULT_RETENTION_MB; the message says which). HTTP 410."""
+
+    def __init__(self, message: str, *, job_id: str | None = None,
+                 expired_at: float | None = None) -> None:
+        self.job_id = job_id
+        self.expired_at = expired_at
+        super().__init__(message)
+
+
 class JobFailedError(RuntimeError, SabotError):
     """A distributed job failed; ``error`` holds the job's error text."""
 
@@ -222,6 +233,7 @@ __all__ = [
     "ClusterMismatchError",
     "AuthenticationError",
     "CoordinatorUnavailableError",
+    "JobExpiredError",
     "JobNotFoundError",
     "RequestRefusedError",
     "JobFailedError",

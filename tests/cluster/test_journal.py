@@ -22,7 +22,7 @@ def test_unfinished_jobs_come_back_with_the_inputs_of_undone_morsels(tmp_path):
     j = Journal(tmp_path)
     j.insert_job(*_job("a", 1))
     j.insert_job(*_job("b", 2))
-    j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
+    j.store_results([("msgpack", b"out0", 10, 1, 4, 0, 0, "a", 0)])
     j.set_job_state("b", "completed", finished_at=time.time())
     j.commit()
     j.close()
@@ -33,7 +33,7 @@ def test_unfinished_jobs_come_back_with_the_inputs_of_undone_morsels(tmp_path):
     morsels = unfinished[0][1]
     assert [(mo.idx, mo.done, mo.data) for mo in morsels] == [
         (0, True, None), (1, False, b"in1"), (2, False, b"in2")]
-    assert j.results("a", 0, 1 << 20) == [("msgpack", 10, b"out0")]
+    assert j.results("a", 0, 1 << 20) == [journal.StoredResult(0, "msgpack", 10, b"out0", 4, 0)]
     assert j.results("a", 1, 1 << 20) == []
     assert j.max_seq() == 2
     j.close()
@@ -52,7 +52,7 @@ row = JobRow("a", 1, "pending", 0, "square", None, "list", 3, 30, None, time.tim
 j = Journal(__import__("pathlib").Path({str(tmp_path)!r}))
 j.insert_job(row, [MorselRow(i, i * 10, 10, "msgpack", b"in%d" % i, 0, False) for i in range(3)])
 j.commit()
-j.store_results([("msgpack", b"out0", 10, 1, "a", 0)])
+j.store_results([("msgpack", b"out0", 10, 1, 4, 0, 0, "a", 0)])
 print("stored", flush=True)
 time.sleep(600)
 """)
@@ -78,16 +78,44 @@ def test_a_second_journal_on_an_open_dir_is_refused(tmp_path):
     Journal(tmp_path).close()  # closed, the dir is free
 
 
-def test_finished_jobs_expire_after_the_ttl(tmp_path):
+def test_an_expired_job_leaves_a_tombstone_saying_why(tmp_path):
     j = Journal(tmp_path)
     j.insert_job(*_job("old", 1))
     j.insert_job(*_job("new", 2))
+    j.store_results([("msgpack", b"r" * 10, 10, 1, 10, 0, 0, "old", 0),
+                     ("msgpack", None, 10, 1, 5000, 7, 1, "new", 0)])
     j.set_job_state("old", "completed", finished_at=time.time() - 100)
     j.set_job_state("new", "completed", finished_at=time.time())
     j.commit()
-    assert j.purge_finished(time.time() - 50) == ["old"]
+    assert [(job_id, n) for job_id, _, n in j.finished_result_bytes()] == [("old", 10),
+                                                                            ("new", 5000)]
+    j.expire([("old", "it is old")], time.time())
     j.commit()
     assert j.job("old") is None and j.job("new") is not None
+    assert j.expired("old")[1] == "it is old" and j.expired("new") is None
+    assert j.results("new", 0, 1 << 20) == [journal.StoredResult(0, "msgpack", 10, None, 5000,
+                                                                 7)]
+    j.close()
+
+
+def test_a_schema_2_journal_is_migrated_and_keeps_its_results(tmp_path):
+    import sqlite3
+
+    j = Journal(tmp_path)
+    j.insert_job(*_job("a", 1))
+    j.store_results([("msgpack", b"out0", 10, 1, 4, 0, 0, "a", 0)])
+    j.commit()
+    j.close()
+    db = sqlite3.connect(tmp_path / "coordinator.sqlite3")  # make it what schema 2 wrote
+    for col in ("result_size", "result_crc", "result_file"):
+        db.execute(f"ALTER TABLE morsels DROP COLUMN {col}")
+    db.execute("DROP TABLE expired_jobs")
+    db.execute("UPDATE meta SET value='2' WHERE key='schema'")
+    db.commit()
+    db.close()
+    j = Journal(tmp_path)
+    assert j.results("a", 0, 1 << 20) == [journal.StoredResult(0, "msgpack", 10, b"out0", 4, 0)]
+    assert j.result_bytes("a") == 4
     j.close()
 
 
@@ -114,8 +142,8 @@ def test_the_wal_stays_bounded_while_commits_keep_coming(tmp_path, monkeypatch):
             j.insert_job(row, [MorselRow(mo.idx, mo.offset, mo.items, mo.encoding,
                                          b"x" * 20_000, 0, False) for mo in morsels])
             j.commit()
-            j.store_results([("msgpack", b"y" * 100, 10, 1, row.job_id, 0),
-                             ("msgpack", b"y" * 100, 10, 1, row.job_id, 1)])
+            j.store_results([("msgpack", b"y" * 100, 10, 1, 100, 0, 0, row.job_id, 0),
+                             ("msgpack", b"y" * 100, 10, 1, 100, 0, 0, row.job_id, 1)])
             j.set_job_state(row.job_id, "completed", finished_at=time.time())
             j.commit()
             if wal.exists():

@@ -36,9 +36,12 @@ from .data_dir_lock import DataDirLock
 #: A file beside the database that says this dir holds a journal: a database found missing or
 #: empty next to it was lost, not never made.
 MARKER_NAME = "coordinator.journal"
-#: 2: jobs.digest (a submit's content, for idempotent resubmits). A schema-1 journal is
-#: migrated when opened.
-SCHEMA_VERSION = 2
+#: 2: jobs.digest (a submit's content, for idempotent resubmits). 3: results may live in files
+#: beside the journal (morsels.result_size, result_crc, result_file) and expired jobs leave a
+#: tombstone (expired_jobs). An older journal is migrated when opened.
+SCHEMA_VERSION = 3
+#: Tombstones of expired jobs kept (the newest), so that asking for one answers "expired".
+TOMBSTONES_KEPT = 100_000
 #: While the journal cannot be written, the pending changes are tried again this often
 #: (seconds), and a submit tries them again when the last try is at least this old.
 RETRY_S = 1.0
@@ -91,9 +94,26 @@ CREATE TABLE IF NOT EXISTS morsels (
     result_encoding TEXT,
     result BLOB,
     result_items INTEGER,
+    result_size INTEGER,
+    result_crc INTEGER,
+    result_file INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, idx)
 );
+CREATE TABLE IF NOT EXISTS expired_jobs (
+    job_id TEXT PRIMARY KEY,
+    expired_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS expired_at ON expired_jobs (expired_at);
 """
+
+#: Columns each migration adds, from the schema it starts at.
+_MIGRATIONS = {
+    1: ("ALTER TABLE jobs ADD COLUMN digest TEXT",),
+    2: ("ALTER TABLE morsels ADD COLUMN result_size INTEGER",
+        "ALTER TABLE morsels ADD COLUMN result_crc INTEGER",
+        "ALTER TABLE morsels ADD COLUMN result_file INTEGER NOT NULL DEFAULT 0"),
+}
 
 
 @dataclass
@@ -125,6 +145,19 @@ class MorselRow:
     data: bytes | None
     attempts: int
     done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A done morsel's result as the journal holds it: its bytes (``data``), or None when they
+    are in its result file (``size`` bytes, CRC-32 ``crc``)."""
+
+    idx: int
+    encoding: str
+    items: int
+    data: bytes | None
+    size: int
+    crc: int
 
 
 def _job_row(row: tuple[Any, ...]) -> JobRow:
@@ -203,10 +236,13 @@ class Journal:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) == 1:
+        elif int(row[0]) in _MIGRATIONS:
             # Schema 1 had no digest: its jobs keep None (a resubmit of one is not compared).
+            # Schema 2 held every result in its row (result_file 0; its size is its length).
             self._db.execute("BEGIN")
-            self._db.execute("ALTER TABLE jobs ADD COLUMN digest TEXT")
+            for version in range(int(row[0]), SCHEMA_VERSION):
+                for sql in _MIGRATIONS[version]:
+                    self._db.execute(sql)
             self._db.execute("UPDATE meta SET value=? WHERE key='schema'",
                              (str(SCHEMA_VERSION),))
             self._db.execute("COMMIT")
@@ -393,13 +429,16 @@ class Journal:
         self._inserts.add(job_id)
         self._unwritten.add(job_id)
 
-    def store_results(self, rows: list[tuple[str, bytes, int, int, str, int]]) -> None:
-        """rows: (result_encoding, result, result_items, attempts, job_id, idx)."""
+    def store_results(self, rows: list[tuple[str, bytes | None, int, int, int, int, int, str,
+                                              int]]) -> None:
+        """rows: (result_encoding, result, result_items, attempts, size, crc, in_file, job_id,
+        idx); ``result`` is None for one in a file (see result_files.py)."""
         rows = list(rows)  # (the caller reuses its list)
         self._ops.append((
             "UPDATE morsels SET done=1, data=NULL, result_encoding=?, result=?, result_items=?, "
-            "attempts=? WHERE job_id=? AND idx=?", rows, True, None))
-        self._unwritten.update(row[4] for row in rows)
+            "attempts=?, result_size=?, result_crc=?, result_file=? WHERE job_id=? AND idx=?",
+            rows, True, None))
+        self._unwritten.update(row[7] for row in rows)
 
     def set_attempts(self, job_id: str, idx: int, attempts: int) -> None:
         self._ops.append(("UPDATE morsels SET attempts=? WHERE job_id=? AND idx=?",
@@ -420,17 +459,20 @@ class Journal:
                               (job_id,), False, None))
         self._unwritten.add(job_id)
 
-    def purge_finished(self, before: float) -> list[str]:
-        """Delete jobs finished before ``before`` (UNIX time); returns their ids."""
-        ids = [r[0] for r in self._db.execute(
-            "SELECT job_id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
-            (before,))]
-        if ids:
-            self._ops.append(("DELETE FROM morsels WHERE job_id=?", [(i,) for i in ids], True,
-                              None))
-            self._ops.append(("DELETE FROM jobs WHERE job_id=?", [(i,) for i in ids], True,
-                              None))
-        return ids
+    def expire(self, expired: list[tuple[str, str]], wall: float) -> None:
+        """Delete finished jobs and their results; each leaves a tombstone saying why
+        (``expired``: (job id, reason)), of which the newest TOMBSTONES_KEPT are kept."""
+        if not expired:
+            return
+        ids = [(job_id,) for job_id, _ in expired]
+        self._ops.append(("DELETE FROM morsels WHERE job_id=?", ids, True, None))
+        self._ops.append(("DELETE FROM jobs WHERE job_id=?", ids, True, None))
+        self._ops.append(("INSERT OR REPLACE INTO expired_jobs VALUES (?,?,?)",
+                          [(job_id, wall, reason) for job_id, reason in expired], True, None))
+        self._ops.append((
+            "DELETE FROM expired_jobs WHERE job_id IN (SELECT job_id FROM expired_jobs "
+            "ORDER BY expired_at DESC LIMIT -1 OFFSET ?)", (TOMBSTONES_KEPT,), False, None))
+        self._unwritten.update(job_id for job_id, _ in expired)
 
     # -- reads --------------------------------------------------------------------------------
     def max_seq(self) -> int:
@@ -461,21 +503,48 @@ class Journal:
             (job_id,)).fetchone()
         return int(row[0]), int(row[1])
 
-    def results(self, job_id: str, start: int, max_bytes: int
-                ) -> list[tuple[str, int, bytes]]:
-        """Consecutive done results from morsel ``start`` (at least one when available)."""
-        out: list[tuple[str, int, bytes]] = []
+    def results(self, job_id: str, start: int, max_bytes: int) -> list[StoredResult]:
+        """Consecutive done results from morsel ``start`` (at least one when available); those
+        in a file come without their bytes (read them with result_files.read_result)."""
+        out: list[StoredResult] = []
         size = 0
         expected = start
-        for idx, enc, items, blob in self._db.execute(
-                "SELECT idx, result_encoding, result_items, result FROM morsels "
+        for idx, enc, items, blob, nbytes, crc, in_file in self._db.execute(
+                "SELECT idx, result_encoding, result_items, result, "
+                "COALESCE(result_size, LENGTH(result)), result_crc, result_file FROM morsels "
                 "WHERE job_id=? AND idx>=? AND done=1 ORDER BY idx", (job_id, start)):
-            if idx != expected or (out and size + len(blob) > max_bytes):
+            if idx != expected or (out and size + nbytes > max_bytes):
                 break
-            out.append((enc, items, blob))
-            size += len(blob)
+            out.append(StoredResult(idx, enc, items, None if in_file else blob, nbytes,
+                                    crc or 0))
+            size += nbytes
             expected += 1
         return out
+
+    def finished_result_bytes(self) -> list[tuple[str, float, int]]:
+        """(job id, finished_at, bytes of its stored results) of every finished job, the
+        earliest finished first (for the retention)."""
+        return [(r[0], float(r[1]), int(r[2])) for r in self._db.execute(
+            "SELECT j.job_id, j.finished_at, COALESCE(SUM(COALESCE(m.result_size, "
+            "LENGTH(m.result))), 0) FROM jobs j LEFT JOIN morsels m ON m.job_id=j.job_id "
+            "AND m.done=1 WHERE j.finished_at IS NOT NULL GROUP BY j.job_id "
+            "ORDER BY j.finished_at, j.seq")]
+
+    def result_bytes(self, job_id: str) -> int:
+        """Bytes of the results stored for ``job_id``."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(COALESCE(result_size, LENGTH(result))), 0) FROM morsels "
+            "WHERE job_id=? AND done=1", (job_id,)).fetchone()
+        return int(row[0])
+
+    def job_ids(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT job_id FROM jobs")]
+
+    def expired(self, job_id: str) -> tuple[float, str] | None:
+        """(when, why) a job expired, while its tombstone is kept; None otherwise."""
+        row = self._db.execute("SELECT expired_at, reason FROM expired_jobs WHERE job_id=?",
+                               (job_id,)).fetchone()
+        return (float(row[0]), str(row[1])) if row else None
 
     def recent_jobs(self, limit: int) -> list[JobRow]:
         return [_job_row(r) for r in self._db.execute(
@@ -534,4 +603,5 @@ class _Checkpointer:
             db.close()
 
 
-__all__ = ["RETRY_S", "SCHEMA_VERSION", "JobRow", "Journal", "MorselRow"]
+__all__ = ["RETRY_S", "SCHEMA_VERSION", "TOMBSTONES_KEPT", "JobRow", "Journal", "MorselRow",
+           "StoredResult"]

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import (
     AuthenticationError,
     CoordinatorUnavailableError,
+    JobExpiredError,
     JobNotFoundError,
     RequestRefusedError,
 )
@@ -59,6 +60,8 @@ class HttpClient:
                 raise AuthenticationError(
                     f"{self.address} refused the request: {message} (pass --token or set "
                     "SABOT_AUTH_TOKEN)") from None
+            if err.code == 410 and path.startswith("/job/"):
+                raise JobExpiredError(message) from None
             if err.code == 404 and path.startswith("/job/"):
                 raise JobNotFoundError(message) from None
             raise RequestRefusedError(err.code, message, payload) from None

@@ -319,7 +319,10 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Job"}, "the job"),
                               "400": _err("bad offset or limit"),
-                              "404": _err("no such job (or it expired after SABOT_RESULT_TTL_S)"),
+                              "404": _err("no such job"),
+                              "410": _err("the job finished and the retention deleted it "
+                                          "(SABOT_RESULT_TTL_S or SABOT_RESULT_RETENTION_MB; "
+                                          "code job_expired)"),
                               **unauthorized},
             },
             "delete": {
@@ -327,7 +330,8 @@ def _paths() -> dict[str, Any]:
                 "parameters": [_JOB_ID],
                 "responses": {"200": _json({"$ref": "#/components/schemas/JobSummary"},
                                            "the job after the cancel"),
-                              "404": _err("no such job"), **unauthorized},
+                              "404": _err("no such job"),
+                              "410": _err("the job expired (code job_expired)"), **unauthorized},
             },
         },
     }

@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import (
     AuthenticationError,
     JobIdConflictError,
+    JobExpiredError,
     JobNotFoundError,
     JournalUnwritableError,
     UnknownProcessorError,
@@ -249,6 +250,11 @@ class HttpApi:
             # accepts submits again once it can write.
             resp = error_response(507, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)},
                                   data_dir=exc.data_dir, free_bytes=exc.free_bytes)
+        except JobExpiredError as exc:
+            # 410 Gone: the job existed; the retention deleted it and its results.
+            resp = error_response(410, str(exc), code="job_expired",
+                                  job_id=request.match_info.get("job_id"),
+                                  expired_at=exc.expired_at)
         except JobNotFoundError as exc:
             resp = error_response(404, str(exc.args[0]) if exc.args else "no such job",
                                   job_id=request.match_info.get("job_id"))

@@ -16,6 +16,7 @@ from typing import Any
 from ..cluster.coordinator import Coordinator
 from ..cluster.protocol import PROTOCOL_VERSION, payload
 from ..cluster.protocol import messages as m
+from ..cluster.result_files import ResultFileError, ResultRef
 from ..config import Config
 from ..http.results import to_json_list
 from ..http.server import HttpApi
@@ -124,7 +125,12 @@ class CoordinatorBackend:
         if job["status"] != JobState.COMPLETED:
             job.update(result=None, result_offset=offset, result_total=total, next_offset=None)
             return job
-        items = await asyncio.to_thread(_decode_items, parts)
+        try:
+            items = await asyncio.to_thread(_decode_items, parts)
+        except ResultFileError:
+            # The retention let the job go between the page and the read: say so (410).
+            await self.coordinator.query_async(lambda core: core.result_page(job_id, 0, 0))
+            raise
         lo = offset - first
         page = items[lo:] if limit is None else items[lo:lo + limit]
         nxt = offset + len(page)
@@ -147,10 +153,12 @@ def _split_and_digest(data: Any, morsel_bytes: int, processor: str, priority: in
     return kind, morsels, payload.submit_digest(processor, None, kind, morsels, priority)
 
 
-def _decode_items(parts: list[tuple[str, int, bytes]]) -> list[Any]:
+def _decode_items(parts: list[tuple[str, int, bytes | ResultRef]]) -> list[Any]:
+    """The items of a result page (off the event loop: a result in a file is read here)."""
     out: list[Any] = []
     for enc, _, blob in parts:
-        out.extend(to_json_list(payload.decode_value(enc, blob)))
+        data = blob if isinstance(blob, bytes) else blob.read()
+        out.extend(to_json_list(payload.decode_value(enc, data)))
     return out
 
 

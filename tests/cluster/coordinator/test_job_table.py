@@ -17,6 +17,7 @@ from sabot.cluster.coordinator.result_pager import ResultPager, Waiter
 from sabot.cluster.journal import Journal
 from sabot.cluster.protocol import PROTOCOL_VERSION, ReplayGuard, payload
 from sabot.cluster.protocol import messages as m
+from sabot.cluster.result_files import ResultFiles
 from sabot.config import load_config
 from sabot.metrics import Metrics
 from sabot.states import InvalidTransition, JobState
@@ -28,15 +29,16 @@ CLIENT = b"client-peer"
 class Parts:
     """The coordinator's objects, wired as its core thread wires them."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.config = load_config(env={"SABOT_DATA_DIR": str(tmp)})
+    def __init__(self, tmp: Path, **env: str) -> None:
+        self.config = load_config(env={"SABOT_DATA_DIR": str(tmp), **env})
         self.journal = Journal(tmp)
+        self.files = ResultFiles(tmp, lambda: None)
         self.sent: list[tuple[Any, m.Message]] = []
         metrics = Metrics("sabot-cluster", "test")
         self.registry = NodeRegistry(self.config, metrics, ReplayGuard(), self.send)
         waiters: dict[str, list[Waiter]] = {}
         self.jobs = JobTable(self.config, self.journal, metrics, self.registry, self.send,
-                             waiters)
+                             waiters, self.files)
         self.dispatcher = Dispatcher(self.config, self.jobs, self.registry, self.journal,
                                      metrics, self.send)
         self.pager = ResultPager(self.config, self.jobs, self.journal, self.send, waiters)
@@ -69,8 +71,18 @@ class Parts:
         self.commit()
 
     def commit(self) -> None:
-        self.jobs.flush_results()
-        self.journal.commit()
+        """What the core's turn does: results whose files are written are journaled, then
+        the commit."""
+        deadline = time.monotonic() + 30
+        while any(j.writing for j in self.jobs.jobs.values()):
+            assert time.monotonic() < deadline, "result files not written after 30 s"
+            time.sleep(0.01)
+            self.jobs.take_written()
+        self.jobs.commit()
+
+    def close(self) -> None:
+        self.files.close()
+        self.journal.close()
 
     def status(self, job_id: str) -> dict[str, Any]:
         self.jobs.on_status(CLIENT, m.GetStatus(1, job_id), 3)
@@ -78,7 +90,8 @@ class Parts:
 
     def page(self, job_id: str, offset: int, limit: int | None) -> list[int]:
         _, parts, first = self.pager.page(job_id, offset, limit)
-        items = [x for enc, _, blob in parts for x in payload.decode_value(enc, blob)]
+        items = [x for enc, _, blob in parts for x in payload.decode_value(
+            enc, blob if isinstance(blob, bytes) else blob.read())]
         return items[offset - first:][:limit]
 
 
@@ -88,7 +101,7 @@ def parts(tmp_path: Path) -> Iterator[Parts]:
     try:
         yield p
     finally:
-        p.journal.close()
+        p.close()
 
 
 def _push_out_of_memory(parts: Parts) -> None:
@@ -186,8 +199,8 @@ def test_a_journal_that_cannot_be_written_loses_nothing_and_recovers(parts):
     assert journal.retry() and journal.state is JournalState.WRITABLE
     assert journal.job("too-big") is None
     assert journal.job("kept").status is JobState.COMPLETED
-    assert [x for enc, _, blob in journal.results("kept", 0, 1 << 20)
-            for x in payload.decode_value(enc, blob)] == [x * x for x in range(40)]
+    assert [x for r in journal.results("kept", 0, 1 << 20)
+            for x in payload.decode_value(r.encoding, r.data)] == [x * x for x in range(40)]
     assert parts.jobs.submit(m.SubmitJob(10, "later", "square", None,
                                          *payload.split([1, 2], 1 << 16)))[0] is not None
 
@@ -203,7 +216,7 @@ def test_a_resumed_job_completed_while_the_journal_is_full_pages_every_result(tm
     first.dispatcher.on_result(WORKER, m.MorselResult("resumed", 0, one.attempt, 10, enc, blob),
                                3)
     first.commit()
-    first.journal.close()  # (the coordinator stops; morsels 1 and 2 were not done)
+    first.close()  # (the coordinator stops; morsels 1 and 2 were not done)
 
     parts = Parts(tmp_path)
     try:
@@ -220,7 +233,7 @@ def test_a_resumed_job_completed_while_the_journal_is_full_pages_every_result(tm
         assert parts.page("resumed", 0, None) == [x * x for x in range(30)]
         assert parts.page("resumed", 5, 10) == [x * x for x in range(5, 15)]
     finally:
-        parts.journal.close()
+        parts.close()
 
 
 def test_a_resubmit_without_a_digest_is_compared_by_the_digest_the_coordinator_makes(parts):
@@ -247,3 +260,37 @@ def test_a_resubmit_without_a_digest_is_compared_by_the_digest_the_coordinator_m
     _, bad = parts.jobs.submit(m.SubmitJob(7, "white space", "square", None, kind, morsels))
     assert isinstance(bad, m.ErrorReply) and bad.code == ErrorCode.BAD_REQUEST
     assert "letters, digits" in bad.message
+
+
+def test_big_results_go_to_files_leave_memory_and_expire_by_bytes(tmp_path: Path) -> None:
+    """A result of FILE_MIN_BYTES or more is written to its file (its journal row holds no
+    bytes); with a budget of 0 MB it leaves memory once on disk and pages read it back from the
+    file; past SABOT_RESULT_RETENTION_MB the oldest job goes, its tombstone saying why."""
+    from sabot.cluster.result_files import FILE_MIN_BYTES
+
+    parts = Parts(tmp_path, SABOT_RESULT_MEMORY_MB="0", SABOT_RESULT_RETENTION_MB="0.5")
+    try:
+        big = list(range(FILE_MIN_BYTES // 4))  # squares as msgpack ints: > FILE_MIN_BYTES
+        for job_id in ("first", "second"):
+            parts.submit(job_id, big, morsel_items=len(big))
+            parts.run_assigned()
+            assert parts.status(job_id)["status"] == "completed"
+        (stored,) = parts.journal.results("second", 0, 1 << 30)
+        assert stored.data is None and stored.size >= FILE_MIN_BYTES
+        assert (tmp_path / "results" / "second" / "0.bin").stat().st_size == stored.size
+        assert parts.jobs.memory.held_bytes == 0  # on disk, so let go (budget 0)
+        assert parts.jobs.jobs["second"].morsels[0].result is None
+        assert parts.page("second", 0, None) == [x * x for x in big]
+        # Two results of ~0.5 MB each over a 0.5 MB retention: the first job goes.
+        parts.jobs.purge(time.time())
+        parts.commit()
+        parts.jobs.on_status(CLIENT, m.GetStatus(7, "first"), 3)
+        (refusal,) = [r for r in parts.replies(m.ErrorReply) if r.request_id == 7]
+        assert refusal.code == "job_expired" and "SABOT_RESULT_RETENTION_MB=0.5" in refusal.message
+        deadline = time.monotonic() + 30
+        while (tmp_path / "results" / "first").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert parts.page("second", 0, 3) == [0, 1, 4]
+    finally:
+        parts.close()

@@ -75,3 +75,21 @@ def chaos_counted(item: str) -> str:
     finally:
         os.close(fd)
     return answer(item)
+
+
+def make_big_items(count: int, result_bytes: int, pad: int = 1000) -> list[str]:
+    """``count`` items whose ``chaos_big`` answer is ``result_bytes`` long each (small inputs,
+    big results: ``pad`` bytes of input each, so MORSEL_SIZE_KB sets the items per morsel)."""
+    return [f"{n}:big:{result_bytes}:" + "x" * pad for n in range(count)]
+
+
+def big_answer(item: str) -> str:
+    """What ``chaos_big`` answers for ``item``: its number, then one letter repeated."""
+    n, _, size, _ = item.split(":", 3)
+    head = f"{n}:"
+    return head + chr(97 + int(n) % 26) * (int(size) - len(head))
+
+
+@sabot.processor("chaos_big", replace=True)
+def chaos_big(item: str) -> str:
+    return big_answer(item)

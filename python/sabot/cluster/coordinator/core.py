@@ -45,10 +45,12 @@ from ..protocol import (
     decode_frame,
 )
 from ..protocol import messages as m
+from ..result_files import ResultFiles
 from ..security import ClusterKeys
 from .dispatcher import Dispatcher
 from .inbox import Inbox
 from .job_table import JobTable
+from .large_buffers import return_large_buffers_to_os
 from .node_registry import NodeRegistry
 from .outbox import Local, Outbox, Target
 from .rate_limited_log import RateLimitedLog
@@ -77,6 +79,8 @@ class CoordinatorCore(threading.Thread):
     def __init__(self, config: Config, keys: ClusterKeys, metrics: Metrics, node_id: str,
                  zmq_host: str, zmq_port: int) -> None:
         super().__init__(name="sabot-coordinator", daemon=True)
+        # Results are big and short-lived here: freed, they must leave the process's RSS.
+        return_large_buffers_to_os()
         self.config = config
         self.keys = keys
         self.metrics = metrics
@@ -123,7 +127,10 @@ class CoordinatorCore(threading.Thread):
         self._nodes = self._registry.nodes
         # The pager's waiters: a finished job someone waits on stays in the job table.
         waiters: dict[str, list[Waiter]] = {}
-        self._jobs = JobTable(config, self.journal, metrics, self._registry, send, waiters)
+        # Big results are written by a thread of their own, which wakes the loop when done.
+        self._files = ResultFiles(config.data_dir, self._inbox.wake)
+        self._jobs = JobTable(config, self.journal, metrics, self._registry, send, waiters,
+                              self._files)
         self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,
                                       send)
         self._pager = ResultPager(config, self._jobs, self.journal, send, waiters)
@@ -212,6 +219,7 @@ class CoordinatorCore(threading.Thread):
 
     def _turn(self) -> None:
         now = time.monotonic()
+        self._jobs.take_written()
         self._timers(now)
         self._dispatcher.dispatch(now)
         self._pager.serve(now)
@@ -222,8 +230,7 @@ class CoordinatorCore(threading.Thread):
         outbox = self._outbox
         if outbox.need_commit or now - self._last_commit >= _COMMIT_EVERY_S:
             outbox.send_before_commit(self._by_peer)
-            self._jobs.flush_results()
-            self.journal.commit()  # (False while it cannot be written: see _settle_acks)
+            self._jobs.commit()  # (False while it cannot be written: see _settle_acks)
             if self._acks:
                 self._settle_acks()
             outbox.need_commit = False
@@ -249,6 +256,7 @@ class CoordinatorCore(threading.Thread):
         """Try to write what waits for an unwritable journal; True once it is writable."""
         self._jobs.flush_results()
         if self.journal.retry():
+            self._jobs.written()
             self._jobs.evict()
             return True
         return False
@@ -292,6 +300,9 @@ class CoordinatorCore(threading.Thread):
 
     def _shutdown(self) -> None:
         try:
+            # The files being written are finished first, so the journal records them.
+            self._files.close()
+            self._jobs.take_written()
             self._jobs.flush_results()
             self.journal.close()
         except Exception:
@@ -361,8 +372,7 @@ class CoordinatorCore(threading.Thread):
                 if isinstance(item, m.Message):
                     self._handle(Local(fut), item, PROTOCOL_VERSION)
                 else:
-                    self._jobs.flush_results()
-                    self.journal.commit()
+                    self._jobs.commit()
                     fut.set_result(item())
             except Exception as exc:
                 if not fut.done():
@@ -452,9 +462,21 @@ class CoordinatorCore(threading.Thread):
                      "recent": self._jobs.recent(20)},
             "queue_depth": self._dispatcher.queued,
             "slots": {"total": total, "busy": busy},
-            "counters": {**self._dispatcher.counters, "protocol_errors": self._protocol_errors},
+            "counters": {**self._dispatcher.counters, "protocol_errors": self._protocol_errors,
+                         "jobs_expired": self._jobs.expired_count},
+            "results": self._results_status(),
             "system_resources": system_resources(),
         }
+
+    def _results_status(self) -> dict[str, Any]:
+        """Where results are: held in memory (within SABOT_RESULT_MEMORY_MB), being written to
+        their files, and what the retention keeps on disk."""
+        jobs = self._jobs
+        retention = jobs.retention
+        return {"memory": jobs.memory.status(), "writing_bytes": self._files.queued_bytes,
+                "retained": {"jobs": len(retention), "bytes": retention.total_bytes,
+                             "max_bytes": retention.max_bytes, "ttl_s": retention.ttl_s},
+                "files_dir": str(self._files.root)}
 
     def load(self) -> dict[str, Any]:
         """For the metrics gauges; called from other threads, reads plain counters only."""

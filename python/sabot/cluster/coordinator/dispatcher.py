@@ -39,7 +39,6 @@ NODE_LOSS_LOG_EVERY = 5
 # Bound once: a class attribute of an enum costs a lookup through its metaclass.
 _PENDING = JobState.PENDING
 _RUNNING = JobState.RUNNING
-_COMPLETED = JobState.COMPLETED
 _FAILED = JobState.FAILED
 
 
@@ -52,7 +51,6 @@ class Dispatcher:
         self._config = config
         self._table = jobs
         self._jobs = jobs.jobs
-        self._unstored = jobs.unstored
         self._touched = jobs.touched
         self._nodes = registry.nodes
         self._node_of = registry.node_of
@@ -201,16 +199,15 @@ class Dispatcher:
             return
         mo.done = True
         mo.node = None
-        mo.result = (msg.encoding, int(msg.items), bytes(msg.data))
         mo.data = None
         job.done_morsels += 1
         job.done_items += mo.items
         self.counters["morsels_completed"] += 1
-        self._unstored.append((msg.encoding, mo.result[2], int(msg.items), mo.attempts,
-                               job.job_id, key[1]))
+        self._table.store_result(job, mo, msg.encoding, int(msg.items), bytes(msg.data),
+                                 mo.attempts)
         self._touched.add(job.job_id)
         if job.done_morsels == len(job.morsels):
-            self._table.move(job, _COMPLETED)
+            self._table.complete(job)
 
     def on_results(self, peer: Target, msg: m.MorselResults, version: int) -> None:
         for one in msg.expand():

@@ -1,9 +1,13 @@
 """The coordinator's job table: every job it holds in memory, and the one place a job's state
 changes.
 
-A job is submitted (journaled, pending), runs, and ends completed, failed or cancelled; finished
-jobs stay in memory for a while (the results of the latest :data:`FINISHED_IN_MEMORY`), then
-live in the journal alone until SABOT_RESULT_TTL_S purges them. :meth:`JobTable.move` is the
+A job is submitted (journaled, pending), runs, and ends completed, failed or cancelled; the
+latest :data:`FINISHED_IN_MEMORY` finished jobs stay in memory, then live in the journal alone
+until the retention lets them go (:mod:`.result_retention`: by age and bytes, leaving a
+tombstone that answers "expired"). A result is held in memory within SABOT_RESULT_MEMORY_MB
+(:mod:`.result_memory`) and stored once: a big one in a file of its own, written off the core
+thread (:mod:`sabot.cluster.result_files`), a small one in its journal row; a job whose last
+result is still being written completes once it is. :meth:`JobTable.move` is the
 only code that changes a job's state: it checks the move against :data:`sabot.states.
 JOB_TRANSITIONS` and does what every move needs (journal row, metric, waking the readers that
 wait on the job, cancelling its running morsels). :func:`job_summary` is the one job dict, the
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
@@ -21,22 +26,24 @@ from operator import itemgetter
 from typing import Any
 
 from ...config import Config
-from ...errors import ProtocolError, UnknownProcessorError
+from ...errors import JobExpiredError, JobNotFoundError, ProtocolError, UnknownProcessorError
 from ...job_ids import job_id_problem
 from ...metrics import Metrics
 from ...states import ACTIVE_JOB_STATES, JobState, JournalState, check_job_transition
 from ..journal import JobRow, Journal, MorselRow
 from ..protocol import ErrorCode, payload
 from ..protocol import messages as m
+from ..result_files import FILE_MIN_BYTES, ResultFiles, Written
 from .node_registry import NodeRegistry
 from .outbox import Target
+from .result_memory import ResultMemory
+from .result_retention import ResultRetention
 
 log = logging.getLogger(__name__)
 
-#: Finished jobs whose results stay in memory (older ones are read from the journal).
+#: Finished jobs kept in memory (older ones are read from the journal); their results are
+#: let go sooner when SABOT_RESULT_MEMORY_MB is reached.
 FINISHED_IN_MEMORY = 64
-#: How often expired jobs are purged from the journal.
-PURGE_EVERY_S = 60.0
 
 # Bound once: a class attribute of an enum costs a lookup through its metaclass.
 _PENDING = JobState.PENDING
@@ -44,10 +51,12 @@ _RUNNING = JobState.RUNNING
 _COMPLETED = JobState.COMPLETED
 _FAILED = JobState.FAILED
 
-#: A result waiting for its journal write: (result_encoding, result, result_items, attempts,
-#: job_id, morsel index), the parameters of :meth:`Journal.store_results`.
-ResultRow = tuple[str, bytes, int, int, str, int]
+#: A result waiting for its journal write: (result_encoding, result (None: in its file),
+#: result_items, attempts, size, crc, in_file, job_id, morsel index), the parameters of
+#: :meth:`Journal.store_results`.
+ResultRow = tuple[str, bytes | None, int, int, int, int, int, str, int]
 _ITEMS = itemgetter(2)  # (a C call per row, not a generator step: this runs per morsel)
+_KEY = itemgetter(7, 8)
 
 
 @dataclass(slots=True)
@@ -94,6 +103,11 @@ class Job:
     most_node_losses: int = 0
     most_lost_morsel: int | None = None
     digest: str | None = None  # what its submit held (payload.submit_digest)
+    #: Results handed to the result files' thread and not written yet.
+    writing: int = 0
+    #: Every morsel is done, the job completes once ``writing`` is 0.
+    complete_when_written: bool = False
+    result_bytes: int = 0  # of the results it holds
 
     def summary(self) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
@@ -128,11 +142,13 @@ class JobTable:
     ``awaited`` holds the ids of jobs a reader waits on (the result pager's waiters): such a
     finished job is kept in memory. ``touched`` collects the jobs whose state or results
     changed in this turn, for the pager to answer their waiters; ``unstored`` the results
-    that wait for their journal write (:meth:`flush_results`)."""
+    that wait for their journal write (:meth:`flush_results`); ``files`` the result files,
+    ``memory`` the results held in memory and ``retention`` the finished jobs' results kept
+    on disk."""
 
     def __init__(self, config: Config, journal: Journal, metrics: Metrics,
                  registry: NodeRegistry, send: Callable[[Target, m.Message], None],
-                 awaited: Container[str]) -> None:
+                 awaited: Container[str], files: ResultFiles) -> None:
         self._config = config
         self._journal = journal
         self._metrics = metrics
@@ -145,7 +161,18 @@ class JobTable:
         self.unstored: list[ResultRow] = []
         self._finished: deque[str] = deque()  # finished job ids still in memory, oldest first
         self._next_seq = journal.max_seq() + 1
-        self._next_purge = 0.0
+        self.files = files
+        self.memory = ResultMemory(config.result_memory_bytes)
+        self.retention = ResultRetention(config.result_ttl_s, config.result_retention_bytes)
+        self.retention.load(journal.finished_result_bytes())
+        swept = files.sweep(journal.job_ids())
+        if swept:
+            log.info("removed the result files of %d job(s) the journal no longer holds", swept)
+        #: Results flushed to the journal whose commit has not succeeded yet.
+        self._uncommitted: list[tuple[str, int]] = []
+        #: Jobs the journal drops in the pending commit: their files go once it succeeds.
+        self._expiring: list[str] = []
+        self.expired_count = 0
 
     # -- the one state change -----------------------------------------------------------------
     def move(self, job: Job, new: JobState, error: str | None = None) -> None:
@@ -173,6 +200,8 @@ class JobTable:
         self._metrics.record_job(new)
         self.touched.add(job.job_id)
         self._finished.append(job.job_id)
+        if not job.writing:
+            self.retention.add(job.job_id, job.finished_at, job.result_bytes)
         if new is _FAILED:
             log.warning("job %s failed: %s", job.job_id, (error or "").splitlines()[0])
         else:
@@ -184,10 +213,80 @@ class JobTable:
         """Let the oldest finished jobs go from memory, beyond the latest FINISHED_IN_MEMORY;
         one whose changes are not written yet stays (its reads would miss them)."""
         finished = self._finished
+        jobs = self.jobs
         while len(finished) > FINISHED_IN_MEMORY and not self._journal.unwritten(finished[0]):
+            job = jobs.get(finished[0])
+            if job is not None and job.writing:
+                break
             old = finished.popleft()
             if old not in self._awaited:
-                self.jobs.pop(old, None)
+                self._drop(old)
+
+    def _drop(self, job_id: str) -> None:
+        """Take a job out of memory (with the results it holds)."""
+        job = self.jobs.pop(job_id, None)
+        if job is not None:
+            forget = self.memory.forget
+            for mo in job.morsels:
+                if mo.result is not None:
+                    forget((job_id, mo.idx))
+
+    # -- results ------------------------------------------------------------------------------
+    def store_result(self, job: Job, mo: Morsel, encoding: str, items: int, data: bytes,
+                     attempts: int) -> None:
+        """Keep morsel ``mo``'s result: held in memory (within the budget once it is on disk)
+        and stored once, a big one in its file (written off this thread: see
+        :meth:`take_written`), a small one in its journal row."""
+        mo.result = (encoding, items, data)
+        size = len(data)
+        job.result_bytes += size
+        self.memory.hold((job.job_id, mo.idx), mo, size)
+        if size >= FILE_MIN_BYTES:
+            job.writing += 1
+            self.files.write(job.job_id, mo.idx, data)
+        else:
+            self.unstored.append((encoding, data, items, attempts, size, 0, 0, job.job_id,
+                                  mo.idx))
+
+    def complete(self, job: Job) -> None:
+        """Every morsel of ``job`` is done: it completes, once its results are stored."""
+        if job.writing:
+            job.complete_when_written = True
+        else:
+            self.move(job, _COMPLETED)
+
+    def take_written(self) -> None:
+        """Journal where the result files the thread finished are (or, for one it could not
+        write, the result itself in its row: the journal keeps it pending until it can
+        write); complete the jobs that waited for them."""
+        for done in self.files.take_done():
+            self._written(done)
+
+    def _written(self, done: Written) -> None:
+        job = self.jobs.get(done.job_id)
+        mo = job.morsels[done.idx] if job is not None and done.idx < len(job.morsels) else None
+        if job is None or mo is None or mo.result is None:
+            # The job was taken back (a refused submit): its file goes too.
+            self.files.remove_job(done.job_id)
+            return
+        job.writing -= 1
+        enc, items, data = mo.result
+        if done.error is None:
+            self.unstored.append((enc, None, items, mo.attempts, done.size, done.crc, 1,
+                                  job.job_id, mo.idx))
+        else:
+            log.warning("job %s: the result of morsel %d (%.1f MB) could not be written to its "
+                        "file (%s): it stays in memory and goes into the journal instead",
+                        job.job_id, mo.idx, done.size / (1 << 20), done.error)
+            self.unstored.append((enc, data, items, mo.attempts, done.size, zlib.crc32(data), 0,
+                                  job.job_id, mo.idx))
+        if job.writing:
+            return
+        if job.complete_when_written and job.state is _RUNNING:
+            job.complete_when_written = False
+            self.move(job, _COMPLETED)
+        elif job.state.finished:
+            self.retention.add(job.job_id, job.finished_at or time.time(), job.result_bytes)
 
     # -- submit, status, cancel ---------------------------------------------------------------
     def submit(self, msg: m.SubmitJob) -> tuple[Job | None, m.Message]:
@@ -265,9 +364,10 @@ class JobTable:
         so the job never existed for anyone (not a state change); morsels already handed out
         are cancelled."""
         self._journal.drop_insert(job_id)
-        job = self.jobs.pop(job_id, None)
+        job = self.jobs.get(job_id)
         if job is None:
             return
+        self._drop(job_id)
         nodes = self._nodes
         for mo in job.morsels:
             node = nodes.get(mo.node) if mo.node is not None else None
@@ -312,9 +412,7 @@ class JobTable:
     def on_status(self, peer: Target, msg: m.GetStatus, version: int) -> None:
         summary = self.summary(msg.job_id)
         if summary is None:
-            self._send(peer, m.ErrorReply(msg.request_id, ErrorCode.JOB_NOT_FOUND,
-                                          f"no job {msg.job_id!r} (unknown, or expired after "
-                                          f"SABOT_RESULT_TTL_S={self._config.result_ttl_s:g})"))
+            self._send(peer, self.missing_reply(msg.request_id, msg.job_id))
         else:
             self._send(peer, m.JobStatus(msg.request_id, summary))
 
@@ -333,7 +431,28 @@ class JobTable:
             self._journal.store_results(rows)
             # The cluster's throughput (the workers record their own items and morsels).
             self._metrics.record_items(sum(map(_ITEMS, rows)))
+            self._uncommitted.extend(map(_KEY, rows))
             rows.clear()
+
+    def commit(self) -> bool:
+        """Flush the results and commit the journal; True once written (see written)."""
+        self.flush_results()
+        if self._journal.commit():
+            self.written()
+            return True
+        return False
+
+    def written(self) -> None:
+        """The journal holds everything flushed so far: those results may leave memory, and
+        the files of the jobs it dropped go."""
+        durable = self.memory.durable
+        for key in self._uncommitted:
+            durable(key)
+        self._uncommitted.clear()
+        self.memory.trim()
+        for job_id in self._expiring:
+            self.files.remove_job(job_id)
+        self._expiring.clear()
 
     def recover(self) -> list[Job]:
         """Load the journal's unfinished jobs; returns them (the caller queues the morsels not
@@ -349,6 +468,8 @@ class JobTable:
                 if mo.done:
                     job.done_morsels += 1
                     job.done_items += mo.items
+            if job.done_morsels:
+                job.result_bytes = self._journal.result_bytes(job.job_id)
             self.jobs[job.job_id] = job
             jobs.append(job)
             if job.done_morsels == len(job.morsels):
@@ -356,11 +477,44 @@ class JobTable:
         return jobs
 
     def purge(self, wall: float) -> None:
-        """Every PURGE_EVERY_S: drop the jobs finished longer than SABOT_RESULT_TTL_S ago."""
-        if wall >= self._next_purge:
-            self._next_purge = wall + PURGE_EVERY_S
-            for job_id in self._journal.purge_finished(wall - self._config.result_ttl_s):
-                self.jobs.pop(job_id, None)
+        """Let the finished jobs the retention names go (journal rows, then, once that is
+        written, their files), each leaving a tombstone saying why."""
+        if self._journal.state is JournalState.UNWRITABLE:
+            return
+        due = self.retention.due(wall)
+        if not due:
+            return
+        self._journal.expire(due, wall)
+        for job_id, why in due:
+            self._drop(job_id)
+            self._expiring.append(job_id)
+            log.info("job %s expired: %s", job_id, why)
+        self.expired_count += len(due)
+
+    def missing(self, job_id: str) -> tuple[ErrorCode, str, dict[str, Any]]:
+        """Why there is no job ``job_id``: it expired (its tombstone says when and why), or it
+        is unknown."""
+        expired = self._journal.expired(job_id)
+        if expired is not None:
+            when, why = expired
+            return (ErrorCode.JOB_EXPIRED,
+                    f"job {job_id!r} expired at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(when))}"
+                    f" and its results were deleted: {why}",
+                    {"job_id": job_id, "expired_at": when, "reason": why})
+        return (ErrorCode.JOB_NOT_FOUND,
+                f"no job {job_id!r} (unknown, or expired after SABOT_RESULT_TTL_S="
+                f"{self._config.result_ttl_s:g} longer ago than the coordinator remembers)",
+                {"job_id": job_id})
+
+    def missing_reply(self, request_id: int, job_id: str) -> m.ErrorReply:
+        code, text, details = self.missing(job_id)
+        return m.ErrorReply(request_id, code, text, details)
+
+    def missing_error(self, job_id: str) -> JobNotFoundError:
+        code, text, details = self.missing(job_id)
+        if code is ErrorCode.JOB_EXPIRED:
+            return JobExpiredError(text, job_id=job_id, expired_at=details["expired_at"])
+        return JobNotFoundError(text)
 
     # -- views ----------------------------------------------------------------------------------
     def summary(self, job_id: str) -> dict[str, Any] | None:
@@ -411,5 +565,5 @@ class JobTable:
         return sum(counts.get(state.value, 0) for state in ACTIVE_JOB_STATES)
 
 
-__all__ = ["FINISHED_IN_MEMORY", "Job", "JobTable", "Morsel", "PURGE_EVERY_S", "ResultRow",
+__all__ = ["FINISHED_IN_MEMORY", "Job", "JobTable", "Morsel", "ResultRow",
            "job_summary"]

@@ -3,7 +3,10 @@ that ask for them (``fetch-results`` over ZeroMQ, result pages for the HTTP API)
 
 A fetch that finds nothing new waits (up to its ``wait_ms``, at most :data:`MAX_WAIT_MS`) and
 is answered in the turn its job gets a result or changes state, or when its wait runs out.
-Results come from memory while their job is held there, else from the journal.
+Results come from memory while it holds them (:mod:`.result_memory`), else from disk: their
+journal row, or their result file (:mod:`sabot.cluster.result_files`). A fetch over ZeroMQ
+reads a page of files here (a page is at most its ``max_bytes``, plus one result); a page for
+the HTTP API names the files, which the HTTP side reads on its own thread.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ...config import Config
-from ...errors import CoordinatorUnavailableError, JobNotFoundError
+from ...errors import CoordinatorUnavailableError
 from ...states import FINISHED_JOB_STATES, JobState
-from ..journal import Journal
+from ..journal import Journal, StoredResult
 from ..protocol import ErrorCode
 from ..protocol import messages as m
+from ..result_files import ResultFileError, ResultRef
 from .job_table import JobTable
 from .outbox import Local, Target
 
@@ -26,6 +30,8 @@ MAX_WAIT_MS = 60_000
 
 #: A reader waiting for results: who asked, what, and until when (monotonic seconds).
 Waiter = tuple[Target, m.FetchResults, float]
+#: A result in a page for the HTTP API: (encoding, items, its bytes or where they are).
+PagePart = tuple[str, int, bytes | ResultRef]
 
 
 class ResultPager:
@@ -53,6 +59,14 @@ class ResultPager:
 
     def _try_fetch(self, peer: Target, msg: m.FetchResults, final: bool) -> bool:
         """Answer ``msg`` when there is something to say (or ``final``); False to wait on."""
+        try:
+            return self._fetch(peer, msg, final)
+        except ResultFileError as exc:
+            self._send(peer, m.ErrorReply(msg.request_id, ErrorCode.INTERNAL, str(exc),
+                                          {"job_id": msg.job_id}))
+            return True
+
+    def _fetch(self, peer: Target, msg: m.FetchResults, final: bool) -> bool:
         job = self._jobs.get(msg.job_id)
         start = max(0, int(msg.start))
         limit = max(1, int(msg.max_bytes))
@@ -60,10 +74,10 @@ class ResultPager:
             self._table.flush_results()  # the journal must hold what memory let go of
             row = self._journal.job(msg.job_id)
             if row is None:
-                self._send(peer, m.ErrorReply(msg.request_id, ErrorCode.JOB_NOT_FOUND,
-                                              f"no job {msg.job_id!r} (unknown, or expired)"))
+                self._send(peer, self._table.missing_reply(msg.request_id, msg.job_id))
                 return True
-            parts = [list(p) for p in self._journal.results(msg.job_id, start, limit)]
+            parts = [self._loaded(msg.job_id, r)
+                     for r in self._journal.results(msg.job_id, start, limit)]
             self._send(peer, m.ResultBatch(msg.request_id, msg.job_id, row.status.value, start,
                                            parts, row.total_morsels, row.result_kind, row.error))
             return True
@@ -78,10 +92,11 @@ class ResultPager:
             mo = morsels[i]
             if not mo.done:
                 break
-            if mo.result is None:  # evicted from memory: read the rest from the journal
+            if mo.result is None:  # let go from memory: read the rest from disk
                 self._table.flush_results()
-                self._journal.commit()
-                parts.extend(list(p) for p in self._journal.results(job.job_id, i, limit - size))
+                self._table.commit()
+                parts.extend(self._loaded(job.job_id, r)
+                             for r in self._journal.results(job.job_id, i, limit - size))
                 break
             if parts and size + len(mo.result[2]) > limit:
                 break
@@ -93,6 +108,16 @@ class ResultPager:
                                            parts, len(morsels), job.result_kind, job.error))
             return True
         return False
+
+    def _loaded(self, job_id: str, stored: StoredResult) -> list[Any]:
+        """[encoding, items, bytes] of a result the journal holds (its file read here)."""
+        data = stored.data
+        if data is None:
+            data = self._ref(job_id, stored).read()
+        return [stored.encoding, stored.items, data]
+
+    def _ref(self, job_id: str, stored: StoredResult) -> ResultRef:
+        return self._table.files.ref(job_id, stored.idx, stored.size, stored.crc)
 
     def serve(self, now: float) -> None:
         """Answer the waiters of the jobs touched in this turn and those whose wait is over."""
@@ -125,17 +150,18 @@ class ResultPager:
                         CoordinatorUnavailableError("the coordinator stopped"))
 
     def page(self, job_id: str, offset: int, limit: int | None
-             ) -> tuple[dict[str, Any], list[tuple[str, int, bytes]], int]:
+             ) -> tuple[dict[str, Any], list[PagePart], int]:
         """(job dict, result morsels covering items [offset, offset+limit), item offset of the
-        first morsel) for the HTTP API. JobNotFoundError for an unknown job."""
+        first morsel) for the HTTP API; a result in a file is named by its :class:`ResultRef`
+        (read it off this thread). JobNotFoundError (JobExpiredError) for a job it does not
+        hold."""
         summary = self._table.summary(job_id)
         if summary is None:
-            raise JobNotFoundError(f"no job {job_id!r} (unknown, or expired after "
-                                   f"SABOT_RESULT_TTL_S={self._config.result_ttl_s:g})")
+            raise self._table.missing_error(job_id)
         if summary["status"] != JobState.COMPLETED:
             return summary, [], 0
         end = None if limit is None else offset + limit
-        parts: list[tuple[str, int, bytes]] = []
+        parts: list[PagePart] = []
         first, pos = 0, 0
         for part in self._results(job_id):
             lo = pos
@@ -149,7 +175,7 @@ class ResultPager:
             parts.append(part)
         return summary, parts, first
 
-    def _results(self, job_id: str) -> Iterator[tuple[str, int, bytes]]:
+    def _results(self, job_id: str) -> Iterator[PagePart]:
         """Every result morsel of a completed job, in order: from memory where it holds them
         (a result the journal could not take yet is only there), else from the journal (a
         job resumed after a restart holds only the results that came in since)."""
@@ -174,6 +200,9 @@ class ResultPager:
                             if morsels[i].result is not None), idx + len(chunk))
                 chunk = chunk[:end - idx]
             idx += len(chunk)
-            yield from chunk
+            for r in chunk:
+                yield (r.encoding, r.items, r.data if r.data is not None else
+                       self._ref(job_id, r))
 
-__all__ = ["MAX_WAIT_MS", "ResultPager", "Waiter"]
+
+__all__ = ["MAX_WAIT_MS", "PagePart", "ResultPager", "Waiter"]

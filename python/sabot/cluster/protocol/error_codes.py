@@ -14,6 +14,7 @@ from typing import Any
 from ...errors import (
     ClusterMismatchError,
     CoordinatorUnavailableError,
+    JobExpiredError,
     JobIdConflictError,
     JobNotFoundError,
     JournalUnwritableError,
@@ -35,6 +36,8 @@ class ErrorCode(StrEnum):
     NAME_TAKEN = "name_taken"  #: another live worker has this node name (SABOT_NODE_NAME)
     # ErrorReply: one request failed.
     JOB_NOT_FOUND = "job_not_found"
+    #: The job finished and its results were deleted by the retention (HTTP 410).
+    JOB_EXPIRED = "job_expired"
     BAD_REQUEST = "bad_request"
     UNKNOWN_PROCESSOR = "unknown_processor"
     NOT_REGISTERED = "not_registered"
@@ -60,6 +63,10 @@ def exception_for(code: str, message: str, details: dict[str, Any] | None = None
         return ClusterMismatchError(message)
     if code == ErrorCode.BAD_HELLO:
         return ProtocolError(message)
+    if code == ErrorCode.JOB_EXPIRED:
+        when = details.get("expired_at")
+        return JobExpiredError(message, job_id=details.get("job_id"),
+                               expired_at=float(when) if isinstance(when, (int, float)) else None)
     if code == ErrorCode.JOB_NOT_FOUND:
         return JobNotFoundError(message)
     if code == ErrorCode.UNKNOWN_PROCESSOR:

@@ -173,5 +173,5 @@ def test_state_that_cannot_be_saved_names_the_operator(tmp_path):
     env = st.StreamEnv(state_dir=str(tmp_path / "state"))
     (env.from_collection(ROWS[:100], timestamp="t").key_by("k")
         .process(remember, state={"f": st.ValueState()}).discard())
-    with pytest.raises(CheckpointError, match="operator 'process#.*cannot be saved.*picklable"):
+    with pytest.raises(CheckpointError, match=r"operator .process\(remember\)#.*cannot be saved.*picklable"):
         env.execute()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durable import fsync_dir
 from ..errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -193,18 +194,10 @@ class ResultFiles:
             raise
         os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         if new_dir:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return crc
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["DIR_NAME", "FILE_MIN_BYTES", "ResultFileError", "ResultFiles", "ResultRef",

@@ -46,5 +46,5 @@ class Runner:
         pass
 
 
-def open(parallelism: int, checkpoint_s: float | None, workdir: Path) -> Runner:  # noqa: A001
+def start(parallelism: int, checkpoint_s: float | None, workdir: Path) -> Runner:
     return Runner(parallelism, workdir)

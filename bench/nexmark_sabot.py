@@ -83,5 +83,5 @@ def _final(query: str, batches: list[Any]) -> Any:
     return rows
 
 
-def open(parallelism: int, checkpoint_s: float | None, workdir: Path) -> Runner:  # noqa: A001
+def start(parallelism: int, checkpoint_s: float | None, workdir: Path) -> Runner:
     return Runner(parallelism, checkpoint_s, workdir)

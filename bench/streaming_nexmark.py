@@ -86,7 +86,6 @@ def configs(quick: bool) -> list[Config]:
         Config("flink p=2", "flink", parallelism=2, venv="flink"),
         Config("bytewax", "bytewax"),
         Config("pathway", "pathway", venv="pathway"),
-        Config("quix streams", "quix", venv="quix"),
     ]
 
 
@@ -226,7 +225,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
 # --------------------------------------------------------------------------- the summary table
 
 PEERS = ("flink p=1", f"flink p=1, checkpoints {CHECKPOINT_S}s", "flink p=2", "bytewax",
-         "pathway", "quix streams")
+         "pathway")
 
 
 def _median(rows: list[dict[str, Any]], engine: str, case: str, metric: str) -> float | None:

@@ -22,14 +22,15 @@ SKIP: dict[str, str] = {
     "q8": "not written yet: needs windowing.join_window of people and auctions",
 }
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def availability() -> tuple[bool, str]:
     try:
-        import bytewax  # noqa: F401
         from importlib.metadata import version as v
+
+        import bytewax  # noqa: F401
     except ImportError:
         return False, "bytewax is not installed (pip install .[bench-stream])"
     return True, v("bytewax")

@@ -75,7 +75,7 @@ class PeakRss:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -87,7 +87,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     query = spec["query"]
     work = Path(spec["workdir"])
     runner = engine.start(parallelism=spec["parallelism"], checkpoint_s=spec.get("checkpoint_s"),
-                         workdir=work)
+                         workdir=work, **spec.get("options", {}))
     try:
         warm = {k: Path(v) for k, v in spec["warmup_files"].items()}
         files = {k: Path(v) for k, v in spec["files"].items()}

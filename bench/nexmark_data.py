@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 KINDS = ("person", "auction", "bid")
 FILES = {"person": "persons.jsonl", "auction": "auctions.jsonl", "bid": "bids.jsonl"}
@@ -83,7 +84,7 @@ def write(folder: Path, events: int, seed: int) -> dict[str, int]:
 def _ms(v: Any) -> Any:
     if isinstance(v, _dt.datetime):
         if v.tzinfo is None:
-            v = v.replace(tzinfo=_dt.timezone.utc)
+            v = v.replace(tzinfo=_dt.UTC)
         return int(round(v.timestamp() * 1000))
     return v
 

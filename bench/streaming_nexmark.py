@@ -32,6 +32,7 @@ docs/performance.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,6 +71,7 @@ class Config:
     checkpoint_s: int | None = None
     venv: str | None = None  # bench/.peers/<venv> when its pins clash with Sabot's
     oracle: bool = False
+    broker: bool = False  # reads Kafka topics loaded from the files (Quix Streams)
 
 
 def configs(quick: bool) -> list[Config]:
@@ -86,6 +88,7 @@ def configs(quick: bool) -> list[Config]:
         Config("flink p=2", "flink", parallelism=2, venv="flink"),
         Config("bytewax", "bytewax"),
         Config("pathway", "pathway", venv="pathway"),
+        Config("quix streams", "quix", venv="quix", broker=True),
     ]
 
 
@@ -122,8 +125,9 @@ def availability(cfg: Config) -> tuple[bool, str, dict[str, str]]:
 
 
 def measure(cfg: Config, query: str, files: dict[str, Path], warm: dict[str, Path],
-            workdir: Path) -> dict[str, Any]:
+            workdir: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = {"engine": cfg.module, "query": query, "parallelism": cfg.parallelism,
+            "options": options or {},
             "checkpoint_s": cfg.checkpoint_s, "workdir": str(workdir),
             "files": {k: str(v) for k, v in files.items()},
             "warmup_files": {k: str(v) for k, v in warm.items()}}
@@ -175,15 +179,22 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
     repeats = repeat or 1
     root = Path(tempfile.mkdtemp(prefix="sabot-nexmark-"))
     rows: list[dict[str, Any]] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
         counts = nd.write(root / "events", events, SEED)
         nd.write(root / "warmup", warm_events, SEED)
         files, warm = nd.paths(root / "events"), nd.paths(root / "warmup")
         print(f"  event files: {counts} ({sum(p.stat().st_size for p in files.values()) / 1e6:.0f}"
               " MB of JSON lines)", file=sys.stderr)
         live = []
+        options: dict[str, Any] = {}
         for cfg in configs(quick):
             ok, info, skip = availability(cfg)
+            if ok and cfg.broker and not options:
+                try:
+                    options = _load_broker(stack, files, warm)
+                except Exception as exc:  # noqa: BLE001 - the peer is then not available
+                    ok, info = False, f"no Kafka broker for it: {exc.__class__.__name__}: {exc}"
             live.append((cfg, ok, info, skip))
             if not ok:
                 print(f"  {cfg.name}: not available ({info})", file=sys.stderr)
@@ -196,7 +207,8 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
                 for cfg, ok, info, skip in order:
                     if not ok or q in skip or cfg.name in errors:
                         continue
-                    r = measure(cfg, q, files, warm, root / "work")
+                    r = measure(cfg, q, files, warm, root / "work",
+                                options if cfg.broker else None)
                     if r.get("ok"):
                         done[cfg.name].append(r)
                         print(f"  {q} / {cfg.name}: {read / r['seconds'] / 1e6:.3f} M events/s"
@@ -217,15 +229,28 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
                     status, err = OK, None
                 rows += _rows_for(cfg, q, events, read, status, err, done[cfg.name],
                                   info if ok else "")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+def _load_broker(stack: contextlib.ExitStack, files: dict[str, Path],
+                 warm: dict[str, Path]) -> dict[str, Any]:
+    """Start the Tansu broker (stopped with ``stack``) and load the bid files into topics."""
+    import time
+
+    from .nexmark_broker import Broker
+
+    broker = stack.enter_context(Broker())
+    t0 = time.perf_counter()
+    topics = {str(p): broker.load(p) for p in (warm["bid"], files["bid"])}
+    print(f"  Kafka broker (Tansu) at {broker.servers}, bid files loaded in "
+          f"{time.perf_counter() - t0:.1f} s (untimed)", file=sys.stderr)
+    return {"servers": broker.servers, "topics": topics}
 
 
 # --------------------------------------------------------------------------- the summary table
 
 PEERS = ("flink p=1", f"flink p=1, checkpoints {CHECKPOINT_S}s", "flink p=2", "bytewax",
-         "pathway")
+         "pathway", "quix streams")
 
 
 def _median(rows: list[dict[str, Any]], engine: str, case: str, metric: str) -> float | None:

@@ -222,7 +222,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
                 if not ok:
                     status, err = NOT_AVAILABLE, info
                 elif q in skip:
-                    status, err = NOT_AVAILABLE, f"cannot express {q}: {skip[q]}"
+                    status, err = NOT_AVAILABLE, f"{q} not run: {skip[q]}"
                 elif cfg.name in errors:
                     status, err = ERROR, errors[cfg.name]
                 else:
@@ -262,19 +262,27 @@ def _median(rows: list[dict[str, Any]], engine: str, case: str, metric: str) -> 
 
 
 def summarize(rows: list[dict[str, Any]]) -> str:
-    """The Nexmark table: events/s per core of every engine and Sabot's ratio against each peer
-    (checkpointed Sabot against checkpointed Flink), and whether each answer equals the oracle's."""
+    """The Nexmark tables: per core and per CPU-second, every engine beside Sabot's ratio
+    against it (checkpointed Sabot against checkpointed Flink), and whether each answer equals
+    the oracle's."""
+    return "\n\n".join(_table(rows, m, text) for m, text in (
+        ("events/s per core", "Events/s per core (events the query reads / seconds / "
+                              "parallelism)"),
+        ("events per CPU-second", "Events per CPU-second (events the query reads / CPU seconds "
+                                  "of the engine's processes in the timed region: counts the "
+                                  "threads an engine uses beyond its parallelism)"))
+        if any(r["metric"] == m for r in rows))
+
+
+def _table(rows: list[dict[str, Any]], metric: str, title: str) -> str:
     cases = list(dict.fromkeys(r["case"] for r in rows if r.get("case", "-") != "-"))
     engines = list(dict.fromkeys(r["engine"] for r in rows))
-    metric = "events/s per core"
     ck = f"sabot, checkpoints {CHECKPOINT_S}s"
     oracle = {r["case"]: r.get("answer") for r in rows if r.get("oracle") and r["status"] == OK}
-    head = ["query"] + [e for e in engines]
-    md = ["Events/s per core (events the query reads / seconds / parallelism); in brackets, "
-          "how many times Sabot's figure is the peer's (checkpointed Sabot against checkpointed "
-          "Flink, plain Sabot against the rest); ✗ = answer differs from DuckDB's; n/a = not "
-          "available or not expressible (see the rows below).", "",
-          "| " + " | ".join(head) + " |", "|---" + "|---:" * len(engines) + "|"]
+    md = [f"{title}; in brackets, how many times Sabot's figure is the peer's (checkpointed "
+          "Sabot against checkpointed Flink, plain Sabot against the rest); ✗ = answer differs "
+          "from DuckDB's; n/a = not available or not run (the reason is in the rows below).", "",
+          "| query | " + " | ".join(engines) + " |", "|---" + "|---:" * len(engines) + "|"]
     for case in cases:
         cells = [case]
         for e in engines:
@@ -283,9 +291,8 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                 cells.append("n/a")
                 continue
             text = f"{v / 1e3:,.0f} k" if v < 1e6 else f"{v / 1e6:.2f} M"
-            ref_name = ck if "checkpoints" in e else "sabot"
-            ref = _median(rows, ref_name, case, metric)
-            if not e.startswith("sabot") and not e.startswith("duckdb") and ref:
+            ref = _median(rows, ck if "checkpoints" in e else "sabot", case, metric)
+            if not e.startswith(("sabot", "duckdb")) and ref:
                 text += f" ({ref / v:.1f}x)"
             ans = next((r.get("answer") for r in rows if r["engine"] == e and r["case"] == case
                         and r["status"] == OK), None)

@@ -68,6 +68,64 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def test_a_json_lines_file_larger_than_a_block_is_read_in_blocks(tmp_path, monkeypatch):
+    """The file is read a block at a time (memory bounded by the block, not the file), every
+    line once and in order, also a line longer than the block and a last line without a
+    newline; a checkpoint in the middle of a block resumes there."""
+    from sabot.stream import file_source
+
+    monkeypatch.setattr(file_source, "BLOCK_BYTES", 2048)
+    rows = [{"i": i, "t": i, "s": "x" * (5000 if i == 700 else i % 13)} for i in range(3000)]
+    text = "".join(json.dumps(r) + "\n" for r in rows).rstrip("\n")  # no final newline
+    (tmp_path / "big.jsonl").write_text(text)
+    reads = []
+    real = file_source.FileSource._jsonl
+
+    def spy(self, path, size):
+        items = real(self, path, size)
+        reads.append(self._offsets.get(path))
+        return items
+
+    monkeypatch.setattr(file_source.FileSource, "_jsonl", spy)
+    env = st.StreamEnv()
+    got = env.from_files(str(tmp_path / "*.jsonl"), timestamp="t", batch_size=100).collect()
+    assert got.column("i").to_pylist() == list(range(3000))
+    assert got.column("s").to_pylist()[700] == "x" * 5000
+    assert len(reads) > 20 and reads[-1] == len(text.encode())
+    # a position part way through a block: the rest of it, then the rest of the file
+    src = file_source.FileSource(str(tmp_path / "*.jsonl"), "jsonl", False, None, 100, 10)
+
+    async def first_items(n):
+        out, it = [], src.read()
+        for _ in range(n):
+            out.append(await it.__anext__())
+        await it.aclose()
+        return out
+
+    asyncio.run(first_items(5))
+    pos = src.position()
+    assert pos["cursor"] is not None  # inside a block
+    again = file_source.FileSource(str(tmp_path / "*.jsonl"), "jsonl", False, None, 100, 10)
+    again.seek(pos)
+
+    async def rest():
+        return [b async for _, b in again.read()]
+
+    seen_before = sum(b.num_rows for _, b in asyncio.run(_items(str(tmp_path / "*.jsonl"), 5)))
+    after = [i for b in asyncio.run(rest()) for i in b.column("i").to_pylist()]
+    assert after == list(range(seen_before, 3000))
+
+
+async def _items(pattern: str, n: int):
+    from sabot.stream.file_source import FileSource
+
+    out, it = [], FileSource(pattern, "jsonl", False, None, 100, 10).read()
+    for _ in range(n):
+        out.append(await it.__anext__())
+    await it.aclose()
+    return out
+
+
 def test_follow_picks_up_files_and_lines_another_process_writes(tmp_path):
     n = 300
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(n)])

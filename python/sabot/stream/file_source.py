@@ -2,7 +2,8 @@
 
 Bounded by default (the files there at the start). With ``follow=True`` it polls for new files
 and, for JSON lines, for lines appended to the files it has: only complete lines (ending in a
-newline) are read, so a writer may append while the job runs. A CSV or Parquet file is read
+newline) are read, so a writer may append while the job runs. JSON lines are read 16 MiB at a
+time, so a large file does not sit in memory whole. A CSV or Parquet file is read
 once its size stayed the same for one poll (and a Parquet file once its footer is written).
 The files form one source partition (read in order).
 """
@@ -20,6 +21,9 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError
 from .record_parsing import FORMATS, parse_csv, parse_jsonl
 from .source import Item, Source
+
+#: A JSON-lines file is read this many bytes at a time (memory stays bounded by the block).
+BLOCK_BYTES = 16 << 20
 
 
 class FileSource(Source):
@@ -65,17 +69,20 @@ class FileSource(Source):
     async def read(self) -> AsyncIterator[Item]:
         while True:
             for path in sorted(globlib.glob(self.pattern)):
-                if path in self._done:
-                    continue
-                before = self._offsets.get(path)
-                items = self._read(path)
-                skip = self._skip.pop(path, 0) if items else 0
-                for k, item in enumerate(items):
-                    if k < skip:
-                        continue
-                    self._cursor = (path, before, k + 1) if k + 1 < len(items) else None
-                    yield item
-                    await asyncio.sleep(0)
+                while path not in self._done:  # a JSON-lines file a block at a time
+                    before = self._offsets.get(path)
+                    items = self._read(path)
+                    if not items:
+                        break
+                    skip = self._skip.pop(path, 0)
+                    for k, item in enumerate(items):
+                        if k < skip:
+                            continue
+                        self._cursor = (path, before, k + 1) if k + 1 < len(items) else None
+                        yield item
+                        await asyncio.sleep(0)
+                    if self._offsets.get(path) == before:
+                        break
             if not self.follow:
                 return
             await asyncio.sleep(self.poll_s)
@@ -109,16 +116,22 @@ class FileSource(Source):
             if not self.follow:
                 self._done.add(path)
             return []
+        block = BLOCK_BYTES
         with open(path, "rb") as f:
-            f.seek(start)
-            data = f.read(size - start)
-        end = data.rfind(b"\n") + 1
-        if not self.follow and end < len(data):
+            while True:  # a block ending at a newline (a longer line makes the block grow)
+                f.seek(start)
+                data = f.read(min(block, size - start))
+                end = data.rfind(b"\n") + 1
+                at_eof = start + len(data) >= size
+                if end or at_eof:
+                    break
+                block *= 2
+        if not self.follow and at_eof and end < len(data):
             end = len(data)  # the last line of a finished file may lack its newline
         if end == 0:
             return []
         self._offsets[path] = start + end
-        if not self.follow:
+        if not self.follow and start + end >= size:
             self._done.add(path)
         table, bad = parse_jsonl(data[:end], self.schema)
         items: list[Item] = []

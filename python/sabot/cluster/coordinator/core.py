@@ -147,6 +147,7 @@ class CoordinatorCore(threading.Thread):
             m.Goodbye: self._on_goodbye,
             m.MorselResult: self._dispatcher.on_result,
             m.MorselResults: self._dispatcher.on_results,
+            m.ResultChunk: self._dispatcher.on_chunk,
             m.MorselFailed: self._dispatcher.on_failed,
             m.SubmitJob: self._on_submit,
             m.GetStatus: self._jobs.on_status,
@@ -220,6 +221,11 @@ class CoordinatorCore(threading.Thread):
     def _turn(self) -> None:
         now = time.monotonic()
         self._jobs.take_written()
+        lost = self._jobs.take_lost()
+        if lost:
+            self._dispatcher.requeue_lost(lost)
+        # Chunks on their way to disk are acknowledged: their workers send on.
+        self._dispatcher.chunks.acks()
         self._timers(now)
         self._dispatcher.dispatch(now)
         self._pager.serve(now)
@@ -272,6 +278,7 @@ class CoordinatorCore(threading.Thread):
             self._dispatcher.release(node, f"worker {node.node_id} stopped answering")
         registry.forget_gone(now)
         self._dispatcher.expire_morsels(now)
+        self._dispatcher.sweep_chunks()
         self._jobs.purge(time.time())
 
     def _probe_soon(self, now: float) -> None:

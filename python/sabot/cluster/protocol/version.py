@@ -6,8 +6,10 @@ import struct
 
 #: Bumped on any incompatible change to a message, an encoding or the framing. Peers refuse
 #: another version. 2: a ZeroMQ message may carry several message frames. 3: assign-many and
-#: morsel-results carry several morsels of one job in one message.
-PROTOCOL_VERSION = 3
+#: morsel-results carry several morsels of one job in one message. 4: a result bigger than
+#: CHUNK_BYTES travels as result-chunk messages, acknowledged by result-chunk-ack (a peer of
+#: version 3 would refuse the new messages and the morsel would never finish).
+PROTOCOL_VERSION = 4
 
 #: First four bytes of every header frame.
 MAGIC = b"SABT"

@@ -292,3 +292,57 @@ def test_big_morsel_results_travel_in_chunks_without_stalling_heartbeats(
                      node_losses=counters["morsels_requeued_node_lost"])
     finally:
         cluster.stop()
+
+
+def _partial_file(results_dir: Path, low: int, high: int, timeout: float = 120) -> Path:
+    """The first temporary result file seen holding between ``low`` and ``high`` bytes (a
+    result whose chunks are coming in), polled as fast as the test can."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in results_dir.glob("*/*.bin.tmp"):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if low <= size <= high:
+                return path
+        time.sleep(0.001)
+    raise AssertionError(f"no result was seen coming in chunks under {results_dir}")
+
+
+def test_a_worker_killed_while_its_result_comes_in_chunks_leaves_no_partial_file(
+        tmp_path: Path) -> None:
+    """A worker SIGKILLed halfway through sending a 40 MB result (10 chunks of 4 MiB, at most
+    4 ahead of their acknowledgements, so it cannot have sent it whole): the partial file is
+    discarded, the morsel runs again elsewhere, and every result is right exactly once."""
+    per_item = 40 * MIB  # 8 items: 8 morsels of one item each
+    cluster = nodes.Cluster(tmp_path / "cluster", {
+        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4"})
+    procs = nodes.chaos_procs()
+    try:
+        coordinator = cluster.start_coordinator()
+        victim = cluster.add_worker()
+        cluster.wait_workers(1)
+        results_dir = cluster.root / "coordinator-data" / "results"
+        items = procs.make_big_items(8, per_item)
+        job_id = coordinator.submit(items, "chaos_big")
+        # One chunk appended, at most four more can be on their way: five of ten.
+        partial = _partial_file(results_dir, 4 * MIB, 20 * MIB - 1)
+        victim.kill()
+        cluster.add_worker()
+        job = _wait_completed(coordinator, job_id)
+        counters = coordinator.request("GET", "/stats").json["counters"]
+        assert counters["results_cut_short"] >= 1, counters
+        assert counters["morsels_requeued_node_lost"] >= 1, counters
+        # Each morsel's result was taken once, all of them in chunks.
+        assert counters["results_chunked"] == job["progress"]["morsels_total"], counters
+        assert not list(results_dir.rglob("*.tmp")), list(results_dir.rglob("*.tmp"))
+        assert not partial.exists()
+        checked = _check_results(coordinator, {job_id: items})
+        nodes.record("worker killed mid chunked result", variant="ci", jobs=1, kills=1,
+                     results_checked=checked, lost=0, duplicated=0,
+                     results_mib=round(len(items) * per_item / MIB),
+                     cut_short=counters["results_cut_short"],
+                     node_losses=counters["morsels_requeued_node_lost"])
+    finally:
+        cluster.stop()

@@ -71,7 +71,7 @@ class Dispatcher:
                          "morsels_requeued": 0, "morsels_requeued_node_lost": 0,
                          "morsels_timed_out": 0, "duplicates_ignored": 0,
                          "results_refused": 0, "results_chunked": 0,
-                         "results_damaged": 0}
+                         "results_damaged": 0, "results_cut_short": 0}
         self._refusals = RateLimitedLog(log)
 
     @property
@@ -344,7 +344,8 @@ class Dispatcher:
         handed back and not of a session that ended (``refund_all``) count as node losses.
         Their results still coming in chunks are discarded."""
         if len(self.chunks):
-            self.chunks.discard_node(node.node_id, list(node.inflight))
+            self.counters["results_cut_short"] += self.chunks.discard_node(
+                node.node_id, list(node.inflight))
         for key in list(node.inflight):
             self._requeue(node, key, lost=not (refund_all or key in handed_back),
                           reason=reason)

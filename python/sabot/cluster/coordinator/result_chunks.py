@@ -116,12 +116,16 @@ class ChunkedResults:
             self._by_token.pop(part.token, None)
             self._files.discard(key[0], key[1], part.token)
 
-    def discard_node(self, node_id: str, keys: list[tuple[str, int]]) -> None:
-        """Forget the results of ``keys`` coming in from ``node_id`` (it was lost)."""
+    def discard_node(self, node_id: str, keys: list[tuple[str, int]]) -> int:
+        """Forget the results of ``keys`` coming in from ``node_id`` (it was lost, or started
+        a new session); returns how many were cut short so."""
+        cut = 0
         for key in keys:
             part = self._partials.get(key)
             if part is not None and part.node_id == node_id:
                 self.discard(key)
+                cut += 1
+        return cut
 
     def acks(self) -> None:
         """Acknowledge the chunks the file thread has appended (the worker sends on)."""

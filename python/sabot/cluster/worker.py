@@ -287,6 +287,8 @@ class Worker:
             raise CoordinatorUnavailableError(f"expected welcome, got {reply.OP}")
         self.coordinator_id = reply.coordinator_id
         link.last_heard = time.monotonic()
+        offered = int(reply.chunk_bytes)
+        link.chunk_bytes = min(max(offered, 64 << 10), 1 << 30) if offered > 0 else 0
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)
             self._set_state(WorkerState.REGISTERED)
         log.info("worker %s registered with coordinator %s at %s (%d slots, HTTP port %s)",

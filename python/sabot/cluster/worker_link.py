@@ -5,8 +5,9 @@ one message).
 The worker says what to do with each message (``on_message``) and when a read is complete
 (``on_read``); the link never decides anything about morsels.
 
-A result bigger than :data:`~sabot.cluster.protocol.messages.CHUNK_BYTES` does not go out as
-one message: it waits in a queue of its own and :meth:`CoordinatorLink.chunk_loop` sends it as
+A result bigger than the ``chunk_bytes`` the coordinator's welcome offered (4 MiB,
+:data:`~sabot.cluster.protocol.messages.CHUNK_BYTES`) does not go out as one message: it
+waits in a queue of its own and :meth:`CoordinatorLink.chunk_loop` sends it as
 ``result-chunk`` messages, at most CHUNK_WINDOW ahead of the coordinator's acknowledgements
 and yielding to the event loop after each, so heartbeats and small messages never wait behind
 more than a few chunks (one big message held them for seconds: a false worker death).
@@ -31,7 +32,7 @@ from ..metrics import Metrics
 from . import transport
 from .protocol import MAX_FRAMES, Sender, check_frames, decode_frame
 from .protocol import messages as m
-from .protocol.messages import CHUNK_BYTES, CHUNK_WINDOW
+from .protocol.messages import CHUNK_WINDOW
 from .security import ClusterKeys
 
 log = logging.getLogger("sabot.cluster.worker")
@@ -77,6 +78,9 @@ class CoordinatorLink:
         self._fatal: FatalRefusal | None = None
         # Big results waiting to go in chunks (the first is the one being sent), and the
         # acknowledgements of the one being sent.
+        #: Results bigger than this go in chunks of this size (the welcome's chunk_bytes; 0:
+        #: this coordinator takes every result whole).
+        self.chunk_bytes = 0
         self._big: deque[m.MorselResult] = deque()
         self._big_event = asyncio.Event()
         self._acked = -1  # its last chunk acknowledged
@@ -212,8 +216,8 @@ class CoordinatorLink:
     # -- sending -------------------------------------------------------------------------
     def post(self, msg: m.Message) -> None:
         """Send ``msg`` now, or when posts are held, with the others when they are released; a
-        result bigger than CHUNK_BYTES goes in chunks (chunk_loop)."""
-        if type(msg) is m.MorselResult and len(msg.data) > CHUNK_BYTES:
+        result bigger than ``chunk_bytes`` goes in chunks (chunk_loop)."""
+        if type(msg) is m.MorselResult and self.chunk_bytes and len(msg.data) > self.chunk_bytes:
             self._big.append(msg)
             self._big_idle.clear()
             self._big_event.set()
@@ -349,6 +353,12 @@ class CoordinatorLink:
                 self._big_event.clear()
                 await self._big_event.wait()
                 continue
+            if not self.chunk_bytes:
+                # (this session's coordinator takes results whole: these go so)
+                big, self._big = list(self._big), deque()
+                for res in big:
+                    self.post(res)
+                continue
             res = self._big[0]
             await self._send_chunks(res)
             if self._big and self._big[0] is res:
@@ -357,7 +367,8 @@ class CoordinatorLink:
     async def _send_chunks(self, res: m.MorselResult) -> None:
         view = memoryview(res.data)
         size = len(view)
-        count = -(-size // CHUNK_BYTES)
+        step = self.chunk_bytes
+        count = -(-size // step)
         self._acked = -1
         self._ack_refused = False
         crc = 0
@@ -367,7 +378,7 @@ class CoordinatorLink:
                 await self._ack_event.wait()
             if self._ack_refused:
                 return
-            part = view[index * CHUNK_BYTES:(index + 1) * CHUNK_BYTES]
+            part = view[index * step:(index + 1) * step]
             crc = zlib.crc32(part, crc)
             final = index == count - 1
             await self.send_now(m.ResultChunk(

@@ -423,8 +423,10 @@ class CoordinatorCore(threading.Thread):
             # result from the old session is then a duplicate, and ignored).
             self._dispatcher.release(node, f"worker {node.node_id} started a new session",
                                      refund_all=True)
+        # A worker sends its big results in chunks (CHUNK_BYTES each) to this coordinator.
         self._send(peer, m.Welcome(self.node_id, name, PROTOCOL_VERSION, self.config.heartbeat_s,
-                                   self.config.node_timeout_s))
+                                   self.config.node_timeout_s,
+                                   m.CHUNK_BYTES if msg.role == "worker" else 0))
 
     def _on_goodbye(self, peer: Target, msg: m.Goodbye, version: int) -> None:
         node = self._registry.node_of(peer)

@@ -132,6 +132,9 @@ class Welcome(Message):
     protocol_version: int
     heartbeat_s: float
     node_timeout_s: float
+    #: The coordinator takes results bigger than this as ``result-chunk`` messages of this
+    #: many bytes (0 or absent, an older coordinator: every result travels whole).
+    chunk_bytes: int = 0
 
 
 @message(3, "refused")
@@ -286,9 +289,10 @@ class MorselResults(_Entries):
                 for morsel, attempt, items, encoding, data, elapsed in self.results]
 
 
-#: A result of more bytes than this travels as ``result-chunk`` messages of this many bytes
-#: (protocol 4): a worker's heartbeats never wait behind a whole big result, and the
-#: coordinator appends each chunk to the result's file as it comes instead of holding it whole.
+#: The ``chunk_bytes`` a coordinator offers in its welcome: a result of more bytes than this
+#: travels as ``result-chunk`` messages of this many bytes, so a worker's heartbeats never
+#: wait behind a whole big result, and the coordinator appends each chunk to the result's file
+#: as it comes instead of holding it whole.
 CHUNK_BYTES = 4 << 20
 
 #: Chunks of one result a worker sends ahead of their acknowledgement.
@@ -297,8 +301,9 @@ CHUNK_WINDOW = 4
 
 @message(14, "result-chunk")
 class ResultChunk(Message):
-    """Worker -> coordinator: bytes ``index * CHUNK_BYTES`` on of a morsel's result bigger
-    than CHUNK_BYTES (protocol 4), chunks in order from 0. The last one (``final``) carries
+    """Worker -> coordinator, once welcomed with ``chunk_bytes``: bytes ``index *
+    chunk_bytes`` on of a morsel's result bigger than ``chunk_bytes``, chunks in order from
+    0. The last one (``final``) carries
     what ``morsel-result`` would (items, encoding, elapsed_s) and the whole result's ``size``
     and ``crc`` (CRC-32); the result counts, and its credit returns, only once it came whole
     and they match. At most CHUNK_WINDOW chunks are sent ahead of their ``result-chunk-ack``."""

@@ -23,9 +23,9 @@ import logging
 from collections.abc import Callable, Container
 
 from ...config import Config
+from ...errors import ProtocolError
 from ...metrics import Metrics
 from ...states import ACTIVE_JOB_STATES, JobState
-from ...errors import ProtocolError
 from ..journal import Journal
 from ..protocol import messages as m
 from .job_table import Job, JobTable, Morsel
@@ -384,7 +384,7 @@ class Dispatcher:
         if not len(self.chunks):
             return
         jobs = self._jobs
-        for key in self.chunks.keys():
+        for key in self.chunks.in_progress():
             job = jobs.get(key[0])
             if job is None or job.state not in ACTIVE_JOB_STATES or job.morsels[key[1]].node \
                     is None:

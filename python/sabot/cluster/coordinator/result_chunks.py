@@ -67,7 +67,8 @@ class ChunkedResults:
     def __len__(self) -> int:
         return len(self._partials)
 
-    def keys(self) -> list[tuple[str, int]]:
+    def in_progress(self) -> list[tuple[str, int]]:
+        """(job id, morsel) of the results coming in."""
         return list(self._partials)
 
     def add(self, node_id: str, peer: bytes, msg: m.ResultChunk) -> Complete | None:
@@ -135,10 +136,9 @@ class ChunkedResults:
                 continue
             (job_id, idx), part = entry
             self._send(part.peer, m.ResultChunkAck(job_id, idx, part.attempt, index))
-            if self._partials.get((job_id, idx)) is not part:
-                # (its last chunk: the partial is complete, nothing more comes for it)
-                if index + 1 >= part.next_index:
-                    self._by_token.pop(token, None)
+            # After its last chunk's acknowledgement nothing more comes for a complete one.
+            if self._partials.get((job_id, idx)) is not part and index + 1 >= part.next_index:
+                self._by_token.pop(token, None)
 
 
 __all__ = ["ChunkedResults", "Complete", "Partial"]

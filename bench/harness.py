@@ -570,13 +570,15 @@ def check_answers(rows: list[dict[str, Any]]) -> None:
     """Set ``answer_ok`` on every row that has an answer and a Sabot row to compare with.
 
     Answers are compared per (benchmark, case): every metric of a case computes the same thing.
+    A row marked ``oracle`` (an independent batch answer) is the reference where a case has one.
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["benchmark"], r["case"]), []).append(r)
     for group in groups.values():
-        ref = next((r for r in group if r["status"] == OK and _is_sabot(r["engine"])
-                    and r.get("answer") is not None), None)
+        answered = [r for r in group if r["status"] == OK and r.get("answer") is not None]
+        ref = next((r for r in answered if r.get("oracle")), None) or \
+            next((r for r in answered if _is_sabot(r["engine"])), None)
         for r in group:
             if r["status"] != OK or r.get("answer") is None:
                 continue

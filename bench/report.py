@@ -44,12 +44,12 @@ def plot_all(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
     written: list[str] = []
     benchmarks = list(dict.fromkeys(r["benchmark"] for r in ok))
     for bench in benchmarks:
-        if bench == "cost_sweep":
+        if bench in ("cost_sweep", "streaming_nexmark"):
             continue
         name = _throughput(plt, [r for r in ok if r["benchmark"] == bench], bench, out_dir)
         if name:
             written.append(name)
-    for fn in (_cost_sweep, _latency, _thread_scaling, _rss_trace):
+    for fn in (_cost_sweep, _latency, _thread_scaling, _rss_trace, _nexmark):
         name = fn(plt, ok, out_dir)
         if name:
             written.append(name)
@@ -232,6 +232,41 @@ def _rss_trace(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | Non
     ax.legend(fontsize=8)
     fig.tight_layout()
     name = "streaming_rss.png"
+    fig.savefig(out_dir / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _nexmark(plt: Any, rows: list[dict[str, Any]], out_dir: Path) -> str | None:
+    """Nexmark: events/s per core per query, one bar per engine (log scale), and peak RSS."""
+    sel = [r for r in rows if r["benchmark"] == "streaming_nexmark"
+           and r["metric"] in ("events/s per core", "peak RSS (MB)")]
+    if not sel:
+        return None
+    cases = list(dict.fromkeys(r["case"] for r in sel))
+    engines = list(dict.fromkeys(r["engine"] for r in sel))
+    colors = {e: plt.cm.tab20(i % 20) for i, e in enumerate(engines)}
+    fig, axes = plt.subplots(2, 1, figsize=(12, 8.5), squeeze=False)
+    width = 0.8 / max(1, len(engines))
+    for ax, metric in zip(axes[:, 0], ("events/s per core", "peak RSS (MB)")):
+        for j, engine in enumerate(engines):
+            xs, ys = [], []
+            for i, case in enumerate(cases):
+                r = next((r for r in sel if r["case"] == case and r["engine"] == engine
+                          and r["metric"] == metric), None)
+                if r is not None:
+                    xs.append(i + (j - (len(engines) - 1) / 2) * width)
+                    ys.append(r["median"])
+            ax.bar(xs, ys, width=width, color=colors[engine], label=engine)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels([c.split(",")[0] for c in cases])
+        ax.set_yscale("log")
+        ax.set_ylabel(metric)
+        ax.set_title(f"Nexmark ({cases[0].split(', ', 1)[-1]}): {metric}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="both")
+    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
+    fig.tight_layout()
+    name = "nexmark.png"
     fig.savefig(out_dir / name, dpi=110)
     plt.close(fig)
     return name

@@ -102,8 +102,30 @@ def _cluster(rows: list[Row]) -> Iterator[Line]:
     yield from _absolute(rows, "cluster", "morsels/s", 20_000, False, ">= 20,000 morsels/s")
 
 
+def _nexmark(rows: list[Row]) -> Iterator[Line]:
+    """Issue #21: per core, checkpointed Sabot >= 3x checkpointed Flink; Sabot >= 10x Quix
+    Streams, Bytewax and Pathway."""
+    bench, metric = "streaming_nexmark", "events/s per core"
+    pairs = (("sabot, checkpoints 10s", "flink p=1, checkpoints 10s", 3.0),
+             ("sabot", "bytewax", 10.0), ("sabot", "pathway", 10.0),
+             ("sabot", "quix streams", 10.0))
+    for sabot, peer, factor in pairs:
+        label = f">= {factor:g}x {peer} per core" + (" (both checkpointed)" if "check" in peer else "")
+        cases = [r["case"] for r in rows if r["benchmark"] == bench and r["engine"] == peer
+                 and r["metric"] == metric]
+        if not cases:
+            yield (f"{bench}: {label}", f"no run of {peer}", _verdict(None))
+        for case in cases:
+            s = _find(rows, bench, sabot, metric, case)
+            p = _find(rows, bench, peer, metric, case)
+            if s is None or p is None:
+                continue
+            ratio = s["median"] / p["median"]
+            yield (f"{bench} / {case}: {label}", f"{ratio:.2f}x", _verdict(ratio >= factor))
+
+
 TARGETS: tuple[Callable[[list[Row]], Iterator[Line]], ...] = (
-    _per_item, _cost_sweep, _columnar, _scheduler, _cluster)
+    _per_item, _cost_sweep, _columnar, _scheduler, _cluster, _nexmark)
 
 
 def check(rows: list[Row]) -> list[Line]:

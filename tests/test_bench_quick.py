@@ -142,3 +142,53 @@ def test_publish_pastes_the_run_verbatim_between_the_markers(tmp_path: Path) -> 
     doc.write_text("no markers here\n")
     with pytest.raises(SystemExit, match="lacks the markers"):
         publish.publish(run, doc=doc, assets=doc.parent / "performance")
+
+
+def test_nexmark_answers_were_checked_against_the_duckdb_oracle(
+        quick_run: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, rows = quick_run
+    nexmark = [r for r in rows if r["benchmark"] == "streaming_nexmark"]
+    queries = {r["params"]["query"] for r in nexmark}
+    assert queries == {"q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8"}
+    oracle = [r for r in nexmark if r.get("oracle")]
+    assert oracle and all(r["status"] == "ok" for r in oracle), oracle[:1]
+    for r in nexmark:
+        if r["engine"].startswith("sabot"):
+            assert r.get("answer_ok") is True, (r["case"], r["engine"], r.get("answer"))
+            assert r["answer"]["rows"] > 0
+
+
+def test_an_answer_unlike_the_oracle_is_flagged_even_when_it_is_sabot() -> None:
+    base = {"benchmark": "b", "case": "q", "metric": "events/s", "status": "ok"}
+    rows = [dict(base, engine="duckdb (oracle)", oracle=True, answer={"rows": 3, "checksum": "a"}),
+            dict(base, engine="sabot", answer={"rows": 3, "checksum": "b"}),
+            dict(base, engine="peer", answer={"rows": 3, "checksum": "a"})]
+    check_answers(rows)
+    assert [r["answer_ok"] for r in rows] == [True, False, True]
+
+
+def test_publishing_one_benchmark_keeps_the_others(tmp_path: Path) -> None:
+    from bench import publish
+
+    doc = tmp_path / "docs" / "performance.md"
+    doc.parent.mkdir()
+    doc.write_text(f"intro\n{publish.BEGIN}\nthe whole suite's figures\n{publish.END}\noutro\n")
+    assets = doc.parent / "performance"
+    assets.mkdir()
+    (assets / "cost_sweep.png").write_bytes(b"old plot")
+    for figure in ("first", "second"):
+        run = tmp_path / figure
+        run.mkdir()
+        (run / "summary.md").write_text(f"# Sabot benchmark results\n\n{figure} nexmark figures\n"
+                                        "![nexmark](nexmark.png)\n")
+        (run / "raw.jsonl").write_text(json.dumps(
+            {"type": "run", "benchmarks": {"streaming_nexmark": {}}}) + "\n")
+        (run / "nexmark.png").write_bytes(figure.encode())
+        publish.publish(run, doc=doc, assets=assets)
+    text = doc.read_text()
+    assert "the whole suite's figures" in text and text.endswith("outro\n")
+    assert "second nexmark figures" in text and "first nexmark figures" not in text
+    assert "## Sabot benchmark results: streaming_nexmark" in text
+    assert (assets / "cost_sweep.png").read_bytes() == b"old plot"
+    assert (assets / "nexmark.png").read_bytes() == b"second"
+    assert (assets / "raw-streaming_nexmark.jsonl").is_file()

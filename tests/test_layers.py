@@ -32,7 +32,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("compute", ("sabot.columnar", "sabot.apply", "sabot.processors", "sabot.metrics")),
     ("native core and configuration", ("sabot._native", "sabot.config")),
     ("vocabulary", (
-        "sabot.errors", "sabot.states", "sabot.version", "sabot.bounded_cache", "sabot.run_blocking", "sabot.system",
+        "sabot.errors", "sabot.states", "sabot.version", "sabot.bounded_cache",
+        "sabot.run_blocking", "sabot.durable", "sabot.system",
         "sabot.logging_setup", "sabot.job_ids",
     )),
 ]

@@ -45,7 +45,7 @@ def test_checkpoints_are_taken_kept_and_reported(tmp_path, reference):
     _pipeline(env, tmp_path / "out")
     env.execute("kept")
     assert _rows(tmp_path / "out") == reference
-    kept = sorted(os.listdir(tmp_path / "state"))
+    kept = sorted(os.listdir(tmp_path / "state" / "kept"))  # a folder per job
     assert len(kept) == 2 and all(k.startswith("chk-") for k in kept)
     stats = env.get_stats()
     ck = stats["checkpoints"]
@@ -73,21 +73,22 @@ def test_a_damaged_checkpoint_is_skipped_with_a_warning_naming_the_file(tmp_path
     env = st.StreamEnv(checkpoint_interval="1ms", state_dir=str(state))
     _pipeline(env, tmp_path / "out")
     env.execute()
-    newest, previous = sorted(os.listdir(state))[-1], sorted(os.listdir(state))[-2]
-    victim = next(p for p in sorted((state / newest).iterdir()) if p.suffix == ".pickle")
+    jobdir = state / "job"
+    previous, newest = sorted(os.listdir(jobdir))[-2:]
+    victim = next(p for p in sorted((jobdir / newest).iterdir()) if p.suffix == ".pickle")
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
     # an abandoned, uncommitted checkpoint directory is no checkpoint either
-    (state / ".chk-99999999.tmp").mkdir()
+    (jobdir / ".chk-99999999.tmp").mkdir()
     env = st.StreamEnv(checkpoint_interval="1ms", state_dir=str(state))
     _pipeline(env, tmp_path / "out")
     with caplog.at_level(logging.WARNING, logger="sabot.stream.checkpoint_store"):
         env.execute()
     assert str(victim) in caplog.text and "damaged" in caplog.text
-    assert env.get_stats()["checkpoints"]["restored_from"] == str(state / previous)
+    assert env.get_stats()["checkpoints"]["restored_from"] == str(jobdir / previous)
     assert _rows(tmp_path / "out") == reference
-    assert not (state / ".chk-99999999.tmp").exists()
+    assert not (jobdir / ".chk-99999999.tmp").exists()
 
 
 def test_every_checkpoint_damaged_is_an_error_not_a_silent_fresh_start(tmp_path):
@@ -95,12 +96,25 @@ def test_every_checkpoint_damaged_is_an_error_not_a_silent_fresh_start(tmp_path)
     env = st.StreamEnv(state_dir=str(state))
     _pipeline(env, tmp_path / "out")
     env.execute()
-    for chk in state.iterdir():
+    for chk in (state / "job").iterdir():
         (chk / "manifest.json").write_text("{")
     env = st.StreamEnv(state_dir=str(state))
     _pipeline(env, tmp_path / "out")
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
         env.execute()
+
+
+def test_jobs_of_other_names_keep_their_checkpoints_apart(tmp_path, reference):
+    state = tmp_path / "state"
+    for name in ("first", "second"):
+        env = st.StreamEnv(state_dir=str(state))
+        if name == "first":
+            _pipeline(env, tmp_path / name)
+        else:  # another pipeline on the same state_dir, under another name
+            env.from_collection(ROWS, timestamp="t").to_files(str(tmp_path / name))
+        env.execute(name)
+    assert sorted(os.listdir(state)) == ["first", "second"]
+    assert _rows(tmp_path / "first") == reference
 
 
 def test_a_checkpoint_of_another_pipeline_shape_is_refused(tmp_path):

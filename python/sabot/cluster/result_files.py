@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durable import fsync_dir
 from ..errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ class ResultFiles:
                     cur.close()
                     folder = self.root / job_id
                     os.replace(cur.path, self.path(job_id, idx))
-                    _fsync_dir(folder)
+                    fsync_dir(folder)
                 except OSError as exc:
                     error = f"{exc.strerror or exc} ({self.path(job_id, idx)})"
             if error is not None:
@@ -268,7 +269,7 @@ class ResultFiles:
             # (a failure shows when the file is opened in it, and is reported at its finish)
             with contextlib.suppress(OSError):
                 folder.mkdir(mode=0o700, exist_ok=True)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
         return folder / f"{idx}{_SUFFIX}{_TMP}"
 
     def _write(self, job_id: str, idx: int, data: bytes) -> int:
@@ -293,9 +294,9 @@ class ResultFiles:
             raise
         os.close(fd)
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         if new_dir:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return crc
 
 
@@ -340,14 +341,6 @@ class _Appending:
         if unlink:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = ["DIR_NAME", "FILE_MIN_BYTES", "ResultFileError", "ResultFiles", "ResultRef",

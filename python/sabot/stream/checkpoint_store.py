@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..durable import fsync_dir, write_fsynced
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -80,21 +81,6 @@ def capture(state: dict[str, Any]) -> Captured:
     return Captured(buf.getvalue(), tables)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: str, data: bytes | memoryview) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _ipc_bytes(t: pa.Table) -> memoryview:
     """``t`` as an Arrow IPC file, in Arrow's buffer (no copy into a Python bytes object)."""
     sink = pa.BufferOutputStream()
@@ -121,24 +107,24 @@ def write(directory: str, epoch: int, meta: dict[str, Any], states: dict[str, Ca
         for j, t in enumerate(cap.tables):
             fname = f"op{i:03d}-t{j:05d}.arrow"
             data = _ipc_bytes(t)
-            _write_file(os.path.join(tmp, fname), data)
+            write_fsynced(os.path.join(tmp, fname), data)
             files[fname] = {"bytes": len(data), "crc32": zlib.crc32(data)}
             tables.append(fname)
         fname = f"op{i:03d}.pickle"
-        _write_file(os.path.join(tmp, fname), cap.pickled)
+        write_fsynced(os.path.join(tmp, fname), cap.pickled)
         files[fname] = {"bytes": len(cap.pickled), "crc32": zlib.crc32(cap.pickled)}
         operators[op] = {"state": fname, "tables": tables}
     if before_commit is not None:
         before_commit()
     manifest = dict(meta, format=FORMAT, epoch=epoch, created=time.time(), operators=operators,
                     files=files)
-    _write_file(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1).encode())
-    _fsync_dir(tmp)
+    write_fsynced(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1).encode())
+    fsync_dir(tmp)
     final = os.path.join(directory, name)
     if os.path.exists(final):  # a savepoint path reused, or a checkpoint never committed
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return sum(f["bytes"] for f in files.values())
 
 

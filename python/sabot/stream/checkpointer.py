@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CheckpointConfig:
     """``interval_ms`` between checkpoints (None: only savepoints and the final one),
-    ``state_dir`` they go to, the newest ``keep`` are kept."""
+    ``state_dir`` they go to (a folder per job name inside it), the newest ``keep`` are kept."""
 
     state_dir: str
     interval_ms: int | None
@@ -56,6 +56,12 @@ class CheckpointStats:
         return {"count": self.count, "restores": self.restores, "last_epoch": self.last_epoch,
                 "last_duration_s": self.last_duration_s, "last_bytes": self.last_bytes,
                 "last_time": self.last_time, "restored_from": self.restored_from}
+
+
+def _folder(job: str) -> str:
+    """A job name as a folder name (other characters as ``_``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job).strip(".")
+    return safe or "job"
 
 
 def shape(order: list[Operator]) -> tuple[str, list[str]]:
@@ -81,6 +87,8 @@ class Checkpointer:
         self.config = config
         self.sinks = [op for op in order if isinstance(op, Sink)]
         self.fingerprint, self.description = shape(order)
+        # each job's checkpoints in a folder of its own: jobs of one StreamEnv never mix
+        self.dir = os.path.join(config.state_dir, _folder(job))
         self.epoch = 0
         self.stats = CheckpointStats()
         self._metrics = get_metrics()
@@ -93,7 +101,7 @@ class Checkpointer:
     def restore(self, path: str | None = None) -> int | None:
         """Restore from the savepoint ``path`` (a checkpoint's directory, or a directory of
         them: the newest), or else from the newest complete checkpoint in ``state_dir``; returns its epoch (None: nothing to restore)."""
-        where = path or self.config.state_dir
+        where = path or self.dir
         if path is not None and not os.path.isdir(path):
             raise CheckpointError(f"restore_from={path!r}: no such savepoint directory")
         if path is not None and os.path.exists(os.path.join(path, store.MANIFEST)):
@@ -163,7 +171,7 @@ class Checkpointer:
                     "be picklable") from exc
         meta = {"job": self.job, "shape": self.fingerprint, "shape_description": self.description,
                 "final": final}
-        paths = [self.config.state_dir] + [p for p, _ in self._requests]
+        paths = [self.dir] + [p for p, _ in self._requests]
         waiters = [f for _, f in self._requests]
         self._requests = []
 
@@ -188,13 +196,13 @@ class Checkpointer:
                 if not w.done():
                     w.set_exception(exc)
             raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} could not be written "
-                                  f"under {self.config.state_dir}: {exc}") from exc
+                                  f"under {self.dir}: {exc}") from exc
         failpoint.reached("manifest")
         for i, sink in enumerate(self.sinks):
             sink.commit(epoch)
             if i == 0:
                 failpoint.reached("sinks")
-        store.prune(self.config.state_dir, self.config.keep)
+        store.prune(self.dir, self.config.keep)
         took = time.monotonic() - t0
         s = self.stats
         s.count += 1

@@ -306,14 +306,10 @@ class WindowedStream:
     def reduce(self, fn: Callable[[pa.RecordBatch], Any]) -> WindowResult:
         """Fold each key's rows of each window with ``fn(batch) -> row`` (a dict or a one-row
         batch with the same columns), which must be associative (see :mod:`.window_reduce`).
-        Output rows: the reduced row, ``window_start`` and ``window_end``. Tumbling and sliding
-        windows."""
+        Output rows: the reduced row, ``window_start`` and ``window_end``. Every kind of window
+        (see :mod:`.window_reduce`, :mod:`.session_reduce`, :mod:`.count_reduce`)."""
         if not callable(fn):
             raise ConfigError("reduce(fn)", fn, "a function of a RecordBatch returning one row")
-        if not isinstance(self.spec, TimeWindows):
-            raise ConfigError("reduce() on a window", self.spec.kind,
-                              "st.tumbling(...) or st.sliding(...) (session and count windows "
-                              "take .agg(...))")
         return WindowResult(self, {}, reducer=fn)
 
 
@@ -337,10 +333,7 @@ class WindowResult(DataStream):
         w = self._w
         threads = self.env.threads
         if self._reducer is not None:
-            from .window_reduce import WindowReduce
-
-            assert isinstance(w.spec, TimeWindows)
-            return WindowReduce(label, w.keys, w.spec, self._reducer, w.lateness, self._mode)
+            return self._make_reduce(label)
         if isinstance(w.spec, TimeWindows):
             from .window_aggregate import WindowAggregate
 
@@ -352,6 +345,21 @@ class WindowResult(DataStream):
         from .count_aggregate import CountAggregate
 
         return CountAggregate(label, w.keys, w.spec, self._aggs, self._mode, threads)
+
+    def _make_reduce(self, label: str) -> Any:
+        w, fn = self._w, self._reducer
+        assert fn is not None
+        if isinstance(w.spec, TimeWindows):
+            from .window_reduce import WindowReduce
+
+            return WindowReduce(label, w.keys, w.spec, fn, w.lateness, self._mode)
+        if isinstance(w.spec, SessionWindows):
+            from .session_reduce import SessionReduce
+
+            return SessionReduce(label, w.keys, w.spec.gap, fn, w.lateness, self._mode)
+        from .count_reduce import CountReduce
+
+        return CountReduce(label, w.keys, w.spec.n, fn, self._mode)
 
     def emit(self, mode: str) -> WindowResult:
         """``"final"``: one row per key and window when the watermark passes its end (again

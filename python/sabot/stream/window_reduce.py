@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ProcessingError
 from .chunk import Chunk, to_batch
 from .durations import MAX_TIME, MIN_TIME
 from .event_time import to_timestamps
 from .key_ids import key_ids, key_tuples
 from .operator import Operator
+from .reduce_call import call_reduce, with_row
 from .windows import TimeWindows
 
 WS = "__sabot_window"
@@ -72,9 +72,7 @@ class WindowReduce(Operator):
         for g in range(len(cut) - 1):
             key, start = keys[g], int(sst[cut[g]])
             part = rows.slice(int(cut[g]), int(cut[g + 1] - cut[g]))
-            prev = self.acc.get((key, start))
-            if prev is not None:
-                part = pa.concat_tables([pa.Table.from_pylist([prev], schema=part.schema), part])
+            part = with_row(self.acc.get((key, start)), part)
             self.acc[(key, start)] = self._call(key, start, part)
             touched.append((key, start))
         if self.mode == "update":
@@ -85,27 +83,8 @@ class WindowReduce(Operator):
                         if t[1] + self.w.size + self.w.offset <= self.fired_end])
 
     def _call(self, key: Hashable, start: int, part: pa.Table) -> dict[str, Any]:
-        try:
-            out = self.fn(to_batch(part))
-        except Exception as exc:
-            raise ProcessingError(
-                f"operator {self.name!r}: reduce function failed for key {key!r}, window "
-                f"starting {start + self.w.offset} ms on {part.num_rows} rows (first: "
-                f"{part.slice(0, 1).to_pylist()[0]!r}): {type(exc).__name__}: {exc}",
-                original=exc) from exc
-        if isinstance(out, (pa.RecordBatch, pa.Table)):
-            if out.num_rows != 1:
-                raise ProcessingError(f"operator {self.name!r}: the reduce function returned "
-                                      f"{out.num_rows} rows; it must return one row")
-            out = out.to_pylist()[0]
-        if not isinstance(out, dict):
-            raise ProcessingError(f"operator {self.name!r}: the reduce function returned a "
-                                  f"{type(out).__name__}; it must return one row (a dict or a "
-                                  "one-row RecordBatch with the input's columns)")
-        row = {c: out.get(c) for c in part.column_names}
-        for k, v in zip(self.keys, key if isinstance(key, tuple) else (key,)):
-            row[k] = v  # a reduce keeps the key it was given
-        return row
+        return call_reduce(self.name, self.fn, self.keys, key, f"window starting "
+                           f"{start + self.w.offset} ms", part)
 
     def on_watermark(self, watermark: int) -> None:
         limit = MAX_TIME if watermark >= MAX_TIME else watermark + 1

@@ -414,7 +414,8 @@ class FakeCoordinator:
                 return msg
             if msg is not None:
                 seen.append(msg.OP)
-        raise AssertionError(f"no {kind.__name__} from the worker (saw {seen})")
+        raise AssertionError(f"no {getattr(kind, '__name__', kind)} from the worker "
+                             f"(saw {seen})")
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -424,10 +425,12 @@ class FakeCoordinator:
         self.ctx.term()
 
 
-def _worker_of_a_fake_coordinator(tmp_path: Path) -> tuple[FakeCoordinator, Any]:
+def _worker_of_a_fake_coordinator(tmp_path: Path, settings: dict[str, str] | None = None
+                                  ) -> tuple[FakeCoordinator, Any]:
     """A fake coordinator and a real worker process (not started) configured to join it."""
     root = tmp_path / "cluster"
-    c = nodes.Cluster(root, {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "30"})
+    c = nodes.Cluster(root, {"SABOT_HEARTBEAT_S": "0.2", "SABOT_NODE_TIMEOUT_S": "30",
+                             **(settings or {})})
     # The worker needs a key file that exists: make the cluster's key as a coordinator would.
     load_secret(load_config(env={}, cluster_key_file=str(c.key_file)), create=True)
     fake = FakeCoordinator(cluster_keys(c.key_file))
@@ -514,6 +517,57 @@ def test_worker_runs_assignments_that_came_with_the_welcome(tmp_path: Path) -> N
         assert sorted(results) == [0, 1], (results, worker.log_tail())
         assert payload.decode_value(results[0].encoding, results[0].data) == [1, 4, 9]
         assert payload.decode_value(results[1].encoding, results[1].data) == [16, 25]
+    finally:
+        worker.stop()
+        fake.close()
+
+
+def test_worker_sends_a_big_result_in_chunks_with_its_heartbeats_between_them(
+        tmp_path: Path) -> None:
+    """A 40 MB result goes as result-chunk messages of CHUNK_BYTES: no more than CHUNK_WINDOW
+    before the coordinator acknowledges one, the worker's heartbeats go on meanwhile (one big
+    message held them back for seconds), each acknowledgement lets one more go, and the chunks
+    join into the result, its size and CRC-32 in the last one."""
+    import zlib
+
+    fake, worker = _worker_of_a_fake_coordinator(tmp_path, nodes.CHAOS_SETTINGS)
+    procs = nodes.chaos_procs()
+    try:
+        worker.start()
+        assert fake.wait_for(m.Hello).role == "worker"
+        # (a coordinator that takes chunks says so in its welcome)
+        fake.send(fake.frames(m.Welcome("fake", "sabot-cluster", PROTOCOL_VERSION, 0.2, 30.0,
+                                        m.CHUNK_BYTES)))
+        (item,) = procs.make_big_items(1, 40 << 20)
+        fake.send(fake.frames(m.Assign("big", 0, 1, 0, "chaos_big", None, "msgpack",
+                                       msgpack.packb([item]))))
+        chunks: list[m.ResultChunk] = []
+        while len(chunks) < m.CHUNK_WINDOW:
+            msg = fake.wait_for((m.ResultChunk, m.MorselResult), wait_s=60)
+            assert isinstance(msg, m.ResultChunk), f"sent as one {msg.OP}"
+            chunks.append(msg)
+        # Nothing acknowledged: the worker waits, and its heartbeats keep coming (two of them
+        # after the window, with no chunk among them).
+        for _ in range(2):
+            msg = fake.wait_for((m.Heartbeat, m.ResultChunk))
+            assert isinstance(msg, m.Heartbeat), f"chunk {msg.index} before any ack"
+        acked = -1
+        while not chunks[-1].final:
+            # Each acknowledgement of the oldest chunk lets exactly one more go.
+            acked += 1
+            fake.send(fake.frames(m.ResultChunkAck("big", 0, 1, acked)))
+            msg = fake.wait_for(m.ResultChunk, wait_s=60)
+            assert msg.index == acked + m.CHUNK_WINDOW, (msg.index, acked)
+            chunks.append(msg)
+        assert [c.index for c in chunks] == list(range(len(chunks)))
+        assert all(len(c.data) == m.CHUNK_BYTES for c in chunks[:-1])
+        data = b"".join(bytes(c.data) for c in chunks)
+        last = chunks[-1]
+        assert (last.size, last.crc, last.items, last.attempt) == (len(data), zlib.crc32(data),
+                                                                   1, 1)
+        assert payload.decode_value(last.encoding, data) == [procs.big_answer(item)]
+        assert len(chunks) == -(-len(data) // m.CHUNK_BYTES) >= 10
+        assert worker.running()
     finally:
         worker.stop()
         fake.close()

@@ -234,3 +234,115 @@ def test_retention_by_bytes_and_age_lets_the_oldest_go_and_says_so(tmp_path: Pat
                      python_api_answer_s=round(answered_s, 2))
     finally:
         cluster.stop()
+
+
+def _hwm_mib(pid: int) -> float:
+    """The most resident memory the process ever had (VmHWM of /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def test_big_morsel_results_travel_in_chunks_without_stalling_heartbeats(
+        tmp_path: Path) -> None:
+    """Sixteen morsels of ~20 MB results each (320 MB) with SABOT_NODE_TIMEOUT_S=2: a result
+    sent as one ZeroMQ message held the worker's heartbeats behind it and the coordinator took
+    it whole into memory. In chunks, no worker is taken for dead, every morsel is assigned
+    once, and the coordinator never holds more than a fraction of what the job returned."""
+    # 32 items of 1 KB input and 10 MB answer: two a morsel (a job is cut into at least 16
+    # morsels), 20 MB of result each.
+    per_item = 10 * MIB
+    cluster = nodes.Cluster(tmp_path / "cluster", {
+        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4", "SABOT_NODE_TIMEOUT_S": "2",
+        "SABOT_HEARTBEAT_S": "0.5"})
+    procs = nodes.chaos_procs()
+    try:
+        coordinator = cluster.start_coordinator()
+        cluster.add_worker()
+        cluster.wait_workers(1)
+        time.sleep(1)
+        base = _rss_mib(coordinator.pid)
+        items = procs.make_big_items(32, per_item)
+        job_id = coordinator.submit(items, "chaos_big")
+        job = _wait_completed(coordinator, job_id)
+        morsels = job["progress"]["morsels_total"]
+        assert morsels == 16, job["progress"]
+        hwm = _hwm_mib(coordinator.pid)
+        stats = coordinator.request("GET", "/stats").json
+        counters = stats["counters"]
+        # Nobody was taken for dead: no morsel was requeued, each was handed out once.
+        assert counters["morsels_requeued_node_lost"] == 0, counters
+        assert counters["morsels_requeued"] == 0, counters
+        assert counters["morsels_assigned"] == morsels, counters
+        assert counters["results_refused"] == 0, counters
+        assert counters["results_chunked"] == morsels, counters  # (20 MB: 5 chunks each)
+        assert stats["nodes_by_state"].get("dead", 0) == 0, stats["nodes_by_state"]
+        assert len(cluster.alive_workers()) == 1
+        total_mib = len(items) * per_item / MIB
+        # What the coordinator ever had resident grew by far less than the results (before:
+        # each 40 MB result was in memory whole, up to the 256 MB budget of results held).
+        assert hwm - base < 0.5 * total_mib, (base, hwm, total_mib)
+        checked = _check_results(coordinator, {job_id: items})
+        nodes.record("big results in chunks", variant="ci", jobs=1, kills=0,
+                     results_checked=checked, lost=0, duplicated=0,
+                     results_mib=round(total_mib), node_timeout_s=2,
+                     rss_before_mib=round(base), rss_hwm_mib=round(hwm),
+                     node_losses=counters["morsels_requeued_node_lost"])
+    finally:
+        cluster.stop()
+
+
+def _partial_file(results_dir: Path, low: int, high: int, timeout: float = 120) -> Path:
+    """The first temporary result file seen holding between ``low`` and ``high`` bytes (a
+    result whose chunks are coming in), polled as fast as the test can."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in results_dir.glob("*/*.bin.tmp"):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if low <= size <= high:
+                return path
+        time.sleep(0.001)
+    raise AssertionError(f"no result was seen coming in chunks under {results_dir}")
+
+
+def test_a_worker_killed_while_its_result_comes_in_chunks_leaves_no_partial_file(
+        tmp_path: Path) -> None:
+    """A worker SIGKILLed halfway through sending a 40 MB result (10 chunks of 4 MiB, at most
+    4 ahead of their acknowledgements, so it cannot have sent it whole): the partial file is
+    discarded, the morsel runs again elsewhere, and every result is right exactly once."""
+    per_item = 40 * MIB  # 8 items: 8 morsels of one item each
+    cluster = nodes.Cluster(tmp_path / "cluster", {
+        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4"})
+    procs = nodes.chaos_procs()
+    try:
+        coordinator = cluster.start_coordinator()
+        victim = cluster.add_worker()
+        cluster.wait_workers(1)
+        results_dir = cluster.root / "coordinator-data" / "results"
+        items = procs.make_big_items(8, per_item)
+        job_id = coordinator.submit(items, "chaos_big")
+        # One chunk appended, at most four more can be on their way: five of ten.
+        partial = _partial_file(results_dir, 4 * MIB, 20 * MIB - 1)
+        victim.kill()
+        cluster.add_worker()
+        job = _wait_completed(coordinator, job_id)
+        counters = coordinator.request("GET", "/stats").json["counters"]
+        assert counters["results_cut_short"] >= 1, counters
+        assert counters["morsels_requeued_node_lost"] >= 1, counters
+        # Each morsel's result was taken once, all of them in chunks.
+        assert counters["results_chunked"] == job["progress"]["morsels_total"], counters
+        assert not list(results_dir.rglob("*.tmp")), list(results_dir.rglob("*.tmp"))
+        assert not partial.exists()
+        checked = _check_results(coordinator, {job_id: items})
+        nodes.record("worker killed mid chunked result", variant="ci", jobs=1, kills=1,
+                     results_checked=checked, lost=0, duplicated=0,
+                     results_mib=round(len(items) * per_item / MIB),
+                     cut_short=counters["results_cut_short"],
+                     node_losses=counters["morsels_requeued_node_lost"])
+    finally:
+        cluster.stop()

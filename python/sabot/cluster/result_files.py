@@ -10,6 +10,12 @@ write over and hears back (:meth:`ResultFiles.take_done`) once the file is in pl
 could not be written (a full disk): the core then keeps the result in memory and journals it in
 its row instead, which the journal keeps pending until it can write.
 
+A result that comes in chunks (:mod:`sabot.cluster.coordinator.result_chunks`) is appended
+to its temporary file chunk by chunk on the same thread (:meth:`ResultFiles.append`, each
+chunk reported back once appended, see :meth:`ResultFiles.take_appended`), then finished
+(:meth:`ResultFiles.finish`: fsynced and renamed into place, reported by take_done like a whole
+write) or discarded; the core never holds such a result whole.
+
 Reads (:func:`read_result`) work from any thread and check the size and checksum, so a file cut
 short or damaged is an error naming it, never a wrong result.
 """
@@ -96,8 +102,11 @@ class ResultFiles:
         self.root = data_dir / DIR_NAME
         self.root.mkdir(mode=0o700, exist_ok=True)
         self._wake = wake
-        self._todo: queue.SimpleQueue[tuple[str, str, int, bytes] | None] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._done: list[Written] = []
+        self._appended: list[tuple[int, int]] = []  # (partial's token, chunk index)
+        # The thread's own: results being appended, by (job id, morsel).
+        self._open: dict[tuple[str, int], _Appending] = {}
         self._lock = threading.Lock()
         #: Bytes handed over and not written yet (safe to read from any thread).
         self.queued_bytes = 0
@@ -116,15 +125,39 @@ class ResultFiles:
         """Write ``data`` as morsel ``idx``'s result (in the background; see take_done)."""
         with self._lock:
             self.queued_bytes += len(data)
-        self._todo.put(("write", job_id, idx, data))
+        self._todo.put(("write", job_id, idx, data, 0, 0))
+
+    def append(self, job_id: str, idx: int, token: int, index: int, data: bytes) -> None:
+        """Append chunk ``index`` (from 0) of the result ``token`` of morsel ``idx`` to its
+        temporary file; reported by :meth:`take_appended` once done."""
+        with self._lock:
+            self.queued_bytes += len(data)
+        self._todo.put(("append", job_id, idx, data, token, index))
+
+    def finish(self, job_id: str, idx: int, token: int, size: int, crc: int) -> None:
+        """The result ``token`` of morsel ``idx`` is whole (``size`` bytes, CRC-32 ``crc``):
+        fsync it and put it in place; reported by take_done like a write."""
+        self._todo.put(("finish", job_id, idx, b"", token, (size << 32) | crc))
+
+    def discard(self, job_id: str, idx: int, token: int) -> None:
+        """Drop the partial file of result ``token`` of morsel ``idx``."""
+        self._todo.put(("discard", job_id, idx, b"", token, 0))
 
     def remove_job(self, job_id: str) -> None:
         """Remove a job's files, after any write of them handed over before."""
-        self._todo.put(("remove", job_id, 0, b""))
+        self._todo.put(("remove", job_id, 0, b"", 0, 0))
 
     def take_done(self) -> list[Written]:
         with self._lock:
             done, self._done = self._done, []
+        return done
+
+    def take_appended(self) -> list[tuple[int, int]]:
+        """(token, chunk index) of the chunks appended since the last call."""
+        if not self._appended:
+            return []
+        with self._lock:
+            done, self._appended = self._appended, []
         return done
 
     def sweep(self, keep: Iterable[str]) -> int:
@@ -156,10 +189,24 @@ class ResultFiles:
         while True:
             item = self._todo.get()
             if item is None:
+                for cur in self._open.values():  # (unfinished: their morsels run again)
+                    cur.close(unlink=True)
+                self._open.clear()
                 return
-            what, job_id, idx, data = item
+            what, job_id, idx, data, token, arg = item
             if what == "remove":
+                for key in [k for k in self._open if k[0] == job_id]:
+                    self._open.pop(key).close()
                 shutil.rmtree(self.root / job_id, ignore_errors=True)
+                continue
+            if what == "append":
+                self._append(job_id, idx, token, arg, data)
+                continue
+            if what == "discard":
+                self._discard(job_id, idx, token)
+                continue
+            if what == "finish":
+                self._finish(job_id, idx, token, arg >> 32, arg & 0xFFFFFFFF)
                 continue
             try:
                 crc = self._write(job_id, idx, data)
@@ -171,6 +218,59 @@ class ResultFiles:
                 self.queued_bytes -= len(data)
                 self._done.append(done)
             self._wake()
+
+    def _append(self, job_id: str, idx: int, token: int, index: int, data: bytes) -> None:
+        key = (job_id, idx)
+        cur = self._open.get(key)
+        if cur is not None and (cur.token != token or index == 0):
+            self._open.pop(key).close(unlink=True)
+            cur = None
+        if cur is None:
+            cur = self._open[key] = _Appending(token, self._tmp_path(job_id, idx))
+        cur.write(data)
+        with self._lock:
+            self.queued_bytes -= len(data)
+            self._appended.append((token, index))
+        self._wake()
+
+    def _discard(self, job_id: str, idx: int, token: int) -> None:
+        cur = self._open.get((job_id, idx))
+        if cur is not None and cur.token == token:
+            self._open.pop((job_id, idx)).close(unlink=True)
+
+    def _finish(self, job_id: str, idx: int, token: int, size: int, crc: int) -> None:
+        cur = self._open.get((job_id, idx))
+        error = None
+        if cur is None or cur.token != token:
+            error = f"its chunks were not written ({self.path(job_id, idx)})"
+        else:
+            del self._open[(job_id, idx)]
+            error = cur.error
+            if error is None and cur.size != size:
+                error = f"{cur.size} bytes were written, not {size}"
+            if error is None:
+                try:
+                    os.fsync(cur.fd)
+                    cur.close()
+                    folder = self.root / job_id
+                    os.replace(cur.path, self.path(job_id, idx))
+                    fsync_dir(folder)
+                except OSError as exc:
+                    error = f"{exc.strerror or exc} ({self.path(job_id, idx)})"
+            if error is not None:
+                cur.close(unlink=True)
+        with self._lock:
+            self._done.append(Written(job_id, idx, size, crc, error))
+        self._wake()
+
+    def _tmp_path(self, job_id: str, idx: int) -> Path:
+        folder = self.root / job_id
+        if not folder.exists():
+            # (a failure shows when the file is opened in it, and is reported at its finish)
+            with contextlib.suppress(OSError):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                fsync_dir(self.root)
+        return folder / f"{idx}{_SUFFIX}{_TMP}"
 
     def _write(self, job_id: str, idx: int, data: bytes) -> int:
         folder = self.root / job_id
@@ -198,6 +298,49 @@ class ResultFiles:
         if new_dir:
             fsync_dir(self.root)
         return crc
+
+
+#: What the thread is told: (what, job id, morsel, bytes, token, index or size and CRC).
+_Op = tuple[str, str, int, bytes, int, int]
+
+
+class _Appending:
+    """A result file being appended to, chunk by chunk (the thread's own). A write that
+    fails (a full disk) is remembered and reported when the result is finished."""
+
+    __slots__ = ("error", "fd", "path", "size", "token")
+
+    def __init__(self, token: int, path: Path) -> None:
+        self.token = token
+        self.path = path
+        self.size = 0
+        self.error: str | None = None
+        self.fd = -1
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as exc:
+            self.error = f"{exc.strerror or exc} ({path})"
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError as exc:
+            self.error = f"{exc.strerror or exc} ({self.path})"
+
+    def close(self, *, unlink: bool = False) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+        if unlink:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 __all__ = ["DIR_NAME", "FILE_MIN_BYTES", "ResultFileError", "ResultFiles", "ResultRef",

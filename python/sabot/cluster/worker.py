@@ -191,6 +191,8 @@ class Worker:
                 returned.append([key[0], key[1]])
             link.flush()
             await link.flush_outbox()
+            # Big results finished before the goodbye go first (else they are lost with it).
+            await link.wait_chunks_sent(DRAIN_GRACE_S)
             await link.send_now(m.Goodbye("stopping", returned))
         if self.state is not WorkerState.STOPPING:  # (a draining session may have ended)
             self._set_state(WorkerState.STOPPING)
@@ -285,6 +287,8 @@ class Worker:
             raise CoordinatorUnavailableError(f"expected welcome, got {reply.OP}")
         self.coordinator_id = reply.coordinator_id
         link.last_heard = time.monotonic()
+        offered = int(reply.chunk_bytes)
+        link.chunk_bytes = min(max(offered, 64 << 10), 1 << 30) if offered > 0 else 0
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)
             self._set_state(WorkerState.REGISTERED)
         log.info("worker %s registered with coordinator %s at %s (%d slots, HTTP port %s)",
@@ -293,6 +297,7 @@ class Worker:
         tasks = [asyncio.ensure_future(link.receive_loop()),
                  asyncio.ensure_future(self._heartbeat_loop()),
                  asyncio.ensure_future(link.send_loop()),
+                 asyncio.ensure_future(link.chunk_loop()),
                  asyncio.ensure_future(session_over.wait())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -313,6 +318,7 @@ class Worker:
         if isinstance(msg, m.Assign):
             self.router.assign(msg)
         elif isinstance(msg, m.CancelMorsel):
+            self._link.cancel_result(msg.job_id, msg.morsel)
             if self.router.cancel(msg.job_id, msg.morsel):
                 log.info("morsel %d of job %s cancelled: %s", msg.morsel, msg.job_id,
                          msg.reason)

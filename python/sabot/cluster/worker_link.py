@@ -4,6 +4,13 @@ one message).
 
 The worker says what to do with each message (``on_message``) and when a read is complete
 (``on_read``); the link never decides anything about morsels.
+
+A result bigger than the ``chunk_bytes`` the coordinator's welcome offered (4 MiB,
+:data:`~sabot.cluster.protocol.messages.CHUNK_BYTES`) does not go out as one message: it
+waits in a queue of its own and :meth:`CoordinatorLink.chunk_loop` sends it as
+``result-chunk`` messages, at most CHUNK_WINDOW ahead of the coordinator's acknowledgements
+and yielding to the event loop after each, so heartbeats and small messages never wait behind
+more than a few chunks (one big message held them for seconds: a false worker death).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +32,7 @@ from ..metrics import Metrics
 from . import transport
 from .protocol import MAX_FRAMES, Sender, check_frames, decode_frame
 from .protocol import messages as m
+from .protocol.messages import CHUNK_WINDOW
 from .security import ClusterKeys
 
 log = logging.getLogger("sabot.cluster.worker")
@@ -67,6 +76,18 @@ class CoordinatorLink:
         self._kick_pending = False
         self._session_over: asyncio.Event | None = None
         self._fatal: FatalRefusal | None = None
+        # Big results waiting to go in chunks (the first is the one being sent), and the
+        # acknowledgements of the one being sent.
+        #: Results bigger than this go in chunks of this size (the welcome's chunk_bytes; 0:
+        #: this coordinator takes every result whole).
+        self.chunk_bytes = 0
+        self._big: deque[m.MorselResult] = deque()
+        self._big_event = asyncio.Event()
+        self._acked = -1  # its last chunk acknowledged
+        self._ack_refused = False  # the coordinator does not take it
+        self._ack_event = asyncio.Event()
+        self._big_idle = asyncio.Event()
+        self._big_idle.set()
 
     @property
     def connected(self) -> bool:
@@ -148,6 +169,8 @@ class CoordinatorLink:
             self.last_heard = time.monotonic()
             if type(env.msg) is m.AssignMany:
                 out += env.msg.expand()
+            elif type(env.msg) is m.ResultChunkAck:
+                self._chunk_acked(env.msg)
             else:
                 out.append(env.msg)
         return out
@@ -192,7 +215,13 @@ class CoordinatorLink:
 
     # -- sending -------------------------------------------------------------------------
     def post(self, msg: m.Message) -> None:
-        """Send ``msg`` now, or when posts are held, with the others when they are released."""
+        """Send ``msg`` now, or when posts are held, with the others when they are released; a
+        result bigger than ``chunk_bytes`` goes in chunks (chunk_loop)."""
+        if type(msg) is m.MorselResult and self.chunk_bytes and len(msg.data) > self.chunk_bytes:
+            self._big.append(msg)
+            self._big_idle.clear()
+            self._big_event.set()
+            return
         self._posts.append(msg)
         if not self._holding:
             self.flush()
@@ -281,6 +310,89 @@ class CoordinatorLink:
             self._outbox_event.clear()
             if not self._outbox:
                 await self._outbox_event.wait()
+
+
+    # -- big results, in chunks --------------------------------------------------------------
+    def _chunk_acked(self, ack: m.ResultChunkAck) -> None:
+        head = self._big[0] if self._big else None
+        if head is None or (ack.job_id, ack.morsel, ack.attempt) != (
+                head.job_id, head.morsel, head.attempt):
+            return  # (of a result given up or sent in an earlier session)
+        if not ack.accepted:
+            self._ack_refused = True
+        self._acked = max(self._acked, ack.index)
+        self._ack_event.set()
+
+    def cancel_result(self, job_id: str, morsel: int) -> None:
+        """The coordinator cancelled a morsel: its big result, if still waiting, is not sent
+        (one being sent stops after its chunks in flight)."""
+        for i, res in enumerate(self._big):
+            if (res.job_id, res.morsel) == (job_id, morsel):
+                if i == 0:
+                    self._ack_refused = True
+                    self._ack_event.set()
+                else:
+                    del self._big[i]
+                return
+
+    async def wait_chunks_sent(self, timeout: float) -> bool:
+        """Until every big result has gone (True), or ``timeout`` seconds (False)."""
+        try:
+            await asyncio.wait_for(self._big_idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def chunk_loop(self) -> None:
+        """Send the big results one after another, each in chunks (for this session: a result
+        cut off by the session's end is sent again from its start in the next one, where the
+        coordinator may refuse it)."""
+        while True:
+            if not self._big:
+                self._big_idle.set()
+                self._big_event.clear()
+                await self._big_event.wait()
+                continue
+            if not self.chunk_bytes:
+                # (this session's coordinator takes results whole: these go so)
+                big, self._big = list(self._big), deque()
+                for res in big:
+                    self.post(res)
+                continue
+            res = self._big[0]
+            await self._send_chunks(res)
+            if self._big and self._big[0] is res:
+                self._big.popleft()
+
+    async def _send_chunks(self, res: m.MorselResult) -> None:
+        view = memoryview(res.data)
+        size = len(view)
+        step = self.chunk_bytes
+        count = -(-size // step)
+        self._acked = -1
+        self._ack_refused = False
+        crc = 0
+        for index in range(count):
+            while index - self._acked > CHUNK_WINDOW and not self._ack_refused:
+                self._ack_event.clear()
+                await self._ack_event.wait()
+            if self._ack_refused:
+                return
+            part = view[index * step:(index + 1) * step]
+            crc = zlib.crc32(part, crc)
+            final = index == count - 1
+            await self.send_now(m.ResultChunk(
+                res.job_id, res.morsel, res.attempt, index, part, final,
+                res.items if final else 0, res.encoding if final else "",
+                res.elapsed_s if final else 0.0, size if final else 0, crc if final else 0))
+            self._kick()
+            # Heartbeats and small messages go between chunks.
+            await asyncio.sleep(0)
+        # Its last chunks are acknowledged before the next result starts: at most a window of
+        # chunks is ever ahead of the coordinator.
+        while self._acked < count - 1 and not self._ack_refused:
+            self._ack_event.clear()
+            await self._ack_event.wait()
 
 
 __all__ = ["CoordinatorLink", "FatalRefusal"]

@@ -294,3 +294,95 @@ def test_big_results_go_to_files_leave_memory_and_expire_by_bytes(tmp_path: Path
         assert parts.page("second", 0, 3) == [0, 1, 4]
     finally:
         parts.close()
+
+
+def _chunks_of(a: m.Assign, blob: bytes, items: int, enc: str, *, crc: int | None = None,
+               attempt: int | None = None) -> list[m.ResultChunk]:
+    """``blob`` as the worker sends a result over CHUNK_BYTES: result-chunk messages."""
+    import zlib
+
+    step = m.CHUNK_BYTES
+    count = -(-len(blob) // step)
+    out = []
+    for i in range(count):
+        final = i == count - 1
+        out.append(m.ResultChunk(a.job_id, a.morsel, a.attempt if attempt is None else attempt,
+                                 i, blob[i * step:(i + 1) * step], final,
+                                 items if final else 0, enc if final else "", 0.0,
+                                 len(blob) if final else 0,
+                                 (zlib.crc32(blob) if crc is None else crc) if final else 0))
+    return out
+
+
+def _acks(parts: Parts, count: int) -> list[m.ResultChunkAck]:
+    """The chunk acknowledgements sent so far, once there are ``count`` (the file thread
+    appends the chunks, the core acknowledges them in its turn)."""
+    deadline = time.monotonic() + 30
+    while True:
+        parts.dispatcher.chunks.acks()
+        acks = [msg for target, msg in parts.sent if isinstance(msg, m.ResultChunkAck)]
+        if len(acks) >= count:
+            return acks
+        assert time.monotonic() < deadline, f"{len(acks)} of {count} chunks acknowledged"
+        time.sleep(0.01)
+
+
+def test_a_result_in_chunks_is_appended_to_its_file_and_counts_at_its_last_chunk(
+        tmp_path: Path) -> None:
+    """Chunks of the current assignment are appended to the result's file and acknowledged;
+    the result is never held in memory, counts once its last chunk matches, and pages read it
+    from its file. A chunk of another attempt is refused (counted once, answered not
+    accepted); a result whose CRC does not match is discarded with its partial file and the
+    morsel runs again."""
+    parts = Parts(tmp_path)
+    try:
+        data = list(range(1_100_000))
+        parts.submit("chunked", data, morsel_items=len(data))
+        parts.dispatcher.dispatch(time.monotonic())
+        (a,) = [msg for _, msg in parts.sent if isinstance(msg, m.Assign)]
+        parts.sent.clear()
+        enc, blob = payload.encode_items([x * x for x in data])
+        chunks = _chunks_of(a, blob, len(data), enc)
+        assert len(chunks) >= 2  # (over CHUNK_BYTES)
+        # Chunks of an earlier hand-out are refused, each answered, counted once.
+        for c in _chunks_of(a, blob, len(data), enc, attempt=a.attempt + 1)[:2]:
+            parts.dispatcher.on_chunk(WORKER, c, PROTOCOL_VERSION)
+        stray = [msg for _, msg in parts.sent if isinstance(msg, m.ResultChunkAck)]
+        assert [x.accepted for x in stray] == [False, False]
+        assert parts.dispatcher.counters["results_refused"] == 1
+        parts.sent.clear()
+        for c in chunks:
+            parts.dispatcher.on_chunk(WORKER, c, PROTOCOL_VERSION)
+        acks = _acks(parts, len(chunks))
+        assert [(x.index, x.accepted) for x in acks] == [(i, True) for i in range(len(chunks))]
+        parts.commit()
+        assert parts.status("chunked")["status"] == "completed"
+        job = parts.jobs.jobs["chunked"]
+        assert job.morsels[0].result is None and parts.jobs.memory.held_bytes == 0
+        assert (tmp_path / "results" / "chunked" / "0.bin").read_bytes() == blob
+        assert parts.page("chunked", 0, None) == [x * x for x in data]
+        assert parts.dispatcher.counters["results_chunked"] == 1
+
+        # Damaged on the way: discarded, no partial file left, the morsel runs again.
+        parts.submit("damaged", data, morsel_items=len(data))
+        parts.sent.clear()
+        parts.dispatcher.dispatch(time.monotonic())
+        (a,) = [msg for _, msg in parts.sent if isinstance(msg, m.Assign)]
+        parts.sent.clear()
+        for c in _chunks_of(a, blob, len(data), enc, crc=12345):
+            parts.dispatcher.on_chunk(WORKER, c, PROTOCOL_VERSION)
+        assert parts.dispatcher.counters["results_damaged"] == 1
+        last = [msg for _, msg in parts.sent if isinstance(msg, m.ResultChunkAck)][-1]
+        assert not last.accepted
+        assert parts.dispatcher.queued == 1
+        parts.commit()
+        assert parts.status("damaged")["status"] == "running"
+        deadline = time.monotonic() + 30
+        while list((tmp_path / "results").rglob("*.tmp")):
+            assert time.monotonic() < deadline, "the partial file is still there"
+            time.sleep(0.01)
+        parts.dispatcher.dispatch(time.monotonic())
+        (again,) = [msg for _, msg in parts.sent if isinstance(msg, m.Assign)]
+        assert again.morsel == a.morsel and again.attempt == a.attempt + 1
+    finally:
+        parts.close()

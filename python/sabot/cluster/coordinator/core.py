@@ -147,6 +147,7 @@ class CoordinatorCore(threading.Thread):
             m.Goodbye: self._on_goodbye,
             m.MorselResult: self._dispatcher.on_result,
             m.MorselResults: self._dispatcher.on_results,
+            m.ResultChunk: self._dispatcher.on_chunk,
             m.MorselFailed: self._dispatcher.on_failed,
             m.SubmitJob: self._on_submit,
             m.GetStatus: self._jobs.on_status,
@@ -220,6 +221,11 @@ class CoordinatorCore(threading.Thread):
     def _turn(self) -> None:
         now = time.monotonic()
         self._jobs.take_written()
+        lost = self._jobs.take_lost()
+        if lost:
+            self._dispatcher.requeue_lost(lost)
+        # Chunks on their way to disk are acknowledged: their workers send on.
+        self._dispatcher.chunks.acks()
         self._timers(now)
         self._dispatcher.dispatch(now)
         self._pager.serve(now)
@@ -272,6 +278,7 @@ class CoordinatorCore(threading.Thread):
             self._dispatcher.release(node, f"worker {node.node_id} stopped answering")
         registry.forget_gone(now)
         self._dispatcher.expire_morsels(now)
+        self._dispatcher.sweep_chunks()
         self._jobs.purge(time.time())
 
     def _probe_soon(self, now: float) -> None:
@@ -416,8 +423,10 @@ class CoordinatorCore(threading.Thread):
             # result from the old session is then a duplicate, and ignored).
             self._dispatcher.release(node, f"worker {node.node_id} started a new session",
                                      refund_all=True)
+        # A worker sends its big results in chunks (CHUNK_BYTES each) to this coordinator.
         self._send(peer, m.Welcome(self.node_id, name, PROTOCOL_VERSION, self.config.heartbeat_s,
-                                   self.config.node_timeout_s))
+                                   self.config.node_timeout_s,
+                                   m.CHUNK_BYTES if msg.role == "worker" else 0))
 
     def _on_goodbye(self, peer: Target, msg: m.Goodbye, version: int) -> None:
         node = self._registry.node_of(peer)

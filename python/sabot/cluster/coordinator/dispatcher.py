@@ -11,7 +11,9 @@ is requeued without using one, however often that happens, and counted apart (th
 never fails a job while a worker remains. Every result is kept once: a late or duplicate one
 is counted and ignored. A result (or failure) is taken only from the worker the morsel's
 current assignment went to, for that assignment (each hand-out has its own number, sent as the
-``attempt`` of ``assign``); any other is refused and counted (``results_refused``).
+``attempt`` of ``assign``); any other is refused and counted (``results_refused``). A result
+bigger than CHUNK_BYTES comes in chunks (:mod:`.result_chunks`), each checked so, and counts
+once its last chunk came and matched; a worker lost meanwhile leaves no partial file behind.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 from collections.abc import Callable, Container
 
 from ...config import Config
+from ...errors import ProtocolError
 from ...metrics import Metrics
 from ...states import ACTIVE_JOB_STATES, JobState
 from ..journal import Journal
@@ -29,6 +32,7 @@ from .job_table import Job, JobTable, Morsel
 from .node_registry import Node, NodeRegistry
 from .outbox import Target
 from .rate_limited_log import RateLimitedLog
+from .result_chunks import ChunkedResults
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,8 @@ class Dispatcher:
                  journal: Journal, metrics: Metrics,
                  send: Callable[[Target, m.Message], None]) -> None:
         self._config = config
+        #: Results coming in chunks.
+        self.chunks = ChunkedResults(jobs.files, send)
         self._table = jobs
         self._jobs = jobs.jobs
         self._touched = jobs.touched
@@ -64,7 +70,8 @@ class Dispatcher:
         self.counters = {"morsels_assigned": 0, "morsels_completed": 0, "morsels_failed": 0,
                          "morsels_requeued": 0, "morsels_requeued_node_lost": 0,
                          "morsels_timed_out": 0, "duplicates_ignored": 0,
-                         "results_refused": 0}
+                         "results_refused": 0, "results_chunked": 0,
+                         "results_damaged": 0, "results_cut_short": 0}
         self._refusals = RateLimitedLog(log)
 
     @property
@@ -147,8 +154,8 @@ class Dispatcher:
                            what, msg.job_id, msg.morsel, msg.attempt,
                            node.node_id if node else "?", why)
 
-    def _current(self, node: Node | None, msg: m.MorselResult | m.MorselFailed, what: str
-                 ) -> tuple[Job, Morsel] | None:
+    def _current(self, node: Node | None, msg: m.MorselResult | m.MorselFailed | m.ResultChunk,
+                 what: str, *, count: bool = True) -> tuple[Job, Morsel] | None:
         """The job and morsel of a worker's result or failure when it is the answer to the
         morsel's current assignment, which went to that worker; None otherwise (a late one
         is ignored, one that was never asked of that worker is refused)."""
@@ -159,15 +166,19 @@ class Dispatcher:
             # The job is over (cancelled, failed, done) or gone: a late answer.
             if node is not None:
                 node.inflight.pop(key, None)
-            self.counters["duplicates_ignored"] += 1
+            if count:
+                self.counters["duplicates_ignored"] += 1
             return None
         mo = job.morsels[key[1]]
         held = node.inflight.get(key) if node is not None else None
         if held is None or held != msg.attempt or mo.node != node.node_id:  # type: ignore
             if mo.done and held is None:
                 # Done by another worker after this one lost it (or ran it twice): late.
-                self.counters["duplicates_ignored"] += 1
+                if count:
+                    self.counters["duplicates_ignored"] += 1
                 log.debug("ignored a late result for %s morsel %d", msg.job_id, key[1])
+                return None
+            if not count:
                 return None
             self._refuse(node, what, msg,
                          "that worker does not hold this morsel" if held is None else
@@ -183,11 +194,57 @@ class Dispatcher:
             return
         assert node is not None
         job, mo = picked
-        key = (msg.job_id, mo.idx)
+        if self._took(job, mo, node, int(msg.items)):
+            self._table.store_result(job, mo, msg.encoding, int(msg.items), bytes(msg.data),
+                                     mo.attempts)
+            self._finished_one(job)
+
+    def on_chunk(self, peer: Target, msg: m.ResultChunk, version: int) -> None:
+        """A chunk of a big result: appended to its file; the result counts at its last."""
+        node = self._node_of(peer)
+        key = (msg.job_id, msg.morsel)
+        # (a refusal is counted once per result, at its first chunk)
+        picked = self._current(node, msg, "result", count=msg.index == 0)
+        if picked is None or not isinstance(peer, bytes):
+            self.chunks.discard(key)
+            self._send(peer, m.ResultChunkAck(msg.job_id, msg.morsel, msg.attempt, msg.index,
+                                              False))
+            return
+        assert node is not None
+        job, mo = picked
+        try:
+            done = self.chunks.add(node.node_id, peer, msg)
+        except ProtocolError as exc:
+            # Cut short or damaged on the way: the morsel runs again (no attempt used).
+            self.counters["results_damaged"] += 1
+            log.warning("worker %s: %s; the morsel runs again", node.node_id, exc)
+            self._send(peer, m.ResultChunkAck(msg.job_id, msg.morsel, msg.attempt, msg.index,
+                                              False))
+            self._requeue(node, key, lost=False, reason=str(exc))
+            return
+        if done is None:
+            return
+        self.counters["results_chunked"] += 1
+        if self._took(job, mo, node, done.items):
+            self._table.store_chunked(job, mo, done.encoding, done.items, done.size)
+            self._finished_one(job)
+        else:
+            self.chunks.discard(key)
+
+    def requeue_lost(self, lost: list[tuple[Job, Morsel]]) -> None:
+        """Queue again morsels whose chunked result could not be written to its file."""
+        for job, mo in lost:
+            self.counters["morsels_requeued"] += 1
+            self.push(job, mo)
+
+    def _took(self, job: Job, mo: Morsel, node: Node, items: int) -> bool:
+        """Morsel ``mo``'s result from ``node`` counts (True: the caller stores it); False
+        when its item count is wrong, which fails the job."""
+        key = (job.job_id, mo.idx)
         node.inflight.pop(key, None)
         node.morsels_done += 1
-        node.items_done += int(msg.items)
-        if int(msg.items) != mo.items:
+        node.items_done += items
+        if items != mo.items:
             # The worker decoded another number of items than the submit claimed (a pickle
             # morsel, which the coordinator cannot count): running it again cannot help.
             mo.node = None
@@ -195,16 +252,17 @@ class Dispatcher:
             self._table.move(job, _FAILED, error=(
                 f"morsel {mo.idx} (items {mo.offset}-{mo.offset + mo.items - 1}) was submitted "
                 f"as {mo.items} item(s) but worker {node.node_id} decoded "
-                f"{int(msg.items)}: the submit's item count is wrong"))
-            return
+                f"{items}: the submit's item count is wrong"))
+            return False
         mo.done = True
         mo.node = None
         mo.data = None
         job.done_morsels += 1
         job.done_items += mo.items
         self.counters["morsels_completed"] += 1
-        self._table.store_result(job, mo, msg.encoding, int(msg.items), bytes(msg.data),
-                                 mo.attempts)
+        return True
+
+    def _finished_one(self, job: Job) -> None:
         self._touched.add(job.job_id)
         if job.done_morsels == len(job.morsels):
             self._table.complete(job)
@@ -283,7 +341,11 @@ class Dispatcher:
                 handed_back: Container[tuple[str, int]] = ()) -> None:
         """Hand out again every morsel ``node`` holds (it died, left, or started a new
         session). None of them uses up an attempt (only the user's code does); those not
-        handed back and not of a session that ended (``refund_all``) count as node losses."""
+        handed back and not of a session that ended (``refund_all``) count as node losses.
+        Their results still coming in chunks are discarded."""
+        if len(self.chunks):
+            self.counters["results_cut_short"] += self.chunks.discard_node(
+                node.node_id, list(node.inflight))
         for key in list(node.inflight):
             self._requeue(node, key, lost=not (refund_all or key in handed_back),
                           reason=reason)
@@ -304,6 +366,7 @@ class Dispatcher:
                 mo = job.morsels[key[1]]
                 if mo.deadline and mo.deadline <= now and mo.node == node.node_id:
                     self.counters["morsels_timed_out"] += 1
+                    self.chunks.discard(key)
                     node.inflight.pop(key, None)
                     self._send(node.peer, m.CancelMorsel(job.job_id, mo.idx, "timed out"))
                     mo.node = None
@@ -313,6 +376,19 @@ class Dispatcher:
                                      f"(SABOT_MORSEL_TIMEOUT_S)")
                     log.warning("%s", mo.last_error)
                     self._retry_or_fail(job, mo)
+
+
+    def sweep_chunks(self) -> None:
+        """Discard the chunked results whose morsel is no longer in flight on their worker
+        (its job ended meanwhile): no more chunks come for them."""
+        if not len(self.chunks):
+            return
+        jobs = self._jobs
+        for key in self.chunks.in_progress():
+            job = jobs.get(key[0])
+            if job is None or job.state not in ACTIVE_JOB_STATES or job.morsels[key[1]].node \
+                    is None:
+                self.chunks.discard(key)
 
 
 __all__ = ["Dispatcher"]

@@ -79,6 +79,9 @@ class Morsel:
     #: which only the user's code uses up): the ``attempt`` of its current assignment, so a
     #: result of an earlier one is told apart and refused.
     assignment: int = 0
+    #: (encoding, items) of a result that came in chunks while its file is being finished
+    #: (it is never held in memory; readers wait for its file).
+    filing: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -173,6 +176,7 @@ class JobTable:
         #: Jobs the journal drops in the pending commit: their files go once it succeeds.
         self._expiring: list[str] = []
         self.expired_count = 0
+        self._lost: list[tuple[Job, Morsel]] = []
 
     # -- the one state change -----------------------------------------------------------------
     def move(self, job: Job, new: JobState, error: str | None = None) -> None:
@@ -248,6 +252,19 @@ class JobTable:
             self.unstored.append((encoding, data, items, attempts, size, 0, 0, job.job_id,
                                   mo.idx))
 
+    def store_chunked(self, job: Job, mo: Morsel, encoding: str, items: int, size: int) -> None:
+        """Morsel ``mo``'s result came in chunks, appended to its file (being finished now):
+        it is stored once that file is in place (:meth:`take_written`), never held here."""
+        mo.filing = (encoding, items)
+        job.result_bytes += size
+        job.writing += 1
+
+    def take_lost(self) -> list[tuple[Job, Morsel]]:
+        """Morsels whose result came in chunks but could not be written (a full disk): they
+        are not done any more, and run again (the caller queues them)."""
+        lost, self._lost = self._lost, []
+        return lost
+
     def complete(self, job: Job) -> None:
         """Every morsel of ``job`` is done: it completes, once its results are stored."""
         if job.writing:
@@ -265,6 +282,9 @@ class JobTable:
     def _written(self, done: Written) -> None:
         job = self.jobs.get(done.job_id)
         mo = job.morsels[done.idx] if job is not None and done.idx < len(job.morsels) else None
+        if mo is not None and mo.filing is not None:
+            self._filed(job, mo, done)  # type: ignore[arg-type]
+            return
         if job is None or mo is None or mo.result is None:
             # The job was taken back (a refused submit): its file goes too.
             self.files.remove_job(done.job_id)
@@ -280,6 +300,34 @@ class JobTable:
                         job.job_id, mo.idx, done.size / (1 << 20), done.error)
             self.unstored.append((enc, data, items, mo.attempts, done.size, zlib.crc32(data), 0,
                                   job.job_id, mo.idx))
+        if job.writing:
+            return
+        if job.complete_when_written and job.state is _RUNNING:
+            job.complete_when_written = False
+            self.move(job, _COMPLETED)
+        elif job.state.finished:
+            self.retention.add(job.job_id, job.finished_at or time.time(), job.result_bytes)
+
+    def _filed(self, job: Job, mo: Morsel, done: Written) -> None:
+        """The file of a result that came in chunks is in place (or could not be written)."""
+        enc, items = mo.filing  # type: ignore[misc]
+        mo.filing = None
+        job.writing -= 1
+        if done.error is None:
+            self.unstored.append((enc, None, items, mo.attempts, done.size, done.crc, 1,
+                                  job.job_id, mo.idx))
+        else:
+            job.result_bytes -= done.size
+            if job.state is _RUNNING:
+                log.warning("job %s: the result of morsel %d (%.1f MB) could not be written to "
+                            "its file (%s): the morsel runs again", job.job_id, mo.idx,
+                            done.size / (1 << 20), done.error)
+                mo.done = False
+                job.done_morsels -= 1
+                job.done_items -= mo.items
+                job.complete_when_written = False
+                self._lost.append((job, mo))
+                return
         if job.writing:
             return
         if job.complete_when_written and job.state is _RUNNING:

@@ -92,6 +92,8 @@ class ResultPager:
             mo = morsels[i]
             if not mo.done:
                 break
+            if mo.filing is not None:  # came in chunks, its file is being finished
+                break
             if mo.result is None:  # let go from memory: read the rest from disk
                 self._table.flush_results()
                 self._table.commit()

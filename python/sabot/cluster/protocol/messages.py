@@ -132,6 +132,9 @@ class Welcome(Message):
     protocol_version: int
     heartbeat_s: float
     node_timeout_s: float
+    #: The coordinator takes results bigger than this as ``result-chunk`` messages of this
+    #: many bytes (0 or absent, an older coordinator: every result travels whole).
+    chunk_bytes: int = 0
 
 
 @message(3, "refused")
@@ -286,6 +289,51 @@ class MorselResults(_Entries):
                 for morsel, attempt, items, encoding, data, elapsed in self.results]
 
 
+#: The ``chunk_bytes`` a coordinator offers in its welcome: a result of more bytes than this
+#: travels as ``result-chunk`` messages of this many bytes, so a worker's heartbeats never
+#: wait behind a whole big result, and the coordinator appends each chunk to the result's file
+#: as it comes instead of holding it whole.
+CHUNK_BYTES = 4 << 20
+
+#: Chunks of one result a worker sends ahead of their acknowledgement.
+CHUNK_WINDOW = 4
+
+
+@message(14, "result-chunk")
+class ResultChunk(Message):
+    """Worker -> coordinator, once welcomed with ``chunk_bytes``: bytes ``index *
+    chunk_bytes`` on of a morsel's result bigger than ``chunk_bytes``, chunks in order from
+    0. The last one (``final``) carries
+    what ``morsel-result`` would (items, encoding, elapsed_s) and the whole result's ``size``
+    and ``crc`` (CRC-32); the result counts, and its credit returns, only once it came whole
+    and they match. At most CHUNK_WINDOW chunks are sent ahead of their ``result-chunk-ack``."""
+
+    job_id: str
+    morsel: int
+    attempt: int
+    index: int
+    data: bytes
+    final: bool = False
+    items: int = 0
+    encoding: str = ""
+    elapsed_s: float = 0.0
+    size: int = 0
+    crc: int = 0
+
+
+@message(15, "result-chunk-ack")
+class ResultChunkAck(Message):
+    """Coordinator -> worker: chunk ``index`` of a result is on its way to disk (the worker may
+    send one more). ``accepted`` False: the coordinator does not take this result (the morsel
+    is no longer this worker's, or a chunk was bad): the worker sends no more of it."""
+
+    job_id: str
+    morsel: int
+    attempt: int
+    index: int
+    accepted: bool = True
+
+
 def _check_entries(op: str, entries: list[Any],
                    spec: tuple[tuple[str, tuple[type, ...]], ...]) -> None:
     if not entries:
@@ -436,4 +484,5 @@ class ErrorReply(Message):
 
 
 __all__ = [name for name, obj in dict(globals()).items()
-           if isinstance(obj, type) and issubclass(obj, Message)] + ["REGISTRY", "message"]
+           if isinstance(obj, type) and issubclass(obj, Message)] + [
+               "CHUNK_BYTES", "CHUNK_WINDOW", "REGISTRY", "message"]

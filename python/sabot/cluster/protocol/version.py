@@ -6,7 +6,9 @@ import struct
 
 #: Bumped on any incompatible change to a message, an encoding or the framing. Peers refuse
 #: another version. 2: a ZeroMQ message may carry several message frames. 3: assign-many and
-#: morsel-results carry several morsels of one job in one message.
+#: morsel-results carry several morsels of one job in one message. (Chunked results came
+#: without a bump: a coordinator offers them in welcome's ``chunk_bytes``, which an older
+#: worker ignores, and a worker sends chunks only to a coordinator that offered them.)
 PROTOCOL_VERSION = 3
 
 #: First four bytes of every header frame.

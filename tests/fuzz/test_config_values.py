@@ -44,6 +44,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "SABOT_MAX_ATTEMPTS": ["0", "-1", "three", "1001", "2.5"],
     "SABOT_MORSEL_TIMEOUT_S": ["-1", "nan", "10s"],
     "SABOT_RESULT_TTL_S": ["-1", "nan", "1d"],
+    "SABOT_RESULT_MEMORY_MB": ["-1", "nan", "256MB", "inf", "2e9"],
+    "SABOT_RESULT_RETENTION_MB": ["-5", "nan", "4GB", "inf"],
     "SABOT_MAX_REQUEST_MB": ["0", "-1", "nan", "64MB", "70000"],
     "SABOT_PROCESSORS": ["my-module", "a..b", "1abc", "pkg.mod,bad name"],
     "SABOT_DISABLE_NATIVE": ["maybe", "2", "enable"],

@@ -71,7 +71,9 @@ def test_utilization_is_the_workers_cpu_not_their_slots(cluster: Any) -> None:
         time.sleep(0.3)
     cluster.coordinator.request("DELETE", f"/job/{job_id}")
     assert readings, "the job never filled the worker's slots"
+    # Sleeping items: the slots are full, the CPU is not. (A slot count would read 100 every
+    # time; one reading may catch the pool processes starting, so the median is judged.)
+    figures = sorted(f for f, _ in readings)
+    assert figures[len(figures) // 2] < 60, readings
     for coordinator_figure, nodes_cpu in readings:
-        # Sleeping items: the slots are full, the CPU is not.
-        assert coordinator_figure < 60, readings
         assert coordinator_figure <= max(nodes_cpu) + 25, readings

@@ -292,6 +292,8 @@ class CoordinatorCore(threading.Thread):
         self._probes = [t for t in self._probes if t > now]
         registry = self._registry
         for node in registry.alive():
+            if self._outbox.has_queued(node.peer):
+                continue  # just registered, its Welcome not sent yet: a later probe asks
             if not self._outbox.reachable(node.peer):
                 registry.mark_dead(node, now, disconnected=True)
                 self._dispatcher.release(node, f"worker {node.node_id}'s connection closed")

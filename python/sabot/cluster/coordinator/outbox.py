@@ -85,6 +85,11 @@ class Outbox:
             by_target.setdefault(target, []).append(msg)
         self._send_grouped(by_target, workers)
 
+    def has_queued(self, peer: bytes) -> bool:
+        """Whether messages to ``peer`` wait for this turn's flush (a worker's Welcome among
+        them: nothing may reach it before that)."""
+        return any(target == peer for target, _ in self._out)
+
     def reachable(self, peer: bytes) -> bool:
         """Whether the ROUTER still has a connection to ``peer``: a heartbeat-ack sent now
         (harmless to a worker) fails with EHOSTUNREACH once the peer's connection is gone

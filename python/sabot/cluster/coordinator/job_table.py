@@ -300,6 +300,11 @@ class JobTable:
                         job.job_id, mo.idx, done.size / (1 << 20), done.error)
             self.unstored.append((enc, data, items, mo.attempts, done.size, zlib.crc32(data), 0,
                                   job.job_id, mo.idx))
+        self._after_write(job)
+
+    def _after_write(self, job: Job) -> None:
+        """A result file of ``job`` is written: with none left to write, the job completes
+        (if it was waiting for them) or its bytes count towards retention."""
         if job.writing:
             return
         if job.complete_when_written and job.state is _RUNNING:
@@ -328,13 +333,7 @@ class JobTable:
                 job.complete_when_written = False
                 self._lost.append((job, mo))
                 return
-        if job.writing:
-            return
-        if job.complete_when_written and job.state is _RUNNING:
-            job.complete_when_written = False
-            self.move(job, _COMPLETED)
-        elif job.state.finished:
-            self.retention.add(job.job_id, job.finished_at or time.time(), job.result_bytes)
+        self._after_write(job)
 
     # -- submit, status, cancel ---------------------------------------------------------------
     def submit(self, msg: m.SubmitJob) -> tuple[Job | None, m.Message]:

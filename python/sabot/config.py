@@ -189,6 +189,9 @@ _VARS: dict[str, _Var] = {
     ),
     "max_attempts": _Var("SABOT_MAX_ATTEMPTS", "3", lambda v, r: _int(v, r, 1, 1000)),
     "morsel_timeout_s": _Var("SABOT_MORSEL_TIMEOUT_S", "0", lambda v, r: _float(v, r, 0.0, None)),
+    "morsel_target_s": _Var(
+        "SABOT_MORSEL_TARGET_S", "0.5", lambda v, r: _float(v, r, 0.0, 3600)
+    ),
     "worker_slots": _Var("SABOT_WORKER_SLOTS", "auto", _worker_slots),
     "result_ttl_s": _Var("SABOT_RESULT_TTL_S", "86400", lambda v, r: _float(v, r, 0.0, None)),
     "result_memory_mb": _Var(
@@ -236,6 +239,9 @@ class Config:
     node_timeout_s: float = 5.0
     max_attempts: int = 3
     morsel_timeout_s: float = 0.0
+    #: Seconds of work a cluster morsel's piece aims at, by the job's measured cost per item
+    #: (0: morsels run whole, sized by bytes only).
+    morsel_target_s: float = 0.5
     #: Morsels a worker holds at once (credit flow control); 0 = auto, see effective_worker_slots.
     worker_slots: int = 0
     result_ttl_s: float = 86400.0

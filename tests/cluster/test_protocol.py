@@ -158,6 +158,49 @@ def test_inputs_split_and_join_back_for_every_kind():
             assert joined.equals(data)
 
 
+def test_pieces_of_a_morsel_join_back_into_its_result_for_every_kind():
+    """A morsel run in pieces (items sliced by the worker, results framed as ``parts`` by the
+    coordinator) decodes to what the whole morsel would have given."""
+    import numpy as np
+    import pyarrow as pa
+
+    class Point:  # pickled, as arbitrary objects are
+        def __init__(self, x):
+            self.x = x
+
+    for data in (list(range(100)), [str(i) * 3 for i in range(100)], np.arange(100.0),
+                 pa.array(range(100)), pa.table({"a": range(100), "b": [str(i) for i in
+                                                                        range(100)]}),
+                 [Point(i) for i in range(100)]):
+        kind = payload.result_kind_of(data)
+        enc, blob = payload.encode_value(data)
+        pieces = [payload.slice_morsel(enc, blob, 0, 13), payload.slice_morsel(enc, blob, 13, 40),
+                  payload.slice_morsel(enc, blob, 53, -1)]
+        parts = [(e, 0, b) for e, b in pieces]
+        joined = payload.decode_value(payload.PARTS, payload.join_parts(kind, parts))
+        if isinstance(data, list) and isinstance(data[0], Point):
+            assert [p.x for p in joined] == list(range(100))
+        elif isinstance(data, list):
+            assert joined == data
+        elif isinstance(data, np.ndarray):
+            assert np.array_equal(joined, data)
+        else:
+            assert joined.equals(data)
+    with pytest.raises(ProtocolError, match="items 90-109 asked of a morsel of 100"):
+        payload.slice_morsel(*payload.encode_value(list(range(100))), 90, 20)
+    with pytest.raises(ProtocolError, match="cannot decode a parts payload"):
+        payload.decode_value(payload.PARTS, b"\x01")
+
+
+def test_a_piece_travels_alone_never_merged_into_a_run():
+    whole = [m.Assign("j1", i, 1, 0, "f", None, "msgpack", b"\x90") for i in range(2)]
+    piece = m.Assign("j1", 2, 1, 0, "f", None, "msgpack", b"\x90", 5, 10)
+    batched = m.batch_morsels([*whole, piece, *whole])
+    assert [type(x) for x in batched] == [m.AssignMany, m.Assign, m.AssignMany]
+    got = decode(Sender().encode(batched[1])).msg
+    assert (got.start, got.count) == (5, 10)
+
+
 def test_unknown_encoding_is_named():
     with pytest.raises(ProtocolError, match="unknown encoding 'zip'"):
         payload.decode_value("zip", b"")

@@ -266,7 +266,8 @@ class Worker:
             PROTOCOL_VERSION, config.cluster_name, "worker", self.node_id,
             host=self.advertise_host or "", http_port=int(self.http_port or 0), pid=os.getpid(),
             cores=self.cores, slots=self.slots, credits=self.credits,
-            capabilities=["python", "pickle", "arrow", "numpy", f"sabot-{__version__}"],
+            capabilities=["python", "pickle", "arrow", "numpy", m.RANGES,
+                          f"sabot-{__version__}"],
             processors=list_processors()))
         hello_wait = 1.0 if key_differs else max(2.0, config.node_timeout_s)
         reply = await link.recv(timeout=hello_wait)

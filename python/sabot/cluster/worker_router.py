@@ -17,7 +17,7 @@ import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..engine.functions import ITEM, resolve_function
@@ -83,6 +83,12 @@ class MorselRouter:
             old.cancel()
         t0 = time.perf_counter()
         try:
+            if msg.count:
+                # A piece of a costly morsel: it runs as a morsel of those items alone.
+                encoding, data = payload.slice_morsel(msg.encoding, msg.data, msg.start,
+                                                      msg.count)
+                msg = replace(msg, offset=msg.offset + msg.start, encoding=encoding,
+                                          data=data, start=0, count=0)
             fn = self.functions.lookup(msg)
             func = fn.function()
             spec = resolve_function(func)
@@ -134,9 +140,12 @@ class MorselRouter:
         self.morsels_done += 1
         self.metrics.record_items(items)
         self.metrics.record_morsel(elapsed)
+        # (the coordinator sizes pieces of costly morsels by it: a morsel's share of a call
+        # that ran several is what it cost)
+        share = elapsed if cost is None else cost
         self._poster.post(m.MorselResult(msg.job_id, msg.morsel, msg.attempt, items, encoding,
-                                         blob, elapsed))
-        self._on_cost(elapsed if cost is None else cost)
+                                         blob, share))
+        self._on_cost(share)
 
     def morsel_failed(self, msg: m.Assign, exc: BaseException, t0: float) -> None:
         """Post a morsel's failure (it started at ``t0``)."""

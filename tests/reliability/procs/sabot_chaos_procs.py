@@ -77,6 +77,13 @@ def chaos_counted(item: str) -> str:
     return answer(item)
 
 
+@sabot.processor("chaos_slow_counted", replace=True)
+def chaos_slow_counted(item: str) -> str:
+    """``chaos_slow``, counting its calls as ``chaos_counted`` does (work run twice shows)."""
+    time.sleep(SLOW_ITEM_S)
+    return chaos_counted(item)
+
+
 def make_big_items(count: int, result_bytes: int, pad: int = 1000) -> list[str]:
     """``count`` items whose ``chaos_big`` answer is ``result_bytes`` long each (small inputs,
     big results: ``pad`` bytes of input each, so MORSEL_SIZE_KB sets the items per morsel)."""

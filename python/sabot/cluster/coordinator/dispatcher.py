@@ -14,6 +14,9 @@ current assignment went to, for that assignment (each hand-out has its own numbe
 ``attempt`` of ``assign``); any other is refused and counted (``results_refused``). A result
 bigger than CHUNK_BYTES comes in chunks (:mod:`.result_chunks`), each checked so, and counts
 once its last chunk came and matched; a worker lost meanwhile leaves no partial file behind.
+A costly morsel runs in pieces of about SABOT_MORSEL_TARGET_S of work each, one after the other
+(:mod:`.morsel_pieces`): each piece is an assignment of its own, and the morsel is done, and
+its result (the pieces' results as one ``parts`` result) stored, with its last piece.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from ...metrics import Metrics
 from ...states import ACTIVE_JOB_STATES, JobState
 from ..journal import Journal
 from ..protocol import messages as m
+from ..protocol import payload
 from .job_table import Job, JobTable, Morsel
+from .morsel_pieces import PieceSizer
 from .node_registry import Node, NodeRegistry
 from .outbox import Target
 from .rate_limited_log import RateLimitedLog
@@ -71,8 +76,10 @@ class Dispatcher:
                          "morsels_requeued": 0, "morsels_requeued_node_lost": 0,
                          "morsels_timed_out": 0, "duplicates_ignored": 0,
                          "results_refused": 0, "results_chunked": 0,
-                         "results_damaged": 0, "results_cut_short": 0}
+                         "results_damaged": 0, "results_cut_short": 0,
+                         "morsel_pieces_assigned": 0, "morsels_run_whole_again": 0}
         self._refusals = RateLimitedLog(log)
+        self.pieces = PieceSizer(config.morsel_target_s)
 
     @property
     def queued(self) -> int:
@@ -123,6 +130,11 @@ class Dispatcher:
                 if picked is None:
                     return
                 job, mo = picked
+                start, count = self.pieces.piece(job, mo, node.capabilities)
+                mo.piece = count
+                if count:
+                    counters["morsel_pieces_assigned"] += 1
+                    job.pieces_run += 1
                 mo.attempts += 1
                 mo.assignment += 1
                 mo.node = node.node_id
@@ -137,7 +149,7 @@ class Dispatcher:
                 counters["morsels_assigned"] += 1
                 self._send(node.peer, m.Assign(job.job_id, mo.idx, mo.assignment, mo.offset,
                                                job.func_name, func, mo.encoding,
-                                               mo.data or b""))
+                                               mo.data or b"", start, count))
                 if node.free > 0:
                     still.append(node)
             nodes = still
@@ -194,10 +206,17 @@ class Dispatcher:
             return
         assert node is not None
         job, mo = picked
-        if self._took(job, mo, node, int(msg.items)):
-            self._table.store_result(job, mo, msg.encoding, int(msg.items), bytes(msg.data),
-                                     mo.attempts)
-            self._finished_one(job)
+        items = int(msg.items)
+        self.pieces.learn(job, items, float(msg.elapsed_s), len(msg.data))
+        if not self._took(job, mo, node, items, msg.encoding, msg.data):
+            return
+        if mo.parts is not None:
+            encoding, data = payload.PARTS, payload.join_parts(job.result_kind, mo.parts)
+            mo.parts, mo.carved = None, 0
+        else:
+            encoding, data = msg.encoding, bytes(msg.data)
+        self._table.store_result(job, mo, encoding, mo.items, data, mo.attempts)
+        self._finished_one(job)
 
     def on_chunk(self, peer: Target, msg: m.ResultChunk, version: int) -> None:
         """A chunk of a big result: appended to its file; the result counts at its last."""
@@ -212,6 +231,16 @@ class Dispatcher:
             return
         assert node is not None
         job, mo = picked
+        if mo.piece:
+            # A piece's result too big to keep with the others: the morsel runs whole again
+            # (its result then streams to its file), which costs the pieces done so far.
+            self.chunks.discard(key)
+            self._send(peer, m.ResultChunkAck(msg.job_id, msg.morsel, msg.attempt, msg.index,
+                                              False))
+            mo.whole, mo.parts, mo.carved = True, None, 0
+            self.counters["morsels_run_whole_again"] += 1
+            self._requeue(node, key, lost=False, reason="a piece's result came in chunks")
+            return
         try:
             done = self.chunks.add(node.node_id, peer, msg)
         except ProtocolError as exc:
@@ -225,6 +254,7 @@ class Dispatcher:
         if done is None:
             return
         self.counters["results_chunked"] += 1
+        self.pieces.learn(job, done.items, done.elapsed_s, done.size)
         if self._took(job, mo, node, done.items):
             self._table.store_chunked(job, mo, done.encoding, done.items, done.size)
             self._finished_one(job)
@@ -237,14 +267,19 @@ class Dispatcher:
             self.counters["morsels_requeued"] += 1
             self.push(job, mo)
 
-    def _took(self, job: Job, mo: Morsel, node: Node, items: int) -> bool:
-        """Morsel ``mo``'s result from ``node`` counts (True: the caller stores it); False
-        when its item count is wrong, which fails the job."""
+    def _took(self, job: Job, mo: Morsel, node: Node, items: int, encoding: str = "",
+              data: bytes | None = None) -> bool:
+        """Morsel ``mo``'s result from ``node`` counts (True: the caller stores it, and its
+        pieces' results in ``mo.parts`` with it); False when its item count is wrong, which
+        fails the job, or when it was a piece (``encoding``, ``data``: its result, kept) and
+        more of the morsel is to run (it is queued again)."""
         key = (job.job_id, mo.idx)
         node.inflight.pop(key, None)
         node.morsels_done += 1
         node.items_done += items
-        if items != mo.items:
+        piece = mo.piece
+        expected = piece if piece > 0 else mo.items - mo.carved
+        if items != expected:
             # The worker decoded another number of items than the submit claimed (a pickle
             # morsel, which the coordinator cannot count): running it again cannot help.
             mo.node = None
@@ -252,8 +287,20 @@ class Dispatcher:
             self._table.move(job, _FAILED, error=(
                 f"morsel {mo.idx} (items {mo.offset}-{mo.offset + mo.items - 1}) was submitted "
                 f"as {mo.items} item(s) but worker {node.node_id} decoded "
-                f"{items}: the submit's item count is wrong"))
+                f"{mo.carved + items}: the submit's item count is wrong"))
             return False
+        if piece:
+            mo.piece = 0
+            if mo.parts is None:
+                mo.parts = []
+            mo.parts.append((encoding, items, bytes(data or b"")))
+            mo.carved += items
+            if mo.carved < mo.items:
+                # A piece done uses no attempt: the next one has the morsel's attempts left.
+                mo.node = None
+                mo.attempts = max(0, mo.attempts - 1)
+                self.push(job, mo)
+                return False
         mo.done = True
         mo.node = None
         mo.data = None
@@ -288,7 +335,8 @@ class Dispatcher:
         key = (msg.job_id, mo.idx)
         node.inflight.pop(key, None)
         node.morsels_failed += 1
-        where = f"item {mo.offset + msg.index}" if msg.index is not None else \
+        first = mo.carved if mo.piece else 0  # (a piece's index counts from its start)
+        where = f"item {mo.offset + first + msg.index}" if msg.index is not None else \
             f"items {mo.offset}-{mo.offset + mo.items - 1}"
         text = f"{msg.error_type}: {msg.message}"
         mo.last_error = f"morsel {key[1]} ({where}) failed on worker {node.node_id}: {text}"

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...config import Config
 from ...errors import JobExpiredError, JobNotFoundError, ProtocolError, UnknownProcessorError
@@ -38,6 +38,9 @@ from .node_registry import NodeRegistry
 from .outbox import Target
 from .result_memory import ResultMemory
 from .result_retention import ResultRetention
+
+if TYPE_CHECKING:
+    from .morsel_pieces import Cost
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,12 @@ class Morsel:
     #: (encoding, items) of a result that came in chunks while its file is being finished
     #: (it is never held in memory; readers wait for its file).
     filing: tuple[str, int] | None = None
+    #: When it runs in pieces (morsel_pieces.py): items done so far, their results (in
+    #: order), and the items of the current assignment's piece (0: the whole morsel).
+    carved: int = 0
+    parts: list[tuple[str, int, bytes]] | None = None
+    piece: int = 0
+    whole: bool = False  # runs whole from now on (a piece's result came in chunks)
 
 
 @dataclass(slots=True)
@@ -111,6 +120,12 @@ class Job:
     #: Every morsel is done, the job completes once ``writing`` is 0.
     complete_when_written: bool = False
     result_bytes: int = 0  # of the results it holds
+    #: Its measured cost (morsel_pieces.py), its function's key there, the items of the
+    #: last piece cut for it, and the pieces its morsels ran in.
+    cost: Cost | None = None
+    function_key: tuple[str, int] | None = None
+    piece_items: int = 0
+    pieces_run: int = 0
 
     def summary(self) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
@@ -576,6 +591,11 @@ class JobTable:
                 summary["node_losses"] = {"requeued": job.node_losses,
                                           "most_for_one_morsel": job.most_node_losses,
                                           "morsel": job.most_lost_morsel}
+                if job.cost is not None:
+                    summary["cost"] = {"per_item_s": job.cost.per_item_s,
+                                       "result_bytes_per_item": job.cost.result_bytes_per_item,
+                                       "piece_items": job.piece_items,
+                                       "pieces_run": job.pieces_run}
             return summary
         self.flush_results()
         row = self._journal.job(job_id)

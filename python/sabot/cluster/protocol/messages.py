@@ -175,7 +175,10 @@ class Credit(Message):
 @message(7, "assign")
 class Assign(Message):
     """Coordinator -> worker: run one morsel. ``func_pickle`` is sent with the first morsel of a
-    job to a session; later morsels of that job carry None."""
+    job to a session; later morsels of that job carry None. ``count`` other than 0 (sent only
+    to a worker whose hello has the capability RANGES): run only the morsel's items ``start``
+    to ``start + count`` (``count`` < 0: to its end), a piece of a costly morsel; its result
+    holds those items alone and a failure's ``index`` counts from ``start``."""
 
     job_id: str
     morsel: int
@@ -185,6 +188,8 @@ class Assign(Message):
     func_pickle: bytes | None
     encoding: str
     data: bytes
+    start: int = 0
+    count: int = 0
 
 
 @message(8, "morsel-result")
@@ -289,6 +294,10 @@ class MorselResults(_Entries):
                 for morsel, attempt, items, encoding, data, elapsed in self.results]
 
 
+#: The capability (in ``hello``) of a worker that runs pieces of morsels (``assign``'s
+#: ``start`` and ``count``).
+RANGES = "morsel-ranges"
+
 #: The ``chunk_bytes`` a coordinator offers in its welcome: a result of more bytes than this
 #: travels as ``result-chunk`` messages of this many bytes, so a worker's heartbeats never
 #: wait behind a whole big result, and the coordinator appends each chunk to the result's file
@@ -357,13 +366,15 @@ def batch_morsels(msgs: list[Message]) -> list[Message]:
     while i < n:
         msg = msgs[i]
         kind = type(msg)
-        if kind is not Assign and kind is not MorselResult:
+        if (kind is not Assign and kind is not MorselResult) or \
+                (kind is Assign and msg.count):  # type: ignore[attr-defined]
             out.append(msg)
             i += 1
             continue
         job_id = msg.job_id  # type: ignore[attr-defined]
         j = i + 1
-        while j < n and type(msgs[j]) is kind and msgs[j].job_id == job_id:  # type: ignore
+        while j < n and type(msgs[j]) is kind and msgs[j].job_id == job_id and \
+                not (kind is Assign and msgs[j].count):  # type: ignore
             j += 1
         if j - i == 1:
             out.append(msg)
@@ -485,4 +496,4 @@ class ErrorReply(Message):
 
 __all__ = [name for name, obj in dict(globals()).items()
            if isinstance(obj, type) and issubclass(obj, Message)] + [
-               "CHUNK_BYTES", "CHUNK_WINDOW", "REGISTRY", "message"]
+               "CHUNK_BYTES", "CHUNK_WINDOW", "RANGES", "REGISTRY", "message"]

@@ -12,6 +12,10 @@ encodings:
 
 result kinds (how the client joins the result morsels): ``list``, ``numpy``, ``arrow-array``,
 ``arrow-table``.
+
+A result may also come as ``parts`` (never an input): a morsel the coordinator ran in pieces
+(see :func:`slice_morsel` and docs/protocol.md) is stored as a msgpack array ``[result kind,
+[[encoding, items, bytes], ...]]`` of its pieces' results in order, and decodes to their join.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from ...errors import ProtocolError
 
 ENCODINGS = ("msgpack", "pickle", "npy", "arrow", "arrow-array")
 RESULT_KINDS = ("list", "numpy", "arrow-array", "arrow-table")
+#: The result encoding of a morsel that ran in pieces (:func:`join_parts`).
+PARTS = "parts"
 
 #: Items sampled to estimate the encoded size of a list item.
 _SAMPLE = 256
@@ -113,6 +119,8 @@ def _ipc(batch: Any) -> bytes:
 
 def decode_value(encoding: str, data: bytes) -> Any:
     """The inverse of :func:`encode_value`; ProtocolError for an unknown encoding or bad bytes."""
+    if encoding == PARTS:
+        return _decode_parts(data)
     try:
         if encoding == "msgpack":
             value = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
@@ -146,6 +154,46 @@ def decode_value(encoding: str, data: bytes) -> Any:
     except Exception as exc:
         raise ProtocolError(f"cannot decode a {encoding} payload: {exc}") from exc
     raise ProtocolError(f"unknown encoding {encoding!r}; known: {', '.join(ENCODINGS)}")
+
+
+def slice_morsel(encoding: str, data: bytes, start: int, count: int) -> tuple[str, bytes]:
+    """Items ``start`` to ``start + count`` of an encoded morsel (``count`` < 0: to its end),
+    encoded again (a worker runs a piece of a morsel so). ProtocolError when the morsel holds
+    fewer items than that."""
+    value = decode_value(encoding, data)
+    n = int(value.num_rows) if hasattr(value, "num_rows") else len(value)
+    if count < 0 and 0 <= start < n:
+        count = n - start
+    if start < 0 or count < 1 or start + count > n:
+        raise ProtocolError(f"items {start}-{start + count - 1} asked of a morsel of {n} "
+                            "item(s)")
+    if hasattr(value, "slice") and not isinstance(value, list):  # Arrow
+        piece = value.slice(start, count)
+    else:
+        piece = value[start:start + count]
+    return encode_value(piece) if encoding != "pickle" else ("pickle", _pickle(piece))
+
+
+def join_parts(kind: str, parts: Sequence[tuple[str, int, bytes]]) -> bytes:
+    """The ``parts`` result of a morsel from its pieces' results ((encoding, items, bytes), in
+    order), without decoding them."""
+    return msgpack.packb([kind, [[enc, items, data] for enc, items, data in parts]],
+                         use_bin_type=True)
+
+
+def _decode_parts(data: bytes) -> Any:
+    try:
+        kind, parts = msgpack.unpackb(data, raw=False, use_list=True)
+        values = [decode_value(enc, blob) for enc, _, blob in parts]
+    except ProtocolError:
+        raise
+    except (ModuleNotFoundError, AttributeError):
+        raise
+    except Exception as exc:
+        raise ProtocolError(f"cannot decode a {PARTS} payload: {exc}") from exc
+    if kind not in RESULT_KINDS or any(enc == PARTS for enc, _, _ in parts):
+        raise ProtocolError(f"a {PARTS} payload holds result kind {kind!r} or nested parts")
+    return join(kind, values)
 
 
 def count_items(encoding: str, data: bytes) -> int | None:
@@ -353,11 +401,14 @@ def iter_items(kind: str, parts: Iterable[Any]) -> Iterator[Any]:
 
 __all__ = [
     "ENCODINGS",
+    "PARTS",
     "RESULT_KINDS",
     "decode_value",
     "encode_items",
     "encode_value",
     "iter_items",
+    "join_parts",
+    "slice_morsel",
     "join",
     "result_kind_of",
     "split",

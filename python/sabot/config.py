@@ -192,6 +192,10 @@ _VARS: dict[str, _Var] = {
     "morsel_target_s": _Var(
         "SABOT_MORSEL_TARGET_S", "0.5", lambda v, r: _float(v, r, 0.0, 3600)
     ),
+    "spool": _Var("SABOT_SPOOL", "1", _bool),
+    "spool_orphan_s": _Var(
+        "SABOT_SPOOL_ORPHAN_S", "3600", lambda v, r: _float(v, r, 0.0, 30 * 86400, lo_open=True)
+    ),
     "worker_slots": _Var("SABOT_WORKER_SLOTS", "auto", _worker_slots),
     "result_ttl_s": _Var("SABOT_RESULT_TTL_S", "86400", lambda v, r: _float(v, r, 0.0, None)),
     "result_memory_mb": _Var(
@@ -242,6 +246,11 @@ class Config:
     #: Seconds of work a cluster morsel's piece aims at, by the job's measured cost per item
     #: (0: morsels run whole, sized by bytes only).
     morsel_target_s: float = 0.5
+    #: Peers on the coordinator's host pass bulk data as files in its data dir (the spool,
+    #: sabot.cluster.spool) instead of over ZeroMQ.
+    spool: bool = True
+    #: A spool directory no job claims goes once it is this old (seconds).
+    spool_orphan_s: float = 3600.0
     #: Morsels a worker holds at once (credit flow control); 0 = auto, see effective_worker_slots.
     worker_slots: int = 0
     result_ttl_s: float = 86400.0

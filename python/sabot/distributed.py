@@ -31,6 +31,8 @@ from typing import Any
 from .cluster.client import ClusterClient, iter_result_batches
 from .cluster.protocol import messages as m
 from .cluster.protocol import payload, reply_or_raise
+from .cluster.result_files import ResultFileError
+from .cluster.spool import SPOOL, Spool
 from .config import Config, load_config
 from .errors import CancelledError, JobFailedError, JobTimeoutError
 from .job_ids import job_id_problem
@@ -86,9 +88,16 @@ def _function_payload(func: Any) -> tuple[str, bytes | None]:
 
 
 def _split_and_digest(data: Any, morsel_bytes: int, morsel_items: int | None, name: str,
-                      pickled: bytes | None, priority: int) -> tuple[str, list[Any], str]:
+                      pickled: bytes | None, priority: int, spool: tuple[Spool, str, bool] | None
+                      ) -> tuple[str, list[Any], str, int]:
+    """(result kind, morsels to submit, their digest, bytes of data); with ``spool`` (the
+    spool this client shares, the job id, whether to fsync) big morsels go to their files."""
     kind, morsels = payload.split(data, morsel_bytes, morsel_items)
-    return kind, morsels, payload.submit_digest(name, pickled, kind, morsels, priority)
+    nbytes = sum(len(part[2]) for part in morsels)
+    if spool is not None:
+        where, job_id, sync = spool
+        morsels = where.put_inputs(job_id, morsels, sync=sync)
+    return kind, morsels, payload.submit_digest(name, pickled, kind, morsels, priority), nbytes
 
 
 class DistributedCoordinator:
@@ -210,14 +219,17 @@ class DistributedCoordinator:
         name, pickled = _function_payload(func)
         size = self.config.morsel_size_bytes
         n = len(data) if hasattr(data, "__len__") else None
-        if n is not None and n <= _INLINE_SPLIT_ITEMS:
-            kind, morsels, digest = _split_and_digest(data, size, morsel_items, name, pickled,
-                                                      priority)
-        else:
-            kind, morsels, digest = await asyncio.to_thread(
-                _split_and_digest, data, size, morsel_items, name, pickled, priority)
         if job_id is None:
             job_id = uuid.uuid4().hex
+        # Big morsels on the coordinator's host go to the spool, not over the socket.
+        spool = await self._shared_spool(timeout)
+        where = None if spool is None else (spool[0], job_id, spool[1])
+        if n is not None and n <= _INLINE_SPLIT_ITEMS:
+            kind, morsels, digest, nbytes = _split_and_digest(
+                data, size, morsel_items, name, pickled, priority, where)
+        else:
+            kind, morsels, digest, nbytes = await asyncio.to_thread(
+                _split_and_digest, data, size, morsel_items, name, pickled, priority, where)
         # The same message (the same id and digest) goes out on every try: a resend after a
         # lost answer or a coordinator restart is answered with the job the first one made.
         submit = asyncio.ensure_future(self._request(
@@ -244,11 +256,52 @@ class DistributedCoordinator:
             self._prefetched[job_id] = prefetch
             while len(self._prefetched) > _PREFETCH_KEEP:
                 self._prefetched.pop(next(iter(self._prefetched))).cancel()
-        elif sum(len(part[2]) for part in morsels) >= _STREAM_BYTES:
+        elif nbytes >= _STREAM_BYTES:
             self._big[job_id] = None
             while len(self._big) > _PREFETCH_KEEP:
                 self._big.pop(next(iter(self._big)))
         return reply.job_id
+
+    async def _shared_spool(self, timeout: float | None) -> tuple[Spool, bool] | None:
+        """The coordinator's spool and whether its files are fsynced, when this (remote)
+        handle shares it: a session is opened for that first (None when it cannot be now:
+        the submit then goes inline)."""
+        if self._local is not None or not self.config.spool:
+            return None
+        if self._client is None:
+            host, port = self.address
+            self._client = ClusterClient(self.config, host, port)
+        client = self._client
+        try:
+            await client.connect(2.0 if timeout is None else min(timeout, 2.0))
+        except Exception:  # noqa: BLE001 - the submit's own tries report what is wrong
+            return None
+        return None if client.spool is None else (client.spool, client.spool_sync)
+
+    def _spool_reader(self) -> Spool | None:
+        """The spool results can be read from (a remote handle sharing it)."""
+        client = self._client
+        return client.spool if self._local is None and client is not None else None
+
+    async def _decoded(self, job_id: str, idx: int, enc: str, blob: bytes,
+                       timeout: float | None) -> Any:
+        """Result ``idx`` of a batch as a value: a spool reference is read from its file (or,
+        when that cannot be read, fetched again as bytes)."""
+        if enc == SPOOL:
+            spool = self._spool_reader()
+            try:
+                if spool is None:
+                    raise ResultFileError("this client does not share the spool")
+                enc, blob = await asyncio.to_thread(spool.take_result, job_id, idx, blob)
+            except ResultFileError as exc:
+                log.info("result %d of job %s: %s; fetching its bytes", idx, job_id, exc)
+                reply = await self._request(
+                    lambda rid: m.FetchResults(rid, job_id, idx, 1, 0, False, False), timeout)
+                assert isinstance(reply, m.ResultBatch)
+                if not reply.morsels:
+                    raise JobFailedError(job_id, f"result {idx} is gone ({exc})") from None
+                enc, _, blob = reply.morsels[0]
+        return payload.decode_value(enc, blob)
 
     async def status(self, job_id: str, *, timeout: float | None = REQUEST_TIMEOUT_S
                      ) -> dict[str, Any]:
@@ -275,7 +328,7 @@ class DistributedCoordinator:
         try:
             async for batch in iter_result_batches(
                     lambda make, t: self._request(make, t), job_id, timeout=_left(deadline),
-                    until_done=until_done):
+                    until_done=until_done, files=self._spool_reader() is not None):
                 if batch.status == JobState.FAILED:
                     raise JobFailedError(job_id, batch.error or "unknown error")
                 if batch.status == JobState.CANCELLED:
@@ -330,8 +383,9 @@ class DistributedCoordinator:
         async for batch in self._batches(job_id, timeout, until_done=not stream,
                                          deadline=deadline):
             kind = batch.result_kind
-            for enc, _, blob in batch.morsels:
-                parts.append(payload.decode_value(enc, blob))
+            for i, (enc, _, blob) in enumerate(batch.morsels):
+                parts.append(await self._decoded(job_id, batch.start + i, enc, blob,
+                                                 _left(deadline)))
         return payload.join(kind, parts)
 
     async def stream_result(self, job_id: str, timeout: float | None = None
@@ -339,9 +393,9 @@ class DistributedCoordinator:
         """Yield the job's results item by item, in order, as morsels finish, without holding
         the whole result."""
         async for batch in self._batches(job_id, timeout):
-            for enc, _, blob in batch.morsels:
-                for item in payload.iter_items(batch.result_kind,
-                                               [payload.decode_value(enc, blob)]):
+            for i, (enc, _, blob) in enumerate(batch.morsels):
+                value = await self._decoded(job_id, batch.start + i, enc, blob, timeout)
+                for item in payload.iter_items(batch.result_kind, [value]):
                     yield item
 
     # -- cluster ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from . import transport
 from .protocol import PROTOCOL_VERSION, ErrorCode, Sender, decode, decode_frame, refusal_error
 from .protocol import messages as m
 from .security import ClusterKeys
+from .spool import SHARED, SHARED_SYNCED, Spool
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class ClusterClient:
         self._session_ok = False
         self._coord_session: tuple[int, int] | None = None
         self._closed = False
+        #: The coordinator's spool, while this client shares it (its last welcome said so):
+        #: big inputs and results then pass as files (sabot.cluster.spool).
+        self.spool: Spool | None = None
+        self.spool_sync = False
 
     # -- connection ---------------------------------------------------------------------------
     async def connect(self, wait: float | None = None) -> None:
@@ -118,8 +123,12 @@ class ClusterClient:
         self._coord_session = None
         self._welcome = loop.create_future()
         assert self._sock is not None
+        token = ""
+        if self.config.spool:
+            token = await asyncio.to_thread(Spool(self.config.data_dir).read_token) or ""
         await self._sock.send_multipart(self._sender.encode(m.Hello(
-            PROTOCOL_VERSION, self.config.cluster_name, "client", self.node_id, pid=os.getpid())))
+            PROTOCOL_VERSION, self.config.cluster_name, "client", self.node_id, pid=os.getpid(),
+            spool_token=token)))
         try:
             reply = await asyncio.wait_for(asyncio.shield(self._welcome), wait)
         except TimeoutError:
@@ -128,6 +137,9 @@ class ClusterClient:
                 f"{wait:g} s") from None
         if isinstance(reply, m.Refused):
             raise refusal_error(reply.code, reply.message)
+        shared = isinstance(reply, m.Welcome) and int(reply.spool) in (SHARED, SHARED_SYNCED)
+        self.spool = Spool(self.config.data_dir) if shared and token else None
+        self.spool_sync = shared and int(reply.spool) == SHARED_SYNCED
         self._session_ok = True
 
     def _resend_all(self) -> None:
@@ -313,11 +325,12 @@ class ClusterClient:
 
 
 async def iter_result_batches(client_request: Any, job_id: str, *, timeout: float | None,
-                              until_done: bool = False, wait_ms: int | None = None
-                              ) -> AsyncIterator[m.ResultBatch]:
+                              until_done: bool = False, wait_ms: int | None = None,
+                              files: bool = False) -> AsyncIterator[m.ResultBatch]:
     """ResultBatch messages of a job in morsel order until the last one (used by the API).
     ``until_done``: the first answer waits for the whole job (fewer round trips when the
-    caller wants everything anyway); otherwise batches come as morsels finish."""
+    caller wants everything anyway); otherwise batches come as morsels finish. ``files``:
+    results in files come as spool references (a client sharing the spool reads them)."""
     if wait_ms is None:
         wait_ms = 10_000 if until_done else 2000
     start = 0
@@ -334,7 +347,8 @@ async def iter_result_batches(client_request: Any, job_id: str, *, timeout: floa
             max(0, min(wait_ms, int((left - REPLY_MARGIN_S) * 1000)))
         # The request itself retries (a coordinator restart) until the caller's deadline.
         reply = await client_request(
-            lambda rid, s=start, w=wait: m.FetchResults(rid, job_id, s, 16 << 20, w, until_done),
+            lambda rid, s=start, w=wait: m.FetchResults(rid, job_id, s, 16 << 20, w, until_done,
+                                                        files),
             left)
         assert isinstance(reply, m.ResultBatch)
         yield reply

@@ -503,9 +503,11 @@ class Journal:
             (job_id,)).fetchone()
         return int(row[0]), int(row[1])
 
-    def results(self, job_id: str, start: int, max_bytes: int) -> list[StoredResult]:
-        """Consecutive done results from morsel ``start`` (at least one when available); those
-        in a file come without their bytes (read them with result_files.read_result)."""
+    def results(self, job_id: str, start: int, max_bytes: int, *,
+                count_files: bool = True) -> list[StoredResult]:
+        """Consecutive done results from morsel ``start`` (at least one when available), up to
+        ``max_bytes`` of them (those in a file count only with ``count_files``); those in a
+        file come without their bytes (read them with result_files.read_result)."""
         out: list[StoredResult] = []
         size = 0
         expected = start
@@ -513,11 +515,12 @@ class Journal:
                 "SELECT idx, result_encoding, result_items, result, "
                 "COALESCE(result_size, LENGTH(result)), result_crc, result_file FROM morsels "
                 "WHERE job_id=? AND idx>=? AND done=1 ORDER BY idx", (job_id, start)):
-            if idx != expected or (out and size + nbytes > max_bytes):
+            counted = nbytes if count_files or not in_file else 0
+            if idx != expected or (out and size + counted > max_bytes):
                 break
             out.append(StoredResult(idx, enc, items, None if in_file else blob, nbytes,
                                     crc or 0))
-            size += nbytes
+            size += counted
             expected += 1
         return out
 

@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..durable import fsync_dir
 from ..errors import JournalError
@@ -44,6 +45,11 @@ FILE_MIN_BYTES = 256 << 10
 DIR_NAME = "results"
 _SUFFIX = ".bin"
 _TMP = ".tmp"
+
+
+def result_path(data_dir: Path, job_id: str, idx: int) -> Path:
+    """Where morsel ``idx`` of ``job_id`` keeps its result file under ``data_dir``."""
+    return data_dir / DIR_NAME / job_id / f"{idx}{_SUFFIX}"
 
 
 class ResultFileError(JournalError):
@@ -115,7 +121,7 @@ class ResultFiles:
         self._thread.start()
 
     def path(self, job_id: str, idx: int) -> Path:
-        return self.root / job_id / f"{idx}{_SUFFIX}"
+        return result_path(self.root.parent, job_id, idx)
 
     def ref(self, job_id: str, idx: int, size: int, crc: int) -> ResultRef:
         return ResultRef(self.path(job_id, idx), size, crc)
@@ -142,6 +148,17 @@ class ResultFiles:
     def discard(self, job_id: str, idx: int, token: int) -> None:
         """Drop the partial file of result ``token`` of morsel ``idx``."""
         self._todo.put(("discard", job_id, idx, b"", token, 0))
+
+    def adopt(self, job_id: str, idx: int, src: Path, size: int, crc: int) -> None:
+        """Put the (fsynced) file ``src`` a worker wrote on the same filesystem in place as
+        morsel ``idx``'s result (``size`` bytes, CRC-32 ``crc``); reported by take_done like
+        a write."""
+        self._todo.put(("adopt", job_id, idx, os.fsencode(src), 0, (size << 32) | crc))
+
+    def then(self, fn: Callable[[], object]) -> None:
+        """Call ``fn`` on the thread once what was handed over before is done (its errors are
+        logged)."""
+        self._todo.put(("call", "", 0, fn, 0, 0))
 
     def remove_job(self, job_id: str) -> None:
         """Remove a job's files, after any write of them handed over before."""
@@ -194,6 +211,12 @@ class ResultFiles:
                 self._open.clear()
                 return
             what, job_id, idx, data, token, arg = item
+            if what == "call":
+                try:
+                    data()
+                except Exception:  # noqa: BLE001 - the thread must go on
+                    log.exception("a task of the result files' thread failed")
+                continue
             if what == "remove":
                 for key in [k for k in self._open if k[0] == job_id]:
                     self._open.pop(key).close()
@@ -207,6 +230,9 @@ class ResultFiles:
                 continue
             if what == "finish":
                 self._finish(job_id, idx, token, arg >> 32, arg & 0xFFFFFFFF)
+                continue
+            if what == "adopt":
+                self._adopt(job_id, idx, Path(os.fsdecode(data)), arg >> 32, arg & 0xFFFFFFFF)
                 continue
             try:
                 crc = self._write(job_id, idx, data)
@@ -263,6 +289,31 @@ class ResultFiles:
             self._done.append(Written(job_id, idx, size, crc, error))
         self._wake()
 
+    def _adopt(self, job_id: str, idx: int, src: Path, size: int, crc: int) -> None:
+        final = self.path(job_id, idx)
+        error = None
+        try:
+            held = src.stat().st_size
+            if held != size:
+                error = f"{src} holds {held} bytes, not {size}"
+            else:
+                folder = final.parent
+                new_dir = not folder.exists()
+                if new_dir:
+                    folder.mkdir(mode=0o700, exist_ok=True)
+                os.replace(src, final)
+                fsync_dir(folder)
+                if new_dir:
+                    fsync_dir(self.root)
+        except OSError as exc:
+            error = f"{exc.strerror or exc} ({src})"
+        if error is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(src)
+        with self._lock:
+            self._done.append(Written(job_id, idx, size, crc, error))
+        self._wake()
+
     def _tmp_path(self, job_id: str, idx: int) -> Path:
         folder = self.root / job_id
         if not folder.exists():
@@ -301,7 +352,7 @@ class ResultFiles:
 
 
 #: What the thread is told: (what, job id, morsel, bytes, token, index or size and CRC).
-_Op = tuple[str, str, int, bytes, int, int]
+_Op = tuple[str, str, int, Any, int, int]
 
 
 class _Appending:
@@ -344,4 +395,4 @@ class _Appending:
 
 
 __all__ = ["DIR_NAME", "FILE_MIN_BYTES", "ResultFileError", "ResultFiles", "ResultRef",
-           "Written", "read_result"]
+           "Written", "read_result", "result_path"]

@@ -42,6 +42,7 @@ from .protocol import messages as m
 from .protocol.error_codes import FATAL_REFUSALS, ErrorCode, exception_for
 from .security import ClusterKeys
 from .worker_link import CoordinatorLink, FatalRefusal
+from .spool import SHARED, SHARED_SYNCED, Spool
 from .worker_router import MorselRouter
 from .worker_state import WorkerState, check_worker_transition
 
@@ -268,7 +269,8 @@ class Worker:
             cores=self.cores, slots=self.slots, credits=self.credits,
             capabilities=["python", "pickle", "arrow", "numpy", m.RANGES,
                           f"sabot-{__version__}"],
-            processors=list_processors()))
+            processors=list_processors(),
+            spool_token=(Spool(config.data_dir).read_token() or "") if config.spool else ""))
         hello_wait = 1.0 if key_differs else max(2.0, config.node_timeout_s)
         reply = await link.recv(timeout=hello_wait)
         if reply is None:
@@ -290,6 +292,10 @@ class Worker:
         link.last_heard = time.monotonic()
         offered = int(reply.chunk_bytes)
         link.chunk_bytes = min(max(offered, 64 << 10), 1 << 30) if offered > 0 else 0
+        # The same-host data plane: morsels in the spool are read, big results written there.
+        shared = int(reply.spool) in (SHARED, SHARED_SYNCED) and config.spool
+        self.router.spool = link.spool = Spool(config.data_dir) if shared else None
+        link.spool_sync = int(reply.spool) == SHARED_SYNCED
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)
             self._set_state(WorkerState.REGISTERED)
         log.info("worker %s registered with coordinator %s at %s (%d slots, HTTP port %s)",

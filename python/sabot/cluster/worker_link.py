@@ -34,6 +34,7 @@ from .protocol import MAX_FRAMES, Sender, check_frames, decode_frame
 from .protocol import messages as m
 from .protocol.messages import CHUNK_WINDOW
 from .security import ClusterKeys
+from .spool import SPOOL, SPOOL_MIN_BYTES, Spool, ref_bytes
 
 log = logging.getLogger("sabot.cluster.worker")
 
@@ -88,6 +89,12 @@ class CoordinatorLink:
         self._ack_event = asyncio.Event()
         self._big_idle = asyncio.Event()
         self._big_idle.set()
+        #: The coordinator's spool when this worker shares it (set at each welcome): big
+        #: results are written there and sent as references; ``spool_sync``: the welcome
+        #: asked for fsynced spool files (results are fsynced anyway).
+        self.spool: Spool | None = None
+        self.spool_sync = False
+        self._spooling: set[asyncio.Future[None]] = set()
 
     @property
     def connected(self) -> bool:
@@ -217,6 +224,12 @@ class CoordinatorLink:
     def post(self, msg: m.Message) -> None:
         """Send ``msg`` now, or when posts are held, with the others when they are released; a
         result bigger than ``chunk_bytes`` goes in chunks (chunk_loop)."""
+        if type(msg) is m.MorselResult and self.spool is not None and \
+                len(msg.data) >= SPOOL_MIN_BYTES and msg.encoding != SPOOL:
+            task = asyncio.ensure_future(self._spool_result(self.spool, msg))
+            self._spooling.add(task)
+            task.add_done_callback(self._spooling.discard)
+            return
         if type(msg) is m.MorselResult and self.chunk_bytes and len(msg.data) > self.chunk_bytes:
             self._big.append(msg)
             self._big_idle.clear()
@@ -225,6 +238,21 @@ class CoordinatorLink:
         self._posts.append(msg)
         if not self._holding:
             self.flush()
+
+    async def _spool_result(self, spool: Spool, res: m.MorselResult) -> None:
+        """Write a big result to the spool (fsynced, off the loop), then send its reference;
+        where it cannot be written (a full disk) it goes over ZeroMQ as ever."""
+        path = spool.output_path(res.job_id, res.morsel, res.attempt)
+        try:
+            crc = await asyncio.to_thread(spool.write, path, res.data, sync=True)
+        except OSError as exc:
+            log.warning("could not write the result of job %s morsel %d to the spool (%s): it "
+                        "is sent over the connection", res.job_id, res.morsel, exc)
+            self.spool = None if self.spool is spool else self.spool
+            self.post(res)
+            return
+        self.post(m.MorselResult(res.job_id, res.morsel, res.attempt, res.items, SPOOL,
+                                 ref_bytes(res.encoding, len(res.data), crc), res.elapsed_s))
 
     @contextlib.contextmanager
     def held_posts(self) -> Iterator[None]:
@@ -337,8 +365,14 @@ class CoordinatorLink:
 
     async def wait_chunks_sent(self, timeout: float) -> bool:
         """Until every big result has gone (True), or ``timeout`` seconds (False)."""
+        deadline = time.monotonic() + timeout
+        if self._spooling:
+            # (results being written to the spool: their references go once written)
+            await asyncio.wait(list(self._spooling), timeout=timeout)
+            if self._spooling:
+                return False
         try:
-            await asyncio.wait_for(self._big_idle.wait(), timeout)
+            await asyncio.wait_for(self._big_idle.wait(), max(0.0, deadline - time.monotonic()))
             return True
         except TimeoutError:
             return False

@@ -29,10 +29,12 @@ from ..engine.placement import (
     place_morsel,
     sampled_costly,
 )
-from ..errors import ProcessingError
+from ..errors import ProcessingError, ProtocolError
 from ..metrics import Metrics
 from .protocol import messages as m
 from .protocol import payload
+from .result_files import ResultFileError
+from .spool import SPOOL, Spool, parse_ref
 from .worker_functions import FunctionCache, JobFunction
 from .worker_lanes import Lanes
 
@@ -73,6 +75,8 @@ class MorselRouter:
         self._on_cost = on_cost
         self._threads_n = threads
         self._threads: ThreadPoolExecutor | None = None
+        #: The coordinator's spool, when this worker shares it (set at each welcome).
+        self.spool: Spool | None = None
 
     # -- routing -------------------------------------------------------------------------
     def assign(self, msg: m.Assign) -> None:
@@ -83,6 +87,8 @@ class MorselRouter:
             old.cancel()
         t0 = time.perf_counter()
         try:
+            if msg.encoding == SPOOL:
+                msg = self._unspooled(msg)
             if msg.count:
                 # A piece of a costly morsel: it runs as a morsel of those items alone.
                 encoding, data = payload.slice_morsel(msg.encoding, msg.data, msg.start,
@@ -114,6 +120,19 @@ class MorselRouter:
             self.morsel_failed(msg, exc, t0)
             return
         self.morsel_done(msg, len(data), encoding, blob, time.perf_counter() - t0)
+
+    def _unspooled(self, msg: m.Assign) -> m.Assign:
+        """``msg`` with the bytes of its spool file in place of the reference."""
+        spool = self.spool
+        if spool is None:
+            raise ProtocolError(f"morsel {msg.morsel} of job {msg.job_id} came as a spool "
+                                "reference, but this worker does not share the spool")
+        enc, size, crc = parse_ref(msg.data)
+        try:
+            data = spool.read(spool.input_path(msg.job_id, msg.morsel), size, crc)
+        except ResultFileError as exc:
+            raise ProtocolError(str(exc)) from None
+        return replace(msg, encoding=enc, data=data)
 
     def cancel(self, job_id: str, morsel: int) -> bool:
         """Cancel a running morsel; False when it is not running here."""

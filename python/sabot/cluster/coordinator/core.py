@@ -47,6 +47,7 @@ from ..protocol import (
 from ..protocol import messages as m
 from ..result_files import ResultFiles
 from ..security import ClusterKeys
+from ..spool import NOT_SHARED, SHARED, SHARED_SYNCED, Spool
 from .dispatcher import Dispatcher
 from .inbox import Inbox
 from .job_table import JobTable
@@ -116,6 +117,7 @@ class CoordinatorCore(threading.Thread):
         self.failure: str | None = None
         self._rejects = RateLimitedLog(log)
         self._probes: list[float] = []  # when to look for workers whose connection closed
+        self._next_spool_sweep = 0.0  # UNIX time of the next sweep of unclaimed spool dirs
         #: Acks of this turn's submits, sent once their insert is written (else refused).
         self._acks: list[tuple[Target, m.SubmitAck]] = []
 
@@ -129,6 +131,9 @@ class CoordinatorCore(threading.Thread):
         waiters: dict[str, list[Waiter]] = {}
         # Big results are written by a thread of their own, which wakes the loop when done.
         self._files = ResultFiles(config.data_dir, self._inbox.wake)
+        #: The same-host data plane: peers whose hello shows this token share the data dir.
+        self._spool = Spool(config.data_dir)
+        self._spool_token = self._spool.create_token() if config.spool else ""
         self._jobs = JobTable(config, self.journal, metrics, self._registry, send, waiters,
                               self._files)
         self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,
@@ -279,7 +284,11 @@ class CoordinatorCore(threading.Thread):
         registry.forget_gone(now)
         self._dispatcher.expire_morsels(now)
         self._dispatcher.sweep_chunks()
-        self._jobs.purge(time.time())
+        wall = time.time()
+        self._jobs.purge(wall)
+        if self._spool_token and wall >= self._next_spool_sweep:
+            self._next_spool_sweep = wall + min(60.0, self.config.spool_orphan_s)
+            self._spool.sweep(self._jobs.active_ids(), self.config.spool_orphan_s, wall)
 
     def _probe_soon(self, now: float) -> None:
         """A connection closed: look for the worker it was at once and a few times after."""
@@ -419,16 +428,19 @@ class CoordinatorCore(threading.Thread):
             self._guard.forget(peer)
             self._send(peer, m.Refused(code, text, PROTOCOL_VERSION, name))
             return
+        shared = bool(self._spool_token) and msg.spool_token == self._spool_token
         if msg.role == "worker":
-            node = self._registry.register(peer, msg)
+            node = self._registry.register(peer, msg, shared)
             # A new session does not carry the old one's morsels: hand them out again (a late
             # result from the old session is then a duplicate, and ignored).
             self._dispatcher.release(node, f"worker {node.node_id} started a new session",
                                      refund_all=True)
         # A worker sends its big results in chunks (CHUNK_BYTES each) to this coordinator.
+        spool = NOT_SHARED if not shared else (
+            SHARED_SYNCED if self.config.journal_sync == "full" else SHARED)
         self._send(peer, m.Welcome(self.node_id, name, PROTOCOL_VERSION, self.config.heartbeat_s,
                                    self.config.node_timeout_s,
-                                   m.CHUNK_BYTES if msg.role == "worker" else 0))
+                                   m.CHUNK_BYTES if msg.role == "worker" else 0, spool))
 
     def _on_goodbye(self, peer: Target, msg: m.Goodbye, version: int) -> None:
         node = self._registry.node_of(peer)

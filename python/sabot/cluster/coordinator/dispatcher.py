@@ -17,21 +17,32 @@ once its last chunk came and matched; a worker lost meanwhile leaves no partial 
 A costly morsel runs in pieces of about SABOT_MORSEL_TARGET_S of work each, one after the other
 (:mod:`.morsel_pieces`): each piece is an assignment of its own, and the morsel is done, and
 its result (the pieces' results as one ``parts`` result) stored, with its last piece.
+A morsel whose input is in the spool (:mod:`sabot.cluster.spool`) goes to a worker sharing the
+spool as its reference, to any other with its bytes (read from its file here); a result a
+worker wrote to the spool is moved into place among the result files, never read here (a
+piece's is read: it is kept with the other pieces).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
+import os
 from collections.abc import Callable, Container
+from functools import partial
+from pathlib import Path
 
 from ...config import Config
 from ...errors import ProtocolError
 from ...metrics import Metrics
 from ...states import ACTIVE_JOB_STATES, JobState
+from ...job_ids import job_id_problem
 from ..journal import Journal
 from ..protocol import messages as m
 from ..protocol import payload
+from ..result_files import ResultFileError
+from ..spool import SPOOL, parse_ref
 from .job_table import Job, JobTable, Morsel
 from .morsel_pieces import PieceSizer
 from .node_registry import Node, NodeRegistry
@@ -49,6 +60,11 @@ NODE_LOSS_LOG_EVERY = 5
 _PENDING = JobState.PENDING
 _RUNNING = JobState.RUNNING
 _FAILED = JobState.FAILED
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 class Dispatcher:
@@ -77,7 +93,9 @@ class Dispatcher:
                          "morsels_timed_out": 0, "duplicates_ignored": 0,
                          "results_refused": 0, "results_chunked": 0,
                          "results_damaged": 0, "results_cut_short": 0,
-                         "morsel_pieces_assigned": 0, "morsels_run_whole_again": 0}
+                         "morsel_pieces_assigned": 0, "morsels_run_whole_again": 0,
+                         "spool_morsels_assigned": 0, "spool_morsels_sent_inline": 0,
+                         "spool_results": 0}
         self._refusals = RateLimitedLog(log)
         self.pieces = PieceSizer(config.morsel_target_s)
 
@@ -147,12 +165,45 @@ class Dispatcher:
                     func = job.func_pickle
                     node.funcs_sent.add(job.job_id)
                 counters["morsels_assigned"] += 1
+                encoding, data = mo.encoding, mo.data or b""
+                if encoding == SPOOL:
+                    if node.spool:
+                        counters["spool_morsels_assigned"] += 1
+                    else:
+                        # A worker on another host: the bytes travel, read from the file.
+                        try:
+                            encoding, data = self._spooled_input(job, mo)
+                        except ProtocolError as exc:
+                            self._input_lost(node, job, mo, str(exc))
+                            if node.free > 0:
+                                still.append(node)
+                            continue
+                        counters["spool_morsels_sent_inline"] += 1
                 self._send(node.peer, m.Assign(job.job_id, mo.idx, mo.assignment, mo.offset,
-                                               job.func_name, func, mo.encoding,
-                                               mo.data or b"", start, count))
+                                               job.func_name, func, encoding, data, start,
+                                               count))
                 if node.free > 0:
                     still.append(node)
             nodes = still
+
+    def _spooled_input(self, job: Job, mo: Morsel) -> tuple[str, bytes]:
+        """(encoding, bytes) of a morsel whose input is a spool file (ProtocolError naming
+        the file when it is missing or damaged)."""
+        spool = self._table.spool
+        enc, size, crc = parse_ref(mo.data or b"")
+        try:
+            return enc, spool.read(spool.input_path(job.job_id, mo.idx), size, crc)
+        except ResultFileError as exc:
+            raise ProtocolError(str(exc)) from None
+
+    def _input_lost(self, node: Node, job: Job, mo: Morsel, why: str) -> None:
+        """The input file of a morsel cannot be read: no run can help, its job fails."""
+        node.inflight.pop((job.job_id, mo.idx), None)
+        mo.node = None
+        self.counters["morsels_failed"] += 1
+        self._table.move(job, _FAILED, error=(
+            f"morsel {mo.idx} (items {mo.offset}-{mo.offset + mo.items - 1}): its input in "
+            f"the spool cannot be read: {why}"))
 
     # -- what workers report --------------------------------------------------------------------
     def _refuse(self, node: Node | None, what: str, msg: m.MorselResult | m.MorselFailed,
@@ -203,20 +254,58 @@ class Dispatcher:
         node = self._node_of(peer)
         picked = self._current(node, msg, "result")
         if picked is None:
+            if msg.encoding == SPOOL and job_id_problem(msg.job_id) is None:
+                self._drop_output(msg)
             return
         assert node is not None
         job, mo = picked
         items = int(msg.items)
-        self.pieces.learn(job, items, float(msg.elapsed_s), len(msg.data))
-        if not self._took(job, mo, node, items, msg.encoding, msg.data):
+        encoding, data = msg.encoding, msg.data
+        spooled: tuple[str, int, int] | None = None
+        if encoding == SPOOL:
+            try:
+                spooled = parse_ref(data)
+                if mo.piece:
+                    # (a piece's result is kept with the others, in memory: read it here)
+                    encoding, data = spooled[0], self._table.spool.read(
+                        self._table.spool.output_path(job.job_id, mo.idx, msg.attempt),
+                        spooled[1], spooled[2])
+                    self._drop_output(msg)
+                    spooled = None
+            except (ProtocolError, ResultFileError) as exc:
+                self._drop_output(msg)
+                self.counters["results_damaged"] += 1
+                log.warning("worker %s: job %s morsel %d: its result in the spool cannot be "
+                            "taken (%s); the morsel runs again", node.node_id, job.job_id,
+                            mo.idx, exc)
+                self._requeue(node, (job.job_id, mo.idx), lost=False, reason=str(exc))
+                return
+        self.pieces.learn(job, items, float(msg.elapsed_s),
+                          spooled[1] if spooled is not None else len(data))
+        if not self._took(job, mo, node, items, encoding, data):
+            if spooled is not None:
+                self._drop_output(msg)
+            return
+        if spooled is not None:
+            self.counters["spool_results"] += 1
+            job.spooled = True
+            self._table.store_spooled(job, mo, spooled[0], mo.items, spooled[1], spooled[2],
+                                      self._table.spool.output_path(job.job_id, mo.idx,
+                                                                    msg.attempt))
+            self._finished_one(job)
             return
         if mo.parts is not None:
             encoding, data = payload.PARTS, payload.join_parts(job.result_kind, mo.parts)
             mo.parts, mo.carved = None, 0
         else:
-            encoding, data = msg.encoding, bytes(msg.data)
+            data = bytes(data)
         self._table.store_result(job, mo, encoding, mo.items, data, mo.attempts)
         self._finished_one(job)
+
+    def _drop_output(self, msg: m.MorselResult) -> None:
+        """A result a worker wrote to the spool that is not taken: its file goes."""
+        path = self._table.spool.output_path(msg.job_id, msg.morsel, msg.attempt)
+        self._table.files.then(partial(_unlink, path))
 
     def on_chunk(self, peer: Target, msg: m.ResultChunk, version: int) -> None:
         """A chunk of a big result: appended to its file; the result counts at its last."""

@@ -22,6 +22,8 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from ..journal import JobRow, Journal, MorselRow
 from ..protocol import ErrorCode, payload
 from ..protocol import messages as m
 from ..result_files import FILE_MIN_BYTES, ResultFiles, Written
+from ..spool import SPOOL, Spool, parse_ref
 from .node_registry import NodeRegistry
 from .outbox import Target
 from .result_memory import ResultMemory
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 FINISHED_IN_MEMORY = 64
 
 # Bound once: a class attribute of an enum costs a lookup through its metaclass.
+#: What a submit's morsels may be: data, or a reference to a spool file holding it.
+_SUBMIT_ENCODINGS = (*payload.ENCODINGS, SPOOL)
+
 _PENDING = JobState.PENDING
 _RUNNING = JobState.RUNNING
 _COMPLETED = JobState.COMPLETED
@@ -126,6 +132,8 @@ class Job:
     function_key: tuple[str, int] | None = None
     piece_items: int = 0
     pieces_run: int = 0
+    #: It has files in the spool (inputs, results): they go when it is over.
+    spooled: bool = False
 
     def summary(self) -> dict[str, Any]:
         return job_summary(self.job_id, self.state, self.priority, self.func_name,
@@ -180,6 +188,7 @@ class JobTable:
         self._finished: deque[str] = deque()  # finished job ids still in memory, oldest first
         self._next_seq = journal.max_seq() + 1
         self.files = files
+        self.spool = Spool(config.data_dir)
         self.memory = ResultMemory(config.result_memory_bytes)
         self.retention = ResultRetention(config.result_ttl_s, config.result_retention_bytes)
         self.retention.load(journal.finished_result_bytes())
@@ -221,6 +230,9 @@ class JobTable:
         self._finished.append(job.job_id)
         if not job.writing:
             self.retention.add(job.job_id, job.finished_at, job.result_bytes)
+        if job.spooled:
+            # (on the result files' thread: after the results it is moving into place)
+            self.files.then(partial(self.spool.remove_job, job.job_id))
         if new is _FAILED:
             log.warning("job %s failed: %s", job.job_id, (error or "").splitlines()[0])
         else:
@@ -273,6 +285,16 @@ class JobTable:
         mo.filing = (encoding, items)
         job.result_bytes += size
         job.writing += 1
+
+    def store_spooled(self, job: Job, mo: Morsel, encoding: str, items: int, size: int,
+                      crc: int, path: Path) -> None:
+        """Morsel ``mo``'s result is the file a worker wrote to the spool (``size`` bytes,
+        CRC-32 ``crc``): it is stored once that file is moved into place among the result
+        files (:meth:`take_written`), never read or held here."""
+        mo.filing = (encoding, items)
+        job.result_bytes += size
+        job.writing += 1
+        self.files.adopt(job.job_id, mo.idx, path, size, crc)
 
     def take_lost(self) -> list[tuple[Job, Morsel]]:
         """Morsels whose result came in chunks but could not be written (a full disk): they
@@ -386,14 +408,16 @@ class JobTable:
         now = time.time()
         morsels: list[Morsel] = []
         offset = 0
+        spooled = False
         for i, (enc, items, data) in enumerate(msg.morsels):
             morsels.append(Morsel(i, offset, int(items), enc, bytes(data)))
             offset += int(items)
+            spooled = spooled or enc == SPOOL
         seq = self._next_seq
         self._next_seq += 1
         job = Job(job_id, seq, _PENDING, int(msg.priority), msg.func_name,
                   bytes(msg.func_pickle) if msg.func_pickle is not None else None,
-                  msg.result_kind, morsels, offset, now, digest=digest)
+                  msg.result_kind, morsels, offset, now, digest=digest, spooled=spooled)
         self._journal.insert_job(
             JobRow(job_id, seq, _PENDING, job.priority, job.func_name, job.func_pickle,
                    job.result_kind, len(morsels), offset, None, now, None, None, digest),
@@ -447,10 +471,23 @@ class JobTable:
                          f"{', '.join(payload.RESULT_KINDS)}"), {}
         for i, part in enumerate(msg.morsels):
             if (not isinstance(part, (list, tuple)) or len(part) != 3
-                    or part[0] not in payload.ENCODINGS or not isinstance(part[1], int)
+                    or part[0] not in _SUBMIT_ENCODINGS or not isinstance(part[1], int)
                     or part[1] < 0 or not isinstance(part[2], (bytes, bytearray))):
                 return bad, (f"morsel {i} must be [encoding, items, data] with encoding "
-                             f"one of {', '.join(payload.ENCODINGS)}"), {}
+                             f"one of {', '.join(_SUBMIT_ENCODINGS)}"), {}
+            if part[0] == SPOOL:
+                # Its bytes are in a file of the spool (a client on this host wrote it): it
+                # must be there, that big; the worker that decodes it counts its items.
+                try:
+                    _, size, _ = parse_ref(part[2])
+                except ProtocolError as exc:
+                    return bad, f"morsel {i}: {exc}", {}
+                problem = self.spool.check(self.spool.input_path(msg.job_id, i), size)
+                if problem is not None:
+                    return bad, (f"morsel {i} is a spool reference, but {problem}: a client "
+                                 "shares the spool only with a coordinator on its data dir "
+                                 "(SABOT_SPOOL=0 sends every byte inline)"), {"morsel": i}
+                continue
             # The count a submit claims sizes the job's progress and its result: it must be the
             # count the data holds (read from the payload's header; a pickle is counted by the
             # worker that unpickles it, see Dispatcher.on_result).
@@ -525,7 +562,8 @@ class JobTable:
                       row.func_pickle, row.result_kind,
                       [Morsel(r.idx, r.offset, r.items, r.encoding, r.data, r.attempts, r.done)
                        for r in morsels],
-                      row.total_items, row.created_at, row.started_at, digest=row.digest)
+                      row.total_items, row.created_at, row.started_at, digest=row.digest,
+                      spooled=True)  # (it may have files in the spool: they go at its end)
             for mo in job.morsels:
                 if mo.done:
                     job.done_morsels += 1
@@ -618,6 +656,10 @@ class JobTable:
             if summary is not None:
                 out.append(summary)
         return out
+
+    def active_ids(self) -> set[str]:
+        """The ids of the jobs not finished (what the spool's sweep keeps)."""
+        return {j for j, job in self.jobs.items() if not job.state.finished}
 
     def count_by_state(self) -> dict[str, int]:
         """Jobs in memory per state (safe to call from another thread)."""

@@ -58,6 +58,8 @@ class Node:
     items_done: int = 0
     morsels_failed: int = 0
     utilization: float = 0.0
+    #: It shares the coordinator's spool (same data dir): morsels go to it as references.
+    spool: bool = False
 
     @property
     def free(self) -> int:
@@ -71,7 +73,7 @@ class Node:
             "running": len(self.inflight), "morsels_done": self.morsels_done,
             "morsels_failed": self.morsels_failed, "items_done": self.items_done,
             "utilization_percent": round(self.utilization, 2),
-            "capabilities": list(self.capabilities),
+            "capabilities": list(self.capabilities), "spool": self.spool,
             "registered_at": self.registered_at,
             "last_heartbeat_age_s": round(max(0.0, now - self.last_seen), 3),
         }
@@ -132,7 +134,7 @@ class NodeRegistry:
                     f"SABOT_NODE_NAME (unset, a node makes one from its host name)")
         return None
 
-    def register(self, peer: bytes, msg: m.Hello) -> Node:
+    def register(self, peer: bytes, msg: m.Hello, spool: bool = False) -> Node:
         """The worker of an accepted hello, alive with a new session. A worker saying hello
         again (it lost us, or we restarted) is the same node; the morsels still in its
         ``inflight`` belong to the old session, and the caller hands them out again."""
@@ -161,6 +163,7 @@ class NodeRegistry:
                 log.info("worker %s is back (was %s)", node.node_id, node.state.value)
                 self.move(node, _ALIVE, now)
             node.last_seen = now
+        node.spool = spool
         self.by_peer[peer] = node.node_id
         return node
 

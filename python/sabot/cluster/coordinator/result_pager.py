@@ -5,8 +5,9 @@ A fetch that finds nothing new waits (up to its ``wait_ms``, at most :data:`MAX_
 is answered in the turn its job gets a result or changes state, or when its wait runs out.
 Results come from memory while it holds them (:mod:`.result_memory`), else from disk: their
 journal row, or their result file (:mod:`sabot.cluster.result_files`). A fetch over ZeroMQ
-reads a page of files here (a page is at most its ``max_bytes``, plus one result); a page for
-the HTTP API names the files, which the HTTP side reads on its own thread.
+reads a page of files here (a page is at most its ``max_bytes``, plus one result), or, for a
+client sharing the spool (``files``), names them for the client to read; a page for the HTTP
+API names the files, which the HTTP side reads on its own thread.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..journal import Journal, StoredResult
 from ..protocol import ErrorCode
 from ..protocol import messages as m
 from ..result_files import ResultFileError, ResultRef
+from ..spool import SPOOL, ref_bytes
 from .job_table import JobTable
 from .outbox import Local, Target
 
@@ -76,8 +78,8 @@ class ResultPager:
             if row is None:
                 self._send(peer, self._table.missing_reply(msg.request_id, msg.job_id))
                 return True
-            parts = [self._loaded(msg.job_id, r)
-                     for r in self._journal.results(msg.job_id, start, limit)]
+            parts = [self._loaded(msg.job_id, r, msg.files) for r in self._journal.results(
+                msg.job_id, start, limit, count_files=not msg.files)]
             self._send(peer, m.ResultBatch(msg.request_id, msg.job_id, row.status.value, start,
                                            parts, row.total_morsels, row.result_kind, row.error))
             return True
@@ -97,8 +99,9 @@ class ResultPager:
             if mo.result is None:  # let go from memory: read the rest from disk
                 self._table.flush_results()
                 self._table.commit()
-                parts.extend(self._loaded(job.job_id, r)
-                             for r in self._journal.results(job.job_id, i, limit - size))
+                parts.extend(self._loaded(job.job_id, r, msg.files)
+                             for r in self._journal.results(job.job_id, i, limit - size,
+                                                            count_files=not msg.files))
                 break
             if parts and size + len(mo.result[2]) > limit:
                 break
@@ -111,10 +114,14 @@ class ResultPager:
             return True
         return False
 
-    def _loaded(self, job_id: str, stored: StoredResult) -> list[Any]:
-        """[encoding, items, bytes] of a result the journal holds (its file read here)."""
+    def _loaded(self, job_id: str, stored: StoredResult, files: bool = False) -> list[Any]:
+        """[encoding, items, bytes] of a result the journal holds (its file read here; with
+        ``files``, for a reader sharing the spool, a reference to the file instead)."""
         data = stored.data
         if data is None:
+            if files:
+                return [SPOOL, stored.items, ref_bytes(stored.encoding, stored.size,
+                                                       stored.crc)]
             data = self._ref(job_id, stored).read()
         return [stored.encoding, stored.items, data]
 

@@ -121,6 +121,9 @@ class Hello(Message):
     capabilities: list = field(default_factory=list)
     processors: list = field(default_factory=list)
     credits: int = 0  # morsels to send at first (0: as many as slots); Credit changes it later
+    #: The token of the spool of the peer's own data dir ("" when it has none): the same as
+    #: the coordinator's means they share the directory (sabot.cluster.spool).
+    spool_token: str = ""
 
 
 @message(2, "welcome")
@@ -135,6 +138,9 @@ class Welcome(Message):
     #: The coordinator takes results bigger than this as ``result-chunk`` messages of this
     #: many bytes (0 or absent, an older coordinator: every result travels whole).
     chunk_bytes: int = 0
+    #: The peer shares the coordinator's spool (its hello's token matched): 0 no, 1 yes, 2 yes
+    #: and spool files are fsynced (SABOT_JOURNAL_SYNC=full).
+    spool: int = 0
 
 
 @message(3, "refused")
@@ -450,6 +456,9 @@ class FetchResults(Message):
     max_bytes: int = 16 << 20
     wait_ms: int = 0
     until_done: bool = False
+    #: A client that shares the spool: results in files come as ``spool`` references to them
+    #: (read by the client), not as their bytes.
+    files: bool = False
 
 
 @message(25, "result-batch")

@@ -158,19 +158,21 @@ def decode_value(encoding: str, data: bytes) -> Any:
 
 def slice_morsel(encoding: str, data: bytes, start: int, count: int) -> tuple[str, bytes]:
     """Items ``start`` to ``start + count`` of an encoded morsel (``count`` < 0: to its end),
-    encoded again (a worker runs a piece of a morsel so). ProtocolError when the morsel holds
-    fewer items than that."""
+    encoded again (a worker runs a piece of a morsel so). A morsel holding fewer items gives
+    those it holds in that range (maybe none): the coordinator, which counts every piece's
+    result, then finds that the submit claimed more items than its data holds. ProtocolError
+    for a negative start or a count of 0."""
+    if start < 0 or count == 0:
+        raise ProtocolError(f"a piece of a morsel must start at 0 or later and hold items "
+                            f"(start {start}, count {count})")
     value = decode_value(encoding, data)
     n = int(value.num_rows) if hasattr(value, "num_rows") else len(value)
-    if count < 0 and 0 <= start < n:
-        count = n - start
-    if start < 0 or count < 1 or start + count > n:
-        raise ProtocolError(f"items {start}-{start + count - 1} asked of a morsel of {n} "
-                            "item(s)")
+    lo = min(start, n)
+    hi = n if count < 0 else min(n, start + count)
     if hasattr(value, "slice") and not isinstance(value, list):  # Arrow
-        piece = value.slice(start, count)
+        piece = value.slice(lo, hi - lo)
     else:
-        piece = value[start:start + count]
+        piece = value[lo:hi]
     return encode_value(piece) if encoding != "pickle" else ("pickle", _pickle(piece))
 
 

@@ -8,8 +8,11 @@ import struct
 #: another version. 2: a ZeroMQ message may carry several message frames. 3: assign-many and
 #: morsel-results carry several morsels of one job in one message. (Chunked results came
 #: without a bump: a coordinator offers them in welcome's ``chunk_bytes``, which an older
-#: worker ignores, and a worker sends chunks only to a coordinator that offered them.)
-PROTOCOL_VERSION = 3
+#: worker ignores, and a worker sends chunks only to a coordinator that offered them.) 4: the
+#: same-host data plane (morsels and results as ``spool`` references to files, hello's
+#: ``spool_token``, welcome's ``spool``, fetch-results' ``files``) and pieces of morsels
+#: (assign's ``start`` and ``count``).
+PROTOCOL_VERSION = 4
 
 #: First four bytes of every header frame.
 MAGIC = b"SABT"

@@ -47,7 +47,7 @@ from .result_files import ResultFileError, read_result, result_path
 SPOOL = "spool"
 #: Morsels and results of at least this many bytes go through the spool (smaller ones cost
 #: less inline than a file each).
-SPOOL_MIN_BYTES = 64 << 10
+SPOOL_MIN_BYTES = 32 << 10
 DIR_NAME = "spool"
 TOKEN_FILE = ".token"
 #: ``welcome.spool``: not shared, shared, shared and fsynced.
@@ -152,7 +152,19 @@ class Spool:
     def read(self, path: Path, size: int, crc: int) -> bytes:
         """The bytes of a spool file, checked against its reference (ResultFileError naming
         the file when it is missing, cut short or damaged)."""
-        return read_result(path, size, crc)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ResultFileError(f"spool file {path} is missing") from None
+        except OSError as exc:
+            raise ResultFileError(f"spool file {path} cannot be read: "
+                                  f"{exc.strerror or exc}") from None
+        held = zlib.crc32(data)
+        if len(data) != size or held != crc:
+            raise ResultFileError(
+                f"spool file {path} is damaged: {len(data)} bytes with CRC-32 {held:08x}, its "
+                f"reference says {size} bytes with CRC-32 {crc:08x}")
+        return data
 
     def check(self, path: Path, size: int) -> str | None:
         """Why ``path`` cannot be the file a reference names (None: it can)."""
@@ -185,7 +197,7 @@ class Spool:
             enc, size, crc = parse_ref(ref)
         except ProtocolError as exc:
             raise ResultFileError(f"result {idx} of job {job_id}: {exc}") from None
-        return enc, self.read(self.result_path(job_id, idx), size, crc)
+        return enc, read_result(self.result_path(job_id, idx), size, crc)
 
     # -- cleaning up ---------------------------------------------------------------------
     def remove_job(self, job_id: str) -> None:

@@ -100,3 +100,11 @@ def big_answer(item: str) -> str:
 @sabot.processor("chaos_big", replace=True)
 def chaos_big(item: str) -> str:
     return big_answer(item)
+
+
+@sabot.processor("chaos_big_ms", replace=True)
+def chaos_big_ms(item: str) -> str:
+    """``chaos_big`` with ``chaos_ms``'s millisecond or two of work: a job of big inputs and
+    results that runs for seconds."""
+    time.sleep(0.002)
+    return big_answer(item)

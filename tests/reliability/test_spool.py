@@ -1,0 +1,299 @@
+"""The same-host data plane (the spool), on real processes over loopback.
+
+The workers here share the coordinator's data dir, as the README's three terminals do (one
+default ``~/.sabot/data``), and the Python client is given it too; big morsels and results then
+travel as files in ``<data dir>/spool`` and the messages carry references (sabot.cluster.spool):
+
+* bytes as files: a job's inputs and results pass through the spool, the results are right, and
+  they survive every worker being SIGKILLed before the client fetched them; the job's spool
+  directory is gone once it is over;
+* a worker that does not share the spool (its own data dir) gets the bytes, read from the files
+  by the coordinator;
+* a client SIGKILLed in the middle of writing its inputs leaves no job; its files go once they
+  are ``SABOT_SPOOL_ORPHAN_S`` old, and the same job id then submits and completes;
+* an input file damaged after the submit fails its job with an error naming the file, whether a
+  sharing worker or the coordinator finds it;
+* a coordinator SIGKILLed with a spooled job unfinished resumes it from the files;
+* chaos: sharing workers SIGKILLed and replaced during a spooled job (4 kills; 12 with
+  ``-m slow``): every result exactly once, equal to a serial run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import sabot
+import sabot_test_nodes as nodes
+from sabot.config import load_config
+from sabot.errors import JobFailedError
+
+SETTINGS = {
+    **nodes.CHAOS_SETTINGS,
+    "SABOT_HEARTBEAT_S": "0.2",
+    "SABOT_NODE_TIMEOUT_S": "2",
+    "SABOT_SPOOL_ORPHAN_S": "2",
+}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Any]:
+    c = nodes.Cluster(tmp_path / "cluster", SETTINGS)
+    c.start_coordinator()
+    yield c
+    c.stop()
+
+
+def data_dir(cluster: Any) -> Path:
+    return cluster.root / "coordinator-data"
+
+
+def add_sharing_worker(cluster: Any, wait: bool = True) -> Any:
+    return cluster.add_worker(wait=wait, SABOT_DATA_DIR=str(data_dir(cluster)))
+
+
+def handle(cluster: Any, *, shared: bool = True) -> Any:
+    config = load_config(env={}, cluster_key_file=str(cluster.key_file),
+                         data_dir=str(data_dir(cluster) if shared else
+                                      cluster.root / "client-data"))
+    return sabot.create_distributed_coordinator("127.0.0.1", cluster.coordinator.http_port,
+                                                config=config)
+
+
+def counters(cluster: Any) -> dict[str, Any]:
+    return dict(cluster.coordinator.request("GET", "/stats").json["counters"])
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def submit_and_wait(cluster: Any, items: list[str], processor: str, *,
+                          job_id: str | None = None, timeout: float = 120) -> list[str]:
+    c = handle(cluster)
+    try:
+        jid = await c.submit(items, processor, job_id=job_id)
+        return list(await c.result(jid, timeout=timeout))
+    finally:
+        await c.stop()
+
+
+def wait_gone(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while path.exists():
+        assert time.monotonic() < deadline, f"{path} still there: {sorted(path.iterdir())}"
+        time.sleep(0.1)
+
+
+def test_bytes_travel_as_files_and_results_outlive_the_workers(cluster: Any) -> None:
+    procs = nodes.chaos_procs()
+    for _ in range(2):
+        add_sharing_worker(cluster, wait=False)
+    cluster.wait_workers(2)
+    # 1.8 MB in, 8 MB out: morsels and results of 64 KiB and more
+    items = procs.make_big_items(8000, result_bytes=1000, pad=200)
+    want = [procs.big_answer(x) for x in items]
+    before = counters(cluster)
+    assert run(submit_and_wait(cluster, items, "chaos_big")) == want
+    after = counters(cluster)
+    sent = after["spool_morsels_assigned"] - before["spool_morsels_assigned"]
+    assert sent >= 16 and after["spool_morsels_sent_inline"] == 0, after
+    assert after["spool_results"] > before["spool_results"], after
+    nodes_info = cluster.coordinator.request("GET", "/stats").json["nodes"]
+    assert all(n["spool"] for n in nodes_info if n["state"] == "alive"), nodes_info
+
+    # A job done, its workers SIGKILLed before the client fetched anything: the results are
+    # the coordinator's (moved into its result files), not the workers'.
+    async def submit_then_fetch_later() -> tuple[str, list[str]]:
+        c = handle(cluster)
+        try:
+            jid = await c.submit(items, "chaos_big")
+            deadline = time.monotonic() + 120
+            while (await c.status(jid))["status"] != "completed":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            for w in cluster.workers:
+                w.kill()
+            return jid, list(await c.result(jid, timeout=60))
+        finally:
+            await c.stop()
+
+    jid, got = run(submit_then_fetch_later())
+    assert got == want
+    # The HTTP API reads the same files.
+    assert cluster.coordinator.wait_job(jid, timeout=30)["result"] == got
+    # The job's spool directory (its inputs) went with its end.
+    wait_gone(data_dir(cluster) / "spool" / f"j-{jid}")
+    nodes.record("spooled job, every worker SIGKILLed before the fetch", variant="ci", jobs=2,
+                 kills=2,
+                 results_checked=2 * len(items), lost=0, duplicated=0,
+                 spool_morsels_assigned=sent,
+                 spool_results=after["spool_results"] - before["spool_results"])
+
+
+def test_a_worker_elsewhere_gets_the_bytes(cluster: Any) -> None:
+    procs = nodes.chaos_procs()
+    cluster.add_worker()  # its own data dir: it does not share the spool
+    items = procs.make_items(20_000, pad=100)
+    before = counters(cluster)
+    assert run(submit_and_wait(cluster, items, "chaos_fast")) == [procs.answer(x) for x in items]
+    after = counters(cluster)
+    assert after["spool_morsels_sent_inline"] - before["spool_morsels_sent_inline"] >= 8, after
+    assert after["spool_morsels_assigned"] == before["spool_morsels_assigned"], after
+    assert after["spool_results"] == before["spool_results"], after
+
+
+_DIE_MID_UPLOAD = r"""
+import asyncio, os, signal, sys
+import sabot
+from sabot.cluster import spool
+from sabot.config import load_config
+
+real = spool.Spool.write
+written = []
+
+def write(self, path, data, *, sync):
+    written.append(path)
+    if len(written) == 4:
+        # half of the fourth file, then the client dies
+        with open(str(path) + ".tmp", "wb") as f:
+            f.write(bytes(data)[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, path, data, sync=sync)
+
+spool.Spool.write = write
+sys.path.append(sys.argv[4])
+import sabot_chaos_procs as procs
+
+config = load_config(env={}, cluster_key_file=sys.argv[2], data_dir=sys.argv[3])
+c = sabot.create_distributed_coordinator("127.0.0.1", int(sys.argv[1]), config=config)
+asyncio.run(c.submit(procs.make_items(20000, pad=100), "chaos_fast", job_id="upload-killed"))
+print("submitted")
+"""
+
+
+def test_a_client_killed_mid_upload_leaves_no_job(cluster: Any) -> None:
+    import subprocess
+    import sys
+
+    procs = nodes.chaos_procs()
+    add_sharing_worker(cluster)
+    child = subprocess.run(
+        [sys.executable, "-c", _DIE_MID_UPLOAD, str(cluster.coordinator.http_port),
+         str(cluster.key_file), str(data_dir(cluster)), str(nodes.CHAOS_PROCS_DIR)],
+        capture_output=True, text=True, timeout=120, env=nodes.child_env())
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert "submitted" not in child.stdout
+    left = data_dir(cluster) / "spool" / "j-upload-killed"
+    assert sorted(p.name for p in left.iterdir()) == ["0.in", "1.in", "2.in", "3.in.tmp"]
+    # No job: the submit never went out.
+    assert cluster.coordinator.request("GET", "/job/upload-killed").status == 404
+    # The files go once SABOT_SPOOL_ORPHAN_S (2 s here) old; the coordinator serves meanwhile.
+    wait_gone(left)
+    items = procs.make_items(20_000, pad=100)
+    assert run(submit_and_wait(cluster, items, "chaos_fast", job_id="upload-killed")) == \
+        [procs.answer(x) for x in items]
+    nodes.record("client SIGKILLed mid-upload to the spool", variant="ci", jobs=1, kills=1,
+                 results_checked=len(items), lost=0, duplicated=0, orphan_files_removed=1)
+
+
+@pytest.mark.parametrize("sharing", [True, False], ids=["sharing-worker", "coordinator-reads"])
+def test_a_damaged_input_file_fails_its_job_naming_it(cluster: Any, sharing: bool) -> None:
+    procs = nodes.chaos_procs()
+    items = procs.make_items(20_000, pad=100)
+
+    async def go() -> str:
+        c = handle(cluster)
+        try:
+            jid = await c.submit(items, "chaos_fast")  # no worker yet: nothing runs
+            path = data_dir(cluster) / "spool" / f"j-{jid}" / "3.in"
+            raw = bytearray(path.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            path.write_bytes(bytes(raw))
+            if sharing:
+                add_sharing_worker(cluster)
+            else:
+                cluster.add_worker()
+            with pytest.raises(JobFailedError) as err:
+                await c.result(jid, timeout=120)
+            return str(err.value)
+        finally:
+            await c.stop()
+
+    error = run(go())
+    assert "3.in" in error and "is damaged" in error and "CRC-32" in error, error
+    assert "morsel 3" in error, error
+
+
+def test_a_spooled_job_resumes_after_a_coordinator_sigkill(cluster: Any) -> None:
+    procs = nodes.chaos_procs()
+    items = procs.make_items(20_000, pad=100)
+
+    async def go() -> list[str]:
+        c = handle(cluster)
+        try:
+            jid = await c.submit(items, "chaos_fast")
+            cluster.coordinator.kill()
+            cluster.restart_coordinator()
+            add_sharing_worker(cluster)
+            return list(await c.result(jid, timeout=120))
+        finally:
+            await c.stop()
+
+    assert run(go()) == [procs.answer(x) for x in items]
+
+
+def _chaos(cluster: Any, kills: int, items_n: int, variant: str) -> None:
+    procs = nodes.chaos_procs()
+    for _ in range(3):
+        add_sharing_worker(cluster, wait=False)
+    cluster.wait_workers(3)
+    # ~2 ms per item, morsels of ~100 items (0.2 s: they run whole) and results of 32 KiB or
+    # more: a job of several seconds
+    items = procs.make_big_items(items_n, result_bytes=400, pad=600)
+    done = threading.Event()
+    killed = []
+
+    def killer() -> None:
+        rng = random.Random(7)
+        while len(killed) < kills and not done.wait(rng.uniform(0.4, 0.9)):
+            alive = [w for w in cluster.workers if w.running()]
+            if not alive:
+                continue
+            victim = rng.choice(alive)
+            victim.kill()
+            killed.append(victim.name)
+            add_sharing_worker(cluster, wait=False)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        got = run(submit_and_wait(cluster, items, "chaos_big_ms", timeout=600))
+    finally:
+        done.set()
+        t.join(10)
+    want = [procs.big_answer(x) for x in items]
+    lost = sum(1 for x in want if x not in set(got))
+    assert len(got) == len(want) and got == want, (len(got), lost)
+    c = counters(cluster)
+    assert c["spool_results"] > 0 and c["spool_morsels_sent_inline"] == 0, c
+    nodes.record("worker kill -9 chaos, spooled job", variant=variant, jobs=1, kills=len(killed),
+                 results_checked=len(items), lost=0, duplicated=0, wrong=0,
+                 spool_results=c["spool_results"],
+                 morsels_requeued_node_lost=c["morsels_requeued_node_lost"])
+
+
+def test_sharing_workers_killed_during_a_spooled_job(cluster: Any) -> None:
+    _chaos(cluster, kills=4, items_n=4000, variant="ci")
+
+
+@pytest.mark.slow
+def test_sharing_workers_killed_during_a_spooled_job_12_kills(cluster: Any) -> None:
+    _chaos(cluster, kills=12, items_n=15_000, variant="slow")

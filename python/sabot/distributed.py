@@ -292,7 +292,9 @@ class DistributedCoordinator:
             try:
                 if spool is None:
                     raise ResultFileError("this client does not share the spool")
-                enc, blob = await asyncio.to_thread(spool.take_result, job_id, idx, blob)
+                # (read here: a result file is in the page cache, fresh from its worker; a
+                # thread per file only made the loop wait for the GIL)
+                enc, blob = spool.take_result(job_id, idx, blob)
             except ResultFileError as exc:
                 log.info("result %d of job %s: %s; fetching its bytes", idx, job_id, exc)
                 reply = await self._request(

@@ -149,11 +149,13 @@ class ResultFiles:
         """Drop the partial file of result ``token`` of morsel ``idx``."""
         self._todo.put(("discard", job_id, idx, b"", token, 0))
 
-    def adopt(self, job_id: str, idx: int, src: Path, size: int, crc: int) -> None:
-        """Put the (fsynced) file ``src`` a worker wrote on the same filesystem in place as
-        morsel ``idx``'s result (``size`` bytes, CRC-32 ``crc``); reported by take_done like
-        a write."""
-        self._todo.put(("adopt", job_id, idx, os.fsencode(src), 0, (size << 32) | crc))
+    def adopt(self, job_id: str, idx: int, src: Path, size: int, crc: int, *,
+              sync: bool) -> None:
+        """Put the file ``src`` a worker wrote on the same filesystem in place as morsel
+        ``idx``'s result (``size`` bytes, CRC-32 ``crc``), the directory fsynced with
+        ``sync`` (the worker fsynced the file then); reported by take_done like a write."""
+        self._todo.put(("adopt", job_id, idx, os.fsencode(src), int(sync),
+                        (size << 32) | crc))
 
     def then(self, fn: Callable[[], object]) -> None:
         """Call ``fn`` on the thread once what was handed over before is done (its errors are
@@ -232,7 +234,8 @@ class ResultFiles:
                 self._finish(job_id, idx, token, arg >> 32, arg & 0xFFFFFFFF)
                 continue
             if what == "adopt":
-                self._adopt(job_id, idx, Path(os.fsdecode(data)), arg >> 32, arg & 0xFFFFFFFF)
+                self._adopt(job_id, idx, Path(os.fsdecode(data)), arg >> 32, arg & 0xFFFFFFFF,
+                            bool(token))
                 continue
             try:
                 crc = self._write(job_id, idx, data)
@@ -289,7 +292,8 @@ class ResultFiles:
             self._done.append(Written(job_id, idx, size, crc, error))
         self._wake()
 
-    def _adopt(self, job_id: str, idx: int, src: Path, size: int, crc: int) -> None:
+    def _adopt(self, job_id: str, idx: int, src: Path, size: int, crc: int,
+               sync: bool) -> None:
         final = self.path(job_id, idx)
         error = None
         try:
@@ -302,9 +306,10 @@ class ResultFiles:
                 if new_dir:
                     folder.mkdir(mode=0o700, exist_ok=True)
                 os.replace(src, final)
-                fsync_dir(folder)
-                if new_dir:
-                    fsync_dir(self.root)
+                if sync:
+                    fsync_dir(folder)
+                    if new_dir:
+                        fsync_dir(self.root)
         except OSError as exc:
             error = f"{exc.strerror or exc} ({src})"
         if error is not None:

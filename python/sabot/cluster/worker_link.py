@@ -91,7 +91,7 @@ class CoordinatorLink:
         self._big_idle.set()
         #: The coordinator's spool when this worker shares it (set at each welcome): big
         #: results are written there and sent as references; ``spool_sync``: the welcome
-        #: asked for fsynced spool files (results are fsynced anyway).
+        #: asked for fsynced spool files (SABOT_JOURNAL_SYNC=full).
         self.spool: Spool | None = None
         self.spool_sync = False
         self._spooling: set[asyncio.Future[None]] = set()
@@ -240,11 +240,14 @@ class CoordinatorLink:
             self.flush()
 
     async def _spool_result(self, spool: Spool, res: m.MorselResult) -> None:
-        """Write a big result to the spool (fsynced, off the loop), then send its reference;
-        where it cannot be written (a full disk) it goes over ZeroMQ as ever."""
+        """Write a big result to the spool (off the loop; fsynced when the welcome asked, as
+        SABOT_JOURNAL_SYNC=full does: otherwise it is as durable as the journal, which
+        survives a process crash, and a file a power loss cut short is found by its CRC-32
+        when read), then send its reference; where it cannot be written (a full disk) it goes
+        over ZeroMQ as ever."""
         path = spool.output_path(res.job_id, res.morsel, res.attempt)
         try:
-            crc = await asyncio.to_thread(spool.write, path, res.data, sync=True)
+            crc = await asyncio.to_thread(spool.write, path, res.data, sync=self.spool_sync)
         except OSError as exc:
             log.warning("could not write the result of job %s morsel %d to the spool (%s): it "
                         "is sent over the connection", res.job_id, res.morsel, exc)

@@ -294,7 +294,8 @@ class JobTable:
         mo.filing = (encoding, items)
         job.result_bytes += size
         job.writing += 1
-        self.files.adopt(job.job_id, mo.idx, path, size, crc)
+        self.files.adopt(job.job_id, mo.idx, path, size, crc,
+                         sync=self._config.journal_sync == "full")
 
     def take_lost(self) -> list[tuple[Job, Morsel]]:
         """Morsels whose result came in chunks but could not be written (a full disk): they

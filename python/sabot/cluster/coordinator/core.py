@@ -133,7 +133,13 @@ class CoordinatorCore(threading.Thread):
         self._files = ResultFiles(config.data_dir, self._inbox.wake)
         #: The same-host data plane: peers whose hello shows this token share the data dir.
         self._spool = Spool(config.data_dir)
-        self._spool_token = self._spool.create_token() if config.spool else ""
+        self._spool_token = ""
+        if config.spool:
+            try:
+                self._spool_token = self._spool.create_token()
+            except OSError as exc:
+                log.warning("the spool under %s cannot be set up (%s): peers on this host send "
+                            "every byte over ZeroMQ", config.data_dir, exc)
         self._jobs = JobTable(config, self.journal, metrics, self._registry, send, waiters,
                               self._files)
         self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,

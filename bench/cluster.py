@@ -9,7 +9,11 @@ Dask a LocalCluster of 2 single-threaded worker processes. Three cases:
 - small-job latency: a 10-item job (one task), submit to result, p50/p99 over many jobs; beside
   the peers, a hand-written ZeroMQ relay (bench/zmq_relay.py) shows what the hops alone cost;
 - morsels per second: one job of 10k one-item morsels (Ray and Dask: 10k one-item tasks);
-- a 10M-item ``square`` job, in large morsels or chunks, items/s.
+- a 10M-item ``square`` job, in large morsels or chunks, items/s; beside Sabot's figure, the
+  client's CPU per item and the megabytes that crossed the coordinator's socket
+  (``client_cpu_us_per_item``, ``coordinator_MB``: the coordinator's ``bytes_received`` and
+  ``bytes_sent`` counters). The cluster shares one data dir, as the README's three terminals
+  do, so bulk bytes take the spool (docs/cluster.md) and only references cross the coordinator.
 """
 
 from __future__ import annotations
@@ -185,10 +189,33 @@ class SabotClusterEngine(ItemEngine):
         self.loop: asyncio.AbstractEventLoop | None = None
         self.coordinator: Any = None
         self.morsel_items: int | None = None
+        self._cpu_s = 0.0  # the client's CPU seconds in the last run
+        self._crossed: tuple[int, int] | None = None  # coordinator bytes in/out at the last look
 
     def availability(self) -> tuple[bool, str]:
         return sabot_status("create_distributed_coordinator", "submit_distributed_job",
                             "get_distributed_job_result")
+
+    def _coordinator_bytes(self) -> tuple[int, int] | None:
+        assert self.cluster is not None
+        try:
+            counters = self.cluster._get("/stats").get("counters", {})
+            return int(counters["bytes_received"]), int(counters["bytes_sent"])
+        except Exception:  # noqa: BLE001 - an older Sabot has no such counters
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        """What the last run cost outside the workers: the client's CPU per item, and the
+        bytes that crossed the coordinator's socket (in + out; read after the timed run)."""
+        out: dict[str, Any] = {}
+        if self.data:
+            out["client_cpu_us_per_item"] = round(self._cpu_s / len(self.data) * 1e6, 3)
+        now = self._coordinator_bytes()
+        if now is not None and self._crossed is not None:
+            out["coordinator_MB"] = round(
+                (now[0] - self._crossed[0] + now[1] - self._crossed[1]) / 1e6, 3)
+        self._crossed = now
+        return out
 
     def setup(self) -> None:
         import sabot
@@ -205,6 +232,7 @@ class SabotClusterEngine(ItemEngine):
         self.loop = asyncio.new_event_loop()
         self.coordinator = sabot.create_distributed_coordinator("127.0.0.1", self.cluster.port,
                                                                 config=config)
+        self._crossed = self._coordinator_bytes()
 
     def prepare(self) -> None:
         if self.morsel_items is not None and "morsel_items" not in inspect.signature(
@@ -225,7 +253,11 @@ class SabotClusterEngine(ItemEngine):
             return await sabot.get_distributed_job_result(self.coordinator, job_id, timeout=600)
 
         assert self.loop is not None
-        return self.loop.run_until_complete(go())
+        cpu = time.process_time()
+        try:
+            return self.loop.run_until_complete(go())
+        finally:
+            self._cpu_s = time.process_time() - cpu
 
     def teardown(self) -> None:
         if self.loop is not None:

@@ -877,7 +877,7 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any],
 
 
 _NOTE_KEYS = ("executor", "workers", "chunksize", "chunks", "threads", "items", "rows", "cost_us",
-              "morsel_kb", "note")
+              "morsel_kb", "client_cpu_us_per_item", "coordinator_MB", "note")
 
 
 def _headline(rows: list[dict[str, Any]]) -> str:

@@ -113,6 +113,7 @@ class CoordinatorCore(threading.Thread):
         self._ready = threading.Event()
         self._last_commit = time.monotonic()
         self._protocol_errors = 0
+        self._bytes_received = 0  # of the message frames peers sent
         #: Why the core thread ended, when it failed (None while it runs or after a stop).
         self.failure: str | None = None
         self._rejects = RateLimitedLog(log)
@@ -349,6 +350,7 @@ class CoordinatorCore(threading.Thread):
             except zmq.Again:
                 return
             peer = frames[0]
+            self._bytes_received += sum(len(f) for f in frames) - len(peer)
             try:
                 check_frames(frames[1:])
             except ProtocolError as exc:
@@ -492,7 +494,9 @@ class CoordinatorCore(threading.Thread):
             "queue_depth": self._dispatcher.queued,
             "slots": {"total": total, "busy": busy},
             "counters": {**self._dispatcher.counters, "protocol_errors": self._protocol_errors,
-                         "jobs_expired": self._jobs.expired_count},
+                         "jobs_expired": self._jobs.expired_count,
+                         "bytes_received": self._bytes_received,
+                         "bytes_sent": self._outbox.bytes_sent},
             "results": self._results_status(),
             "system_resources": system_resources(),
         }

@@ -40,7 +40,7 @@ NO_COMMIT_NEEDED = (m.Assign, m.CancelMorsel, m.HeartbeatAck, m.Welcome, m.Refus
 class Outbox:
     """Messages to send, in order per peer, through the coordinator's ROUTER socket."""
 
-    __slots__ = ("_router", "_sender", "_out", "need_commit")
+    __slots__ = ("_router", "_sender", "_out", "need_commit", "bytes_sent")
 
     def __init__(self, router: zmq.Socket) -> None:
         self._router = router
@@ -48,6 +48,8 @@ class Outbox:
         self._out: list[tuple[Target, m.Message]] = []
         #: True once a message that must wait for the journal's commit is queued.
         self.need_commit = False
+        #: Bytes of the message frames sent to peers (what crosses the coordinator outward).
+        self.bytes_sent = 0
 
     def send(self, target: Target, msg: m.Message) -> None:
         if not isinstance(msg, NO_COMMIT_NEEDED):
@@ -121,6 +123,7 @@ class Outbox:
             return
         try:
             self._router.send_multipart(frames, zmq.NOBLOCK)
+            self.bytes_sent += sum(len(f) for f in frames) - len(target)
         except zmq.ZMQError as exc:
             # The peer is gone (EHOSTUNREACH); heartbeats deal with workers.
             log.debug("dropping %s to a gone peer: %s", ", ".join(msg.OP for msg in msgs), exc)

@@ -100,6 +100,22 @@ def _cluster(rows: list[Row]) -> Iterator[Line]:
             yield (f"cluster / {r['case']}: the hops alone (a hand-written ZeroMQ relay)",
                    f"{r['median']:,.4g} ms", "reference")
     yield from _absolute(rows, "cluster", "morsels/s", 20_000, False, ">= 20,000 morsels/s")
+    # Issue #19 (the data plane): the latency within 2x (p50) and 3x (p99) of the bare relay,
+    # and the bulk job at 1.5x Ray, in the same run.
+    relay = "zeromq relay (floor)"
+    for metric, factor in (("latency p50 (ms)", 2.0), ("latency p99 (ms)", 3.0)):
+        for r in rows:
+            if r["benchmark"] != "cluster" or r["engine"] != relay or r["metric"] != metric:
+                continue
+            s = _find(rows, "cluster", "sabot", metric, r["case"])
+            label = f"cluster / {r['case']}: {metric.split()[1]} <= {factor:g}x the relay's"
+            if s is None:
+                yield (label, "no Sabot figure", _verdict(None))
+                continue
+            times = s["median"] / r["median"]
+            yield (label, f"{times:.2f}x", _verdict(times <= factor))
+    bulk = [r for r in rows if r["benchmark"] == "cluster" and r["metric"] == "items/s"]
+    yield from _ratio_target(bulk, "cluster", "items/s", "ray", 1.5, ">= 1.5x Ray")
 
 
 def _nexmark(rows: list[Row]) -> Iterator[Line]:

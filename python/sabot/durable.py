@@ -3,6 +3,7 @@ of a new or renamed file fsynced too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,3 +23,24 @@ def write_fsynced(path: str | Path, data: bytes | memoryview) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_replacing(tmp: str | Path, final: str | Path, data: bytes | memoryview, *,
+                    sync: bool) -> None:
+    """Write ``data`` to ``tmp`` (mode 0600; fsynced with ``sync``) and rename it to ``final``:
+    a reader sees the whole file or none. A failed write leaves no ``tmp`` behind. The
+    directory entry is the caller's to fsync."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, final)

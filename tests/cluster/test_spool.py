@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from sabot.cluster.protocol import payload
 from sabot.cluster.result_files import ResultFileError
 from sabot.cluster.spool import SPOOL, SPOOL_MIN_BYTES, Spool, parse_ref, ref_bytes

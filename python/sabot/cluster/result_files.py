@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir, write_replacing
 from ..errors import JournalError
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class ResultFiles:
             if what == "call":
                 try:
                     data()
-                except Exception:  # noqa: BLE001 - the thread must go on
+                except Exception:
                     log.exception("a task of the result files' thread failed")
                 continue
             if what == "remove":
@@ -336,20 +336,7 @@ class ResultFiles:
         final = folder / f"{idx}{_SUFFIX}"
         tmp = folder / f"{idx}{_SUFFIX}{_TMP}"
         crc = zlib.crc32(data)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, final)
+        write_replacing(tmp, final, data, sync=True)
         fsync_dir(folder)
         if new_dir:
             fsync_dir(self.root)

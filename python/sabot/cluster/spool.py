@@ -27,7 +27,6 @@ mid-upload, a result that came too late) goes once it is ``SABOT_SPOOL_ORPHAN_S`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -39,7 +38,7 @@ from typing import Any
 
 import msgpack
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir, write_replacing
 from ..errors import ProtocolError
 from .result_files import ResultFileError, read_result, result_path
 
@@ -129,22 +128,8 @@ class Spool:
         folder = path.parent
         if not folder.is_dir():
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + _TMP)
         crc = zlib.crc32(data)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if sync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, path)
+        write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
         if sync:
             fsync_dir(folder)
         return crc
@@ -227,5 +212,15 @@ class Spool:
         return removed
 
 
-__all__ = ["NOT_SHARED", "SHARED", "SHARED_SYNCED", "SPOOL", "SPOOL_MIN_BYTES", "Spool",
-           "ResultFileError", "job_dir_name", "parse_ref", "ref_bytes"]
+__all__ = [
+    "NOT_SHARED",
+    "SHARED",
+    "SHARED_SYNCED",
+    "SPOOL",
+    "SPOOL_MIN_BYTES",
+    "ResultFileError",
+    "Spool",
+    "job_dir_name",
+    "parse_ref",
+    "ref_bytes",
+]

@@ -29,20 +29,20 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from ..version import __version__
 from ..config import Config
 from ..engine.local_engine import LocalEngine
 from ..errors import AuthenticationError, CoordinatorUnavailableError
 from ..metrics import CpuSampler, get_metrics
 from ..processors import list_processors, load_processor_modules
 from ..states import NodeState
+from ..version import __version__
 from . import transport
 from .protocol import PROTOCOL_VERSION
 from .protocol import messages as m
 from .protocol.error_codes import FATAL_REFUSALS, ErrorCode, exception_for
 from .security import ClusterKeys
-from .worker_link import CoordinatorLink, FatalRefusal
 from .spool import SHARED, SHARED_SYNCED, Spool
+from .worker_link import CoordinatorLink, FatalRefusal
 from .worker_router import MorselRouter
 from .worker_state import WorkerState, check_worker_transition
 

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from ...config import Config
 from ...errors import ProtocolError
+from ...job_ids import job_id_problem
 from ...metrics import Metrics
 from ...states import ACTIVE_JOB_STATES, JobState
-from ...job_ids import job_id_problem
 from ..journal import Journal
 from ..protocol import messages as m
 from ..protocol import payload

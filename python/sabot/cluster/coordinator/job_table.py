@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from operator import itemgetter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...config import Config

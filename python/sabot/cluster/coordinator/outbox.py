@@ -40,7 +40,7 @@ NO_COMMIT_NEEDED = (m.Assign, m.CancelMorsel, m.HeartbeatAck, m.Welcome, m.Refus
 class Outbox:
     """Messages to send, in order per peer, through the coordinator's ROUTER socket."""
 
-    __slots__ = ("_router", "_sender", "_out", "need_commit", "bytes_sent")
+    __slots__ = ("_out", "_router", "_sender", "bytes_sent", "need_commit")
 
     def __init__(self, router: zmq.Socket) -> None:
         self._router = router
@@ -129,4 +129,4 @@ class Outbox:
             log.debug("dropping %s to a gone peer: %s", ", ".join(msg.OP for msg in msgs), exc)
 
 
-__all__ = ["Local", "NO_COMMIT_NEEDED", "Outbox", "Target"]
+__all__ = ["NO_COMMIT_NEEDED", "Local", "Outbox", "Target"]

@@ -81,10 +81,12 @@ class PieceSizer:
         """The job's measured cost, else its function's last one, else None."""
         cost = job.cost
         if cost is None:
-            cost = self._by_function.get(_function_key(job))
+            key = _function_key(job)
+            cost = self._by_function.get(key)
             if cost is not None:
-                job.cost = Cost(cost.per_item_s, cost.result_bytes_per_item)
-                cost = job.cost
+                # A copy of its own, which its function then remembers (see learn).
+                cost = job.cost = Cost(cost.per_item_s, cost.result_bytes_per_item)
+                self._by_function.put(key, cost)
         return cost
 
     def learn(self, job: Job, items: int, elapsed_s: float, result_bytes: int) -> None:
@@ -95,13 +97,13 @@ class PieceSizer:
         per_item, per_item_bytes = elapsed_s / items, result_bytes / items
         cost = job.cost
         if cost is None:
+            # (the job's function remembers this very object, which later results update:
+            # one cache write per job, not per result)
             cost = job.cost = Cost(per_item, per_item_bytes)
-        else:
-            cost.per_item_s += SMOOTHING * (per_item - cost.per_item_s)
-            cost.result_bytes_per_item += SMOOTHING * (per_item_bytes -
-                                                       cost.result_bytes_per_item)
-        self._by_function.put(_function_key(job), Cost(cost.per_item_s,
-                                                       cost.result_bytes_per_item))
+            self._by_function.put(_function_key(job), cost)
+            return
+        cost.per_item_s += SMOOTHING * (per_item - cost.per_item_s)
+        cost.result_bytes_per_item += SMOOTHING * (per_item_bytes - cost.result_bytes_per_item)
 
 
 def _function_key(job: Job) -> tuple[str, int]:

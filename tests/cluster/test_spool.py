@@ -35,7 +35,8 @@ def test_big_morsels_go_to_files_small_ones_stay_inline(tmp_path: Path) -> None:
     enc, items, ref = sent[0]
     assert (enc, items) == (SPOOL, 20_000)
     inner, size, crc = parse_ref(ref)
-    path = spool.input_path("job-1", 0)
+    path = spool.input_path("job-1", 0, crc)
+    assert path.name == f"0.{crc:08x}.in"
     assert (inner, size) == (big[0], len(big[1])) and path.stat().st_size == size
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert payload.decode_value(inner, spool.read(path, size, crc)) == list(range(20_000))
@@ -44,15 +45,32 @@ def test_big_morsels_go_to_files_small_ones_stay_inline(tmp_path: Path) -> None:
     assert not list(path.parent.glob("*.tmp"))
 
 
+def test_a_conflicting_submit_never_overwrites_a_jobs_input(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    first = payload.encode_value(list(range(20_000)))
+    other = payload.encode_value(list(range(1, 20_001)))
+    (_, _, ref1), = spool.put_inputs("taken", [[first[0], 20_000, first[1]]], sync=False)
+    (_, _, ref2), = spool.put_inputs("taken", [[other[0], 20_000, other[1]]], sync=False)
+    _, size1, crc1 = parse_ref(ref1)
+    _, _, crc2 = parse_ref(ref2)
+    assert crc1 != crc2
+    # The first job's input is as it was written (the second is a file of its own).
+    assert spool.read(spool.input_path("taken", 0, crc1), size1, crc1) == first[1]
+    # The same content again (a resubmit) finds its file and writes nothing new.
+    mtime = spool.input_path("taken", 0, crc1).stat().st_mtime_ns
+    spool.put_inputs("taken", [[first[0], 20_000, first[1]]], sync=False)
+    assert spool.input_path("taken", 0, crc1).stat().st_mtime_ns == mtime
+
+
 def test_a_damaged_or_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    path = spool.input_path("j", 0)
+    path = spool.input_path("j", 0, 7)
     crc = spool.write(path, b"x" * 100, sync=False)
     path.write_bytes(b"y" * 100)
-    with pytest.raises(ResultFileError, match=r"0\.in is damaged.*CRC-32"):
+    with pytest.raises(ResultFileError, match=r"0\.00000007\.in is damaged.*CRC-32"):
         spool.read(path, 100, crc)
     path.unlink()
-    with pytest.raises(ResultFileError, match=r"0\.in is missing"):
+    with pytest.raises(ResultFileError, match=r"0\.00000007\.in is missing"):
         spool.read(path, 100, crc)
 
 
@@ -66,13 +84,13 @@ def test_references_are_checked(tmp_path: Path) -> None:
 
 def test_a_job_of_dots_names_no_parent_directory(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "data")
-    assert spool.input_path("..", 0).parent == tmp_path / "data" / "spool" / "j-.."
+    assert spool.input_path("..", 0, 0).parent == tmp_path / "data" / "spool" / "j-.."
 
 
 def test_the_sweep_keeps_claimed_and_young_directories(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     for job in ("claimed", "young", "orphan"):
-        spool.write(spool.input_path(job, 0), b"data", sync=False)
+        spool.write(spool.input_path(job, 0, 0), b"data", sync=False)
     old = time.time() - 100
     for job in ("claimed", "orphan"):
         os.utime(spool.job_dir(job), (old, old))

@@ -159,14 +159,14 @@ from sabot.config import load_config
 real = spool.Spool.write
 written = []
 
-def write(self, path, data, *, sync):
+def write(self, path, data, *, sync, crc=None):
     written.append(path)
     if len(written) == 4:
         # half of the fourth file, then the client dies
         with open(str(path) + ".tmp", "wb") as f:
             f.write(bytes(data)[: len(data) // 2])
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, path, data, sync=sync)
+    return real(self, path, data, sync=sync, crc=crc)
 
 spool.Spool.write = write
 sys.path.append(sys.argv[4])
@@ -192,7 +192,10 @@ def test_a_client_killed_mid_upload_leaves_no_job(cluster: Any) -> None:
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert "submitted" not in child.stdout
     left = data_dir(cluster) / "spool" / "j-upload-killed"
-    assert sorted(p.name for p in left.iterdir()) == ["0.in", "1.in", "2.in", "3.in.tmp"]
+    names = sorted(p.name for p in left.iterdir())
+    assert [n.split(".", 1)[0] for n in names] == ["0", "1", "2", "3"], names
+    assert [n.endswith(".in") for n in names] == [True, True, True, False], names
+    assert names[3].endswith(".in.tmp"), names
     # No job: the submit never went out.
     assert cluster.coordinator.request("GET", "/job/upload-killed").status == 404
     # The files go once SABOT_SPOOL_ORPHAN_S (2 s here) old; the coordinator serves meanwhile.
@@ -213,7 +216,7 @@ def test_a_damaged_input_file_fails_its_job_naming_it(cluster: Any, sharing: boo
         c = handle(cluster)
         try:
             jid = await c.submit(items, "chaos_fast")  # no worker yet: nothing runs
-            path = data_dir(cluster) / "spool" / f"j-{jid}" / "3.in"
+            path, = (data_dir(cluster) / "spool" / f"j-{jid}").glob("3.*.in")
             raw = bytearray(path.read_bytes())
             raw[len(raw) // 2] ^= 0xFF
             path.write_bytes(bytes(raw))
@@ -228,7 +231,7 @@ def test_a_damaged_input_file_fails_its_job_naming_it(cluster: Any, sharing: boo
             await c.stop()
 
     error = run(go())
-    assert "3.in" in error and "is damaged" in error and "CRC-32" in error, error
+    assert "/3." in error and ".in is damaged" in error and "CRC-32" in error, error
     assert "morsel 3" in error, error
 
 

@@ -8,14 +8,15 @@ mount, or another host, sees none or another). The welcome then says ``spool`` (
 shared and files are fsynced, as ``SABOT_JOURNAL_SYNC=full`` asks), and from then on bulk bytes
 skip the ZeroMQ hops (and their CURVE encryption) and SQLite:
 
-- a client writes each big input morsel to ``spool/<job dir>/<morsel>.in`` before it submits,
+- a client writes each big input morsel to ``spool/<job dir>/<morsel>.<crc32>.in`` before it
+  submits,
   and the submit carries a reference (encoding :data:`SPOOL`: its inner encoding, size and
   CRC-32) in place of the bytes; the coordinator checks the file is there and that big, and
   journals the reference. The file is what makes the acknowledged input durable: it is in the
   data dir, beside the journal, on the same terms (fsynced when the journal is);
 - a worker that shares the spool reads an assigned morsel from its file (one that does not
   gets the bytes from the coordinator, which reads the file for it), and writes a big result
-  to ``spool/<job dir>/<morsel>.<attempt>.out`` (fsynced, as result files always are), sending
+  to ``spool/<job dir>/<morsel>.<attempt>.out`` (fsynced when the welcome said so), sending
   a reference; the coordinator moves the file into place among its result files
   (:mod:`sabot.cluster.result_files`) and journals where it is;
 - a client that shares the spool asks for results by reference (``fetch-results`` ``files``)
@@ -111,8 +112,11 @@ class Spool:
     def job_dir(self, job_id: str) -> Path:
         return self.root / job_dir_name(job_id)
 
-    def input_path(self, job_id: str, idx: int) -> Path:
-        return self.job_dir(job_id) / f"{idx}.in"
+    def input_path(self, job_id: str, idx: int, crc: int) -> Path:
+        """Where input morsel ``idx`` with CRC-32 ``crc`` is: named by its content too, so a
+        submit under a taken job id with other data (refused as a conflict) never overwrites
+        the input of the job that has it."""
+        return self.job_dir(job_id) / f"{idx}.{crc:08x}.in"
 
     def output_path(self, job_id: str, idx: int, attempt: int) -> Path:
         return self.job_dir(job_id) / f"{idx}.{attempt}.out"
@@ -122,13 +126,15 @@ class Spool:
         return result_path(self.data_dir, job_id, idx)
 
     # -- writing and reading -------------------------------------------------------------
-    def write(self, path: Path, data: bytes | memoryview, *, sync: bool) -> int:
+    def write(self, path: Path, data: bytes | memoryview, *, sync: bool,
+              crc: int | None = None) -> int:
         """Write ``data`` to ``path`` (a temporary name, renamed into place; fsynced with
-        ``sync``, the directory too); returns its CRC-32."""
+        ``sync``, the directory too); returns its CRC-32 (``crc`` when the caller has it)."""
         folder = path.parent
         if not folder.is_dir():
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        crc = zlib.crc32(data)
+        if crc is None:
+            crc = zlib.crc32(data)
         write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
         if sync:
             fsync_dir(folder)
@@ -169,7 +175,10 @@ class Spool:
             if len(data) < SPOOL_MIN_BYTES:
                 out.append([enc, items, data])
                 continue
-            crc = self.write(self.input_path(job_id, i), data, sync=sync)
+            crc = zlib.crc32(data)
+            path = self.input_path(job_id, i, crc)
+            if self.check(path, len(data)) is not None:  # (a resubmit finds it written)
+                self.write(path, data, sync=sync, crc=crc)
             out.append([SPOOL, items, ref_bytes(enc, len(data), crc)])
         if sync and any(part[0] == SPOOL for part in out):
             fsync_dir(self.root)

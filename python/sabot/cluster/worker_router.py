@@ -129,7 +129,7 @@ class MorselRouter:
                                 "reference, but this worker does not share the spool")
         enc, size, crc = parse_ref(msg.data)
         try:
-            data = spool.read(spool.input_path(msg.job_id, msg.morsel), size, crc)
+            data = spool.read(spool.input_path(msg.job_id, msg.morsel, crc), size, crc)
         except ResultFileError as exc:
             raise ProtocolError(str(exc)) from None
         return replace(msg, encoding=enc, data=data)

@@ -192,7 +192,7 @@ class Dispatcher:
         spool = self._table.spool
         enc, size, crc = parse_ref(mo.data or b"")
         try:
-            return enc, spool.read(spool.input_path(job.job_id, mo.idx), size, crc)
+            return enc, spool.read(spool.input_path(job.job_id, mo.idx, crc), size, crc)
         except ResultFileError as exc:
             raise ProtocolError(str(exc)) from None
 

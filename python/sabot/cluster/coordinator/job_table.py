@@ -480,10 +480,10 @@ class JobTable:
                 # Its bytes are in a file of the spool (a client on this host wrote it): it
                 # must be there, that big; the worker that decodes it counts its items.
                 try:
-                    _, size, _ = parse_ref(part[2])
+                    _, size, crc = parse_ref(part[2])
                 except ProtocolError as exc:
                     return bad, f"morsel {i}: {exc}", {}
-                problem = self.spool.check(self.spool.input_path(msg.job_id, i), size)
+                problem = self.spool.check(self.spool.input_path(msg.job_id, i, crc), size)
                 if problem is not None:
                     return bad, (f"morsel {i} is a spool reference, but {problem}: a client "
                                  "shares the spool only with a coordinator on its data dir "

@@ -25,6 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -295,7 +296,9 @@ class CoordinatorCore(threading.Thread):
         self._jobs.purge(wall)
         if self._spool_token and wall >= self._next_spool_sweep:
             self._next_spool_sweep = wall + min(60.0, self.config.spool_orphan_s)
-            self._spool.sweep(self._jobs.active_ids(), self.config.spool_orphan_s, wall)
+            # (on the result files' thread: removing a big orphan must not hold the core)
+            self._files.then(partial(self._spool.sweep, self._jobs.active_ids(),
+                                     self.config.spool_orphan_s, wall))
 
     def _probe_soon(self, now: float) -> None:
         """A connection closed: look for the worker it was at once and a few times after."""

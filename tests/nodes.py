@@ -314,7 +314,7 @@ class Cluster:
         node_env = self._base_env()
         node_env.update({"SABOT_MODE": "coordinator", "SABOT_PORT": str(port),
                          "SABOT_ZMQ_PORT": str(free_port()),
-                         "SABOT_DATA_DIR": str(self.root / "coordinator-data")})
+                         "SABOT_DATA_DIR": str(self.data_dir)})
         node_env.update(env)
         self.coordinator = NodeProcess("coordinator", node_env, port, self.root, self.token)
         self.coordinator.start()
@@ -346,6 +346,25 @@ class Cluster:
         if wait:
             worker.wait_ready()
         return worker
+
+    @property
+    def data_dir(self) -> Path:
+        """The coordinator's data dir (a worker given it shares the coordinator's spool)."""
+        return self.root / "coordinator-data"
+
+    def python_handle(self, data_dir: Path | None = None) -> Any:
+        """A Python API handle of this cluster's coordinator, with the cluster's key file
+        (``data_dir``: the client's own, e.g. :attr:`data_dir` to share the spool)."""
+        import sabot
+        from sabot.config import load_config
+
+        assert self.coordinator is not None
+        extra = {} if data_dir is None else {"data_dir": str(data_dir)}
+        config = load_config(env={}, cluster_key_file=str(self.key_file),
+                             coordinator_host="127.0.0.1",
+                             coordinator_port=self.coordinator.http_port, **extra)
+        return sabot.create_distributed_coordinator("127.0.0.1", self.coordinator.http_port,
+                                                    config=config)
 
     def alive_workers(self) -> list[dict[str, Any]]:
         assert self.coordinator is not None

@@ -24,7 +24,6 @@ import pytest
 
 import sabot
 import sabot_test_nodes as nodes
-from sabot.config import load_config
 from sabot.errors import JobTimeoutError
 
 SETTINGS = {
@@ -43,14 +42,6 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
     c.stop()
 
 
-def handle(cluster: Any) -> Any:
-    config = load_config(env={}, cluster_key_file=str(cluster.key_file),
-                         coordinator_host="127.0.0.1",
-                         coordinator_port=cluster.coordinator.http_port)
-    return sabot.create_distributed_coordinator("127.0.0.1", cluster.coordinator.http_port,
-                                                config=config)
-
-
 def test_result_rides_over_a_coordinator_restart(cluster: Any) -> None:
     procs = nodes.chaos_procs()
     for _ in range(2):
@@ -59,7 +50,7 @@ def test_result_rides_over_a_coordinator_restart(cluster: Any) -> None:
     items = procs.make_items(3000, pad=10)
 
     async def main() -> tuple[list[Any], float, dict[str, Any]]:
-        coord = handle(cluster)
+        coord = cluster.python_handle()
         try:
             job_id = await sabot.submit_distributed_job(coord, items, "chaos_ms")
             # The result is asked for at once; its request waits on the coordinator, which is
@@ -103,7 +94,7 @@ def test_no_worker_connected_timeout_is_one_deadline(cluster: Any) -> None:
     timeout = 10.0
 
     async def main() -> tuple[str, float, dict[str, Any]]:
-        coord = handle(cluster)
+        coord = cluster.python_handle()
         try:
             job_id = await sabot.submit_distributed_job(coord, items, "chaos_ms")
             t0 = time.monotonic()

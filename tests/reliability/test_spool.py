@@ -30,9 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sabot
 import sabot_test_nodes as nodes
-from sabot.config import load_config
 from sabot.errors import JobFailedError
 
 SETTINGS = {
@@ -52,19 +50,15 @@ def cluster(tmp_path: Path) -> Iterator[Any]:
 
 
 def data_dir(cluster: Any) -> Path:
-    return cluster.root / "coordinator-data"
+    return cluster.data_dir
 
 
 def add_sharing_worker(cluster: Any, wait: bool = True) -> Any:
     return cluster.add_worker(wait=wait, SABOT_DATA_DIR=str(data_dir(cluster)))
 
 
-def handle(cluster: Any, *, shared: bool = True) -> Any:
-    config = load_config(env={}, cluster_key_file=str(cluster.key_file),
-                         data_dir=str(data_dir(cluster) if shared else
-                                      cluster.root / "client-data"))
-    return sabot.create_distributed_coordinator("127.0.0.1", cluster.coordinator.http_port,
-                                                config=config)
+def handle(cluster: Any) -> Any:
+    return cluster.python_handle(cluster.data_dir)
 
 
 def counters(cluster: Any) -> dict[str, Any]:

@@ -132,6 +132,40 @@ def test_bytes_travel_as_files_and_results_outlive_the_workers(cluster: Any) -> 
                  spool_results=after["spool_results"] - before["spool_results"])
 
 
+def _io(proc: Any) -> tuple[int, int]:
+    """(bytes read, bytes written) by ``proc``'s read/write calls (Linux /proc/<pid>/io)."""
+    io = proc.io_counters()
+    return io.read_chars, io.write_chars
+
+
+def test_a_sharing_workers_pool_processes_read_and_write_the_files(cluster: Any) -> None:
+    """The worker node moves references only: its pool processes read each morsel's file and
+    write each big result's file themselves (before, every byte crossed the worker process
+    four times: file, pipe down, pipe up, file)."""
+    psutil = pytest.importorskip("psutil")
+    procs = nodes.chaos_procs()
+    worker = add_sharing_worker(cluster)
+    # 1.8 MB in, 8 MB out: morsels and results of 64 KiB and more
+    items = procs.make_big_items(8000, result_bytes=1000, pad=200)
+    want = [procs.big_answer(x) for x in items]
+    assert run(submit_and_wait(cluster, items, "chaos_big")) == want  # (the pool starts)
+    node = psutil.Process(worker.proc.pid)
+    kids_before = {k.pid: _io(k) for k in node.children(recursive=True)}
+    node_before = _io(node)
+    before = counters(cluster)
+    assert run(submit_and_wait(cluster, items, "chaos_big")) == want
+    node_read, node_written = (a - b for a, b in zip(_io(node), node_before))
+    kids = node.children(recursive=True)
+    kids_read = sum(_io(k)[0] - kids_before.get(k.pid, (0, 0))[0] for k in kids)
+    kids_written = sum(_io(k)[1] - kids_before.get(k.pid, (0, 0))[1] for k in kids)
+    after = counters(cluster)
+    assert after["spool_results"] - before["spool_results"] >= 16, after
+    in_bytes, out_bytes = 1_800_000, 8_000_000
+    assert node_read < in_bytes // 4 and node_written < in_bytes // 4, \
+        (node_read, node_written)
+    assert kids_read >= in_bytes and kids_written >= out_bytes, (kids_read, kids_written)
+
+
 def test_a_worker_elsewhere_gets_the_bytes(cluster: Any) -> None:
     procs = nodes.chaos_procs()
     cluster.add_worker()  # its own data dir: it does not share the spool

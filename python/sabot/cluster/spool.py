@@ -80,6 +80,40 @@ def parse_ref(data: bytes) -> tuple[str, int, int]:
     return enc, size, crc
 
 
+def write_file(path: Path, data: bytes | memoryview, *, sync: bool,
+               crc: int | None = None) -> int:
+    """Write ``data`` to the spool file ``path`` (a temporary name, renamed into place;
+    fsynced with ``sync``, the directory too); returns its CRC-32 (``crc`` when the caller
+    has it)."""
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if crc is None:
+        crc = zlib.crc32(data)
+    write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
+    if sync:
+        fsync_dir(folder)
+    return crc
+
+
+def read_file(path: Path, size: int, crc: int) -> bytes:
+    """The bytes of a spool file, checked against its reference (ResultFileError naming the
+    file when it is missing, cut short or damaged)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ResultFileError(f"spool file {path} is missing") from None
+    except OSError as exc:
+        raise ResultFileError(f"spool file {path} cannot be read: "
+                              f"{exc.strerror or exc}") from None
+    held = zlib.crc32(data)
+    if len(data) != size or held != crc:
+        raise ResultFileError(
+            f"spool file {path} is damaged: {len(data)} bytes with CRC-32 {held:08x}, its "
+            f"reference says {size} bytes with CRC-32 {crc:08x}")
+    return data
+
+
 class Spool:
     """The spool directory of one data dir, as its coordinator or a peer sharing it sees it."""
 
@@ -128,34 +162,12 @@ class Spool:
     # -- writing and reading -------------------------------------------------------------
     def write(self, path: Path, data: bytes | memoryview, *, sync: bool,
               crc: int | None = None) -> int:
-        """Write ``data`` to ``path`` (a temporary name, renamed into place; fsynced with
-        ``sync``, the directory too); returns its CRC-32 (``crc`` when the caller has it)."""
-        folder = path.parent
-        if not folder.is_dir():
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if crc is None:
-            crc = zlib.crc32(data)
-        write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
-        if sync:
-            fsync_dir(folder)
-        return crc
+        """Write ``data`` to ``path``: :func:`write_file`."""
+        return write_file(path, data, sync=sync, crc=crc)
 
     def read(self, path: Path, size: int, crc: int) -> bytes:
-        """The bytes of a spool file, checked against its reference (ResultFileError naming
-        the file when it is missing, cut short or damaged)."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ResultFileError(f"spool file {path} is missing") from None
-        except OSError as exc:
-            raise ResultFileError(f"spool file {path} cannot be read: "
-                                  f"{exc.strerror or exc}") from None
-        held = zlib.crc32(data)
-        if len(data) != size or held != crc:
-            raise ResultFileError(
-                f"spool file {path} is damaged: {len(data)} bytes with CRC-32 {held:08x}, its "
-                f"reference says {size} bytes with CRC-32 {crc:08x}")
-        return data
+        """The bytes of a spool file: :func:`read_file`."""
+        return read_file(path, size, crc)
 
     def check(self, path: Path, size: int) -> str | None:
         """Why ``path`` cannot be the file a reference names (None: it can)."""
@@ -231,5 +243,7 @@ __all__ = [
     "Spool",
     "job_dir_name",
     "parse_ref",
+    "read_file",
     "ref_bytes",
+    "write_file",
 ]

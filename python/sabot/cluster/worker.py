@@ -295,7 +295,7 @@ class Worker:
         # The same-host data plane: morsels in the spool are read, big results written there.
         shared = int(reply.spool) in (SHARED, SHARED_SYNCED) and config.spool
         self.router.spool = link.spool = Spool(config.data_dir) if shared else None
-        link.spool_sync = int(reply.spool) == SHARED_SYNCED
+        self.router.spool_sync = link.spool_sync = int(reply.spool) == SHARED_SYNCED
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)
             self._set_state(WorkerState.REGISTERED)
         log.info("worker %s registered with coordinator %s at %s (%d slots, HTTP port %s)",

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from ..errors import ProcessingError
 from .protocol import messages as m
 from .protocol import payload
+from .spool_task import SPOOL_FILE, read_task
 
 
 class LaneHost(Protocol):
@@ -30,6 +31,16 @@ class LaneHost(Protocol):
     def forget(self, key: tuple[str, int], fut: asyncio.Future[None]) -> None: ...
 
 
+@dataclass(slots=True, frozen=True)
+class SpooledTask:
+    """A spooled morsel as its pool process gets it (sabot.cluster.spool_task): the payload
+    naming its file, its estimated item count and the writer of its result."""
+
+    payload: bytes
+    rows: int
+    writer: Any
+
+
 @dataclass(slots=True, eq=False)
 class Queued:
     """A list morsel of a user function waiting for (or in) a coalesced engine call."""
@@ -43,6 +54,8 @@ class Queued:
     # A bulk morsel left encoded: the pool process that runs it decodes and encodes it.
     encoded: bool = False
     rows: int = 1  # its item count (an estimate for pickle morsels, for statistics only)
+    # A bulk morsel whose pool process reads its spool file (and writes its result there).
+    spooled: SpooledTask | None = None
 
 
 class Lanes:
@@ -83,9 +96,10 @@ class Lanes:
         self._timer: asyncio.TimerHandle | None = None
         self._pump_due = False
 
-    def submit(self, msg: m.Assign, func: Any, fkey: bytes | str, *,
-               encoded: bool) -> asyncio.Future[None]:
-        """Queue a morsel now (decoded, unless ``encoded``: a pool process decodes it);
+    def submit(self, msg: m.Assign, func: Any, fkey: bytes | str, *, encoded: bool,
+               spooled: SpooledTask | None = None) -> asyncio.Future[None]:
+        """Queue a morsel now (decoded, unless ``encoded``: a pool process decodes it, and
+        with ``spooled`` reads it from its spool file and writes its result there too);
         returns its future, which is the morsel's entry in the host's running table: done when
         its result (or failure) is posted, and cancelling it takes the morsel out of its call.
         (No task per morsel: a task costs a tiny morsel two more turns of the loop and a tenth
@@ -95,7 +109,9 @@ class Lanes:
         q = Queued(msg, func, fkey, asyncio.get_running_loop().create_future(), len(msg.data))
         q.done.add_done_callback(lambda fut: self._settled(q, key, fut))
         try:
-            if encoded:
+            if spooled is not None:
+                q.encoded, q.spooled, q.rows = True, spooled, spooled.rows
+            elif encoded:
                 q.encoded = True
                 q.rows = payload.count_items(msg.encoding, msg.data) or 1
             else:
@@ -194,9 +210,15 @@ class Lanes:
         try:
             if batch[0].encoded:
                 # (one morsel: a failure's index is already the item within it)
-                results = await host.engine.process_encoded(
-                    [(q.msg.encoding, q.msg.data, q.rows) for q in batch], batch[0].func,
-                    payload.decode_value, payload.encode_items)
+                task = batch[0].spooled
+                if task is not None:
+                    results = await host.engine.process_encoded(
+                        [(SPOOL_FILE, task.payload, task.rows)], batch[0].func, read_task,
+                        task.writer)
+                else:
+                    results = await host.engine.process_encoded(
+                        [(q.msg.encoding, q.msg.data, q.rows) for q in batch], batch[0].func,
+                        payload.decode_value, payload.encode_items)
                 left_engine = self.calls.pop(me, None) is not None  # type: ignore[arg-type]
             else:
                 parts: list[list[Any]] = [q.items or [] for q in batch]
@@ -274,4 +296,4 @@ def _encode_cut(out: list[Any], parts: list[list[Any]]) -> list[tuple[str, bytes
     return encoded
 
 
-__all__ = ["LaneHost", "Lanes", "Queued"]
+__all__ = ["LaneHost", "Lanes", "Queued", "SpooledTask"]

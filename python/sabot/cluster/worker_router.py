@@ -35,8 +35,9 @@ from .protocol import messages as m
 from .protocol import payload
 from .result_files import ResultFileError
 from .spool import SPOOL, Spool, parse_ref
+from .spool_task import ResultWriter, task_payload
 from .worker_functions import FunctionCache, JobFunction
-from .worker_lanes import Lanes
+from .worker_lanes import Lanes, SpooledTask
 
 #: Results of more items than this are encoded off the event loop (heartbeats keep going).
 ENCODE_THREAD_ITEMS = 20_000
@@ -75,8 +76,10 @@ class MorselRouter:
         self._on_cost = on_cost
         self._threads_n = threads
         self._threads: ThreadPoolExecutor | None = None
-        #: The coordinator's spool, when this worker shares it (set at each welcome).
+        #: The coordinator's spool, when this worker shares it (set at each welcome), and
+        #: whether files written there are fsynced (the welcome said so).
         self.spool: Spool | None = None
+        self.spool_sync = False
 
     # -- routing -------------------------------------------------------------------------
     def assign(self, msg: m.Assign) -> None:
@@ -87,7 +90,18 @@ class MorselRouter:
             old.cancel()
         t0 = time.perf_counter()
         try:
+            fn = self.functions.lookup(msg)
+            func = fn.function()
+            spec = resolve_function(func)
+            trusted = spec.processor is not None and \
+                getattr(spec.func, "__module__", "") == "sabot.processors"
             if msg.encoding == SPOOL:
+                task = None if msg.count else self._pool_reads(msg, spec.kind == ITEM, trusted)
+                if task is not None:
+                    # A user function's whole morsel: its pool process reads the file.
+                    self.running[key] = self.lanes.submit(msg, func, fn.key, encoded=True,
+                                                          spooled=task)
+                    return
                 msg = self._unspooled(msg)
             if msg.count:
                 # A piece of a costly morsel: it runs as a morsel of those items alone.
@@ -95,11 +109,6 @@ class MorselRouter:
                                                       msg.count)
                 msg = replace(msg, offset=msg.offset + msg.start, encoding=encoding,
                                           data=data, start=0, count=0)
-            fn = self.functions.lookup(msg)
-            func = fn.function()
-            spec = resolve_function(func)
-            trusted = spec.processor is not None and \
-                getattr(spec.func, "__module__", "") == "sabot.processors"
             nbytes = len(msg.data)
             items = payload.count_items(msg.encoding, msg.data) if (
                 trusted and msg.encoding == "msgpack" and nbytes <= LOOP_MAX_BYTES) else None
@@ -120,6 +129,27 @@ class MorselRouter:
             self.morsel_failed(msg, exc, t0)
             return
         self.morsel_done(msg, len(data), encoding, blob, time.perf_counter() - t0)
+
+    def _pool_reads(self, msg: m.Assign, per_item: bool, trusted: bool) -> SpooledTask | None:
+        """The pool task for a spooled morsel that a pool process reads and writes itself
+        (:mod:`sabot.cluster.spool_task`): a whole morsel of a user per-item function, which
+        would go to the pool still encoded anyway; None for any other (its bytes are read
+        here). A file that is not there, or not that big, fails the morsel now."""
+        spool = self.spool
+        if spool is None or trusted or not per_item:
+            return None
+        enc, size, crc = parse_ref(msg.data)
+        if place_morsel(per_item=True, trusted=False, encoding=enc, nbytes=size, items=None,
+                        per_item_s=None) is not _POOL_ENCODED:
+            return None
+        path = spool.input_path(msg.job_id, msg.morsel, crc)
+        problem = spool.check(path, size)
+        if problem is not None:
+            raise ProtocolError(f"spool file {problem}")
+        writer = ResultWriter(str(spool.output_path(msg.job_id, msg.morsel, msg.attempt)),
+                              self.spool_sync)
+        # (its item count is for the engine's statistics only: estimated from its size)
+        return SpooledTask(task_payload(path, enc, size, crc), max(1, size // 8), writer)
 
     def _unspooled(self, msg: m.Assign) -> m.Assign:
         """``msg`` with the bytes of its spool file in place of the reference."""

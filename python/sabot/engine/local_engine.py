@@ -121,8 +121,9 @@ class LocalEngine:
         its results encoded with ``encode`` in the worker process, so this process only moves
         bytes (a cluster worker's bulk morsels). Returns ``(items, encoding, bytes)`` per
         morsel, in order. A failure is a ProcessingError whose ``morsel`` is the failing
-        morsel's position and ``index`` the item within it. ``decode`` and ``encode`` must be
-        module-level functions (they are pickled by reference)."""
+        morsel's position and ``index`` the item within it. ``decode`` and ``encode`` must
+        pickle small: module-level functions, or instances of module-level classes (a cluster
+        worker's encoder that writes a big result to the spool itself)."""
         self._check_open()
         spec = resolve_function(func)
         if spec.kind not in (ITEM, ASYNC):

@@ -58,8 +58,8 @@ class ArrowMorsel:
 
 class EncodedItems:
     """A morsel of items still in its wire encoding (a cluster worker's morsel as it came),
-    with the module-level functions that decode it and encode its results (they pickle by
-    reference). The child decodes, runs and encodes; the result is
+    with the callables that decode it and encode its results (module-level functions, or
+    small instances of module-level classes). The child decodes, runs and encodes; the result is
     ``(items, encoding, bytes)``. ``rows`` is the item count when known cheaply (else an
     estimate, used only for statistics)."""
 

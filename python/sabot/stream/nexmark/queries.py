@@ -5,7 +5,8 @@ persons / auctions / bids tables (DuckDB dialect), which the tests compare with.
 - q0 pass-through; q1 currency conversion; q2 selection (auction % 123 = 0);
 - q3 local item suggestion (a regular join of auctions and sellers, state kept);
 - q4 average winning price per category (a bid counts between its auction's start and expiry;
-  the winner is known when the auction expires: an event-time timer);
+  the winner is each auction's highest bid, emitted when the watermark passes its expiry; then
+  a running average per category: both native keyed aggregations, no Python per key);
 - q5 hot items (bids per auction in 10 s windows every 2 s, the top auctions of each window);
 - q7 highest bid (the bids at the highest price of each 10 s window);
 - q8 new users (people who opened an auction in the same 10 s window they registered in).
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import aggregates as agg
+from ..keyed_aggregate import agg_until, keyed_agg
 from ..windows import sliding, tumbling
 
 WINDOW = "10s"
@@ -48,43 +50,19 @@ def q3(nx: Any) -> Any:
 
 def _winning_bids(nx: Any) -> Any:
     """(auction id, category, final price) once each auction expires."""
-    pairs = nx.auctions.interval_join(nx.bids, on=("id", "auction"), lower=0,
-                                      upper=nx.max_auction_length_ms)
+    # only the columns the query reads go through the join (what a SQL planner prunes)
+    auctions = nx.auctions.select("id", "category", "date_time", "expires")
+    bids = nx.bids.select("auction", "price", "date_time")
+    pairs = auctions.interval_join(bids, on=("id", "auction"), lower=0,
+                                   upper=nx.max_auction_length_ms)
     valid = pairs.filter(pc.field("date_time_right") <= pc.field("expires"))
-
-    def bid(key: Any, batch: pa.RecordBatch, ctx: Any) -> None:
-        best = ctx.state("best")
-        top = pc.max(batch.column("price")).as_py()
-        if best.value() is None:
-            ctx.timers.register_event_time_timer(
-                pc.max(batch.column("expires").cast(pa.int64())).as_py())
-        best.update(max(top, best.value() or top))
-
-    def expired(key: Any, ts: int, ctx: Any) -> list[dict[str, Any]]:
-        best = ctx.state("best")
-        out = [{"id": key[0], "category": key[1], "final": best.value(), "date_time": ts}]
-        best.clear()
-        return out
-
-    from ..state import ValueState
-
-    return valid.key_by("id", "category").process(bid, on_timer=expired,
-                                                  state={"best": ValueState()}, name="q4.winners")
+    return agg_until(valid.key_by("id", "category"), "expires", final=agg.max("price"),
+                     name="q4.winners")
 
 
 def q4(nx: Any) -> Any:
-    from ..state import ValueState
-
-    def average(key: Any, batch: pa.RecordBatch, ctx: Any) -> list[dict[str, Any]]:
-        acc = ctx.state("acc")
-        s, n = acc.value() or (0, 0)
-        s += pc.sum(batch.column("final")).as_py()
-        n += batch.num_rows
-        acc.update((s, n))
-        return [{"category": key, "avg_final": s / n}]
-
-    return _winning_bids(nx).key_by("category").process(average, state={"acc": ValueState()},
-                                                         name="q4.average")
+    return keyed_agg(_winning_bids(nx).key_by("category"), avg_final=agg.mean("final"),
+                     name="q4.average")
 
 
 def _top_per_window(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -61,3 +61,12 @@ def test_each_query_equals_its_batch_answer(name, tables, sql, same_rows):
         out = sql("SELECT category, last(avg_final ORDER BY i) AS avg_final FROM "
                   "(SELECT *, row_number() OVER () AS i FROM out) GROUP BY category", out=out)
     same_rows(out, expected, expected.column_names)
+
+
+def test_q4_at_parallelism_1_with_checkpoints_equals_its_batch_answer(tables, sql, same_rows, tmp_path):
+    env = st.StreamEnv(parallelism=1, checkpoint_interval="1ms", state_dir=str(tmp_path))
+    out = QUERIES["q4"](env.nexmark(events=EVENTS, seed=7, batch_size=5_000)).collect()
+    assert env.get_stats()["checkpoints"]["count"] > 1
+    last = sql("SELECT category, last(avg_final ORDER BY i) AS avg_final FROM "
+               "(SELECT *, row_number() OVER () AS i FROM out) GROUP BY category", out=out)
+    same_rows(last, sql(SQL["q4"], **tables), ["category", "avg_final"])

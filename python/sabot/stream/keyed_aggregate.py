@@ -115,8 +115,12 @@ class KeyedAggregate(Operator):
         cols = {c: batch.column(c) for c in self.keys + self.value_columns}
         cols[TS] = pa.array(chunk.ts, pa.int64())
         if self.until is not None:
-            ms, bad = extract_ms(batch.column(self.until), self.time_unit)
-            cols[UNTIL] = pa.array(ms, pa.int64(), mask=bad)
+            col = batch.column(self.until)
+            if pa.types.is_null(col.type):  # no value in this batch
+                cols[UNTIL] = pa.nulls(len(col), pa.int64())
+            else:
+                ms, bad = extract_ms(col, self.time_unit)
+                cols[UNTIL] = pa.array(ms, pa.int64(), mask=bad)
         return pa.table(cols)
 
     # -- closing groups (agg_until) ---------------------------------------------------------------

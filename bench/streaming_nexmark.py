@@ -173,7 +173,10 @@ def _rows_for(cfg: Config, query: str, events: int, read: int, status: str, erro
     return rows
 
 
-def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict[str, Any]]:
+def run(quick: bool, threads: list[int], repeat: int | None = None,
+        queries: list[str] | None = None, engines: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every query on every engine setting (``queries`` / ``engines``: only those, by query name
+    and by the engine column's name)."""
     events = QUICK_EVENTS if quick else EVENTS
     warm_events = QUICK_WARMUP_EVENTS if quick else WARMUP_EVENTS
     repeats = repeat or 1
@@ -189,6 +192,8 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
         live = []
         options: dict[str, Any] = {}
         for cfg in configs(quick):
+            if engines is not None and cfg.name not in engines:
+                continue
             ok, info, skip = availability(cfg)
             if ok and cfg.broker and not options:
                 try:
@@ -198,7 +203,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
             live.append((cfg, ok, info, skip))
             if not ok:
                 print(f"  {cfg.name}: not available ({info})", file=sys.stderr)
-        for q in QUERIES:
+        for q in queries or QUERIES:
             read = sum(counts[k] for k in nd.READS[q])
             done: dict[str, list[dict[str, Any]]] = {c.name: [] for c, *_ in live}
             errors: dict[str, str] = {}
@@ -234,16 +239,34 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
 
 def _load_broker(stack: contextlib.ExitStack, files: dict[str, Path],
                  warm: dict[str, Path]) -> dict[str, Any]:
-    """Start the Tansu broker (stopped with ``stack``) and load the bid files into topics."""
+    """Start the Tansu broker (stopped with ``stack``) and load the bid files into topics, and
+    for the joins (``nexmark_quix.JOINED``) the two files each joins reads merged in event-time
+    order into one topic (keyed ``nexmark_quix.merged_topic``)."""
+    import heapq
     import time
 
     from .nexmark_broker import Broker
+    from .nexmark_quix import JOINED, merged_topic
 
     broker = stack.enter_context(Broker())
+    scratch = Path(tempfile.mkdtemp(prefix="sabot-nexmark-merged-"))
+    stack.callback(shutil.rmtree, scratch, ignore_errors=True)
     t0 = time.perf_counter()
     topics = {str(p): broker.load(p) for p in (warm["bid"], files["bid"])}
-    print(f"  Kafka broker (Tansu) at {broker.servers}, bid files loaded in "
-          f"{time.perf_counter() - t0:.1f} s (untimed)", file=sys.stderr)
+    for n, fs in enumerate((warm, files)):
+        for kinds in dict.fromkeys(JOINED.values()):
+            key = merged_topic(fs, next(q for q, k in JOINED.items() if k == kinds))
+            if key in topics:
+                continue
+            path = scratch / f"{n}-{'-'.join(kinds)}.jsonl"
+            with contextlib.ExitStack() as opened:
+                ins = [opened.enter_context(open(fs[k], "rb")) for k in kinds]
+                lines = heapq.merge(*ins, key=lambda line: json.loads(line)["date_time"])
+                with open(path, "wb") as out:
+                    out.writelines(lines)
+            topics[key] = broker.load(path)
+    print(f"  Kafka broker (Tansu) at {broker.servers}, bid files and merged files for the "
+          f"joins loaded in {time.perf_counter() - t0:.1f} s (untimed)", file=sys.stderr)
     return {"servers": broker.servers, "topics": topics}
 
 
@@ -301,3 +324,38 @@ def _table(rows: list[dict[str, Any]], metric: str, title: str) -> str:
             cells.append(text)
         md.append("| " + " | ".join(cells) + " |")
     return "\n".join(md)
+
+
+# --------------------------------------------------------------------------- a subset, by hand
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.streaming_nexmark [--queries q4,q5] [--engine NAME]... [--repeat N]
+    [--quick]``: some queries on some engine settings, the summary table on stdout (the full
+    suite and its published results are ``python -m bench run --only streaming_nexmark``)."""
+    import argparse
+
+    from .harness import complete_row
+
+    names = [c.name for c in configs(False)]
+    parser = argparse.ArgumentParser(prog="python -m bench.streaming_nexmark",
+                                     description="Nexmark on a subset of queries and engines.")
+    parser.add_argument("--queries", default=",".join(QUERIES),
+                        help=f"comma-separated subset of {','.join(QUERIES)}")
+    parser.add_argument("--engine", action="append", choices=names, default=None,
+                        help="an engine setting (repeat the option for several; default: all)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per engine and query")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_EVENTS:,} events")
+    args = parser.parse_args(argv)
+    queries = [q.strip() for q in args.queries.split(",") if q.strip()]
+    bad = [q for q in queries if q not in QUERIES]
+    if bad or not queries or args.repeat < 1:
+        parser.error(f"--queries {args.queries!r} / --repeat {args.repeat}: queries from "
+                     f"{','.join(QUERIES)}, a positive repeat")
+    rows = [complete_row(r, "streaming_nexmark")
+            for r in run(args.quick, [1], args.repeat, queries, args.engine)]
+    print(summarize(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -192,3 +192,20 @@ def test_publishing_one_benchmark_keeps_the_others(tmp_path: Path) -> None:
     assert (assets / "cost_sweep.png").read_bytes() == b"old plot"
     assert (assets / "nexmark.png").read_bytes() == b"second"
     assert (assets / "raw-streaming_nexmark.jsonl").is_file()
+
+
+@pytest.mark.parametrize("query", ["q3", "q4", "q8"])
+def test_bytewax_nexmark_joins_equal_the_duckdb_oracle(query: str, tmp_path: Path) -> None:
+    """Bytewax's joins (an optional peer: skipped when it is not installed) answer as DuckDB
+    does over the same small event set."""
+    pytest.importorskip("bytewax")
+    pytest.importorskip("duckdb")
+    from bench import nexmark_bytewax, nexmark_duckdb
+    from bench import nexmark_data as nd
+
+    nd.write(tmp_path / "events", 10_000, 1)
+    files = nd.paths(tmp_path / "events")
+    oracle = nexmark_duckdb.start(1, None, tmp_path).run(query, files)
+    out = nexmark_bytewax.start(1, None, tmp_path).run(query, files)
+    got = nd.answer(query, out() if callable(out) else out)
+    assert got == nd.answer(query, oracle) and got["rows"] > 0

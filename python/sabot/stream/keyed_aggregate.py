@@ -15,7 +15,8 @@ again: no Python runs per key or per event.
 
 - ``keyed_agg``: an updating result. After every batch, the current row of each key the batch
   changed (its event time: the latest of the key's rows in that batch). The last row per key is
-  the answer; the state keeps every key seen.
+  the answer; the state keeps every key seen (as a SQL GROUP BY on a stream does), and each
+  batch merges it whole: the cost of a batch grows with the keys.
 - ``agg_until(column)``: each key's group closes at the largest value of ``column`` among its
   rows (an event time, e.g. an auction's expiry). When the watermark reaches it, the key's row is
   emitted once (its event time: that value) and its state dropped. A row that comes for a key
@@ -71,8 +72,11 @@ class KeyedAggregate(Operator):
         self.threads = threads
         self.groups: pa.Table | None = None  # keys, partials, TMAX (, UNTIL)
         self.value_columns = sorted({a.column for a in aggs.values() if a.column is not None})
-        self._partial_specs: dict[str, object] = {TMAX: ("max", TS), BATCH_TMAX: ("max", TS)}
-        self._merge_specs: dict[str, object] = {TMAX: ("max", TMAX), BATCH_TMAX: ("max", BATCH_TMAX)}
+        self._partial_specs: dict[str, object] = {TMAX: ("max", TS)}
+        self._merge_specs: dict[str, object] = {TMAX: ("max", TMAX)}
+        if until is None:
+            self._partial_specs[BATCH_TMAX] = ("max", TS)
+            self._merge_specs[BATCH_TMAX] = ("max", BATCH_TMAX)
         for out, a in aggs.items():
             for pcol, func, col in a.partials(out):
                 self._partial_specs[pcol] = func if col is None else (func, col)
@@ -92,17 +96,19 @@ class KeyedAggregate(Operator):
         if self.groups is None or self.groups.num_rows == 0:
             merged = part
         else:
-            state = self.groups.append_column(BATCH_TMAX, pa.nulls(self.groups.num_rows, pa.int64()))
+            state = self.groups
+            if self.until is None:  # the state's rows are in no batch
+                state = state.append_column(BATCH_TMAX, pa.nulls(state.num_rows, pa.int64()))
             both = pa.concat_tables([state, part.select(state.column_names)],
-                                   promote_options="permissive")
-            merged = columnar.aggregate(both,
-                                        self._merge_specs, by=self.keys, threads=self.threads)
-        batch_tmax = merged.column(BATCH_TMAX)
+                                    promote_options="permissive")
+            merged = columnar.aggregate(both, self._merge_specs, by=self.keys, threads=self.threads)
+        if self.until is not None:
+            self.groups = merged
+            return
+        # an updating result: the current rows of the keys this batch changed
         self.groups = merged.drop_columns([BATCH_TMAX])
-        if self.until is None:  # an updating result: the keys this batch changed
-            touched = pc.is_valid(batch_tmax)
-            out = merged.filter(touched)
-            self._emit_rows(out, np.asarray(out.column(BATCH_TMAX).to_numpy(), dtype=np.int64))
+        out = merged.filter(pc.is_valid(merged.column(BATCH_TMAX)))
+        self._emit_rows(out, np.asarray(out.column(BATCH_TMAX).to_numpy(), dtype=np.int64))
 
     def _table(self, chunk: Chunk) -> pa.Table:
         batch = chunk.batch

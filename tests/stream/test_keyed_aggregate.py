@@ -106,7 +106,8 @@ def _q4(env: st.StreamEnv, out: Path) -> None:
     pairs = auctions.interval_join(bids, on=("id", "auction"), lower=0,
                                    upper=nx.max_auction_length_ms)
     valid = pairs.filter(pc.field("date_time_right") <= pc.field("expires"))
-    winners = agg_until(valid.key_by("id", "category"), "expires", final=st.max("price"))
+    winners = agg_until(valid.key_by("id", "category"), "expires", final=st.max("price"),
+                        name="winners")
     winners.to_files(str(out / "winners"))
     keyed_agg(winners.key_by("category"), avg_final=st.mean("final")).to_files(str(out / "avg"))
 
@@ -125,7 +126,11 @@ def test_q4_state_goes_through_a_savepoint_and_a_restore(parallelism, tmp_path, 
         env = st.StreamEnv(parallelism=parallelism, state_dir=str(tmp_path / "s1"))
         _q4(env, tmp_path / "o1")
         job = asyncio.ensure_future(env.execute_async("q4"))
-        await asyncio.sleep(0.6)  # into the second of the three paced chunks of events
+        # once some auctions have been decided (the paced events take over 1.6 s in all)
+        while not any(o["name"] == "winners" and o["records_out"]
+                      for o in env.get_stats().get("operators", [])):
+            assert not job.done(), "the job ended before the savepoint"
+            await asyncio.sleep(0.01)
         path = await env.savepoint_async(str(tmp_path / "savepoint"))
         committed = {k: _parts(tmp_path / "o1" / k) for k in ("winners", "avg")}
         await job

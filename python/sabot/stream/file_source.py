@@ -6,6 +6,12 @@ newline) are read, so a writer may append while the job runs. JSON lines are rea
 time, so a large file does not sit in memory whole. A CSV or Parquet file is read
 once its size stayed the same for one poll (and a Parquet file once its footer is written).
 The files form one source partition (read in order).
+
+When every consumer of the source keeps only some columns (a ``select`` of plain columns right
+after it, see :mod:`.projection`), the job calls :meth:`FileSource.project`: JSON lines then
+decode only those columns (and the event-time column). Their types are the given ``schema``'s,
+or else the ones the first block's records had (numbers, booleans and strings only; a block
+whose lines do not fit them is decoded whole, as without the projection).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
-from .record_parsing import FORMATS, parse_csv, parse_jsonl
+from .record_parsing import FORMATS, parse_csv, parse_jsonl, parse_jsonl_columns
 from .source import Item, Source
 
 #: A JSON-lines file is read this many bytes at a time (memory stays bounded by the block).
@@ -48,6 +54,17 @@ class FileSource(Source):
         # within a file read but not yet handed out whole: (path, its offset before, items given)
         self._cursor: tuple[str, int | None, int] | None = None
         self._skip: dict[str, int] = {}
+        self.columns: frozenset[str] | None = None  # the columns the job reads (None: all)
+        self._types: pa.Schema | None = None  # their types, once known
+
+    def project(self, columns: frozenset[str] | None) -> None:
+        """Decode only ``columns`` of JSON lines (None: every field); other formats ignore it."""
+        self.columns, self._types = (columns if self.fmt == "jsonl" else None), None
+        if self.columns is not None and self.schema is not None:
+            kept = [f for f in self.schema if f.name in self.columns]
+            self._types = pa.schema(kept) if kept else None
+            if not kept:
+                self.columns = None
 
     def position(self) -> object:
         return {"offsets": dict(self._offsets), "sizes": dict(self._sizes),
@@ -133,10 +150,35 @@ class FileSource(Source):
         self._offsets[path] = start + end
         if not self.follow and start + end >= size:
             self._done.add(path)
-        table, bad = parse_jsonl(data[:end], self.schema)
+        table, bad = self._parse(data[:end])
         items: list[Item] = []
         if bad:
             items.append((0, bad))
         if table is not None:
             items.extend((0, b) for b in table.to_batches(max_chunksize=self.batch_size))
         return items
+
+    def _parse(self, block: bytes) -> tuple[pa.Table | None, list]:
+        cols = self.columns
+        if cols is None:
+            return parse_jsonl(block, self.schema)
+        if self._types is not None:
+            table = parse_jsonl_columns(block, self._types)
+            if table is not None:
+                return (table if table.num_rows else None), []
+        table, bad = parse_jsonl(block, self.schema)
+        if table is None:
+            return None, bad
+        if self._types is None and self.schema is None:
+            self._types = _pinned(table.schema, cols)
+        return table.select([n for n in table.column_names if n in cols]), bad
+
+
+def _pinned(schema: pa.Schema, columns: frozenset[str]) -> pa.Schema | None:
+    """The types of ``columns`` as decoded from one block, if every one is there and is a type
+    a JSON value decodes to the same way in every block (int64, double, bool, string)."""
+    kept = [f for f in schema if f.name in columns]
+    plain = (pa.int64(), pa.float64(), pa.bool_(), pa.string())
+    if len(kept) != len(columns) or any(f.type not in plain for f in kept):
+        return None
+    return pa.schema(kept)

@@ -42,6 +42,17 @@ def parse_jsonl(block: bytes, schema: pa.Schema | None) -> tuple[pa.Table | None
     return (pa.Table.from_batches([batch]) if batch is not None else None), bad + more
 
 
+def parse_jsonl_columns(block: bytes, columns: pa.Schema) -> pa.Table | None:
+    """Only ``columns`` of complete JSON-lines records (their types given: the other fields are
+    skipped, not decoded), or None where a line does not fit them (then parse the block whole,
+    :func:`parse_jsonl`, which finds the bad lines)."""
+    opts = pajson.ParseOptions(explicit_schema=columns, unexpected_field_behavior="ignore")
+    try:
+        return pajson.read_json(io.BytesIO(block), parse_options=opts)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
 def parse_csv(data: bytes, schema: pa.Schema | None) -> pa.Table:
     conv = pacsv.ConvertOptions(column_types=schema) if schema is not None else None
     return pacsv.read_csv(io.BytesIO(data), convert_options=conv)

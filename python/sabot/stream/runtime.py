@@ -23,6 +23,7 @@ from ..metrics import get_metrics
 from .checkpointer import CheckpointConfig, Checkpointer
 from .durations import MAX_TIME, MIN_TIME
 from .operator import Operator
+from .projection import plan_projections
 from .source_operator import SourceOperator
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class Job:
         self.order: list[Operator] = []  # upstream before downstream
         self.sinks = [self._build(n) for n in sinks]
         self.sources = [op for op in self.order if isinstance(op, SourceOperator)]
+        plan_projections(self.sources)
         self.ctx.checkpointing = checkpoint is not None
         self.checkpointer = None if checkpoint is None else Checkpointer(name, self.order, checkpoint)
         self.restore_from = restore_from

@@ -8,7 +8,6 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-
 from sabot import stream as st
 from sabot.errors import BadRecordError
 from sabot.stream import file_source

@@ -19,7 +19,9 @@ from .stateless import Select
 
 def plan_projections(operators: Iterable[Operator]) -> None:
     for op in operators:
-        project = getattr(op.source, "project", None) if isinstance(op, SourceOperator) else None
+        if not isinstance(op, SourceOperator):
+            continue
+        project = getattr(op.source, "project", None)
         if project is not None:
             project(_columns_read(op))
 

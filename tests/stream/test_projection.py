@@ -3,6 +3,7 @@ plain columns decodes only those and the event time; the output is the same as w
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pyarrow as pa
@@ -125,3 +126,39 @@ def test_a_bad_line_fails_the_job_as_without_a_projection(tmp_path, projected):
     env.execute()
     assert pa.Table.from_batches(got).column("v").to_pylist() == [r["v"] for r in ROWS]
     assert pa.Table.from_batches(dead).column("record").to_pylist() == ["{not json"]
+
+
+def test_a_position_taken_while_the_next_block_is_read_ahead_resumes_at_the_next_record(
+        tmp_path, monkeypatch):
+    """The block read ahead is not in the position: from the position after any item, a new
+    source reads exactly the records after it (projected or not)."""
+    monkeypatch.setattr(file_source, "BLOCK_BYTES", 4 << 10)
+    pattern = _write(tmp_path, ROWS[:600])
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[600:900]))
+
+    def source(columns):
+        src = file_source.FileSource(pattern, "jsonl", False, None, 100, 25)
+        src.project(columns)
+        return src
+
+    async def cut(columns, n):
+        src, got = source(columns), []
+        it = src.read()
+        for _ in range(n):
+            got.extend((await it.__anext__())[1].column("v").to_pylist())
+        ahead = src._ahead is not None
+        pos = src.position()
+        await it.aclose()
+        again = source(columns)
+        again.seek(pos)
+        rest = [v for _, b in [x async for x in again.read()] for v in b.column("v").to_pylist()]
+        return got, rest, ahead
+
+
+    for columns in (None, frozenset({"v", "t"})):
+        aheads = 0
+        for n in range(1, 36):
+            got, rest, ahead = asyncio.run(cut(columns, n))
+            aheads += ahead
+            assert got + rest == list(range(900)), (columns, n)
+        assert aheads > 20  # most cuts were taken with a block read ahead

@@ -17,9 +17,11 @@ whose lines do not fit them is decoded whole, as without the projection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob as globlib
 import os
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +32,8 @@ from .source import Item, Source
 
 #: A JSON-lines file is read this many bytes at a time (memory stays bounded by the block).
 BLOCK_BYTES = 16 << 20
+#: Read and decode the next block of a finished JSON-lines file while the job uses this one.
+READ_AHEAD = True
 
 
 class FileSource(Source):
@@ -56,6 +60,10 @@ class FileSource(Source):
         self._skip: dict[str, int] = {}
         self.columns: frozenset[str] | None = None  # the columns the job reads (None: all)
         self._types: pa.Schema | None = None  # their types, once known
+        # the next block of a finished file, read and decoded on a helper thread while the job
+        # works on this one: ((path, start, size), its future (length, items))
+        self._ahead: tuple[tuple[str, int, int], Future[tuple[int, list[Item]]]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def project(self, columns: frozenset[str] | None) -> None:
         """Decode only ``columns`` of JSON lines (None: every field); other formats ignore it."""
@@ -84,10 +92,18 @@ class FileSource(Source):
             self._skip[path] = given
 
     async def read(self) -> AsyncIterator[Item]:
+        try:
+            async for item in self._items():
+                yield item
+        finally:
+            self._stop_ahead()
+
+    async def _items(self) -> AsyncIterator[Item]:
         while True:
             for path in sorted(globlib.glob(self.pattern)):
                 while path not in self._done:  # a JSON-lines file a block at a time
                     before = self._offsets.get(path)
+                    await self._wait_ahead()
                     items = self._read(path)
                     if not items:
                         break
@@ -133,6 +149,28 @@ class FileSource(Source):
             if not self.follow:
                 self._done.add(path)
             return []
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == (path, start, size):
+            end, items = ahead[1].result()  # read and decoded while the last block was used
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            end, items = self._block(path, start, size)
+        if end == 0:
+            return []
+        self._offsets[path] = start + end
+        if not self.follow and start + end >= size:
+            self._done.add(path)
+        if not self.follow and start + end < size and READ_AHEAD:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="sabot-file-read-ahead")
+            nxt = (path, start + end, size)
+            self._ahead = (nxt, self._pool.submit(self._block, *nxt))
+        return items
+
+    def _block(self, path: str, start: int, size: int) -> tuple[int, list[Item]]:
+        """The complete lines from ``start`` (their length) as items; reads no state but the
+        columns and their types, so it may run on the read-ahead thread."""
         block = BLOCK_BYTES
         with open(path, "rb") as f:
             while True:  # a block ending at a newline (a longer line makes the block grow)
@@ -146,17 +184,29 @@ class FileSource(Source):
         if not self.follow and at_eof and end < len(data):
             end = len(data)  # the last line of a finished file may lack its newline
         if end == 0:
-            return []
-        self._offsets[path] = start + end
-        if not self.follow and start + end >= size:
-            self._done.add(path)
+            return 0, []
         table, bad = self._parse(data[:end])
         items: list[Item] = []
         if bad:
             items.append((0, bad))
         if table is not None:
             items.extend((0, b) for b in table.to_batches(max_chunksize=self.batch_size))
-        return items
+        return end, items
+
+    async def _wait_ahead(self) -> None:
+        """Let the job work on what it has until the block read ahead is decoded."""
+        if self._ahead is None or self._ahead[1].done():
+            return
+        with contextlib.suppress(Exception):  # an error is raised where the block is used
+            await asyncio.wrap_future(self._ahead[1])
+
+    def _stop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def _parse(self, block: bytes) -> tuple[pa.Table | None, list]:
         cols = self.columns

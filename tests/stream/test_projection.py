@@ -86,18 +86,25 @@ def test_any_other_consumer_decodes_every_column(tmp_path, projected, consumer):
     assert projected == [None]
 
 
-def test_a_later_block_that_does_not_fit_the_first_blocks_types_is_decoded_whole(tmp_path, projected):
-    # v is an integer in the first blocks, then a real number, then missing
+@pytest.mark.parametrize("sample", [256, file_source.SAMPLE_BYTES])
+def test_a_block_that_does_not_fit_the_first_records_types_is_decoded_whole(
+        tmp_path, projected, monkeypatch, sample):
+    # v is an integer in the first records (the sample the types come from), then a real
+    # number (in the first block, and in a later one), then missing
+    monkeypatch.setattr(file_source, "SAMPLE_BYTES", sample)
     rows = [dict(r) for r in ROWS]
+    rows[20]["v"] = 1.5
     rows[2000]["v"] = 2.5
     del rows[2500]["v"]
     pattern = _write(tmp_path, rows)
     out = st.StreamEnv().from_files(pattern, timestamp="t").select("k", "v").collect()
     assert projected[0] == frozenset({"k", "v", "t"})
     assert out.to_pylist() == [{"k": r["k"], "v": r.get("v")} for r in rows]
-    assert [b.schema for b in out.to_batches()] == [
-        b.schema for b in st.StreamEnv().from_files(pattern, timestamp="t").select("k", "v").collect(
-        ).to_batches()]
+    full = st.StreamEnv().from_files(pattern, timestamp="t").collect()  # no projection
+    assert projected[1] is None
+    assert out.schema == full.select(["k", "v"]).schema
+    assert [type(v) for v in out.column("v").to_pylist()] == [
+        type(v) for v in full.column("v").to_pylist()]
 
 
 def test_a_given_schema_gives_the_columns_types(tmp_path, projected):

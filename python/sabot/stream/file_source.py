@@ -10,7 +10,7 @@ The files form one source partition (read in order).
 When every consumer of the source keeps only some columns (a ``select`` of plain columns right
 after it, see :mod:`.projection`), the job calls :meth:`FileSource.project`: JSON lines then
 decode only those columns (and the event-time column). Their types are the given ``schema``'s,
-or else the ones the first block's records had (numbers, booleans and strings only; a block
+or else the ones the first records had (numbers, booleans and strings only; a block
 whose lines do not fit them is decoded whole, as without the projection).
 """
 
@@ -27,11 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError
-from .record_parsing import FORMATS, parse_csv, parse_jsonl, parse_jsonl_columns
+from .record_parsing import FORMATS, infer_jsonl_types, parse_csv, parse_jsonl, parse_jsonl_columns
 from .source import Item, Source
 
 #: A JSON-lines file is read this many bytes at a time (memory stays bounded by the block).
 BLOCK_BYTES = 16 << 20
+#: Without a schema, a projection takes its columns' types from the records in this many bytes.
+SAMPLE_BYTES = 64 << 10
 #: Read and decode the next block of a finished JSON-lines file while the job uses this one.
 READ_AHEAD = True
 
@@ -212,6 +214,10 @@ class FileSource(Source):
         cols = self.columns
         if cols is None:
             return parse_jsonl(block, self.schema)
+        if self._types is None and self.schema is None:  # the types of the first records
+            sample = infer_jsonl_types(block[:block.find(b"\n", SAMPLE_BYTES) + 1 or len(block)])
+            if sample is not None:
+                self._types = _pinned(sample, cols)
         if self._types is not None:
             table = parse_jsonl_columns(block, self._types)
             if table is not None:

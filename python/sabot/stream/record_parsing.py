@@ -53,6 +53,14 @@ def parse_jsonl_columns(block: bytes, columns: pa.Schema) -> pa.Table | None:
         return None
 
 
+def infer_jsonl_types(block: bytes) -> pa.Schema | None:
+    """The types pyarrow infers for these JSON lines, or None where they are not all records."""
+    try:
+        return pajson.read_json(io.BytesIO(block)).schema if block.strip() else None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+
+
 def parse_csv(data: bytes, schema: pa.Schema | None) -> pa.Table:
     conv = pacsv.ConvertOptions(column_types=schema) if schema is not None else None
     return pacsv.read_csv(io.BytesIO(data), convert_options=conv)

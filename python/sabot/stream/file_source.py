@@ -3,7 +3,9 @@
 Bounded by default (the files there at the start). With ``follow=True`` it polls for new files
 and, for JSON lines, for lines appended to the files it has: only complete lines (ending in a
 newline) are read, so a writer may append while the job runs. JSON lines are read 16 MiB at a
-time, so a large file does not sit in memory whole. A CSV or Parquet file is read
+time, so a large file does not sit in memory whole; in a bounded job the next block is read and
+decoded on a helper thread while the job works on this one (one block ahead: the position in a
+checkpoint counts only the blocks handed out). A CSV or Parquet file is read
 once its size stayed the same for one poll (and a Parquet file once its footer is written).
 The files form one source partition (read in order).
 

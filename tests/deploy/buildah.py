@@ -152,7 +152,7 @@ class Container:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(self._argv(command, env), stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-        running = RunningCommand(proc, log_path)
+        running = RunningCommand(proc, log_path, Path(command[0]).name)
         self.started.append(running)
         return running
 
@@ -169,28 +169,38 @@ class RunningCommand:
 
     buildah: subprocess.Popen[bytes]
     log_path: Path
+    program: str  # the command's executable's name, as its cmdline shows it
 
     def poll(self) -> int | None:
         return self.buildah.poll()
 
     def process(self, timeout: float = 30.0) -> psutil.Process:
-        """The container's main process (the image's CMD): the first descendant of buildah's
-        process that is not buildah itself. buildah kills, rather than forwards, a SIGTERM sent
-        to it, so `docker stop` is a SIGTERM to this process."""
+        """The container's main process (the image's CMD): the descendant of buildah's process
+        that runs the command's program. While the container starts, buildah's helpers come and
+        go under it (a CI run once picked one that had exited a moment later), so a process
+        counts only once its cmdline names the program. buildah kills, rather than forwards, a
+        SIGTERM sent to it, so `docker stop` is a SIGTERM to this process."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                root = psutil.Process(self.buildah.pid)
-                for child in root.children(recursive=True):
-                    if not _is_buildah(child) and _is_buildah(child.parent()):
-                        return child
+                children = psutil.Process(self.buildah.pid).children(recursive=True)
             except psutil.NoSuchProcess:
                 break
+            for child in children:
+                if self._runs_program(child):
+                    return child
             if self.buildah.poll() is not None:
                 break
             time.sleep(0.1)
-        raise AssertionError(f"no container process under buildah pid {self.buildah.pid}\n"
-                             f"{self.tail()}")
+        raise AssertionError(f"no process running {self.program!r} under buildah pid "
+                             f"{self.buildah.pid}\n{self.tail()}")
+
+    def _runs_program(self, proc: psutil.Process) -> bool:
+        try:
+            return (not _is_buildah(proc)
+                    and any(Path(arg).name == self.program for arg in proc.cmdline()[:2]))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            return False
 
     def stop(self, grace_s: float) -> int | None:
         """SIGTERM the container's process and wait; the exit status (None: it had to be

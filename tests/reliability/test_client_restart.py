@@ -129,3 +129,25 @@ def test_no_worker_connected_timeout_is_one_deadline(cluster: Any) -> None:
     nodes.record("job with no worker connected", variant="ci", jobs=1,
                  results_checked=len(items), lost=0, duplicated=0,
                  timeout_s=timeout, seconds_until_timeout_error=round(took, 2))
+
+
+def test_one_handle_serves_calls_made_in_separate_event_loops(cluster: Any) -> None:
+    """A script that calls the async API with ``asyncio.run`` once per call keeps one handle:
+    each call is answered on its first try, on its own loop (the client's socket follows the
+    loop; before, its reader stayed on the first, closed loop, and every later call waited out
+    a try of TRY_TIMEOUT_S and a hello before an answer could come), and a coordinator restart
+    between two calls is noticed on the new loop."""
+    from sabot.cluster.client import TRY_TIMEOUT_S
+    cluster.add_worker()
+    coord = cluster.python_handle()
+    first_try = TRY_TIMEOUT_S / 2  # a call bounded by this cannot live through a second try
+    job_ids = []
+    for n in range(3):
+        job_ids.append(asyncio.run(coord.submit([n, n + 1], "square", timeout=first_try)))
+        assert asyncio.run(sabot.get_distributed_job_result(
+            coord, job_ids[-1], timeout=first_try)) == [n * n, (n + 1) * (n + 1)]
+    cluster.coordinator.kill()
+    cluster.coordinator.start()
+    status = asyncio.run(sabot.get_distributed_job_status(coord, job_ids[0]))
+    assert status["status"] == "completed"
+    asyncio.run(coord.stop())

@@ -21,12 +21,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from ..config import Config
 from ..errors import AuthenticationError, CoordinatorUnavailableError, ProtocolError
 from ..states import JobState
 from . import transport
+from .loop_socket import LoopSocket
 from .protocol import PROTOCOL_VERSION, ErrorCode, Sender, decode, decode_frame, refusal_error
 from .protocol import messages as m
 from .security import ClusterKeys
@@ -53,16 +53,16 @@ class ClusterClient:
         self.host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         self.port = port
         self.node_id = f"client-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._ctx: zmq.asyncio.Context | None = None
-        self._sock: zmq.asyncio.Socket | None = None
+        self._ctx: zmq.Context | None = None
+        #: The DEALER to the coordinator and its connection monitor, read on the loop.
+        self._sock: LoopSocket | None = None
+        self._monitor: LoopSocket | None = None
+        self._dropped = False  # the connection dropped and has not come back yet
         self._sender = Sender()
         self._keys: ClusterKeys | None = None
         self._endpoint: str | None = None
         self._pending: dict[int, tuple[asyncio.Future[m.Message], m.Message]] = {}
         self._next_id = 0
-        self._reader: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        self._monitor: zmq.asyncio.Socket | None = None
         #: Resolved (and replaced) when the requests in flight must be sent again: the
         #: connection came back, or the coordinator no longer knows this session.
         self._resend: asyncio.Future[None] | None = None
@@ -102,13 +102,15 @@ class ClusterClient:
                         f"{self._keys.fingerprint}; the coordinator's "
                         f"{info.get('key_fingerprint')})")
                 if self._ctx is None:
-                    self._ctx = zmq.asyncio.Context()
+                    self._ctx = zmq.Context()
                 self._endpoint = transport.zmq_endpoint(self.host, int(info["zmq_port"]))
-                self._sock = transport.client_socket(self._ctx, self._keys, self._endpoint)
-                self._monitor = transport.connection_monitor(self._sock)
+                sock = transport.client_socket(self._ctx, self._keys, self._endpoint)
                 loop = asyncio.get_running_loop()
-                self._reader = loop.create_task(self._read_loop())
-                self._watcher = loop.create_task(self._watch_connection(self._monitor))
+                self._dropped = False
+                # The monitor first: it must see the first handshake.
+                self._monitor = LoopSocket(transport.connection_monitor(sock), loop,
+                                           self._on_monitor)
+                self._sock = LoopSocket(sock, loop, self._on_frames)
             try:
                 await self._hello(http_wait)
             except CoordinatorUnavailableError:
@@ -126,7 +128,7 @@ class ClusterClient:
         token = ""
         if self.config.spool:
             token = await asyncio.to_thread(Spool(self.config.data_dir).read_token) or ""
-        await self._sock.send_multipart(self._sender.encode(m.Hello(
+        await self._sock.send(self._sender.encode(m.Hello(
             PROTOCOL_VERSION, self.config.cluster_name, "client", self.node_id, pid=os.getpid(),
             spool_token=token)))
         try:
@@ -149,47 +151,36 @@ class ClusterClient:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    async def _watch_connection(self, monitor: zmq.asyncio.Socket) -> None:
+    def _on_monitor(self, frames: list[bytes]) -> None:
         """Socket events: a connection that dropped and came back (the coordinator restarted,
         or the network blipped) means the requests sent before may never be answered."""
-        dropped = False
-        while True:
-            event = await transport.next_connection_event(monitor)
-            if event == zmq.EVENT_DISCONNECTED:
-                dropped = True
-                self._session_ok = False
-                log.debug("client %s: connection to %s dropped", self.node_id, self._endpoint)
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and dropped:
-                dropped = False
-                log.debug("client %s: connection to %s is back; sending again", self.node_id,
-                          self._endpoint)
-                self._resend_all()
+        event = transport.connection_event(frames)
+        if event == zmq.EVENT_DISCONNECTED:
+            self._dropped = True
+            self._session_ok = False
+            log.debug("client %s: connection to %s dropped", self.node_id, self._endpoint)
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self._dropped:
+            self._dropped = False
+            log.debug("client %s: connection to %s is back; sending again", self.node_id,
+                      self._endpoint)
+            self._resend_all()
 
     async def _drop_socket(self) -> None:
         self._session_ok = False
-        tasks = [t for t in (self._reader, self._watcher) if t is not None]
-        self._reader = self._watcher = None
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        if self._monitor is not None:
-            if self._sock is not None:
-                try:
-                    self._sock.disable_monitor()
-                except zmq.ZMQError:
-                    pass
-            self._monitor.close(0)
-            self._monitor = None
-        if self._sock is not None:
-            self._sock.close(0)
-            self._sock = None
+        sock, monitor = self._sock, self._monitor
+        self._sock = self._monitor = None
+        if sock is not None and monitor is not None:
+            try:
+                sock.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for each in (monitor, sock):
+            if each is not None:
+                each.close()
 
-    async def _read_loop(self) -> None:
-        assert self._sock is not None
-        while True:
-            for frame in await self._sock.recv_multipart():
-                self._on_frame(frame)
+    def _on_frames(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self._on_frame(frame)
 
     def _on_frame(self, frame: bytes) -> None:
         try:
@@ -309,7 +300,9 @@ class ClusterClient:
                 resend = self._resend
                 assert self._sock is not None
                 tries += 1
-                await self._sock.send_multipart(self._sender.encode(msg))
+                if self._monitor is not None:  # (a caller on another loop than before)
+                    self._monitor.follow(loop)
+                await self._sock.send(self._sender.encode(msg))
                 wait = try_timeout if left is None else min(try_timeout, left)
                 await asyncio.wait((fut, resend), timeout=wait,
                                    return_when=asyncio.FIRST_COMPLETED)

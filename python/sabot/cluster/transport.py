@@ -115,19 +115,17 @@ CONNECTION_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
 def connection_monitor(sock: zmq.Socket) -> zmq.Socket:
-    """A monitor of ``sock``'s connections (dropped, handshaken): for an asyncio socket an
-    asyncio PAIR socket, read with :func:`next_connection_event`."""
+    """A monitor of ``sock``'s connections (dropped, handshaken): a PAIR socket whose messages
+    :func:`connection_event` reads."""
     return sock.get_monitor_socket(CONNECTION_EVENTS)
 
 
-async def next_connection_event(mon: Any) -> int:
-    """The next event number of an asyncio monitor socket."""
-    while True:
-        frames = await mon.recv_multipart()
-        try:
-            return int(parse_monitor_message(frames)["event"])
-        except (ValueError, KeyError, IndexError):  # pragma: no cover - libzmq's format
-            continue
+def connection_event(frames: list[bytes]) -> int | None:
+    """The event number of one monitor message (None: not one libzmq's format allows)."""
+    try:
+        return int(parse_monitor_message(frames)["event"])
+    except (ValueError, KeyError, IndexError, TypeError):  # pragma: no cover - libzmq's format
+        return None
 
 
 def log_monitor_event(mon: zmq.Socket) -> int | None:
@@ -206,12 +204,12 @@ __all__ = [
     "CONNECTION_EVENTS",
     "ZAP_DOMAIN",
     "client_socket",
+    "connection_event",
     "connection_monitor",
     "detect_advertise_host",
     "fetch_cluster_info",
     "log_monitor_event",
     "monitor_socket",
-    "next_connection_event",
     "server_socket",
     "start_authenticator",
     "zmq_endpoint",

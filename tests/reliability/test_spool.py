@@ -138,6 +138,46 @@ def _io(proc: Any) -> tuple[int, int]:
     return io.read_chars, io.write_chars
 
 
+class _PoolIO:
+    """The read/write bytes of a node's pool processes over a stretch of time, sampled every
+    20 ms: a process the pool lets go of meanwhile (it grows and shrinks with the load) keeps
+    what it did until its last sample."""
+
+    def __init__(self, node: Any) -> None:
+        import psutil
+        self._psutil = psutil
+        self._node = node
+        self._first: dict[int, tuple[int, int]] = {}
+        self._last: dict[int, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._sample(first=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self, first: bool = False) -> None:
+        for kid in self._node.children(recursive=True):
+            try:
+                io = _io(kid)
+            except self._psutil.Error:  # gone meanwhile
+                continue
+            if first:
+                self._first[kid.pid] = io
+            self._last[kid.pid] = io
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._sample()
+
+    def stop(self) -> tuple[int, int]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        read = sum(io[0] - self._first.get(pid, (0, 0))[0] for pid, io in self._last.items())
+        written = sum(io[1] - self._first.get(pid, (0, 0))[1]
+                      for pid, io in self._last.items())
+        return read, written
+
+
 def test_a_sharing_workers_pool_processes_read_and_write_the_files(cluster: Any) -> None:
     """The worker node moves references only: its pool processes read each morsel's file and
     write each big result's file themselves (before, every byte crossed the worker process
@@ -150,14 +190,12 @@ def test_a_sharing_workers_pool_processes_read_and_write_the_files(cluster: Any)
     want = [procs.big_answer(x) for x in items]
     assert run(submit_and_wait(cluster, items, "chaos_big")) == want  # (the pool starts)
     node = psutil.Process(worker.proc.pid)
-    kids_before = {k.pid: _io(k) for k in node.children(recursive=True)}
     node_before = _io(node)
+    pools = _PoolIO(node)
     before = counters(cluster)
     assert run(submit_and_wait(cluster, items, "chaos_big")) == want
+    kids_read, kids_written = pools.stop()
     node_read, node_written = (a - b for a, b in zip(_io(node), node_before))
-    kids = node.children(recursive=True)
-    kids_read = sum(_io(k)[0] - kids_before.get(k.pid, (0, 0))[0] for k in kids)
-    kids_written = sum(_io(k)[1] - kids_before.get(k.pid, (0, 0))[1] for k in kids)
     after = counters(cluster)
     assert after["spool_results"] - before["spool_results"] >= 16, after
     in_bytes, out_bytes = 1_800_000, 8_000_000

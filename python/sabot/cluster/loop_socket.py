@@ -36,10 +36,13 @@ class LoopSocket:
     def __init__(self, sock: zmq.Socket, loop: asyncio.AbstractEventLoop,
                  on_frames: Callable[[list[bytes]], None]) -> None:
         self.sock = sock
-        self._loop = loop
         self._on_frames = on_frames
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._closed = False
+        self._watch(loop)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._read_scheduled = False
         loop.add_reader(self._fd, self._read)
         # Messages may have come before the descriptor was watched.
@@ -86,10 +89,7 @@ class LoopSocket:
         """Be read on ``loop`` from now on (a no-op when it already is)."""
         if loop is not self._loop and not self._closed:
             self._unwatch()
-            self._loop = loop
-            self._read_scheduled = False
-            loop.add_reader(self._fd, self._read)
-            self._schedule_read()
+            self._watch(loop)
 
     def close(self) -> None:
         if self._closed:

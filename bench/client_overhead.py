@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=200)
     args = ap.parse_args()
+    for name in ("blocks", "jobs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name} must be at least 1, got {getattr(args, name)}")
 
     cluster = LocalSabotCluster(WORKERS)
     cluster.start()

@@ -4,7 +4,7 @@ Sabot runs as the README's three terminals do: one coordinator process and two w
 (``python -m sabot.composable_launcher`` with SABOT_MODE and COORDINATOR_HOST/PORT), started before
 timing; the client is ``sabot.create_distributed_coordinator(host, port)`` in this process and
 ``submit_distributed_job`` + ``get_distributed_job_result``. Ray runs ``ray.init(num_cpus=2)`` and
-Dask a LocalCluster of 2 single-threaded worker processes. Three cases:
+Dask a LocalCluster of 2 single-threaded worker processes. Four cases:
 
 - small-job latency: a 10-item job (one task), submit to result, p50/p99 over many jobs; beside
   the peers, a hand-written ZeroMQ relay (bench/zmq_relay.py) shows what the hops alone cost;
@@ -13,7 +13,9 @@ Dask a LocalCluster of 2 single-threaded worker processes. Three cases:
   client's CPU per item and the megabytes that crossed the coordinator's socket
   (``client_cpu_us_per_item``, ``coordinator_MB``: the coordinator's ``bytes_received`` and
   ``bytes_sent`` counters). The cluster shares one data dir, as the README's three terminals
-  do, so bulk bytes take the spool (docs/cluster.md) and only references cross the coordinator.
+  do, so bulk bytes take the spool (docs/cluster.md) and only references cross the coordinator;
+- a vectorized ``3x + 1`` over a 40M-element int64 numpy array (320 MB), items/s: Sabot as
+  ``sabot.batch``, Ray and Dask calling it on each of their chunks.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ import urllib.request
 from typing import Any
 
 from .engines import DaskEngine, ItemEngine, RayEngine
-from .harness import (REPO_ROOT, Case, open_engines, run_case, run_latency_case, sabot_status)
-from .workloads import checksum, square
+from .harness import REPO_ROOT, Case, open_engines, run_case, run_latency_case, sabot_status
+from .workloads import affine, array_checksum, checksum, square
 from .zmq_relay import ZmqRelayEngine
 
-TITLE = "cluster on loopback: small-job latency, morsels/s, 10M-item job on 2 workers"
+TITLE = "cluster on loopback: small-job latency, morsels/s, 10M-item and numpy jobs on 2 workers"
 WORKERS = 2
 TIMED_LATENCY = "submit of a 10-item job to its results in the client (cluster already running)"
 TIMED_TASKS = "one job of 10k one-item morsels (peers: 10k one-item tasks), submit to all results"
@@ -48,6 +50,8 @@ TIMED_TASKS = "one job of 10k one-item morsels (peers: 10k one-item tasks), subm
 #: coordinator's counters costs milliseconds: shorter runs are left undisturbed).
 CPU_MIN_ITEMS = 100_000
 TIMED_BIG = "submit of the whole input from the client to all results back in the client"
+TIMED_ARRAY = ("submit of the whole array from the client to the result array back in the "
+               "client (Sabot: sabot.batch; peers: the function on each chunk)")
 
 
 def _thread_cpu() -> dict[int, float]:
@@ -254,14 +258,16 @@ class SabotClusterEngine(ItemEngine):
     def run(self) -> Any:
         import sabot
 
+        # (a vectorized function runs on whole morsels, as a Sabot user would mark it)
+        func = sabot.batch(self.func) if getattr(self.func, "on_chunks", False) else self.func
+
         async def go() -> Any:
             if self.morsel_items is not None:
                 # the README's submit_distributed_job has no morsel size: the handle's submit does
-                job_id = await self.coordinator.submit(self.data, self.func,
+                job_id = await self.coordinator.submit(self.data, func,
                                                        morsel_items=self.morsel_items)
             else:
-                job_id = await sabot.submit_distributed_job(self.coordinator, self.data,
-                                                            self.func)
+                job_id = await sabot.submit_distributed_job(self.coordinator, self.data, func)
             return await sabot.get_distributed_job_result(self.coordinator, job_id, timeout=600)
 
         assert self.loop is not None
@@ -298,10 +304,10 @@ class SabotClusterEngine(ItemEngine):
             self.cluster = None
 
 
-def _configure(engines: list[ItemEngine], data: list[int], chunks: int | None,
-               morsel_items: int | None) -> list[ItemEngine]:
+def _configure(engines: list[ItemEngine], data: Any, chunks: int | None,
+               morsel_items: int | None, func: Any = square) -> list[ItemEngine]:
     for e in engines:
-        e.bind(data, square)
+        e.bind(data, func)
         if isinstance(e, SabotClusterEngine):
             e.morsel_items = morsel_items
             e.params.pop("morsel_items", None)
@@ -315,6 +321,7 @@ def _configure(engines: list[ItemEngine], data: list[int], chunks: int | None,
 def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict[str, Any]]:
     repeats = repeat or (1 if quick else 3)
     n_big = 200_000 if quick else 10_000_000
+    n_array = 1_000_000 if quick else 40_000_000
     n_tasks = 1_000 if quick else 10_000
     calls = 30 if quick else 300
     rows: list[dict[str, Any]] = []
@@ -344,5 +351,15 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
             name=f"square {n_big:,} items", engines=_configure(
                 engines, big, WORKERS * 4, None), work=n_big, metric="items/s",
             answer=checksum, timed=TIMED_BIG, params={"items": n_big, "workers": WORKERS},
+            run_timeout_s=900), repeats, warmup=False)
+        del big
+        import numpy as np
+
+        array = np.arange(n_array, dtype=np.int64)
+        rows += run_case("cluster", Case(
+            name=f"numpy 3x+1, {n_array:,} int64", engines=_configure(
+                engines, array, WORKERS * 4, None, affine), work=n_array, metric="items/s",
+            answer=array_checksum, timed=TIMED_ARRAY,
+            params={"items": n_array, "workers": WORKERS, "MB": array.nbytes // 1_000_000},
             run_timeout_s=900), repeats, warmup=False)
     return rows

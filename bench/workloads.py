@@ -5,7 +5,8 @@ reference (worker processes import ``bench.workloads``), plus the checksums used
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 # A Mersenne prime keeps the position-weighted checksum small and exact in Python ints.
 _MOD = (1 << 61) - 1
@@ -42,12 +43,40 @@ class BusyWait:
         return f"BusyWait({self.cost_us:g} us)"
 
 
+class OnChunks:
+    """A vectorized function, applied by every engine to whole chunks: Sabot runs it as
+    ``sabot.batch(f)``, the chunk-based peers call it on each chunk (what users of each write
+    for numpy work). An instance of a module-level class: it pickles by reference."""
+
+    on_chunks = True
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+
+    def __call__(self, chunk: Any) -> Any:
+        return self.func(chunk)
+
+    def __repr__(self) -> str:
+        return f"OnChunks({self.func.__name__})"
+
+
+def _affine(a: Any) -> Any:
+    return a * 3 + 1
+
+
+#: ``3x + 1`` over a numpy array, vectorized: the bulk numpy case of the cluster benchmark.
+affine = OnChunks(_affine)
+
+
 def map_chunk(func: Callable[[Any], Any], chunk: Sequence[Any]) -> Any:
-    """What chunk-based peers (joblib, Dask, Ray) run remotely: the function over one chunk.
+    """What chunk-based peers (joblib, Dask, Ray) run remotely: the function over one chunk
+    (an :class:`OnChunks` function on the chunk as a whole).
 
     A numpy chunk gives a numpy result, so the peer ships one buffer back instead of pickling
     millions of numpy scalars (what a user of those engines would write for numpy input).
     """
+    if getattr(func, "on_chunks", False):
+        return func(chunk)
     out = [func(x) for x in chunk]
     if hasattr(chunk, "dtype") and hasattr(chunk, "shape"):  # ndarray, or joblib's memmap
         import numpy as np
@@ -79,6 +108,17 @@ def checksum(results: Iterable[Any]) -> dict[str, int]:
         total += v
         weighted = (weighted + (i + 1) * (v % _MOD)) % _MOD
     return {"count": count, "sum": total, "weighted": weighted}
+
+
+def array_checksum(results: Any) -> dict[str, int]:
+    """:func:`checksum` for an integer numpy result, computed with numpy (sums wrap at 2**64,
+    the same for every engine: equal answers mean the same values in the same order)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(results, dtype=np.int64).view(np.uint64)
+    positions = np.arange(1, len(a) + 1, dtype=np.uint64)
+    return {"count": len(a), "sum": int(a.sum(dtype=np.uint64)),
+            "weighted": int(np.dot(a, positions))}
 
 
 class Opaque:

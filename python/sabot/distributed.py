@@ -91,12 +91,16 @@ def _split_and_digest(data: Any, morsel_bytes: int, morsel_items: int | None, na
                       pickled: bytes | None, priority: int, spool: tuple[Spool, str, bool] | None
                       ) -> tuple[str, list[Any], str, int]:
     """(result kind, morsels to submit, their digest, bytes of data); with ``spool`` (the
-    spool this client shares, the job id, whether to fsync) big morsels go to their files."""
-    kind, morsels = payload.split(data, morsel_bytes, morsel_items)
-    nbytes = sum(len(part[2]) for part in morsels)
+    spool this client shares, the job id, whether to fsync) big morsels go to their files
+    (a numpy morsel straight from the array's memory)."""
     if spool is not None:
+        kind, morsels = payload.split_parts(data, morsel_bytes, morsel_items)
+        nbytes = sum(memoryview(p).nbytes for part in morsels for p in part[2])
         where, job_id, sync = spool
         morsels = where.put_inputs(job_id, morsels, sync=sync)
+    else:
+        kind, morsels = payload.split(data, morsel_bytes, morsel_items)
+        nbytes = sum(len(part[2]) for part in morsels)
     return kind, morsels, payload.submit_digest(name, pickled, kind, morsels, priority), nbytes
 
 

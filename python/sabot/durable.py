@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -25,16 +26,18 @@ def write_fsynced(path: str | Path, data: bytes | memoryview) -> None:
         os.fsync(f.fileno())
 
 
-def write_replacing(tmp: str | Path, final: str | Path, data: bytes | memoryview, *,
+def write_replacing(tmp: str | Path, final: str | Path,
+                    data: bytes | memoryview | Sequence[bytes | memoryview], *,
                     sync: bool) -> None:
-    """Write ``data`` to ``tmp`` (mode 0600; fsynced with ``sync``) and rename it to ``final``:
-    a reader sees the whole file or none. A failed write leaves no ``tmp`` behind. The
-    directory entry is the caller's to fsync."""
+    """Write ``data`` (bytes, or the parts they are made of, in order) to ``tmp`` (mode 0600;
+    fsynced with ``sync``) and rename it to ``final``: a reader sees the whole file or none. A
+    failed write leaves no ``tmp`` behind. The directory entry is the caller's to fsync."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for part in (data if isinstance(data, (list, tuple)) else (data,)):
+            view = memoryview(part).cast("B")
+            while view:
+                view = view[os.write(fd, view):]
         if sync:
             os.fsync(fd)
     except BaseException:

@@ -572,8 +572,8 @@ def test_isolated_engine_survives_functions_that_kill_their_process(how):
 def test_encoded_morsels_are_decoded_run_and_encoded_in_the_workers():
     """process_encoded (a cluster worker's bulk morsels): each morsel travels as its bytes, a
     worker process decodes, runs and encodes it; results per morsel in order, a failure names
-    its morsel and the item within it, undecodable bytes and lost processes are errors, and
-    only per-item functions are accepted."""
+    its morsel and the item within it, undecodable bytes and lost processes are errors; a
+    batch function gets each whole morsel, and an Arrow expression is refused."""
     from sabot.cluster.protocol import payload
 
     engine = LocalEngine(load_config(env={}, max_workers=2, max_attempts=1), isolate=True)
@@ -611,8 +611,19 @@ def test_encoded_morsels_are_decoded_run_and_encoded_in_the_workers():
 
         with pytest.raises(sabot.WorkerLostError):
             run(engine.process_encoded([(*morsels[0], 1000)], dies, *codec))
-        with pytest.raises(TypeError, match="per-item function"):
-            run(engine.process_encoded([(*morsels[0], 1000)], sabot.batch(len), *codec))
+        # a batch function gets each whole morsel, decoded; what it returns is encoded
+        whole = run(engine.process_encoded([(*morsels[0], 1000), (*morsels[3], 2)],
+                                           sabot.batch(lambda xs: xs[::-1]),
+                                           payload.decode_value, payload.encode_value))
+        assert [(n, payload.decode_value(enc, blob)) for n, enc, blob in whole] == \
+            [(1000, list(range(999, -1, -1))), (2, [(2, "b"), (1, "a")])]
+        with pytest.raises(sabot.ProcessingError, match="returned 1 results for a morsel"):
+            run(engine.process_encoded([(*morsels[0], 1000)], sabot.batch(lambda xs: xs[:1]),
+                                       payload.decode_value, payload.encode_value))
+        import pyarrow.compute as pc
+
+        with pytest.raises(TypeError, match="per-item or batch function"):
+            run(engine.process_encoded([(*morsels[0], 1000)], pc.field("x") > 1, *codec))
         assert run(engine.process_encoded([], square, *codec)) == []
     finally:
         engine.close_sync()

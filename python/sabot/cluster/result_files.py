@@ -36,6 +36,7 @@ from typing import Any
 
 from ..durable import fsync_dir, write_replacing
 from ..errors import JournalError
+from ..mapped_file import CheckedFileError, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +77,24 @@ class ResultRef:
     crc: int
 
     def read(self) -> bytes:
-        return read_result(self.path, self.size, self.crc)
+        return read_result(self.path, self.size, self.crc)  # type: ignore[return-value]
 
 
-def read_result(path: Path, size: int, crc: int) -> bytes:
-    """The bytes of a result file, checked against the size and CRC-32 the journal holds."""
+def read_result(path: Path, size: int, crc: int, *, mapped: bool = False
+                ) -> bytes | memoryview:
+    """The bytes of a result file, checked against the size and CRC-32 the journal holds;
+    ``mapped``: a big one is mapped, not copied (a client decoding it in place)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ResultFileError(f"result file {path} is missing (removed by hand, or the job "
-                              "expired meanwhile)") from None
-    except OSError as exc:
-        raise ResultFileError(f"result file {path} cannot be read: {exc.strerror}") from None
-    if len(data) != size or zlib.crc32(data) != crc:
-        raise ResultFileError(
-            f"result file {path} is damaged ({len(data)} bytes, the journal recorded {size} "
-            "bytes and another checksum): restore SABOT_DATA_DIR from a backup, or submit the "
-            "job again")
-    return data
+        return read_checked(path, size, crc, mapped=mapped)
+    except CheckedFileError as exc:
+        if "missing" in exc.why:
+            raise ResultFileError(f"result file {path} is missing (removed by hand, or the job "
+                                  "expired meanwhile)") from None
+        if "damaged" not in exc.why:
+            raise ResultFileError(f"result file {exc}") from None
+    raise ResultFileError(
+        f"result file {path} is damaged (the journal recorded {size} bytes and a checksum it "
+        "does not have): restore SABOT_DATA_DIR from a backup, or submit the job again")
 
 
 class ResultFiles:

@@ -34,6 +34,7 @@ import secrets
 import shutil
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import msgpack
 
 from ..durable import fsync_dir, write_replacing
 from ..errors import ProtocolError
+from ..mapped_file import CheckedFileError, read_checked
 from .result_files import ResultFileError, read_result, result_path
 
 #: The encoding of a morsel or result that travels as a reference to its spool file.
@@ -80,38 +82,38 @@ def parse_ref(data: bytes) -> tuple[str, int, int]:
     return enc, size, crc
 
 
-def write_file(path: Path, data: bytes | memoryview, *, sync: bool,
-               crc: int | None = None) -> int:
-    """Write ``data`` to the spool file ``path`` (a temporary name, renamed into place;
-    fsynced with ``sync``, the directory too); returns its CRC-32 (``crc`` when the caller
-    has it)."""
+def crc_of(parts: Sequence[bytes | memoryview]) -> int:
+    """The CRC-32 of the bytes ``parts`` make in order."""
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return crc
+
+
+def write_file(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *,
+               sync: bool, crc: int | None = None) -> int:
+    """Write ``data`` (bytes, or the parts they are made of: written one after another, never
+    joined) to the spool file ``path`` (a temporary name, renamed into place; fsynced with
+    ``sync``, the directory too); returns its CRC-32 (``crc`` when the caller has it)."""
     folder = path.parent
     if not folder.is_dir():
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if crc is None:
-        crc = zlib.crc32(data)
+        crc = crc_of(data) if isinstance(data, (list, tuple)) else zlib.crc32(data)
     write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
     if sync:
         fsync_dir(folder)
     return crc
 
 
-def read_file(path: Path, size: int, crc: int) -> bytes:
+def read_file(path: Path, size: int, crc: int, *, mapped: bool = False) -> bytes | memoryview:
     """The bytes of a spool file, checked against its reference (ResultFileError naming the
-    file when it is missing, cut short or damaged)."""
+    file when it is missing, cut short or damaged); ``mapped``: a big one is mapped, not
+    copied (:func:`sabot.mapped_file.read_checked`), for a value decoded in place."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ResultFileError(f"spool file {path} is missing") from None
-    except OSError as exc:
-        raise ResultFileError(f"spool file {path} cannot be read: "
-                              f"{exc.strerror or exc}") from None
-    held = zlib.crc32(data)
-    if len(data) != size or held != crc:
-        raise ResultFileError(
-            f"spool file {path} is damaged: {len(data)} bytes with CRC-32 {held:08x}, its "
-            f"reference says {size} bytes with CRC-32 {crc:08x}")
-    return data
+        return read_checked(path, size, crc, mapped=mapped)
+    except CheckedFileError as exc:
+        raise ResultFileError(f"spool file {exc}") from None
 
 
 class Spool:
@@ -160,14 +162,14 @@ class Spool:
         return result_path(self.data_dir, job_id, idx)
 
     # -- writing and reading -------------------------------------------------------------
-    def write(self, path: Path, data: bytes | memoryview, *, sync: bool,
-              crc: int | None = None) -> int:
+    def write(self, path: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *,
+              sync: bool, crc: int | None = None) -> int:
         """Write ``data`` to ``path``: :func:`write_file`."""
         return write_file(path, data, sync=sync, crc=crc)
 
     def read(self, path: Path, size: int, crc: int) -> bytes:
         """The bytes of a spool file: :func:`read_file`."""
-        return read_file(path, size, crc)
+        return read_file(path, size, crc)  # type: ignore[return-value]
 
     def check(self, path: Path, size: int) -> str | None:
         """Why ``path`` cannot be the file a reference names (None: it can)."""
@@ -181,29 +183,35 @@ class Spool:
 
     def put_inputs(self, job_id: str, morsels: list[Any], *, sync: bool) -> list[Any]:
         """(A client) write the big ones of a submit's ``[encoding, items, data]`` morsels to
-        their spool files; returns the morsels to submit, references in their place."""
+        their spool files (``data``: bytes, or the parts they are made of, written as they
+        are); returns the morsels to submit, references in their place and small ones as
+        bytes."""
         out = []
         for i, (enc, items, data) in enumerate(morsels):
-            if len(data) < SPOOL_MIN_BYTES:
-                out.append([enc, items, data])
+            parts = data if isinstance(data, (list, tuple)) else [data]
+            size = sum(memoryview(p).nbytes for p in parts)
+            if size < SPOOL_MIN_BYTES:
+                out.append([enc, items, parts[0] if len(parts) == 1 and
+                            isinstance(parts[0], bytes) else b"".join(parts)])
                 continue
-            crc = zlib.crc32(data)
+            crc = crc_of(parts)
             path = self.input_path(job_id, i, crc)
-            if self.check(path, len(data)) is not None:  # (a resubmit finds it written)
-                self.write(path, data, sync=sync, crc=crc)
-            out.append([SPOOL, items, ref_bytes(enc, len(data), crc)])
+            if self.check(path, size) is not None:  # (a resubmit finds it written)
+                self.write(path, parts, sync=sync, crc=crc)
+            out.append([SPOOL, items, ref_bytes(enc, size, crc)])
         if sync and any(part[0] == SPOOL for part in out):
             fsync_dir(self.root)
         return out
 
-    def take_result(self, job_id: str, idx: int, ref: bytes) -> tuple[str, bytes]:
-        """(A client) (encoding, bytes) of result ``idx`` that came as a reference to its
-        result file (ResultFileError naming the file when it is gone or damaged)."""
+    def take_result(self, job_id: str, idx: int, ref: bytes) -> tuple[str, bytes | memoryview]:
+        """(A client) (encoding, bytes; a big file mapped) of result ``idx`` that came as a
+        reference to its result file (ResultFileError naming the file when it is gone or
+        damaged)."""
         try:
             enc, size, crc = parse_ref(ref)
         except ProtocolError as exc:
             raise ResultFileError(f"result {idx} of job {job_id}: {exc}") from None
-        return enc, read_result(self.result_path(job_id, idx), size, crc)
+        return enc, read_result(self.result_path(job_id, idx), size, crc, mapped=True)
 
     # -- cleaning up ---------------------------------------------------------------------
     def remove_job(self, job_id: str) -> None:

@@ -10,6 +10,10 @@ result's spool file (fsynced when the worker's welcome asked for it), returning 
 smaller result, or one the disk refuses, comes back as bytes, and the worker sends (or spools)
 it as any other. What the worker posts is the same ``morsel-result`` either way.
 
+Morsels of per-item functions and of batch functions (``sabot.batch``) both run so. A numpy or
+Arrow morsel is decoded over the mapped file (no copy of its values into the process), and a
+numpy result is written to its file from the array's own memory.
+
 Both callables below run in the pool process and pickle by reference to this module.
 """
 
@@ -36,11 +40,12 @@ def task_payload(path: Path, encoding: str, size: int, crc: int) -> bytes:
 
 def read_task(encoding: str, data: bytes) -> Any:
     """(In the pool process) the items of a task: read from the spool file it names, checked
-    against its size and CRC-32 (ResultFileError naming the file otherwise), then decoded."""
+    against its size and CRC-32 (ResultFileError naming the file otherwise), then decoded (a
+    big numpy or Arrow morsel in place over the mapped file, without a copy)."""
     if encoding != SPOOL_FILE:
         return payload.decode_value(encoding, data)
     path, inner, size, crc = msgpack.unpackb(data, raw=False)
-    return payload.decode_value(inner, read_file(Path(path), size, crc))
+    return payload.decode_value(inner, read_file(Path(path), size, crc, mapped=True))
 
 
 @dataclass(frozen=True)
@@ -51,16 +56,20 @@ class ResultWriter:
     path: str
     sync: bool
 
-    def __call__(self, items: list[Any]) -> tuple[str, bytes]:
-        encoding, blob = payload.encode_items(items)
-        if len(blob) < SPOOL_MIN_BYTES:
-            return encoding, blob
-        try:
-            crc = write_file(Path(self.path), blob, sync=self.sync)
-        except OSError:
-            # (a full disk: the bytes go back to the worker, which sends them over ZeroMQ)
-            return encoding, blob
-        return SPOOL, ref_bytes(encoding, len(blob), crc)
+    def __call__(self, results: Any) -> tuple[str, bytes]:
+        """``results``: a per-item function's list, or what a batch function returned (a
+        numpy array goes into its file straight from its own memory)."""
+        encoding, parts = payload.encode_parts(results)
+        size = sum(memoryview(p).nbytes for p in parts)
+        if size >= SPOOL_MIN_BYTES:
+            try:
+                crc = write_file(Path(self.path), parts, sync=self.sync)
+            except OSError:
+                pass  # (a full disk: the bytes go back to the worker, which sends them)
+            else:
+                return SPOOL, ref_bytes(encoding, size, crc)
+        return encoding, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else \
+            b"".join(parts)
 
 
 __all__ = ["SPOOL_FILE", "ResultWriter", "read_task", "task_payload"]

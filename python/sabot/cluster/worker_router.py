@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ..engine.functions import ITEM, resolve_function
+from ..engine.functions import BATCH, ITEM, resolve_function
 from ..engine.placement import (
     LOOP_MAX_BYTES,
     SAMPLE_ITEMS,
@@ -96,7 +96,7 @@ class MorselRouter:
             trusted = spec.processor is not None and \
                 getattr(spec.func, "__module__", "") == "sabot.processors"
             if msg.encoding == SPOOL:
-                task = None if msg.count else self._pool_reads(msg, spec.kind == ITEM, trusted)
+                task = None if msg.count else self._pool_reads(msg, spec.kind, trusted)
                 if task is not None:
                     # A user function's whole morsel: its pool process reads the file.
                     self.running[key] = self.lanes.submit(msg, func, fn.key, encoded=True,
@@ -130,17 +130,19 @@ class MorselRouter:
             return
         self.morsel_done(msg, len(data), encoding, blob, time.perf_counter() - t0)
 
-    def _pool_reads(self, msg: m.Assign, per_item: bool, trusted: bool) -> SpooledTask | None:
+    def _pool_reads(self, msg: m.Assign, kind: str, trusted: bool) -> SpooledTask | None:
         """The pool task for a spooled morsel that a pool process reads and writes itself
         (:mod:`sabot.cluster.spool_task`): a whole morsel of a user per-item function, which
-        would go to the pool still encoded anyway; None for any other (its bytes are read
-        here). A file that is not there, or not that big, fails the morsel now."""
+        would go to the pool still encoded anyway, or of a user batch function (numpy and
+        Arrow morsels read in place there); None for any other (its bytes are read here). A
+        file that is not there, or not that big, fails the morsel now."""
         spool = self.spool
-        if spool is None or trusted or not per_item:
+        if spool is None or trusted or kind not in (ITEM, BATCH):
             return None
         enc, size, crc = parse_ref(msg.data)
-        if place_morsel(per_item=True, trusted=False, encoding=enc, nbytes=size, items=None,
-                        per_item_s=None) is not _POOL_ENCODED:
+        if kind == ITEM and place_morsel(per_item=True, trusted=False, encoding=enc,
+                                         nbytes=size, items=None,
+                                         per_item_s=None) is not _POOL_ENCODED:
             return None
         path = spool.input_path(msg.job_id, msg.morsel, crc)
         problem = spool.check(path, size)

@@ -116,9 +116,10 @@ class LocalEngine:
                               decode: Callable[[str, bytes], Any],
                               encode: Callable[[list[Any]], tuple[str, bytes]]
                               ) -> list[tuple[int, str, bytes]]:
-        """A per-item function over morsels that are still encoded ``(encoding, bytes,
-        rows)``: each morsel is one task of the isolated pool, decoded with ``decode``, run and
-        its results encoded with ``encode`` in the worker process, so this process only moves
+        """A per-item or batch function over morsels that are still encoded ``(encoding,
+        bytes, rows)``: each morsel is one task of the isolated pool, decoded with ``decode``,
+        run and its results encoded with ``encode`` (a per-item function's list, or what a
+        batch function returned) in the worker process, so this process only moves
         bytes (a cluster worker's bulk morsels). Returns ``(items, encoding, bytes)`` per
         morsel, in order. A failure is a ProcessingError whose ``morsel`` is the failing
         morsel's position and ``index`` the item within it. ``decode`` and ``encode`` must
@@ -126,9 +127,9 @@ class LocalEngine:
         worker's encoder that writes a big result to the spool itself)."""
         self._check_open()
         spec = resolve_function(func)
-        if spec.kind not in (ITEM, ASYNC):
-            raise TypeError(f"process_encoded takes a per-item function, got a {spec.kind} "
-                            f"function ({spec.name})")
+        if spec.kind not in (ITEM, ASYNC, BATCH):
+            raise TypeError(f"process_encoded takes a per-item or batch function, got a "
+                            f"{spec.kind} function ({spec.name})")
         calls = self.runtime.calls
         t0 = time.perf_counter()
         try:

@@ -72,16 +72,26 @@ def _dump_exception(exc: BaseException) -> bytes | None:
         return None
 
 
+def _run_batch(func: Callable[[Any], Any], data: Any) -> Any:
+    out = func(data)
+    n_in, n_out = len(data), len(out)
+    if n_out != n_in:
+        raise ValueError(
+            f"batch function returned {n_out} results for a morsel of {n_in} items; "
+            "a batch function must return exactly one result per item"
+        )
+    return out
+
+
 def _run(func: Callable[[Any], Any], batch: bool, offset: int, data: Any) -> Any:
     if batch:
-        out = func(data)
-        n_in, n_out = len(data), len(out)
-        if n_out != n_in:
-            raise ValueError(
-                f"batch function returned {n_out} results for a morsel of {n_in} items; "
-                "a batch function must return exactly one result per item"
-            )
-        return out
+        if isinstance(data, EncodedItems):
+            # A cluster morsel still encoded: decoded here, the results encoded here too
+            # (``encode`` takes what the function returned).
+            value = data.decode(data.encoding, data.payload)
+            encoding, blob = data.encode(_run_batch(func, value))
+            return (len(value), encoding, blob)
+        return _run_batch(func, data)
     from .inline import InlineRun, run_numpy_pieces  # (at the first task: see the docstring)
     from .shm import ArrowSlice, NumpySlice
 

@@ -108,3 +108,8 @@ def chaos_big_ms(item: str) -> str:
     results that runs for seconds."""
     time.sleep(0.002)
     return big_answer(item)
+
+
+def affine_block(block: Any) -> Any:
+    """A vectorized function for ``sabot.batch``: ``3x + 1`` over a whole numpy morsel."""
+    return block * 3 + 1

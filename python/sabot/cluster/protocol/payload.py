@@ -39,6 +39,10 @@ _SAMPLE = 256
 #: An input is cut into at least this many morsels when they can stay at least 1/16 of the
 #: morsel size: a job of a few morsels would leave workers idle and finish on its slowest one.
 MIN_MORSELS = 16
+#: A big input is cut into about this many morsels at most, bigger than the morsel size ...
+MAX_JOB_MORSELS = 64
+#: ... up to this many bytes each (a result of that size still travels whole).
+MAX_MORSEL_BYTES = 8 << 20
 
 
 class _NotPlain(Exception):
@@ -72,22 +76,34 @@ def encode_items(items: list[Any]) -> tuple[str, bytes]:
     return "pickle", _pickle(list(items))
 
 
+#: A part of an encoded value: bytes, or a view of the value's own memory (numpy, Arrow).
+Part = bytes | memoryview
+
+
 def encode_value(value: Any) -> tuple[str, bytes]:
     """One morsel of data or of results, whatever its type."""
+    encoding, parts = encode_parts(value)
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return encoding, parts[0]
+    return encoding, b"".join(parts)
+
+
+def encode_parts(value: Any) -> tuple[str, list[Part]]:
+    """:func:`encode_value` as the parts its bytes are made of, in order, without joining
+    them: a numpy array's are its header and a view of its own buffer, so a writer that
+    takes parts (a spool file) copies the values once, straight into the file."""
     if isinstance(value, list):
-        return encode_items(value)
+        return _one(encode_items(value))
     if isinstance(value, (tuple, range)):
-        return encode_items(list(value))
+        return _one(encode_items(list(value)))
     mod = type(value).__module__
     if mod.startswith("numpy"):
         import numpy as np
 
         arr = np.asarray(value)
         if arr.dtype.hasobject:
-            return "pickle", _pickle(arr)
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        return "npy", buf.getvalue()
+            return "pickle", [_pickle(arr)]
+        return "npy", _npy_parts(arr)
     if mod.startswith("pyarrow"):
         import pyarrow as pa
 
@@ -95,30 +111,91 @@ def encode_value(value: Any) -> tuple[str, bytes]:
             value = value.combine_chunks()
         if isinstance(value, pa.Array):
             batch = pa.record_batch([value], names=["values"])
-            return "arrow-array", _ipc(batch)
+            return "arrow-array", [_ipc(batch)]
         if isinstance(value, pa.Table):
             batches = value.combine_chunks().to_batches()
             if not batches:
                 batch = pa.RecordBatch.from_pylist([], schema=value.schema)
             else:
                 batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-            return "arrow", _ipc(batch)
+            return "arrow", [_ipc(batch)]
         if isinstance(value, pa.RecordBatch):
-            return "arrow", _ipc(value)
-    return encode_items(list(value))
+            return "arrow", [_ipc(value)]
+    return _one(encode_items(list(value)))
 
 
-def _ipc(batch: Any) -> bytes:
+def _one(encoded: tuple[str, bytes]) -> tuple[str, list[Part]]:
+    return encoded[0], [encoded[1]]
+
+
+def _npy_parts(arr: Any) -> list[Part]:
+    """An array in .npy format (what ``numpy.save`` writes) as [header, its data in place]."""
+    import numpy as np
+
+    fmt = np.lib.format
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    header = io.BytesIO()
+    # (a C-ordered header for a C-contiguous array: what np.save writes for it)
+    fields = {"descr": fmt.dtype_to_descr(arr.dtype), "fortran_order": False,
+              "shape": arr.shape}
+    try:
+        fmt.write_array_header_1_0(header, fields)
+    except ValueError:  # a header over 64 KiB (a vast structured dtype)
+        header = io.BytesIO()
+        fmt.write_array_header_2_0(header, fields)
+    if arr.size == 0:
+        return [header.getvalue()]
+    return [header.getvalue(), memoryview(arr.reshape(-1).view(np.uint8))]
+
+
+def _npy_header(data: bytes | memoryview) -> tuple[tuple[int, ...], bool, Any, int]:
+    """(shape, fortran order, dtype, offset of the values) of .npy bytes."""
+    import numpy as np
+
+    fmt = np.lib.format
+    stream = io.BytesIO(memoryview(data)[:1 << 17])  # (the header only: at most 64 KiB + 10)
+    version = fmt.read_magic(stream)
+    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+    shape, fortran, dtype = read(stream, max_header_size=10_000)
+    return shape, fortran, dtype, stream.tell()
+
+
+def _npy_value(data: bytes | memoryview) -> Any:
+    """The array in .npy bytes, over ``data`` itself when that is writable memory (a mapped
+    file), else a copy (as ``numpy.load`` gives: the caller owns a writable array)."""
+    import numpy as np
+
+    shape, fortran, dtype, offset = _npy_header(data)
+    if dtype.hasobject:
+        raise ProtocolError("an npy payload may not hold Python objects (object dtype)")
+    count = 1
+    for n in shape:
+        count *= n
+    view = memoryview(data)
+    if len(view) - offset != count * dtype.itemsize:
+        raise ProtocolError(f"an npy payload of shape {shape} and dtype {dtype} needs "
+                            f"{count * dtype.itemsize} bytes of values, it has "
+                            f"{len(view) - offset}")
+    arr = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+    arr = arr.reshape(shape, order="F" if fortran else "C")
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def _ipc(batch: Any) -> Part:
+    """A RecordBatch as an Arrow IPC stream (a view of the stream's own buffer)."""
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    return memoryview(sink.getvalue())
 
 
-def decode_value(encoding: str, data: bytes) -> Any:
-    """The inverse of :func:`encode_value`; ProtocolError for an unknown encoding or bad bytes."""
+def decode_value(encoding: str, data: bytes | memoryview) -> Any:
+    """The inverse of :func:`encode_value`; ProtocolError for an unknown encoding or bad bytes.
+    numpy and Arrow values are decoded in place over writable memory (a mapped file: no copy
+    of the values); over bytes, a numpy array is a copy the caller owns."""
     if encoding == PARTS:
         return _decode_parts(data)
     try:
@@ -132,9 +209,7 @@ def decode_value(encoding: str, data: bytes) -> Any:
 
             return cloudpickle.loads(data)
         if encoding == "npy":
-            import numpy as np
-
-            return np.load(io.BytesIO(data), allow_pickle=False)
+            return _npy_value(data)
         if encoding in ("arrow", "arrow-array"):
             import pyarrow as pa
 
@@ -214,14 +289,8 @@ def count_items(encoding: str, data: bytes) -> int | None:
     if encoding == "pickle":
         return None
     if encoding == "npy":
-        import numpy as np
-
         try:
-            stream = io.BytesIO(data)
-            version = np.lib.format.read_magic(stream)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, _, _ = read(stream, max_header_size=10_000)
+            shape = _npy_header(data)[0]
         except Exception as exc:
             raise ProtocolError(f"cannot read the header of an npy payload: {exc}") from exc
         if not shape:
@@ -291,21 +360,40 @@ def result_kind_of(data: Any) -> str:
 def split(data: Any, morsel_bytes: int, morsel_items: int | None = None
           ) -> tuple[str, list[list[Any]]]:
     """Cut ``data`` into encoded morsels of about ``morsel_bytes`` each (or exactly
-    ``morsel_items`` items); returns (result kind, [[encoding, items, bytes], ...])."""
+    ``morsel_items`` items; a big input into bigger ones: see :func:`_rows_per_morsel`);
+    returns (result kind, [[encoding, items, bytes], ...])."""
+    kind, morsels = split_parts(data, morsel_bytes, morsel_items)
+    for part in morsels:
+        parts = part[2]
+        part[2] = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else \
+            b"".join(parts)
+    return kind, morsels
+
+
+def split_parts(data: Any, morsel_bytes: int, morsel_items: int | None = None
+                ) -> tuple[str, list[list[Any]]]:
+    """:func:`split` with each morsel's bytes as their parts (:func:`encode_parts`): a writer
+    that takes parts stores numpy values without a copy in between."""
     kind = result_kind_of(data)
     morsels: list[list[Any]] = []
     for chunk in _chunks(data, kind, morsel_bytes, morsel_items):
-        enc, blob = encode_value(chunk)
+        enc, parts = encode_parts(chunk)
         morsels.append([enc, len(chunk) if not hasattr(chunk, "num_rows") else chunk.num_rows,
-                        blob])
+                        parts])
     return kind, morsels
 
 
 def _rows_per_morsel(total: int, nbytes: int, morsel_bytes: int, n: int | None = None) -> int:
-    """Rows per morsel for ``n`` rows (default ``total``) that take ``nbytes`` per ``total``."""
+    """Rows per morsel for ``n`` rows (default ``total``) that take ``nbytes`` per ``total``:
+    morsels of ``morsel_bytes``, but no more than about :data:`MAX_JOB_MORSELS` of them while
+    each stays within :data:`MAX_MORSEL_BYTES` (a morsel costs the cluster a hand-out, a
+    result and, in the spool, two files: a big input in 64 KiB morsels spends its time on
+    those), and at least :data:`MIN_MORSELS` of them while each stays at least 1/16 of the
+    size."""
     per_item = max(1.0, nbytes / max(1, total))
-    step = max(1, int(morsel_bytes / per_item))
     n = total if n is None else n
+    size = max(morsel_bytes, min(MAX_MORSEL_BYTES, per_item * n / MAX_JOB_MORSELS))
+    step = max(1, int(size / per_item))
     return max(1, min(step, max(step // 16, -(-n // MIN_MORSELS))))
 
 
@@ -407,12 +495,14 @@ __all__ = [
     "RESULT_KINDS",
     "decode_value",
     "encode_items",
+    "encode_parts",
     "encode_value",
     "iter_items",
-    "join_parts",
-    "slice_morsel",
     "join",
+    "join_parts",
     "result_kind_of",
+    "slice_morsel",
     "split",
+    "split_parts",
     "submit_digest",
 ]

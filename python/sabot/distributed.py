@@ -93,13 +93,15 @@ def _split_and_digest(data: Any, morsel_bytes: int, morsel_items: int | None, na
     """(result kind, morsels to submit, their digest, bytes of data); with ``spool`` (the
     spool this client shares, the job id, whether to fsync) big morsels go to their files
     (a numpy morsel straight from the array's memory)."""
+    # (a big input in at most ~MAX_JOB_MORSELS morsels: each costs a hand-out and files)
+    most = payload.MAX_JOB_MORSELS
     if spool is not None:
-        kind, morsels = payload.split_parts(data, morsel_bytes, morsel_items)
+        kind, morsels = payload.split_parts(data, morsel_bytes, morsel_items, max_morsels=most)
         nbytes = sum(memoryview(p).nbytes for part in morsels for p in part[2])
         where, job_id, sync = spool
         morsels = where.put_inputs(job_id, morsels, sync=sync)
     else:
-        kind, morsels = payload.split(data, morsel_bytes, morsel_items)
+        kind, morsels = payload.split(data, morsel_bytes, morsel_items, max_morsels=most)
         nbytes = sum(len(part[2]) for part in morsels)
     return kind, morsels, payload.submit_digest(name, pickled, kind, morsels, priority), nbytes
 

@@ -104,17 +104,30 @@ def test_arrow_parts_decode_without_copying_their_values() -> None:
 
 
 def test_a_big_input_is_cut_into_few_big_morsels_a_small_one_as_before() -> None:
-    # 10M ints (~50 MB as msgpack): about MAX_JOB_MORSELS morsels, not 64 KiB ones (~760)
-    kind, morsels = payload.split(list(range(10_000_000)), 64 << 10)
+    most = payload.MAX_JOB_MORSELS
+    big = list(range(10_000_000))
+    # 10M ints (~50 MB as msgpack): about MAX_JOB_MORSELS morsels, not 64 KiB ones
+    kind, morsels = payload.split(big, 64 << 10, max_morsels=most)
     assert kind == "list"
-    assert payload.MAX_JOB_MORSELS // 2 <= len(morsels) <= payload.MAX_JOB_MORSELS + 1
+    assert most // 2 <= len(morsels) <= most + 1
     assert sum(items for _, items, _ in morsels) == 10_000_000
+    # without a cap (an HTTP submit), morsels of the morsel size as before
+    assert len(payload.split(big, 64 << 10)[1]) > 2 * most
     # 800 MB of float64: morsels stop growing at MAX_MORSEL_BYTES
     n = 100_000_000
-    step = payload._rows_per_morsel(n, n * 8, 64 << 10)
-    assert step * 8 <= payload.MAX_MORSEL_BYTES and -(-n // step) > payload.MAX_JOB_MORSELS
+    step = payload._rows_per_morsel(n, n * 8, 64 << 10, None, most)
+    assert step * 8 <= payload.MAX_MORSEL_BYTES and -(-n // step) > most
     # a small input keeps the morsel size and the MIN_MORSELS rule
-    _, small = payload.split(list(range(10_000)), 1 << 10)
+    _, small = payload.split(list(range(10_000)), 1 << 10, max_morsels=most)
     assert len(small) == payload.MIN_MORSELS
-    _, one = payload.split(list(range(10)), 64 << 10)
+    _, one = payload.split(list(range(10)), 64 << 10, max_morsels=most)
     assert len(one) == 1
+
+
+def test_the_python_client_cuts_a_big_input_into_at_most_about_64_morsels() -> None:
+    from sabot.distributed import _split_and_digest
+
+    kind, morsels, _, nbytes = _split_and_digest(
+        np.arange(10_000_000, dtype=np.int64), 64 << 10, None, "f", None, 0, None)
+    assert kind == "numpy" and nbytes > 80_000_000
+    assert payload.MAX_JOB_MORSELS // 2 <= len(morsels) <= payload.MAX_JOB_MORSELS + 1

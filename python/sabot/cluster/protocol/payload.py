@@ -39,7 +39,8 @@ _SAMPLE = 256
 #: An input is cut into at least this many morsels when they can stay at least 1/16 of the
 #: morsel size: a job of a few morsels would leave workers idle and finish on its slowest one.
 MIN_MORSELS = 16
-#: A big input is cut into about this many morsels at most, bigger than the morsel size ...
+#: What the Python client's submit passes as ``max_morsels``: a big input is cut into about
+#: this many morsels at most, bigger than the morsel size ...
 MAX_JOB_MORSELS = 64
 #: ... up to this many bytes each (a result of that size still travels whole).
 MAX_MORSEL_BYTES = 8 << 20
@@ -357,12 +358,12 @@ def result_kind_of(data: Any) -> str:
     return "list"
 
 
-def split(data: Any, morsel_bytes: int, morsel_items: int | None = None
-          ) -> tuple[str, list[list[Any]]]:
+def split(data: Any, morsel_bytes: int, morsel_items: int | None = None, *,
+          max_morsels: int | None = None) -> tuple[str, list[list[Any]]]:
     """Cut ``data`` into encoded morsels of about ``morsel_bytes`` each (or exactly
-    ``morsel_items`` items; a big input into bigger ones: see :func:`_rows_per_morsel`);
-    returns (result kind, [[encoding, items, bytes], ...])."""
-    kind, morsels = split_parts(data, morsel_bytes, morsel_items)
+    ``morsel_items`` items; with ``max_morsels``, a big input into bigger ones: see
+    :func:`_rows_per_morsel`); returns (result kind, [[encoding, items, bytes], ...])."""
+    kind, morsels = split_parts(data, morsel_bytes, morsel_items, max_morsels=max_morsels)
     for part in morsels:
         parts = part[2]
         part[2] = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else \
@@ -370,34 +371,37 @@ def split(data: Any, morsel_bytes: int, morsel_items: int | None = None
     return kind, morsels
 
 
-def split_parts(data: Any, morsel_bytes: int, morsel_items: int | None = None
-                ) -> tuple[str, list[list[Any]]]:
+def split_parts(data: Any, morsel_bytes: int, morsel_items: int | None = None, *,
+                max_morsels: int | None = None) -> tuple[str, list[list[Any]]]:
     """:func:`split` with each morsel's bytes as their parts (:func:`encode_parts`): a writer
     that takes parts stores numpy values without a copy in between."""
     kind = result_kind_of(data)
     morsels: list[list[Any]] = []
-    for chunk in _chunks(data, kind, morsel_bytes, morsel_items):
+    for chunk in _chunks(data, kind, morsel_bytes, morsel_items, max_morsels):
         enc, parts = encode_parts(chunk)
         morsels.append([enc, len(chunk) if not hasattr(chunk, "num_rows") else chunk.num_rows,
                         parts])
     return kind, morsels
 
 
-def _rows_per_morsel(total: int, nbytes: int, morsel_bytes: int, n: int | None = None) -> int:
+def _rows_per_morsel(total: int, nbytes: int, morsel_bytes: int, n: int | None = None,
+                     max_morsels: int | None = None) -> int:
     """Rows per morsel for ``n`` rows (default ``total``) that take ``nbytes`` per ``total``:
-    morsels of ``morsel_bytes``, but no more than about :data:`MAX_JOB_MORSELS` of them while
-    each stays within :data:`MAX_MORSEL_BYTES` (a morsel costs the cluster a hand-out, a
-    result and, in the spool, two files: a big input in 64 KiB morsels spends its time on
-    those), and at least :data:`MIN_MORSELS` of them while each stays at least 1/16 of the
-    size."""
+    morsels of ``morsel_bytes``, at least :data:`MIN_MORSELS` of them while each stays at
+    least 1/16 of the size; with ``max_morsels``, no more than about that many while each
+    stays within :data:`MAX_MORSEL_BYTES` (a morsel costs the cluster a hand-out, a result
+    and, in the spool, two files: a big input in 64 KiB morsels spends its time on those)."""
     per_item = max(1.0, nbytes / max(1, total))
     n = total if n is None else n
-    size = max(morsel_bytes, min(MAX_MORSEL_BYTES, per_item * n / MAX_JOB_MORSELS))
+    size: float = morsel_bytes
+    if max_morsels:
+        size = max(size, min(MAX_MORSEL_BYTES, per_item * n / max_morsels))
     step = max(1, int(size / per_item))
     return max(1, min(step, max(step // 16, -(-n // MIN_MORSELS))))
 
 
-def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -> Iterator[Any]:
+def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None,
+            max_morsels: int | None = None) -> Iterator[Any]:
     if kind == "numpy":
         import numpy as np
 
@@ -405,7 +409,7 @@ def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -
         if arr.ndim == 0:
             raise TypeError("a 0-dimensional numpy array is no sequence of items")
         n = len(arr)
-        step = morsel_items or _rows_per_morsel(n, arr.nbytes, morsel_bytes)
+        step = morsel_items or _rows_per_morsel(n, arr.nbytes, morsel_bytes, None, max_morsels)
         for i in range(0, n, step):
             yield arr[i:i + step]
         return
@@ -419,7 +423,7 @@ def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -
         if isinstance(data, pa.Table):
             data = data.combine_chunks()
         n = len(data)
-        step = morsel_items or _rows_per_morsel(n, data.nbytes, morsel_bytes)
+        step = morsel_items or _rows_per_morsel(n, data.nbytes, morsel_bytes, None, max_morsels)
         for i in range(0, n, step):
             chunk = data.slice(i, step)
             if isinstance(chunk, pa.Table):
@@ -436,7 +440,8 @@ def _chunks(data: Any, kind: str, morsel_bytes: int, morsel_items: int | None) -
         sample = items[:_SAMPLE]
         enc = _pack_plain(sample)
         size = len(enc) if enc is not None else len(_pickle(sample))
-        step = _rows_per_morsel(len(sample), size, morsel_bytes, n) if sample else 1
+        step = _rows_per_morsel(len(sample), size, morsel_bytes, n, max_morsels) if sample \
+            else 1
     for i in range(0, n, step):
         yield items[i:i + step]
 

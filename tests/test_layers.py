@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("native core and configuration", ("sabot._native", "sabot.config")),
     ("vocabulary", (
         "sabot.errors", "sabot.states", "sabot.version", "sabot.bounded_cache",
-        "sabot.run_blocking", "sabot.durable", "sabot.mapped_file", "sabot.system",
+        "sabot.run_blocking", "sabot.durable", "sabot.mapped_file", "sabot.crc", "sabot.system",
         "sabot.logging_setup", "sabot.job_ids",
     )),
 ]

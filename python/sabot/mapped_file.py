@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import mmap
 import os
-import zlib
 from pathlib import Path
+
+from .crc import crc32
 
 #: Files at least this big are mapped; smaller ones are read (a mapping and its page faults
 #: cost more than copying a few hundred KiB).
@@ -57,7 +58,7 @@ def read_checked(path: Path, size: int, crc: int, *, mapped: bool = False
         raise CheckedFileError(path, f"cannot be read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
-    held_crc = zlib.crc32(data)
+    held_crc = crc32(data)
     if len(data) != size or held_crc != crc:
         raise CheckedFileError(path, f"is damaged: {len(data)} bytes with CRC-32 "
                                      f"{held_crc:08x}, {size} bytes with CRC-32 {crc:08x} "

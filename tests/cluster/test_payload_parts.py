@@ -131,3 +131,21 @@ def test_the_python_client_cuts_a_big_input_into_at_most_about_64_morsels() -> N
         np.arange(10_000_000, dtype=np.int64), 64 << 10, None, "f", None, 0, None)
     assert kind == "numpy" and nbytes > 80_000_000
     assert payload.MAX_JOB_MORSELS // 2 <= len(morsels) <= payload.MAX_JOB_MORSELS + 1
+
+
+def test_a_big_submit_writes_its_files_from_threads_in_order(tmp_path: Path) -> None:
+    from sabot.cluster.spool import PARALLEL_PUT_BYTES, Spool, parse_ref
+
+    arr = np.arange(PARALLEL_PUT_BYTES // 8 * 2, dtype=np.int64)  # twice the threshold
+    _, morsels = payload.split_parts(arr, 1 << 20)
+    spool = Spool(tmp_path)
+    refs = spool.put_inputs("j1", morsels, sync=False)
+    assert len(refs) == len(morsels) > 4
+    back = []
+    for i, (enc, items, ref) in enumerate(refs):
+        assert enc == "spool"
+        inner, size, crc = parse_ref(ref)
+        data = spool.read(spool.input_path("j1", i, crc), size, crc)
+        back.append(payload.decode_value(inner, data))
+        assert len(back[-1]) == items
+    assert np.array_equal(np.concatenate(back), arr)

@@ -28,12 +28,12 @@ import os
 import queue
 import shutil
 import threading
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..crc import crc32
 from ..durable import fsync_dir, write_replacing
 from ..errors import JournalError
 from ..mapped_file import CheckedFileError, read_checked
@@ -335,7 +335,7 @@ class ResultFiles:
             folder.mkdir(mode=0o700, exist_ok=True)
         final = folder / f"{idx}{_SUFFIX}"
         tmp = folder / f"{idx}{_SUFFIX}{_TMP}"
-        crc = zlib.crc32(data)
+        crc = crc32(data)
         write_replacing(tmp, final, data, sync=True)
         fsync_dir(folder)
         if new_dir:

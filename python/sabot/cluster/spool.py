@@ -33,13 +33,15 @@ import re
 import secrets
 import shutil
 import time
-import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from ..crc import crc32
 from ..durable import fsync_dir, write_replacing
 from ..errors import ProtocolError
 from ..mapped_file import CheckedFileError, read_checked
@@ -50,6 +52,9 @@ SPOOL = "spool"
 #: Morsels and results of at least this many bytes go through the spool (smaller ones cost
 #: less inline than a file each).
 SPOOL_MIN_BYTES = 32 << 10
+#: A submit with this many bytes of input or more writes its files from PUT_THREADS threads.
+PARALLEL_PUT_BYTES = 16 << 20
+PUT_THREADS = 4
 DIR_NAME = "spool"
 TOKEN_FILE = ".token"
 #: ``welcome.spool``: not shared, shared, shared and fsynced.
@@ -82,11 +87,15 @@ def parse_ref(data: bytes) -> tuple[str, int, int]:
     return enc, size, crc
 
 
+def _parts(data: Any) -> Sequence[bytes | memoryview]:
+    return data if isinstance(data, (list, tuple)) else (data,)
+
+
 def crc_of(parts: Sequence[bytes | memoryview]) -> int:
     """The CRC-32 of the bytes ``parts`` make in order."""
     crc = 0
     for part in parts:
-        crc = zlib.crc32(part, crc)
+        crc = crc32(part, crc)
     return crc
 
 
@@ -99,7 +108,7 @@ def write_file(path: Path, data: bytes | memoryview | Sequence[bytes | memoryvie
     if not folder.is_dir():
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if crc is None:
-        crc = crc_of(data) if isinstance(data, (list, tuple)) else zlib.crc32(data)
+        crc = crc_of(data) if isinstance(data, (list, tuple)) else crc32(data)
     write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
     if sync:
         fsync_dir(folder)
@@ -185,23 +194,32 @@ class Spool:
         """(A client) write the big ones of a submit's ``[encoding, items, data]`` morsels to
         their spool files (``data``: bytes, or the parts they are made of, written as they
         are); returns the morsels to submit, references in their place and small ones as
-        bytes."""
-        out = []
-        for i, (enc, items, data) in enumerate(morsels):
-            parts = data if isinstance(data, (list, tuple)) else [data]
-            size = sum(memoryview(p).nbytes for p in parts)
-            if size < SPOOL_MIN_BYTES:
-                out.append([enc, items, parts[0] if len(parts) == 1 and
-                            isinstance(parts[0], bytes) else b"".join(parts)])
-                continue
-            crc = crc_of(parts)
-            path = self.input_path(job_id, i, crc)
-            if self.check(path, size) is not None:  # (a resubmit finds it written)
-                self.write(path, parts, sync=sync, crc=crc)
-            out.append([SPOOL, items, ref_bytes(enc, size, crc)])
+        bytes. A big submit's files are written by a few threads at once (checksumming and
+        copying into the page cache both run without the GIL): the workers wait for it."""
+        sizes = [sum(memoryview(p).nbytes for p in _parts(data)) for _, _, data in morsels]
+        put = partial(self._put_input, job_id, sync)
+        if sum(sizes) >= PARALLEL_PUT_BYTES and len(morsels) > 1:
+            with ThreadPoolExecutor(min(PUT_THREADS, len(morsels)),
+                                    thread_name_prefix="sabot-spool-put") as pool:
+                out = list(pool.map(put, range(len(morsels)), morsels, sizes))
+        else:
+            out = list(map(put, range(len(morsels)), morsels, sizes))
         if sync and any(part[0] == SPOOL for part in out):
             fsync_dir(self.root)
         return out
+
+    def _put_input(self, job_id: str, sync: bool, i: int, morsel: list[Any],
+                   size: int) -> list[Any]:
+        enc, items, data = morsel
+        parts = _parts(data)
+        if size < SPOOL_MIN_BYTES:
+            return [enc, items, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes)
+                    else b"".join(parts)]
+        crc = crc_of(parts)
+        path = self.input_path(job_id, i, crc)
+        if self.check(path, size) is not None:  # (a resubmit finds it written)
+            self.write(path, parts, sync=sync, crc=crc)
+        return [SPOOL, items, ref_bytes(enc, size, crc)]
 
     def take_result(self, job_id: str, idx: int, ref: bytes) -> tuple[str, bytes | memoryview]:
         """(A client) (encoding, bytes; a big file mapped) of result ``idx`` that came as a

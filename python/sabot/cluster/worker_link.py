@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from ..crc import crc32
 from ..errors import ProtocolError
 from ..metrics import Metrics
 from . import transport
@@ -416,7 +416,7 @@ class CoordinatorLink:
             if self._ack_refused:
                 return
             part = view[index * step:(index + 1) * step]
-            crc = zlib.crc32(part, crc)
+            crc = crc32(part, crc)
             final = index == count - 1
             await self.send_now(m.ResultChunk(
                 res.job_id, res.morsel, res.attempt, index, part, final,

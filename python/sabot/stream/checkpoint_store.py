@@ -18,13 +18,13 @@ import os
 import pickle
 import shutil
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from ..crc import crc32
 from ..durable import fsync_dir, write_fsynced
 from ..errors import CheckpointError
 
@@ -108,11 +108,11 @@ def write(directory: str, epoch: int, meta: dict[str, Any], states: dict[str, Ca
             fname = f"op{i:03d}-t{j:05d}.arrow"
             data = _ipc_bytes(t)
             write_fsynced(os.path.join(tmp, fname), data)
-            files[fname] = {"bytes": len(data), "crc32": zlib.crc32(data)}
+            files[fname] = {"bytes": len(data), "crc32": crc32(data)}
             tables.append(fname)
         fname = f"op{i:03d}.pickle"
         write_fsynced(os.path.join(tmp, fname), cap.pickled)
-        files[fname] = {"bytes": len(cap.pickled), "crc32": zlib.crc32(cap.pickled)}
+        files[fname] = {"bytes": len(cap.pickled), "crc32": crc32(cap.pickled)}
         operators[op] = {"state": fname, "tables": tables}
     if before_commit is not None:
         before_commit()
@@ -154,7 +154,7 @@ def _check(path: str) -> dict[str, Any]:
                 data = f.read()
         except OSError as exc:
             raise CheckpointError(f"{fpath}: missing ({exc})") from exc
-        if len(data) != info["bytes"] or zlib.crc32(data) != info["crc32"]:
+        if len(data) != info["bytes"] or crc32(data) != info["crc32"]:
             raise CheckpointError(f"{fpath}: damaged ({len(data)} bytes, expected "
                                   f"{info['bytes']}; checksum mismatch)")
     return manifest

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...config import Config
+from ...crc import crc32
 from ...errors import JobExpiredError, JobNotFoundError, ProtocolError, UnknownProcessorError
 from ...job_ids import job_id_problem
 from ...metrics import Metrics
@@ -336,7 +336,7 @@ class JobTable:
             log.warning("job %s: the result of morsel %d (%.1f MB) could not be written to its "
                         "file (%s): it stays in memory and goes into the journal instead",
                         job.job_id, mo.idx, done.size / (1 << 20), done.error)
-            self.unstored.append((enc, data, items, mo.attempts, done.size, zlib.crc32(data), 0,
+            self.unstored.append((enc, data, items, mo.attempts, done.size, crc32(data), 0,
                                   job.job_id, mo.idx))
         self._after_write(job)
 

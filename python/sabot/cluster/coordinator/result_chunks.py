@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...crc import crc32
 from ...errors import ProtocolError
 from ..protocol import messages as m
 from ..result_files import ResultFiles
@@ -95,7 +95,7 @@ class ChunkedResults:
         data = msg.data
         part.next_index += 1
         part.size += len(data)
-        part.crc = zlib.crc32(data, part.crc)
+        part.crc = crc32(data, part.crc)
         self.chunks_received += 1
         self._files.append(msg.job_id, msg.morsel, part.token, msg.index, bytes(data))
         if not msg.final:

@@ -37,9 +37,19 @@ def resolve_input_path(root: Path, path: str) -> Path:
         raise InputError(
             f"input.path {path!r} is outside SABOT_DATA_DIR; only files under the node's data "
             "directory can be read")
-    if not real.is_file():
+    try:
+        is_file = real.is_file()
+    except OSError as exc:  # a name longer than the file system allows, a path it refuses
+        raise InputError(f"input.path {_shown(path)} cannot name a file under SABOT_DATA_DIR: "
+                         f"{exc.strerror or exc}") from None
+    if not is_file:
         raise InputError(f"input.path {path!r} does not name a file under SABOT_DATA_DIR")
     return real
+
+
+def _shown(path: str) -> str:
+    """``path`` as an error message shows it: cut to its first 80 characters."""
+    return repr(path) if len(path) <= 80 else f"{path[:80]!r}... ({len(path)} characters)"
 
 
 def detect_format(path: Path, fmt: str | None) -> str:

@@ -113,3 +113,12 @@ def chaos_big_ms(item: str) -> str:
 def affine_block(block: Any) -> Any:
     """A vectorized function for ``sabot.batch``: ``3x + 1`` over a whole numpy morsel."""
     return block * 3 + 1
+
+
+def affine_record_batch(batch: Any) -> Any:
+    """``affine_block`` for an Arrow RecordBatch morsel: ``3x + 1`` over every column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.RecordBatch.from_arrays(
+        [pc.add(pc.multiply(col, 3), 1) for col in batch.columns], names=batch.schema.names)

@@ -97,7 +97,7 @@ def _split_and_digest(data: Any, morsel_bytes: int, morsel_items: int | None, na
     most = payload.MAX_JOB_MORSELS
     if spool is not None:
         kind, morsels = payload.split_parts(data, morsel_bytes, morsel_items, max_morsels=most)
-        nbytes = sum(memoryview(p).nbytes for part in morsels for p in part[2])
+        nbytes = sum(payload.parts_size(part[2]) for part in morsels)
         where, job_id, sync = spool
         morsels = where.put_inputs(job_id, morsels, sync=sync)
     else:

@@ -21,13 +21,18 @@ from .crc import crc32
 MAP_MIN_BYTES = 1 << 20
 
 
-class CheckedFileError(OSError):
-    """A file that is missing, unreadable, or not the size and CRC-32 expected. ``why`` says
-    which, in words that follow the file's name."""
+#: What :class:`CheckedFileError` found (its ``kind``).
+MISSING, UNREADABLE, DAMAGED = "missing", "unreadable", "damaged"
 
-    def __init__(self, path: Path, why: str) -> None:
+
+class CheckedFileError(OSError):
+    """A file that is missing, unreadable, or not the size and CRC-32 expected (``kind``:
+    MISSING, UNREADABLE, DAMAGED); ``why`` says so in words that follow the file's name."""
+
+    def __init__(self, path: Path, kind: str, why: str) -> None:
         super().__init__(f"{path} {why}")
         self.path = path
+        self.kind = kind
         self.why = why
 
 
@@ -39,14 +44,15 @@ def read_checked(path: Path, size: int, crc: int, *, mapped: bool = False
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        raise CheckedFileError(path, "is missing") from None
+        raise CheckedFileError(path, MISSING, "is missing") from None
     except OSError as exc:
-        raise CheckedFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+        raise CheckedFileError(path, UNREADABLE,
+                               f"cannot be read ({exc.strerror or exc})") from None
     try:
         held = os.fstat(fd).st_size
         if held != size:
-            raise CheckedFileError(path, f"is damaged: it holds {held} bytes, {size} were "
-                                         "expected")
+            raise CheckedFileError(path, DAMAGED, f"is damaged: it holds {held} bytes, "
+                                                  f"{size} were expected")
         if mapped and size >= MAP_MIN_BYTES:
             data: bytes | memoryview = memoryview(mmap.mmap(fd, size, access=mmap.ACCESS_COPY))
         else:
@@ -55,15 +61,16 @@ def read_checked(path: Path, size: int, crc: int, *, mapped: bool = False
     except OSError as exc:
         if isinstance(exc, CheckedFileError):
             raise
-        raise CheckedFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+        raise CheckedFileError(path, UNREADABLE,
+                               f"cannot be read ({exc.strerror or exc})") from None
     finally:
         os.close(fd)
     held_crc = crc32(data)
     if len(data) != size or held_crc != crc:
-        raise CheckedFileError(path, f"is damaged: {len(data)} bytes with CRC-32 "
-                                     f"{held_crc:08x}, {size} bytes with CRC-32 {crc:08x} "
-                                     "were expected")
+        raise CheckedFileError(path, DAMAGED, f"is damaged: {len(data)} bytes with CRC-32 "
+                                              f"{held_crc:08x}, {size} bytes with CRC-32 "
+                                              f"{crc:08x} were expected")
     return data
 
 
-__all__ = ["MAP_MIN_BYTES", "CheckedFileError", "read_checked"]
+__all__ = ["DAMAGED", "MAP_MIN_BYTES", "MISSING", "UNREADABLE", "CheckedFileError", "read_checked"]

@@ -36,7 +36,7 @@ from typing import Any
 from ..crc import crc32
 from ..durable import fsync_dir, write_replacing
 from ..errors import JournalError
-from ..mapped_file import CheckedFileError, read_checked
+from ..mapped_file import DAMAGED, MISSING, CheckedFileError, read_checked
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,14 @@ def read_result(path: Path, size: int, crc: int, *, mapped: bool = False
     try:
         return read_checked(path, size, crc, mapped=mapped)
     except CheckedFileError as exc:
-        if "missing" in exc.why:
+        if exc.kind == MISSING:
             raise ResultFileError(f"result file {path} is missing (removed by hand, or the job "
                                   "expired meanwhile)") from None
-        if "damaged" not in exc.why:
-            raise ResultFileError(f"result file {exc}") from None
-    raise ResultFileError(
-        f"result file {path} is damaged (the journal recorded {size} bytes and a checksum it "
-        "does not have): restore SABOT_DATA_DIR from a backup, or submit the job again")
+        if exc.kind == DAMAGED:
+            raise ResultFileError(
+                f"result file {exc}: restore SABOT_DATA_DIR from a backup, or submit the job "
+                "again") from None
+        raise ResultFileError(f"result file {exc}") from None
 
 
 class ResultFiles:

@@ -45,6 +45,7 @@ from ..crc import crc32
 from ..durable import fsync_dir, write_replacing
 from ..errors import ProtocolError
 from ..mapped_file import CheckedFileError, read_checked
+from .protocol import payload
 from .result_files import ResultFileError, read_result, result_path
 
 #: The encoding of a morsel or result that travels as a reference to its spool file.
@@ -108,7 +109,7 @@ def write_file(path: Path, data: bytes | memoryview | Sequence[bytes | memoryvie
     if not folder.is_dir():
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if crc is None:
-        crc = crc_of(data) if isinstance(data, (list, tuple)) else crc32(data)
+        crc = crc_of(_parts(data))
     write_replacing(path.with_name(path.name + _TMP), path, data, sync=sync)
     if sync:
         fsync_dir(folder)
@@ -196,7 +197,7 @@ class Spool:
         are); returns the morsels to submit, references in their place and small ones as
         bytes. A big submit's files are written by a few threads at once (checksumming and
         copying into the page cache both run without the GIL): the workers wait for it."""
-        sizes = [sum(memoryview(p).nbytes for p in _parts(data)) for _, _, data in morsels]
+        sizes = [payload.parts_size(_parts(data)) for _, _, data in morsels]
         put = partial(self._put_input, job_id, sync)
         if sum(sizes) >= PARALLEL_PUT_BYTES and len(morsels) > 1:
             with ThreadPoolExecutor(min(PUT_THREADS, len(morsels)),
@@ -213,8 +214,7 @@ class Spool:
         enc, items, data = morsel
         parts = _parts(data)
         if size < SPOOL_MIN_BYTES:
-            return [enc, items, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes)
-                    else b"".join(parts)]
+            return [enc, items, payload.joined(parts)]
         crc = crc_of(parts)
         path = self.input_path(job_id, i, crc)
         if self.check(path, size) is not None:  # (a resubmit finds it written)

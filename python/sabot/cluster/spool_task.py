@@ -60,7 +60,7 @@ class ResultWriter:
         """``results``: a per-item function's list, or what a batch function returned (a
         numpy array goes into its file straight from its own memory)."""
         encoding, parts = payload.encode_parts(results)
-        size = sum(memoryview(p).nbytes for p in parts)
+        size = payload.parts_size(parts)
         if size >= SPOOL_MIN_BYTES:
             try:
                 crc = write_file(Path(self.path), parts, sync=self.sync)
@@ -68,8 +68,7 @@ class ResultWriter:
                 pass  # (a full disk: the bytes go back to the worker, which sends them)
             else:
                 return SPOOL, ref_bytes(encoding, size, crc)
-        return encoding, parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else \
-            b"".join(parts)
+        return encoding, payload.joined(parts)
 
 
 __all__ = ["SPOOL_FILE", "ResultWriter", "read_task", "task_payload"]

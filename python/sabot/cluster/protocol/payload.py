@@ -81,12 +81,22 @@ def encode_items(items: list[Any]) -> tuple[str, bytes]:
 Part = bytes | memoryview
 
 
+def joined(parts: Sequence[Part]) -> bytes:
+    """The bytes ``parts`` make (the one part itself when it is bytes already)."""
+    if len(parts) == 1 and isinstance(parts[0], bytes):
+        return parts[0]
+    return b"".join(parts)
+
+
+def parts_size(parts: Sequence[Part]) -> int:
+    """How many bytes ``parts`` make."""
+    return sum(memoryview(p).nbytes for p in parts)
+
+
 def encode_value(value: Any) -> tuple[str, bytes]:
     """One morsel of data or of results, whatever its type."""
     encoding, parts = encode_parts(value)
-    if len(parts) == 1 and isinstance(parts[0], bytes):
-        return encoding, parts[0]
-    return encoding, b"".join(parts)
+    return encoding, joined(parts)
 
 
 def encode_parts(value: Any) -> tuple[str, list[Part]]:
@@ -365,9 +375,7 @@ def split(data: Any, morsel_bytes: int, morsel_items: int | None = None, *,
     :func:`_rows_per_morsel`); returns (result kind, [[encoding, items, bytes], ...])."""
     kind, morsels = split_parts(data, morsel_bytes, morsel_items, max_morsels=max_morsels)
     for part in morsels:
-        parts = part[2]
-        part[2] = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else \
-            b"".join(parts)
+        part[2] = joined(part[2])
     return kind, morsels
 
 
@@ -505,6 +513,8 @@ __all__ = [
     "iter_items",
     "join",
     "join_parts",
+    "joined",
+    "parts_size",
     "result_kind_of",
     "slice_morsel",
     "split",

@@ -95,10 +95,13 @@ def _free_port() -> int:
 
 
 class LocalSabotCluster:
-    """A coordinator and ``workers`` worker processes on 127.0.0.1, as the README starts them."""
+    """A coordinator and ``workers`` worker processes on 127.0.0.1, as the README starts them;
+    ``shared=False``: each worker with a data dir of its own (as on other hosts: big data goes
+    through the coordinator's data port, not the shared spool)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, shared: bool = True) -> None:
         self.workers = workers
+        self.shared = shared
         self.procs: list[subprocess.Popen[bytes]] = []
         self.dir = tempfile.mkdtemp(prefix="sabot-bench-")
         self.port = _free_port()
@@ -123,9 +126,11 @@ class LocalSabotCluster:
         self._spawn(coord_env, "coordinator")
         self._wait_http(timeout)
         for i in range(self.workers):
+            own = {} if self.shared else {
+                "SABOT_DATA_DIR": os.path.join(self.dir, f"worker-{i}-data")}
             self._spawn({**self.env, "SABOT_MODE": "worker", "COORDINATOR_HOST": "127.0.0.1",
                          "COORDINATOR_PORT": str(self.port), "SABOT_WORKER_PORT": "0",
-                         "SABOT_HOST": "127.0.0.1"}, f"worker-{i}")
+                         "SABOT_HOST": "127.0.0.1", **own}, f"worker-{i}")
         self._wait_workers(timeout)
 
     def _spawn(self, env: dict[str, str], name: str) -> None:
@@ -199,8 +204,13 @@ class SabotClusterEngine(ItemEngine):
 
     name = "sabot"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, shared: bool = True) -> None:
         super().__init__(workers=workers)
+        #: False: the client and each worker have data dirs of their own (peers on other
+        #: hosts, as the spool sees them): bulk data through the coordinator's data port.
+        self.shared = shared
+        if not shared:
+            self.name = "sabot, peers elsewhere"
         self.cluster: LocalSabotCluster | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.coordinator: Any = None
@@ -237,7 +247,7 @@ class SabotClusterEngine(ItemEngine):
     def setup(self) -> None:
         import sabot
 
-        self.cluster = LocalSabotCluster(self.workers)
+        self.cluster = LocalSabotCluster(self.workers, self.shared)
         try:
             self.cluster.start()
         except BaseException:
@@ -245,7 +255,10 @@ class SabotClusterEngine(ItemEngine):
             self.cluster = None
             raise
         # the client uses the cluster's key file and name, as a user's client would
-        config = sabot.load_config(env=self.cluster.env)
+        env = dict(self.cluster.env)
+        if not self.shared:
+            env["SABOT_DATA_DIR"] = os.path.join(self.cluster.dir, "client-data")
+        config = sabot.load_config(env=env)
         self.loop = asyncio.new_event_loop()
         self.coordinator = sabot.create_distributed_coordinator("127.0.0.1", self.cluster.port,
                                                                 config=config)
@@ -326,9 +339,12 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
     calls = 30 if quick else 300
     rows: list[dict[str, Any]] = []
     relay = ZmqRelayEngine(WORKERS)
+    elsewhere = SabotClusterEngine(WORKERS, shared=False)
     with open_engines([SabotClusterEngine(WORKERS), RayEngine(WORKERS),
-                       DaskEngine(WORKERS), relay]) as opened:
-        engines = [e for e in opened if e is not relay]
+                       DaskEngine(WORKERS), relay, elsewhere]) as opened:
+        engines = [e for e in opened if e is not relay and e is not elsewhere]
+        # (the bulk cases also run with the peers elsewhere: the data port's figures)
+        bulk = engines + [e for e in opened if e is elsewhere]
         small = list(range(10))
         rows += run_latency_case("cluster", Case(
             name="small job (10 items)",
@@ -349,7 +365,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
         big = list(range(n_big))
         rows += run_case("cluster", Case(
             name=f"square {n_big:,} items", engines=_configure(
-                engines, big, WORKERS * 4, None), work=n_big, metric="items/s",
+                bulk, big, WORKERS * 4, None), work=n_big, metric="items/s",
             answer=checksum, timed=TIMED_BIG, params={"items": n_big, "workers": WORKERS},
             run_timeout_s=900), repeats, warmup=False)
         del big
@@ -358,7 +374,7 @@ def run(quick: bool, threads: list[int], repeat: int | None = None) -> list[dict
         array = np.arange(n_array, dtype=np.int64)
         rows += run_case("cluster", Case(
             name=f"numpy 3x+1, {n_array:,} int64", engines=_configure(
-                engines, array, WORKERS * 4, None, affine), work=n_array, metric="items/s",
+                bulk, array, WORKERS * 4, None, affine), work=n_array, metric="items/s",
             answer=array_checksum, timed=TIMED_ARRAY,
             params={"items": n_array, "workers": WORKERS, "MB": array.nbytes // 1_000_000},
             run_timeout_s=900), repeats, warmup=False)

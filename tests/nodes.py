@@ -314,6 +314,7 @@ class Cluster:
         node_env = self._base_env()
         node_env.update({"SABOT_MODE": "coordinator", "SABOT_PORT": str(port),
                          "SABOT_ZMQ_PORT": str(free_port()),
+                         "SABOT_DATA_PORT": str(free_port()),
                          "SABOT_DATA_DIR": str(self.data_dir)})
         node_env.update(env)
         self.coordinator = NodeProcess("coordinator", node_env, port, self.root, self.token)

@@ -163,6 +163,7 @@ _VARS: dict[str, _Var] = {
     "host": _Var("SABOT_HOST", "0.0.0.0", _host),
     "port": _Var("SABOT_PORT", "8080", lambda v, r: _int(v, r, 0, 65535)),
     "zmq_port": _Var("SABOT_ZMQ_PORT", None, lambda v, r: _int(v, r, 0, 65535)),
+    "data_port": _Var("SABOT_DATA_PORT", None, lambda v, r: _int(v, r, 0, 65535)),
     "coordinator_host": _Var("COORDINATOR_HOST", "localhost", _host),
     "coordinator_port": _Var("COORDINATOR_PORT", "8080", lambda v, r: _int(v, r, 1, 65535)),
     "worker_port": _Var("SABOT_WORKER_PORT", "0", lambda v, r: _int(v, r, 0, 65535)),
@@ -222,6 +223,8 @@ class Config:
     host: str = "0.0.0.0"
     port: int = 8080
     zmq_port: int | None = None
+    #: The coordinator's data port: spool files for peers that do not share its data dir.
+    data_port: int | None = None
     coordinator_host: str = "localhost"
     coordinator_port: int = 8080
     worker_port: int = 0
@@ -284,6 +287,15 @@ class Config:
         if self.zmq_port is not None:
             return self.zmq_port
         return self.port + 1 if self.port else 0
+
+    @property
+    def effective_data_port(self) -> int:
+        """The coordinator's data port: SABOT_DATA_PORT, else the ZeroMQ port + 1 (0 stays
+        ephemeral)."""
+        if self.data_port is not None:
+            return self.data_port
+        zmq_port = self.effective_zmq_port
+        return zmq_port + 1 if zmq_port and zmq_port < 65535 else 0
 
     @property
     def effective_max_workers(self) -> int:

@@ -33,6 +33,7 @@ from .cluster.protocol import messages as m
 from .cluster.protocol import payload, reply_or_raise
 from .cluster.result_files import ResultFileError
 from .cluster.spool import SPOOL, Spool
+from .cluster.spool_client import SpoolTransferError
 from .config import Config, load_config
 from .errors import CancelledError, JobFailedError, JobTimeoutError
 from .job_ids import job_id_problem
@@ -96,10 +97,18 @@ def _split_and_digest(data: Any, morsel_bytes: int, morsel_items: int | None, na
     # (a big input in at most ~MAX_JOB_MORSELS morsels: each costs a hand-out and files)
     most = payload.MAX_JOB_MORSELS
     if spool is not None:
-        kind, morsels = payload.split_parts(data, morsel_bytes, morsel_items, max_morsels=most)
-        nbytes = sum(payload.parts_size(part[2]) for part in morsels)
+        kind, parts = payload.split_parts(data, morsel_bytes, morsel_items, max_morsels=most)
+        nbytes = sum(payload.parts_size(part[2]) for part in parts)
         where, job_id, sync = spool
-        morsels = where.put_inputs(job_id, morsels, sync=sync)
+        try:
+            morsels = where.put_inputs(job_id, parts, sync=sync)
+        except SpoolTransferError as exc:
+            # (the data port stopped answering: the bytes go in the submit, as without it)
+            log.warning("job %s: the input could not be put through the data port (%s); it "
+                        "goes over the ZeroMQ port", job_id, exc)
+            morsels = [[enc, items, payload.joined(data if isinstance(data, (list, tuple))
+                                                   else [data])]
+                       for enc, items, data in parts]
     else:
         kind, morsels = payload.split(data, morsel_bytes, morsel_items, max_morsels=most)
         nbytes = sum(len(part[2]) for part in morsels)
@@ -300,7 +309,10 @@ class DistributedCoordinator:
                     raise ResultFileError("this client does not share the spool")
                 # (read here: a result file is in the page cache, fresh from its worker; a
                 # thread per file only made the loop wait for the GIL)
-                enc, blob = spool.take_result(job_id, idx, blob)
+                if spool.remote:
+                    enc, blob = await asyncio.to_thread(spool.take_result, job_id, idx, blob)
+                else:
+                    enc, blob = spool.take_result(job_id, idx, blob)
             except ResultFileError as exc:
                 log.info("result %d of job %s: %s; fetching its bytes", idx, job_id, exc)
                 reply = await self._request(

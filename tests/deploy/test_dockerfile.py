@@ -159,6 +159,7 @@ def test_image_shape(dockerfile: Dockerfile) -> None:
     assert user is not None and user.rest.split(":")[0] not in ("root", "0")
     exposed = {p for e in runtime.all("EXPOSE") for p in e.rest.split()}
     assert {"8080", "8081"} <= exposed
+    assert "8082" in exposed  # the coordinator's data port (SABOT_DATA_PORT)
     assert dockerfile.exec_form(runtime, "CMD") == ["sabot-node"]
     assert dockerfile.exec_form(runtime, "ENTRYPOINT") == []
     options, command = dockerfile.healthcheck(runtime)
@@ -186,6 +187,7 @@ class ImageRun:
         for key in ("SABOT_PORT", "SABOT_WORKER_PORT"):
             env[key] = str(self.http_port)
         env["SABOT_ZMQ_PORT"] = str(free_port())
+        env["SABOT_DATA_PORT"] = str(free_port())
         for d in (env["HOME"], env["TMPDIR"], env["SABOT_DATA_DIR"]):
             Path(d).mkdir(parents=True, exist_ok=True)
         workdir = runtime.last("WORKDIR")

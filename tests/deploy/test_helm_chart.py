@@ -38,6 +38,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                          "auth": {"existingSecret": "my-token"}},
     "percent-pdb": {"worker": {"podDisruptionBudget": {"maxUnavailable": "25%"}}},
     "other-release": {"fullnameOverride": "analytics"},
+    "data-port": {"coordinator": {"dataPort": 9092}},
 }
 
 
@@ -106,9 +107,34 @@ def test_default_names_match_the_readme(chart: Any) -> None:
     rendered = chart.render()
     svc = rendered.get("Service", "sabot-coordinator")
     ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
-    assert ports == {"http": 8080, "zmq": 8081}  # curl http://sabot-coordinator:8080/stats
+    # curl http://sabot-coordinator:8080/stats
+    assert ports == {"http": 8080, "zmq": 8081, "data": 8082}
     rendered.get("Deployment", "sabot-worker")  # kubectl scale deployment sabot-worker
     rendered.get("Deployment", "sabot-coordinator")
+
+
+@pytest.mark.parametrize("values, port", [({}, 8082), ({"coordinator": {"dataPort": 9092}}, 9092)],
+                         ids=["default", "override"])
+def test_coordinator_exposes_the_data_port(chart: Any, values: dict[str, Any], port: int) -> None:
+    """coordinator.dataPort reaches SABOT_DATA_PORT, the container's port named data and the
+    coordinator Service's port, and no other port moves."""
+    rendered = chart.render(values)
+    svc = rendered.get("Service", "sabot-coordinator")
+    svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert svc_ports["data"] == {"name": "data", "port": port, "targetPort": "data",
+                                 "protocol": "TCP"}
+    assert {n: p["port"] for n, p in svc_ports.items()} == {"http": 8080, "zmq": 8081,
+                                                            "data": port}
+    (c,) = containers(rendered.get("Deployment", "sabot-coordinator"))
+    declared = {p["name"]: p for p in c["ports"]}
+    assert declared["data"] == {"name": "data", "containerPort": port, "protocol": "TCP"}
+    assert env_of(c)["SABOT_DATA_PORT"]["value"] == str(port)
+    assert env_of(c)["SABOT_ZMQ_PORT"]["value"] == "8081"
+    # workers need no setting: they learn the port from GET /cluster
+    (worker,) = containers(rendered.get("Deployment", "sabot-worker"))
+    assert "SABOT_DATA_PORT" not in env_of(worker)
+    assert "data" not in {p["name"] for p in worker["ports"]}
+    assert f"{port} (data)" in rendered.notes
 
 
 def test_release_name_prefixes_objects(chart: Any) -> None:
@@ -157,6 +183,11 @@ def test_workers_point_at_the_coordinator_service(scenario: Any) -> None:
     coord_env = env_of(coord_container)
     assert coord_env["SABOT_PORT"]["value"] == str(coord_ports["http"])
     assert coord_env["SABOT_ZMQ_PORT"]["value"] == str(coord_ports["zmq"])
+    assert coord_env["SABOT_DATA_PORT"]["value"] == str(coord_ports["data"])
+    # GET /cluster tells the workers the coordinator's own data port, which they dial on the
+    # Service's name (COORDINATOR_HOST): the Service must expose it on that same number.
+    data = next(p for p in svc["spec"]["ports"] if p["name"] == "data")
+    assert (data["port"], data["targetPort"]) == (coord_ports["data"], "data")
     # the worker's own HTTP port is fixed and is the port its probes use
     worker_ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     assert env["SABOT_WORKER_PORT"]["value"] == str(worker_ports["http"])
@@ -181,8 +212,8 @@ def test_container_env_is_accepted_by_sabot_config(scenario: Any, tmp_path: Path
     (cm,) = rendered.of_kind("ConfigMap")
     known = set(config.ENVIRONMENT_VARIABLES.values())
     assert set(cm["data"]) <= known, set(cm["data"]) - known
-    chart_owned = {"SABOT_MODE", "SABOT_HOST", "SABOT_PORT", "SABOT_ZMQ_PORT", "COORDINATOR_HOST",
-                   "COORDINATOR_PORT", "SABOT_WORKER_PORT", "SABOT_ADVERTISE_HOST",
+    chart_owned = {"SABOT_MODE", "SABOT_HOST", "SABOT_PORT", "SABOT_ZMQ_PORT", "SABOT_DATA_PORT",
+                   "COORDINATOR_HOST", "COORDINATOR_PORT", "SABOT_WORKER_PORT", "SABOT_ADVERTISE_HOST",
                    "SABOT_DATA_DIR", "SABOT_CLUSTER_KEY_FILE", "SABOT_CLUSTER_KEY",
                    "SABOT_AUTH_TOKEN", "SABOT_AUTH_TOKEN_FILE", "SABOT_NODE_NAME"}
     assert not set(cm["data"]) & chart_owned
@@ -202,6 +233,9 @@ def test_container_env_is_accepted_by_sabot_config(scenario: Any, tmp_path: Path
                 env[entry["name"]] = "10.1.2.3"  # the pod IP
         cfg = config.load_config(env=env)
         assert cfg.resolved_mode == component, name
+        if component == "coordinator":  # the port it binds is the one the pod declares
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert cfg.effective_data_port == ports["data"], name
         if "SABOT_AUTH_TOKEN_FILE" in env:
             assert cfg.auth_token == TOKEN
         assert cfg.cluster_key_file.is_absolute() and cfg.data_dir.is_absolute()
@@ -490,6 +524,9 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"worker": {"replicas": -1}}, "replicas"),
     ({"worker": {"port": 70000}}, "port"),
     ({"coordinator": {"port": "http"}}, "port"),
+    ({"coordinator": {"dataPort": 70000}}, "dataPort"),
+    ({"coordinator": {"dataPort": "data"}}, "dataPort"),
+    ({"config": {"SABOT_DATA_PORT": 9092}}, "SABOT_DATA_PORT"),
     ({"config": {"SABOT_MODE": "worker"}}, "SABOT_MODE"),
     ({"config": {"SABOT_AUTH_TOKEN": "x"}}, "SABOT_AUTH_TOKEN"),
     ({"config": {"SABOT_AUTH_TOKEN_FILE": "/x"}}, "SABOT_AUTH_TOKEN_FILE"),

@@ -222,6 +222,7 @@ def test_coordinator_and_two_workers_from_the_image_run_the_readme_job(
     coordinator = Node("coordinator", containers("coordinator"), {
         "SABOT_MODE": "coordinator", "SABOT_HOST": "127.0.0.1",
         "SABOT_PORT": str(coord_port), "SABOT_ZMQ_PORT": str(free_port()),
+        "SABOT_DATA_PORT": str(free_port()),
         "SABOT_CLUSTER_KEY": key}, coord_port)
     workers = []
     for n in (1, 2):

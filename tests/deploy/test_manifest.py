@@ -67,7 +67,11 @@ def test_manifest_validates_strictly(kube_version: str) -> None:
 def test_manifest_uses_the_readme_names() -> None:
     objs = {(o["kind"], o["metadata"]["name"]): o for o in _objects()}
     svc = objs[("Service", "sabot-coordinator")]
-    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "zmq": 8081}
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "zmq": 8081,
+                                                                     "data": 8082}
+    (coord,) = containers(objs[("Deployment", "sabot-coordinator")])
+    assert {"name": "data", "containerPort": 8082, "protocol": "TCP"} in coord["ports"]
+    assert {"name": "SABOT_DATA_PORT", "value": "8082"} in coord["env"]
     worker = objs[("Deployment", "sabot-worker")]
     assert containers(worker)[0]["image"] == "sabot-engine:0.1.0"  # docker/Dockerfile's image
     assert objs[("HorizontalPodAutoscaler", "sabot-worker")]["spec"]["maxReplicas"] >= 10

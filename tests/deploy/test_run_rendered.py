@@ -356,6 +356,16 @@ def test_rendered_pods_form_a_cluster_and_run_a_job(chart: Any, dockerfile: Dock
         text = json.dumps(nodes)
         for pod in workers:  # each worker reports its own (advertised) HTTP port
             assert str(pod.named_port("http")) in text, (pod.name, text)
+        # GET /cluster names the data port the coordinator bound (SABOT_DATA_PORT, its
+        # containerPort "data"), and the Service's data port leads to it: workers dial that
+        # number on COORDINATOR_HOST.
+        status, body = _http(f"{api}/cluster", token=token)
+        assert status == 200, (status, body)
+        (coordinator,) = coordinators
+        data_port = json.loads(body)["data_port"]
+        assert data_port == coordinator.named_port("data"), (body, cluster.logs())
+        svc_data = next(p for p in svc["spec"]["ports"] if p["name"] == "data")
+        assert cluster.service_port(svc, svc_data["port"]) == data_port
         for pod in cluster.pods:
             readiness = pod.container["readinessProbe"]
             _wait_for(cluster, f"{pod.name} readinessProbe",

@@ -177,8 +177,9 @@ def test_coordinator_refuses_wrong_versions_and_out_of_place_messages(
     a = attacker
     # A hello of another version is answered with a clear refusal (hello is versionless):
     # also version 3, the last one before the spool's references (a peer of that version
-    # would take a `spool` morsel for data).
-    for version in (0, 3, PROTOCOL_VERSION + 1):
+    # would take a `spool` morsel for data), and 4, the last one before the data port (a
+    # worker of that version elsewhere would be sent references it cannot read).
+    for version in (0, 3, 4, PROTOCOL_VERSION + 1):
         a.send(a.frames(m.Hello(version, "sabot-cluster", "worker", "old-node"), version=version))
         replies = a.replies(1.0)
         assert any(isinstance(r, m.Refused) and r.code == "version_mismatch" for r in replies), \

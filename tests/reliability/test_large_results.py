@@ -250,7 +250,9 @@ def test_big_morsel_results_travel_in_chunks_without_stalling_heartbeats(
     """Sixteen morsels of ~20 MB results each (320 MB) with SABOT_NODE_TIMEOUT_S=2: a result
     sent as one ZeroMQ message held the worker's heartbeats behind it and the coordinator took
     it whole into memory. In chunks, no worker is taken for dead, every morsel is assigned
-    once, and the coordinator never holds more than a fraction of what the job returned."""
+    once, and the coordinator never holds more than a fraction of what the job returned. (The
+    worker does not use the data port, SABOT_SPOOL=0: its results go over ZeroMQ; the test
+    below has them go through the data port.)"""
     # 32 items of 1 KB input and 10 MB answer: two a morsel (a job is cut into at least 16
     # morsels), 20 MB of result each.
     per_item = 10 * MIB
@@ -260,7 +262,7 @@ def test_big_morsel_results_travel_in_chunks_without_stalling_heartbeats(
     procs = nodes.chaos_procs()
     try:
         coordinator = cluster.start_coordinator()
-        cluster.add_worker()
+        cluster.add_worker(SABOT_SPOOL="0")
         cluster.wait_workers(1)
         time.sleep(1)
         base = _rss_mib(coordinator.pid)
@@ -314,14 +316,15 @@ def test_a_worker_killed_while_its_result_comes_in_chunks_leaves_no_partial_file
         tmp_path: Path) -> None:
     """A worker SIGKILLed halfway through sending a 40 MB result (10 chunks of 4 MiB, at most
     4 ahead of their acknowledgements, so it cannot have sent it whole): the partial file is
-    discarded, the morsel runs again elsewhere, and every result is right exactly once."""
+    discarded, the morsel runs again elsewhere, and every result is right exactly once. (Over
+    ZeroMQ: the workers do not use the data port, SABOT_SPOOL=0.)"""
     per_item = 40 * MIB  # 8 items: 8 morsels of one item each
     cluster = nodes.Cluster(tmp_path / "cluster", {
         **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4"})
     procs = nodes.chaos_procs()
     try:
         coordinator = cluster.start_coordinator()
-        victim = cluster.add_worker()
+        victim = cluster.add_worker(SABOT_SPOOL="0")
         cluster.wait_workers(1)
         results_dir = cluster.root / "coordinator-data" / "results"
         items = procs.make_big_items(8, per_item)
@@ -329,7 +332,7 @@ def test_a_worker_killed_while_its_result_comes_in_chunks_leaves_no_partial_file
         # One chunk appended, at most four more can be on their way: five of ten.
         partial = _partial_file(results_dir, 4 * MIB, 20 * MIB - 1)
         victim.kill()
-        cluster.add_worker()
+        cluster.add_worker(SABOT_SPOOL="0")
         job = _wait_completed(coordinator, job_id)
         counters = coordinator.request("GET", "/stats").json["counters"]
         assert counters["results_cut_short"] >= 1, counters
@@ -343,6 +346,101 @@ def test_a_worker_killed_while_its_result_comes_in_chunks_leaves_no_partial_file
                      results_checked=checked, lost=0, duplicated=0,
                      results_mib=round(len(items) * per_item / MIB),
                      cut_short=counters["results_cut_short"],
+                     node_losses=counters["morsels_requeued_node_lost"])
+    finally:
+        cluster.stop()
+
+
+def test_big_morsel_results_through_the_data_port_without_stalling_heartbeats(
+        tmp_path: Path) -> None:
+    """The same sixteen 20 MB results from a worker with a data dir of its own: they go through
+    the coordinator's data port as files (not one of them over ZeroMQ, in chunks or whole), no
+    worker is taken for dead, every morsel is assigned once, and the coordinator never holds
+    more than a fraction of what the job returned."""
+    per_item = 10 * MIB
+    cluster = nodes.Cluster(tmp_path / "cluster", {
+        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4", "SABOT_NODE_TIMEOUT_S": "2",
+        "SABOT_HEARTBEAT_S": "0.5"})
+    procs = nodes.chaos_procs()
+    try:
+        coordinator = cluster.start_coordinator()
+        cluster.add_worker()
+        cluster.wait_workers(1)
+        time.sleep(1)
+        base = _rss_mib(coordinator.pid)
+        items = procs.make_big_items(32, per_item)
+        job_id = coordinator.submit(items, "chaos_big")
+        job = _wait_completed(coordinator, job_id)
+        morsels = job["progress"]["morsels_total"]
+        assert morsels == 16, job["progress"]
+        hwm = _hwm_mib(coordinator.pid)
+        stats = coordinator.request("GET", "/stats").json
+        counters = stats["counters"]
+        assert counters["morsels_requeued_node_lost"] == 0, counters
+        assert counters["morsels_requeued"] == 0, counters
+        assert counters["morsels_assigned"] == morsels, counters
+        assert counters["results_chunked"] == 0, counters
+        assert counters["spool_results"] == morsels, counters
+        total = len(items) * per_item
+        assert counters["data_port_bytes_in"] >= total, counters
+        assert counters["bytes_received"] < total // 100, counters
+        assert stats["nodes_by_state"].get("dead", 0) == 0, stats["nodes_by_state"]
+        assert hwm - base < 0.5 * total / MIB, (base, hwm, total / MIB)
+        checked = _check_results(coordinator, {job_id: items})
+        nodes.record("big results through the data port", variant="ci", jobs=1, kills=0,
+                     results_checked=checked, lost=0, duplicated=0,
+                     results_mib=round(total / MIB), node_timeout_s=2,
+                     rss_before_mib=round(base), rss_hwm_mib=round(hwm),
+                     node_losses=counters["morsels_requeued_node_lost"])
+    finally:
+        cluster.stop()
+
+
+def test_a_worker_killed_while_it_puts_a_result_leaves_no_partial_file(
+        tmp_path: Path) -> None:
+    """A worker with a data dir of its own SIGKILLed halfway through putting a 40 MB result
+    through the data port (4 MiB a request): what came never takes the result's name, the
+    morsel runs again on another worker, every result is right exactly once, and the upload's
+    temporary file goes with the job's spool directory."""
+    per_item = 40 * MIB
+    cluster = nodes.Cluster(tmp_path / "cluster", {
+        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4"})
+    procs = nodes.chaos_procs()
+    try:
+        coordinator = cluster.start_coordinator()
+        victim = cluster.add_worker()
+        cluster.wait_workers(1)
+        spool_dir = cluster.root / "coordinator-data" / "spool"
+        items = procs.make_big_items(8, per_item)
+        job_id = coordinator.submit(items, "chaos_big")
+        deadline = time.monotonic() + 120
+        partial = None
+        while partial is None:
+            assert time.monotonic() < deadline, "no result was seen coming through the port"
+            for path in spool_dir.glob("j-*/*.out.up-*.tmp"):
+                try:
+                    if 4 * MIB <= path.stat().st_size < 20 * MIB:
+                        partial = path
+                except FileNotFoundError:
+                    continue
+            time.sleep(0.001)
+        final = partial.with_name(partial.name.split(".up-")[0])
+        victim.kill()
+        assert not final.exists()
+        cluster.add_worker()
+        job = _wait_completed(coordinator, job_id)
+        counters = coordinator.request("GET", "/stats").json["counters"]
+        assert counters["morsels_requeued_node_lost"] >= 1, counters
+        assert counters["results_chunked"] == 0, counters
+        assert counters["spool_results"] == job["progress"]["morsels_total"], counters
+        checked = _check_results(coordinator, {job_id: items})
+        deadline = time.monotonic() + 30
+        while partial.exists():
+            assert time.monotonic() < deadline, f"{partial} is still there"
+            time.sleep(0.1)
+        nodes.record("worker killed mid put of a result to the data port", variant="ci",
+                     jobs=1, kills=1, results_checked=checked, lost=0, duplicated=0,
+                     results_mib=round(len(items) * per_item / MIB),
                      node_losses=counters["morsels_requeued_node_lost"])
     finally:
         cluster.stop()

@@ -107,7 +107,8 @@ def test_worker_link_cut_mid_job_and_restored(netns: dict[str, str], tmp_path: P
     port = nodes.free_port()
     coordinator = NsNode(netns["c"], "127.0.0.1", "coordinator", {
         **base, "SABOT_MODE": "coordinator", "SABOT_PORT": str(port),
-        "SABOT_ZMQ_PORT": str(port + 1), "SABOT_ADVERTISE_HOST": netns["c_addr"],
+        "SABOT_ZMQ_PORT": str(port + 1), "SABOT_DATA_PORT": str(port + 4),
+        "SABOT_ADVERTISE_HOST": netns["c_addr"],
         "SABOT_DATA_DIR": str(root / "coordinator-data")}, port, root)
     local = NsNode(netns["c"], "127.0.0.1", "worker-local", {
         **base, "SABOT_MODE": "worker", "SABOT_WORKER_PORT": str(port + 2),

@@ -274,9 +274,12 @@ def test_a_batch_job_goes_file_to_file_in_the_pool_processes(whole_cluster: Any,
     assert kids_written >= arr.nbytes, kids_written
 
 
-def test_a_worker_elsewhere_gets_the_bytes(cluster: Any) -> None:
+def test_a_worker_without_the_data_port_gets_the_bytes(cluster: Any) -> None:
+    """A worker that shares no data dir and does not use the data port (SABOT_SPOOL=0 on it:
+    what an older setup with only the ZeroMQ port open gets) is sent the bytes, read from the
+    files by the coordinator."""
     procs = nodes.chaos_procs()
-    cluster.add_worker()  # its own data dir: it does not share the spool
+    cluster.add_worker(SABOT_SPOOL="0")  # its own data dir, and no data port
     items = procs.make_items(20_000, pad=100)
     before = counters(cluster)
     assert run(submit_and_wait(cluster, items, "chaos_fast")) == [procs.answer(x) for x in items]
@@ -284,6 +287,63 @@ def test_a_worker_elsewhere_gets_the_bytes(cluster: Any) -> None:
     assert after["spool_morsels_sent_inline"] - before["spool_morsels_sent_inline"] >= 8, after
     assert after["spool_morsels_assigned"] == before["spool_morsels_assigned"], after
     assert after["spool_results"] == before["spool_results"], after
+
+
+def test_peers_elsewhere_pass_the_bytes_through_the_data_port(cluster: Any,
+                                                              tmp_path: Path) -> None:
+    """A client and two workers with data dirs of their own (other hosts, as far as the spool
+    can tell): every big input and result goes through the coordinator's data port as the
+    spool's files, none through its ZeroMQ port, and the results outlive the workers."""
+    procs = nodes.chaos_procs()
+    workers = [cluster.add_worker(wait=False) for _ in range(2)]
+    cluster.wait_workers(2)
+    # 1.8 MB in, 8 MB out: morsels and results of 64 KiB and more
+    items = procs.make_big_items(8000, result_bytes=1000, pad=200)
+    want = [procs.big_answer(x) for x in items]
+    in_bytes, out_bytes = sum(map(len, items)), sum(map(len, want))
+    before = counters(cluster)
+
+    async def go() -> tuple[str, list[str]]:
+        c = cluster.python_handle(tmp_path / "client-data")
+        try:
+            jid = await c.submit(items, "chaos_big")
+            deadline = time.monotonic() + 120
+            while (await c.status(jid))["status"] != "completed":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            # every worker SIGKILLed before the client fetched anything: the results are on
+            # the coordinator (put through the data port before they were reported)
+            for w in workers:
+                w.kill()
+            return jid, list(await c.result(jid, timeout=60))
+        finally:
+            await c.stop()
+
+    jid, got = run(go())
+    assert got == want
+    after = counters(cluster)
+    assert after["spool_morsels_assigned"] - before["spool_morsels_assigned"] >= 16, after
+    assert after["spool_morsels_sent_inline"] == before["spool_morsels_sent_inline"], after
+    assert after["spool_results"] - before["spool_results"] >= 16, after
+    # in: the client's put and the workers' get; out: the workers' put and the client's get
+    moved_in = after["data_port_bytes_in"] - before["data_port_bytes_in"]
+    moved_out = after["data_port_bytes_out"] - before["data_port_bytes_out"]
+    # (a result the coordinator keeps in memory, as one of a piece of a morsel, reaches the
+    # client over its ZeroMQ port, as it does a client on the coordinator's host)
+    assert moved_in >= in_bytes + out_bytes and moved_out >= in_bytes, \
+        (moved_in, moved_out, in_bytes, out_bytes)
+    control = after["bytes_received"] - before["bytes_received"]
+    assert control < (in_bytes + out_bytes) // 20, (control, in_bytes, out_bytes)
+    assert after["data_port_refused"] == before["data_port_refused"], after
+    # the workers' local copies went as each morsel ended
+    for w in workers:
+        staging = Path(w.env["SABOT_DATA_DIR"]) / "staging" / "spool"
+        left = [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+        assert left == [], left
+    assert cluster.coordinator.wait_job(jid, timeout=30)["result"] == got
+    nodes.record("peers elsewhere through the data port, every worker SIGKILLed before the "
+                 "fetch", variant="ci", jobs=1, kills=2, results_checked=len(items), lost=0,
+                 duplicated=0, data_port_bytes=moved_in + moved_out, control_bytes=control)
 
 
 _DIE_MID_UPLOAD = r"""
@@ -342,6 +402,71 @@ def test_a_client_killed_mid_upload_leaves_no_job(cluster: Any) -> None:
         [procs.answer(x) for x in items]
     nodes.record("client SIGKILLed mid-upload to the spool", variant="ci", jobs=1, kills=1,
                  results_checked=len(items), lost=0, duplicated=0, orphan_files_removed=1)
+
+
+_DIE_MID_PUT = r"""
+import asyncio, os, signal, sys
+import sabot
+from sabot.cluster import spool_client
+from sabot.config import load_config
+
+real = spool_client.SpoolClient.put
+puts = []
+
+def put(self, name, parts, size, crc):
+    puts.append(name)
+    if len(puts) == 4:
+        os.kill(os.getpid(), signal.SIGKILL)  # the fourth file never reaches the port
+    return real(self, name, parts, size, crc)
+
+spool_client.SpoolClient.put = put
+sys.path.append(sys.argv[4])
+import sabot_chaos_procs as procs
+
+config = load_config(env={}, cluster_key_file=sys.argv[2], data_dir=sys.argv[3])
+c = sabot.create_distributed_coordinator("127.0.0.1", int(sys.argv[1]), config=config)
+asyncio.run(c.submit(procs.make_items(20000, pad=100), "chaos_fast", job_id="put-killed"))
+print("submitted")
+"""
+
+
+def test_a_client_elsewhere_killed_mid_upload_leaves_no_job(cluster: Any,
+                                                             tmp_path: Path) -> None:
+    """A client with a data dir of its own SIGKILLed while it puts its inputs through the data
+    port: no job, the files it put go once SABOT_SPOOL_ORPHAN_S old, and the same job id then
+    submits and completes."""
+    import subprocess
+    import sys
+
+    procs = nodes.chaos_procs()
+    cluster.add_worker()
+    child = subprocess.run(
+        [sys.executable, "-c", _DIE_MID_PUT, str(cluster.coordinator.http_port),
+         str(cluster.key_file), str(tmp_path / "client-data"), str(nodes.CHAOS_PROCS_DIR)],
+        check=False, capture_output=True, text=True, timeout=120, env=nodes.child_env())
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert "submitted" not in child.stdout
+    left = data_dir(cluster) / "spool" / "j-put-killed"
+    names = sorted(p.name for p in left.iterdir())
+    assert [n.split(".", 1)[0] for n in names] == ["0", "1", "2"], names
+    assert all(n.endswith(".in") for n in names), names
+    assert cluster.coordinator.request("GET", "/job/put-killed").status == 404
+    wait_gone(left)
+    items = procs.make_items(20_000, pad=100)
+
+    async def again() -> list[str]:
+        c = cluster.python_handle(tmp_path / "client-data")
+        try:
+            return list(await c.result(await c.submit(items, "chaos_fast", job_id="put-killed"),
+                                       timeout=120))
+        finally:
+            await c.stop()
+
+    before = counters(cluster)
+    assert run(again()) == [procs.answer(x) for x in items]
+    assert counters(cluster)["data_port_bytes_in"] > before["data_port_bytes_in"]
+    nodes.record("client elsewhere SIGKILLed mid-upload to the data port", variant="ci",
+                 jobs=1, kills=1, results_checked=len(items), lost=0, duplicated=0)
 
 
 @pytest.mark.parametrize("sharing", [True, False], ids=["sharing-worker", "coordinator-reads"])

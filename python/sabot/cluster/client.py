@@ -29,8 +29,10 @@ from . import transport
 from .loop_socket import LoopSocket
 from .protocol import PROTOCOL_VERSION, ErrorCode, Sender, decode, decode_frame, refusal_error
 from .protocol import messages as m
+from .remote_spool import RemoteSpool
 from .security import ClusterKeys
-from .spool import SHARED, SHARED_SYNCED, Spool
+from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
+from .spool_client import SpoolClient
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class ClusterClient:
         #: big inputs and results then pass as files (sabot.cluster.spool).
         self.spool: Spool | None = None
         self.spool_sync = False
+        self._data: SpoolClient | None = None  # the data port's client, once welcomed so
 
     # -- connection ---------------------------------------------------------------------------
     async def connect(self, wait: float | None = None) -> None:
@@ -104,6 +107,7 @@ class ClusterClient:
                 if self._ctx is None:
                     self._ctx = zmq.Context()
                 self._endpoint = transport.zmq_endpoint(self.host, int(info["zmq_port"]))
+                await self._probe_data_port(info)
                 sock = transport.client_socket(self._ctx, self._keys, self._endpoint)
                 loop = asyncio.get_running_loop()
                 self._dropped = False
@@ -130,7 +134,7 @@ class ClusterClient:
             token = await asyncio.to_thread(Spool(self.config.data_dir).read_token) or ""
         await self._sock.send(self._sender.encode(m.Hello(
             PROTOCOL_VERSION, self.config.cluster_name, "client", self.node_id, pid=os.getpid(),
-            spool_token=token)))
+            spool_token=token, remote_spool=self._data is not None)))
         try:
             reply = await asyncio.wait_for(asyncio.shield(self._welcome), wait)
         except TimeoutError:
@@ -142,7 +146,30 @@ class ClusterClient:
         shared = isinstance(reply, m.Welcome) and int(reply.spool) in (SHARED, SHARED_SYNCED)
         self.spool = Spool(self.config.data_dir) if shared and token else None
         self.spool_sync = shared and int(reply.spool) == SHARED_SYNCED
+        if isinstance(reply, m.Welcome) and int(reply.spool) == REMOTE and \
+                self._data is not None:
+            # Another host: the same spool files, through the coordinator's data port.
+            self.spool = RemoteSpool(self._data)
         self._session_ok = True
+
+    async def _probe_data_port(self, info: dict[str, Any]) -> None:
+        """Keep a client of the coordinator's data port (``GET /cluster`` names it) when it
+        answers: the hello then offers to pass big data through it."""
+        old, self._data = self._data, None
+        if old is not None:
+            old.close()
+        port = info.get("data_port")
+        if not self.config.spool or not isinstance(port, int) or not 0 < port < 65536:
+            return
+        assert self._ctx is not None and self._keys is not None
+        data = SpoolClient(self._ctx, self._keys, transport.zmq_endpoint(self.host, port),
+                           timeout_s=max(5.0, self.config.node_timeout_s))
+        if await asyncio.to_thread(data.reachable):
+            self._data = data
+        else:
+            data.close()
+            log.warning("the coordinator's data port %s does not answer: big inputs and "
+                        "results go over its ZeroMQ port", data.endpoint)
 
     def _resend_all(self) -> None:
         """The requests in flight go out again (each from its own loop in :meth:`request`)."""
@@ -216,6 +243,9 @@ class ClusterClient:
             if not fut.done():
                 fut.cancel()
         self._pending.clear()
+        if self._data is not None:
+            self._data.close()
+            self._data = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None

@@ -58,8 +58,8 @@ PARALLEL_PUT_BYTES = 16 << 20
 PUT_THREADS = 4
 DIR_NAME = "spool"
 TOKEN_FILE = ".token"
-#: ``welcome.spool``: not shared, shared, shared and fsynced.
-NOT_SHARED, SHARED, SHARED_SYNCED = 0, 1, 2
+#: ``welcome.spool``: not shared, shared, shared and fsynced, reached through the data port.
+NOT_SHARED, SHARED, SHARED_SYNCED, REMOTE = 0, 1, 2, 3
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 _TMP = ".tmp"
 
@@ -128,6 +128,10 @@ def read_file(path: Path, size: int, crc: int, *, mapped: bool = False) -> bytes
 
 class Spool:
     """The spool directory of one data dir, as its coordinator or a peer sharing it sees it."""
+
+    #: Its files are reached over the network (sabot.cluster.remote_spool): a read blocks
+    #: for a transfer, so callers on an event loop make it in a thread.
+    remote = False
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -261,6 +265,7 @@ class Spool:
 
 __all__ = [
     "NOT_SHARED",
+    "REMOTE",
     "SHARED",
     "SHARED_SYNCED",
     "SPOOL",

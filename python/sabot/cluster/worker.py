@@ -40,8 +40,10 @@ from . import transport
 from .protocol import PROTOCOL_VERSION
 from .protocol import messages as m
 from .protocol.error_codes import FATAL_REFUSALS, ErrorCode, exception_for
+from .remote_spool import StagedSpool
 from .security import ClusterKeys
-from .spool import SHARED, SHARED_SYNCED, Spool
+from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
+from .spool_client import SpoolClient
 from .worker_link import CoordinatorLink, FatalRefusal
 from .worker_router import MorselRouter
 from .worker_state import WorkerState, check_worker_transition
@@ -94,6 +96,10 @@ class Worker:
         self.advertise_host = config.advertise_host
         self._keys: ClusterKeys | None = None
         self._ctx: zmq.asyncio.Context | None = None
+        #: The coordinator's data port, while it answers (for a data dir not shared with it):
+        #: its client, on a plain context of its own (its calls block, in threads).
+        self._data: SpoolClient | None = None
+        self._data_ctx: zmq.Context | None = None
         self._task: asyncio.Task[None] | None = None
         self._cpu: CpuSampler | None = None
         self._next_retry_log = 0.0
@@ -205,6 +211,7 @@ class Worker:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         link.close(linger_ms=1000)
+        self._drop_data_port(last=True)
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -253,6 +260,35 @@ class Worker:
             self._next_retry_log = now + 10.0
             log.warning("worker %s: %s; retrying", self.node_id, exc)
 
+    async def _probe_data_port(self, info: dict[str, Any]) -> None:
+        """Keep a client of the coordinator's data port (``GET /cluster`` names it) when it
+        answers: the hello then offers to get and put spool files through it."""
+        self._drop_data_port()
+        port = info.get("data_port")
+        if not self.config.spool or not isinstance(port, int) or not 0 < port < 65536:
+            return
+        assert self._keys is not None
+        if self._data_ctx is None:
+            self._data_ctx = zmq.Context()
+        data = SpoolClient(self._data_ctx, self._keys,
+                           transport.zmq_endpoint(self.config.coordinator_host, port),
+                           timeout_s=max(5.0, self.config.node_timeout_s))
+        if await asyncio.to_thread(data.reachable):
+            self._data = data
+            return
+        log.warning("the coordinator's data port %s does not answer: morsels and results "
+                    "that do not fit a message go over its ZeroMQ port", data.endpoint)
+        data.close()
+
+    def _drop_data_port(self, *, last: bool = False) -> None:
+        """Close the data port's client (``last``: its context too, at the worker's stop)."""
+        data, self._data = self._data, None
+        if data is not None:
+            data.close()
+        if last and self._data_ctx is not None:
+            self._data_ctx.term()
+            self._data_ctx = None
+
     async def _session(self) -> None:
         config, link = self.config, self._link
         assert self._keys is not None and self._ctx is not None
@@ -262,6 +298,7 @@ class Worker:
         key_differs = info.get("curve_server_key") not in (
             None, self._keys.server_public.decode())
         endpoint = transport.zmq_endpoint(config.coordinator_host, int(info["zmq_port"]))
+        await self._probe_data_port(info)
         link.open(self._ctx, self._keys, endpoint)
         await link.send_now(m.Hello(
             PROTOCOL_VERSION, config.cluster_name, "worker", self.node_id,
@@ -270,7 +307,8 @@ class Worker:
             capabilities=["python", "pickle", "arrow", "numpy", m.RANGES,
                           f"sabot-{__version__}"],
             processors=list_processors(),
-            spool_token=(Spool(config.data_dir).read_token() or "") if config.spool else ""))
+            spool_token=(Spool(config.data_dir).read_token() or "") if config.spool else "",
+            remote_spool=self._data is not None))
         hello_wait = 1.0 if key_differs else max(2.0, config.node_timeout_s)
         reply = await link.recv(timeout=hello_wait)
         if reply is None:
@@ -294,7 +332,11 @@ class Worker:
         link.chunk_bytes = min(max(offered, 64 << 10), 1 << 30) if offered > 0 else 0
         # The same-host data plane: morsels in the spool are read, big results written there.
         shared = int(reply.spool) in (SHARED, SHARED_SYNCED) and config.spool
-        self.router.spool = link.spool = Spool(config.data_dir) if shared else None
+        spool: Spool | None = Spool(config.data_dir) if shared else None
+        if int(reply.spool) == REMOTE and self._data is not None:
+            # Another host: the spool's files are got and put through the data port.
+            spool = StagedSpool(config.data_dir, self._data)
+        self.router.spool = link.spool = spool
         self.router.spool_sync = link.spool_sync = int(reply.spool) == SHARED_SYNCED
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)
             self._set_state(WorkerState.REGISTERED)

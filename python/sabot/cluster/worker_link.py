@@ -33,8 +33,9 @@ from . import transport
 from .protocol import MAX_FRAMES, Sender, check_frames, decode_frame
 from .protocol import messages as m
 from .protocol.messages import CHUNK_WINDOW
+from .remote_spool import StagedSpool
 from .security import ClusterKeys
-from .spool import SPOOL, SPOOL_MIN_BYTES, Spool, ref_bytes
+from .spool import SPOOL, SPOOL_MIN_BYTES, Spool, parse_ref, ref_bytes
 
 log = logging.getLogger("sabot.cluster.worker")
 
@@ -224,12 +225,25 @@ class CoordinatorLink:
     def post(self, msg: m.Message) -> None:
         """Send ``msg`` now, or when posts are held, with the others when they are released; a
         result bigger than ``chunk_bytes`` goes in chunks (chunk_loop)."""
-        if type(msg) is m.MorselResult and self.spool is not None and \
-                len(msg.data) >= SPOOL_MIN_BYTES and msg.encoding != SPOOL:
-            task = asyncio.ensure_future(self._spool_result(self.spool, msg))
-            self._spooling.add(task)
-            task.add_done_callback(self._spooling.discard)
-            return
+        spool = self.spool
+        if type(msg) is m.MorselResult and spool is not None:
+            if msg.encoding != SPOOL and len(msg.data) >= SPOOL_MIN_BYTES:
+                self._in_background(self._spool_result(spool, msg))
+                return
+            if msg.encoding == SPOOL and isinstance(spool, StagedSpool):
+                # (another host: the result file goes to the coordinator before its reference)
+                self._in_background(self._publish(spool, msg))
+                return
+        self._post_bytes(msg)
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._spooling.add(task)
+        task.add_done_callback(self._spooling.discard)
+
+    def _post_bytes(self, msg: m.Message) -> None:
+        """Send ``msg`` as it is: in chunks when it is a big result, else now or with the
+        held posts."""
         if type(msg) is m.MorselResult and self.chunk_bytes and len(msg.data) > self.chunk_bytes:
             self._big.append(msg)
             self._big_idle.clear()
@@ -252,10 +266,35 @@ class CoordinatorLink:
             log.warning("could not write the result of job %s morsel %d to the spool (%s): it "
                         "is sent over the connection", res.job_id, res.morsel, exc)
             self.spool = None if self.spool is spool else self.spool
-            self.post(res)
+            self._post_bytes(res)
             return
         self.post(m.MorselResult(res.job_id, res.morsel, res.attempt, res.items, SPOOL,
                                  ref_bytes(res.encoding, len(res.data), crc), res.elapsed_s))
+
+    async def _publish(self, spool: StagedSpool, res: m.MorselResult) -> None:
+        """Put a result file written here to the coordinator through the data port, then send
+        its reference; one that cannot be put goes over the connection as bytes (read back
+        from the local file)."""
+        try:
+            await asyncio.to_thread(spool.publish, res.job_id, res.morsel, res.attempt, res.data)
+        except (OSError, ProtocolError) as exc:
+            log.warning("could not put the result of job %s morsel %d through the data port "
+                        "(%s): it is sent over the connection", res.job_id, res.morsel, exc)
+            try:
+                enc, size, crc = parse_ref(res.data)
+                path = spool.output_path(res.job_id, res.morsel, res.attempt)
+                data = await asyncio.to_thread(spool.read, path, size, crc)
+            except (OSError, ProtocolError) as exc2:
+                # (the local file is gone too: the morsel runs again)
+                self._post_bytes(m.MorselFailed(
+                    res.job_id, res.morsel, res.attempt, type(exc2).__name__,
+                    f"the result could not reach the coordinator: {exc}; {exc2}"))
+                return
+            path.unlink(missing_ok=True)
+            self._post_bytes(m.MorselResult(res.job_id, res.morsel, res.attempt, res.items,
+                                            enc, data, res.elapsed_s))
+            return
+        self._post_bytes(res)
 
     @contextlib.contextmanager
     def held_posts(self) -> Iterator[None]:

@@ -33,6 +33,7 @@ from ..errors import ProcessingError, ProtocolError
 from ..metrics import Metrics
 from .protocol import messages as m
 from .protocol import payload
+from .remote_spool import StagedSpool
 from .result_files import ResultFileError
 from .spool import SPOOL, Spool, parse_ref
 from .spool_task import ResultWriter, task_payload
@@ -80,6 +81,9 @@ class MorselRouter:
         #: whether files written there are fsynced (the welcome said so).
         self.spool: Spool | None = None
         self.spool_sync = False
+        #: Morsels whose input a :class:`StagedSpool` got here: their references, so that the
+        #: local copy goes when the morsel ends.
+        self._staged: dict[tuple[str, int], bytes] = {}
 
     # -- routing -------------------------------------------------------------------------
     def assign(self, msg: m.Assign) -> None:
@@ -96,6 +100,11 @@ class MorselRouter:
             trusted = spec.processor is not None and \
                 getattr(spec.func, "__module__", "") == "sabot.processors"
             if msg.encoding == SPOOL:
+                spool = self.spool
+                if isinstance(spool, StagedSpool) and key not in self._staged:
+                    # (another host: its input file is got first, then it runs from there)
+                    self.running[key] = asyncio.ensure_future(self._stage(spool, msg))
+                    return
                 task = None if msg.count else self._pool_reads(msg, spec.kind, trusted)
                 if task is not None:
                     # A user function's whole morsel: its pool process reads the file.
@@ -166,9 +175,36 @@ class MorselRouter:
             raise ProtocolError(str(exc)) from None
         return replace(msg, encoding=enc, data=data)
 
+    async def _stage(self, spool: StagedSpool, msg: m.Assign) -> None:
+        """Get a morsel's input file through the data port, then start it from there."""
+        key = (msg.job_id, msg.morsel)
+        t0 = time.perf_counter()
+        me = asyncio.current_task()
+        try:
+            await asyncio.to_thread(spool.fetch_input, msg.job_id, msg.morsel, msg.data)
+        except (OSError, ProtocolError) as exc:
+            if self.running.get(key) is me:
+                del self.running[key]
+                self.morsel_failed(msg, exc, t0)
+            return
+        if self.running.get(key) is not me:  # (cancelled or replaced meanwhile)
+            spool.discard_input(msg.job_id, msg.morsel, msg.data)
+            return
+        del self.running[key]
+        self._staged[key] = msg.data
+        self.assign(msg)
+
+    def _unstage(self, key: tuple[str, int]) -> None:
+        """The local copy of a morsel's input goes (the morsel ended here)."""
+        ref = self._staged.pop(key, None)
+        spool = self.spool
+        if ref is not None and isinstance(spool, StagedSpool):
+            spool.discard_input(key[0], key[1], ref)
+
     def cancel(self, job_id: str, morsel: int) -> bool:
         """Cancel a running morsel; False when it is not running here."""
         run = self.running.pop((job_id, morsel), None)
+        self._unstage((job_id, morsel))
         if run is None:
             return False
         run.cancel()
@@ -187,6 +223,8 @@ class MorselRouter:
     def morsel_done(self, msg: m.Assign, items: int, encoding: str, blob: bytes,
                     elapsed: float, cost: float | None = None) -> None:
         """Post a morsel's result; ``cost``: its share of the work when it ran with others."""
+        if self._staged:
+            self._unstage((msg.job_id, msg.morsel))
         self.items_done += items
         self.morsels_done += 1
         self.metrics.record_items(items)
@@ -200,6 +238,8 @@ class MorselRouter:
 
     def morsel_failed(self, msg: m.Assign, exc: BaseException, t0: float) -> None:
         """Post a morsel's failure (it started at ``t0``)."""
+        if self._staged:
+            self._unstage((msg.job_id, msg.morsel))
         self.morsels_failed += 1
         self.metrics.record_morsel(time.perf_counter() - t0, "failed")
         self._poster.post(_failure(msg, exc))

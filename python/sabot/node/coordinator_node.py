@@ -54,9 +54,10 @@ class CoordinatorNode:
             raise
         self.http = http
         assert coordinator.keys is not None  # (set by start)
-        log.info("coordinator %s of cluster %r: HTTP on %s:%s, ZeroMQ on port %s, key %s",
-                 self.node_id, config.cluster_name, config.host, self.http_port,
-                 coordinator.zmq_port, coordinator.keys.fingerprint)
+        log.info("coordinator %s of cluster %r: HTTP on %s:%s, ZeroMQ on port %s, data port %s, "
+                 "key %s", self.node_id, config.cluster_name, config.host, self.http_port,
+                 coordinator.zmq_port, coordinator.data_port or "none",
+                 coordinator.keys.fingerprint)
 
     async def stop(self) -> None:
         if self.http is not None:
@@ -75,7 +76,8 @@ class CoordinatorBackend:
         self.node_id = coordinator.node_id
 
     def is_ready(self) -> bool:
-        return self.coordinator.running and self.coordinator.journal_problem is None
+        return self.coordinator.running and self.coordinator.journal_problem is None and \
+            self.coordinator.data_port_problem is None
 
     def health(self) -> dict[str, Any]:
         coordinator = self.coordinator
@@ -84,13 +86,17 @@ class CoordinatorBackend:
                                   "journal_writable": coordinator.running and
                                   journal_problem is None,
                                   "zmq_port": coordinator.zmq_port,
+                                  "data_port": coordinator.data_port,
                                   "protocol_version": PROTOCOL_VERSION}
+        data_port_problem = coordinator.data_port_problem
         if not coordinator.running:
             health["problem"] = "the coordinator core is not running" + (
                 f": {coordinator.failure}" if coordinator.failure else "")
         elif journal_problem is not None:
             # Reads are served, submits refused (507) until the journal can be written again.
             health["problem"] = f"the journal cannot be written: {journal_problem}"
+        elif data_port_problem is not None:
+            health["problem"] = data_port_problem
         return health
 
     def cluster_info(self) -> dict[str, Any]:

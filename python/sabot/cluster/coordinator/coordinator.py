@@ -36,6 +36,8 @@ class Coordinator:
         self.metrics = get_metrics(config.cluster_name, self.node_id)
         self.core: CoordinatorCore | None = None
         self.zmq_port: int | None = None
+        #: The data port (sabot.cluster.coordinator.spool_server); None when there is none.
+        self.data_port: int | None = None
         self.keys: ClusterKeys | None = None
 
     async def start(self) -> None:
@@ -49,6 +51,8 @@ class Coordinator:
             CoordinatorCore, config, self.keys, self.metrics, self.node_id, config.host,
             config.effective_zmq_port)
         self.zmq_port = self.core.zmq_port
+        server = self.core.data_server
+        self.data_port = server.port if server is not None else None
         self.core.start()
         self.core.wait_ready(10)
         self.metrics.set_load_source(self.core.load)
@@ -71,6 +75,17 @@ class Coordinator:
         work and should be restarted."""
         core = self.core
         return core.failure if core is not None and not core.is_alive() else None
+
+    @property
+    def data_port_problem(self) -> str | None:
+        """Why the data port does not serve, while the core runs (its thread ended): peers on
+        other hosts could then not get their morsels' files."""
+        core = self.core
+        server = core.data_server if core is not None else None
+        if server is not None and core is not None and core.is_alive() and \
+                core.wait_ready(0) and not server.is_alive():
+            return f"the data port's thread (port {server.port}) has stopped"
+        return None
 
     @property
     def journal_problem(self) -> str | None:
@@ -117,6 +132,7 @@ class Coordinator:
             "protocol_version": PROTOCOL_VERSION,
             "coordinator_id": self.node_id,
             "zmq_port": self.zmq_port,
+            "data_port": self.data_port,
             "curve_server_key": keys.server_public.decode() if keys else None,
             "key_fingerprint": keys.fingerprint if keys else None,
             "heartbeat_s": self.config.heartbeat_s,

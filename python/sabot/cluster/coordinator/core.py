@@ -48,7 +48,7 @@ from ..protocol import (
 from ..protocol import messages as m
 from ..result_files import ResultFiles
 from ..security import ClusterKeys
-from ..spool import NOT_SHARED, SHARED, SHARED_SYNCED, Spool
+from ..spool import NOT_SHARED, REMOTE, SHARED, SHARED_SYNCED, Spool
 from .dispatcher import Dispatcher
 from .inbox import Inbox
 from .job_table import JobTable
@@ -57,6 +57,7 @@ from .node_registry import NodeRegistry
 from .outbox import Local, Outbox, Target
 from .rate_limited_log import RateLimitedLog
 from .result_pager import ResultPager, Waiter
+from .spool_server import SpoolServer
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,10 @@ class CoordinatorCore(threading.Thread):
             except OSError as exc:
                 log.warning("the spool under %s cannot be set up (%s): peers on this host send "
                             "every byte over ZeroMQ", config.data_dir, exc)
+        #: The data port: the spool for peers that do not share the data dir.
+        self.data_server: SpoolServer | None = None
+        if self._spool_token:
+            self.data_server = self._open_data_port(zmq_host)
         self._jobs = JobTable(config, self.journal, metrics, self._registry, send, waiters,
                               self._files)
         self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,
@@ -149,6 +154,25 @@ class CoordinatorCore(threading.Thread):
         self._pager = ResultPager(config, self._jobs, self.journal, send, waiters)
         self._handlers = self._handler_table()
         self._recover()
+
+    def _open_data_port(self, host: str) -> SpoolServer | None:
+        """The data port's server, bound (not started); None when the default port is taken
+        (peers that do not share the data dir then send their bytes over ZeroMQ, as before
+        the data port); an explicit SABOT_DATA_PORT that cannot be bound is an error."""
+        config = self.config
+        try:
+            return SpoolServer(self.ctx, self.keys, config.data_dir, host,
+                               config.effective_data_port,
+                               sync=config.journal_sync == "full")
+        except OSError as exc:
+            if config.data_port is not None:
+                self.journal.close()
+                self._close_sockets()
+                raise OSError(f"SABOT_DATA_PORT={config.data_port}: {exc}") from None
+            log.warning("no data port (%s): peers that do not share the data dir %s send "
+                        "their bytes over the ZeroMQ port; set SABOT_DATA_PORT to a free port",
+                        exc, config.data_dir)
+            return None
 
     def _handler_table(self) -> dict[type, Callable[[Target, Any, int], None]]:
         """Who handles each message a coordinator accepts (the core itself for those that
@@ -206,6 +230,8 @@ class CoordinatorCore(threading.Thread):
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
         poller.register(self._inbox.wake_fd, zmq.POLLIN)
+        if self.data_server is not None:
+            self.data_server.start()
         self._ready.set()
         try:
             while self._running:
@@ -337,12 +363,22 @@ class CoordinatorCore(threading.Thread):
             log.exception("closing the journal failed")
         # Local callers still waiting get an answer rather than a hang.
         self._pager.abandon()
+        self._close_sockets()
+        self._inbox.close(self.failure)
+
+    def _close_sockets(self) -> None:
+        server = self.data_server
+        if server is not None:
+            server.stop()
+            if server.is_alive():
+                server.join(5)
+            else:
+                server.sock.close(0)
         self.monitor.close(0)
         self.router.disable_monitor()
         self.router.close(0)
         self.auth.stop()
         self.ctx.term()
-        self._inbox.close(self.failure)
 
     # -- reading --------------------------------------------------------------------------------
     def _read_router(self) -> None:
@@ -440,18 +476,20 @@ class CoordinatorCore(threading.Thread):
             self._send(peer, m.Refused(code, text, PROTOCOL_VERSION, name))
             return
         shared = bool(self._spool_token) and msg.spool_token == self._spool_token
+        remote = not shared and bool(msg.remote_spool) and self.data_server is not None
         if msg.role == "worker":
-            node = self._registry.register(peer, msg, shared)
+            node = self._registry.register(peer, msg, shared or remote)
             # A new session does not carry the old one's morsels: hand them out again (a late
             # result from the old session is then a duplicate, and ignored).
             self._dispatcher.release(node, f"worker {node.node_id} started a new session",
                                      refund_all=True)
         # A worker sends its big results in chunks (CHUNK_BYTES each) to this coordinator.
-        spool = NOT_SHARED if not shared else (
+        spool = REMOTE if remote else NOT_SHARED if not shared else (
             SHARED_SYNCED if self.config.journal_sync == "full" else SHARED)
         self._send(peer, m.Welcome(self.node_id, name, PROTOCOL_VERSION, self.config.heartbeat_s,
                                    self.config.node_timeout_s,
-                                   m.CHUNK_BYTES if msg.role == "worker" else 0, spool))
+                                   m.CHUNK_BYTES if msg.role == "worker" else 0, spool,
+                                   self.data_server.port if remote and self.data_server else 0))
 
     def _on_goodbye(self, peer: Target, msg: m.Goodbye, version: int) -> None:
         node = self._registry.node_of(peer)
@@ -480,6 +518,13 @@ class CoordinatorCore(threading.Thread):
         self._send(peer, m.Stats(msg.request_id, self.stats()))
 
     # -- views (core thread) -------------------------------------------------------------------
+    def _data_port_counters(self) -> dict[str, int]:
+        server = self.data_server
+        if server is None:
+            return {}
+        return {"data_port_bytes_in": server.bytes_in, "data_port_bytes_out": server.bytes_out,
+                "data_port_refused": server.refused}
+
     def stats(self) -> dict[str, Any]:
         registry = self._registry
         jobs = self._jobs.count_by_state()
@@ -487,6 +532,7 @@ class CoordinatorCore(threading.Thread):
         return {
             "cluster_name": self.config.cluster_name,
             "coordinator": {"node_id": self.node_id, "zmq_port": self.zmq_port,
+                            "data_port": self.data_server.port if self.data_server else None,
                             "protocol_version": PROTOCOL_VERSION, "version": __version__,
                             "journal": str(self.journal.path),
                             "journal_status": self.journal.status()},
@@ -499,7 +545,8 @@ class CoordinatorCore(threading.Thread):
             "counters": {**self._dispatcher.counters, "protocol_errors": self._protocol_errors,
                          "jobs_expired": self._jobs.expired_count,
                          "bytes_received": self._bytes_received,
-                         "bytes_sent": self._outbox.bytes_sent},
+                         "bytes_sent": self._outbox.bytes_sent,
+                         **self._data_port_counters()},
             "results": self._results_status(),
             "system_resources": system_resources(),
         }

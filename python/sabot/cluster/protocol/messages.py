@@ -124,6 +124,9 @@ class Hello(Message):
     #: The token of the spool of the peer's own data dir ("" when it has none): the same as
     #: the coordinator's means they share the directory (sabot.cluster.spool).
     spool_token: str = ""
+    #: The peer can use the spool through the data port when it does not share the directory
+    #: (sabot.cluster.remote_spool): SABOT_SPOOL is on.
+    remote_spool: bool = False
 
 
 @message(2, "welcome")
@@ -139,8 +142,11 @@ class Welcome(Message):
     #: many bytes (0 or absent, an older coordinator: every result travels whole).
     chunk_bytes: int = 0
     #: The peer shares the coordinator's spool (its hello's token matched): 0 no, 1 yes, 2 yes
-    #: and spool files are fsynced (SABOT_JOURNAL_SYNC=full).
+    #: and spool files are fsynced (SABOT_JOURNAL_SYNC=full); 3: not shared, but reached
+    #: through the data port (``data_port``, on the host the peer reached this coordinator at).
     spool: int = 0
+    #: The coordinator's data port (0: none; sabot.cluster.coordinator.spool_server).
+    data_port: int = 0
 
 
 @message(3, "refused")

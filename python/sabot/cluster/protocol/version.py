@@ -11,8 +11,10 @@ import struct
 #: worker ignores, and a worker sends chunks only to a coordinator that offered them.) 4: the
 #: same-host data plane (morsels and results as ``spool`` references to files, hello's
 #: ``spool_token``, welcome's ``spool``, fetch-results' ``files``) and pieces of morsels
-#: (assign's ``start`` and ``count``).
-PROTOCOL_VERSION = 4
+#: (assign's ``start`` and ``count``). 5: the data port (spool files put and got by peers that
+#: do not share the data dir: hello's ``remote_spool``, welcome's ``data_port`` and ``spool``
+#: 3, the data port's own frames in :mod:`sabot.cluster.protocol.data_port`).
+PROTOCOL_VERSION = 5
 
 #: First four bytes of every header frame.
 MAGIC = b"SABT"

@@ -289,16 +289,18 @@ def test_a_worker_without_the_data_port_gets_the_bytes(cluster: Any) -> None:
     assert after["spool_results"] == before["spool_results"], after
 
 
-def test_peers_elsewhere_pass_the_bytes_through_the_data_port(cluster: Any,
+def test_peers_elsewhere_pass_the_bytes_through_the_data_port(whole_cluster: Any,
                                                               tmp_path: Path) -> None:
     """A client and two workers with data dirs of their own (other hosts, as far as the spool
     can tell): every big input and result goes through the coordinator's data port as the
     spool's files, none through its ZeroMQ port, and the results outlive the workers."""
+    cluster = whole_cluster
     procs = nodes.chaos_procs()
     workers = [cluster.add_worker(wait=False) for _ in range(2)]
     cluster.wait_workers(2)
-    # 1.8 MB in, 8 MB out: morsels and results of 64 KiB and more
-    items = procs.make_big_items(8000, result_bytes=1000, pad=200)
+    # 4 MB in, 4 MB out, in 16 morsels of 250 items: 256 KB morsels and results (the data
+    # port takes those of REMOTE_MIN_BYTES, 128 KiB, and more)
+    items = procs.make_big_items(4000, result_bytes=1000, pad=1000)
     want = [procs.big_answer(x) for x in items]
     in_bytes, out_bytes = sum(map(len, items)), sum(map(len, want))
     before = counters(cluster)
@@ -306,7 +308,7 @@ def test_peers_elsewhere_pass_the_bytes_through_the_data_port(cluster: Any,
     async def go() -> tuple[str, list[str]]:
         c = cluster.python_handle(tmp_path / "client-data")
         try:
-            jid = await c.submit(items, "chaos_big")
+            jid = await c.submit(items, "chaos_big", morsel_items=250)
             deadline = time.monotonic() + 120
             while (await c.status(jid))["status"] != "completed":
                 assert time.monotonic() < deadline
@@ -425,7 +427,8 @@ import sabot_chaos_procs as procs
 
 config = load_config(env={}, cluster_key_file=sys.argv[2], data_dir=sys.argv[3])
 c = sabot.create_distributed_coordinator("127.0.0.1", int(sys.argv[1]), config=config)
-asyncio.run(c.submit(procs.make_items(20000, pad=100), "chaos_fast", job_id="put-killed"))
+asyncio.run(c.submit(procs.make_items(20000, pad=100), "chaos_fast", job_id="put-killed",
+                     morsel_items=2000))
 print("submitted")
 """
 
@@ -457,8 +460,8 @@ def test_a_client_elsewhere_killed_mid_upload_leaves_no_job(cluster: Any,
     async def again() -> list[str]:
         c = cluster.python_handle(tmp_path / "client-data")
         try:
-            return list(await c.result(await c.submit(items, "chaos_fast", job_id="put-killed"),
-                                       timeout=120))
+            return list(await c.result(await c.submit(items, "chaos_fast", job_id="put-killed",
+                                                      morsel_items=2000), timeout=120))
         finally:
             await c.stop()
 

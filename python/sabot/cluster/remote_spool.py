@@ -29,6 +29,10 @@ from .spool_client import SpoolClient, SpoolTransferError
 
 #: Where a worker keeps its copies of the files it works on, under its data dir.
 STAGING_DIR = "staging"
+#: Through the data port, a file costs a round trip or two each way on top of its bytes:
+#: morsels and results smaller than this go inline (measured: 64 KiB morsels of a 200k-item
+#: job ran at 0.64x inline through the port, 600 KiB ones of a 2M-item job at 1.5x).
+REMOTE_MIN_BYTES = 128 << 10
 
 
 class RemoteSpool(Spool):
@@ -36,6 +40,8 @@ class RemoteSpool(Spool):
     through the data port."""
 
     remote = True
+    min_bytes = REMOTE_MIN_BYTES
+    check_before_put = False
 
     def __init__(self, client: SpoolClient) -> None:
         super().__init__(Path("."))
@@ -94,6 +100,8 @@ class StagedSpool(Spool):
     """A worker's local copies of the coordinator's spool files (under ``<data dir>/staging``),
     got and put through the data port."""
 
+    min_bytes = REMOTE_MIN_BYTES
+
     def __init__(self, data_dir: Path, client: SpoolClient) -> None:
         super().__init__(Path(data_dir) / STAGING_DIR)
         self.client = client
@@ -139,4 +147,4 @@ class StagedSpool(Spool):
             pass
 
 
-__all__ = ["STAGING_DIR", "RemoteSpool", "StagedSpool"]
+__all__ = ["REMOTE_MIN_BYTES", "STAGING_DIR", "RemoteSpool", "StagedSpool"]

@@ -132,6 +132,11 @@ class Spool:
     #: Its files are reached over the network (sabot.cluster.remote_spool): a read blocks
     #: for a transfer, so callers on an event loop make it in a thread.
     remote = False
+    #: Morsels and results of at least this many bytes go through it.
+    min_bytes = SPOOL_MIN_BYTES
+    #: Whether a client asks if an input file is there before it writes it (a resubmit finds
+    #: it written); over the network that is a round trip per file, and a put is idempotent.
+    check_before_put = True
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
@@ -217,11 +222,11 @@ class Spool:
                    size: int) -> list[Any]:
         enc, items, data = morsel
         parts = _parts(data)
-        if size < SPOOL_MIN_BYTES:
+        if size < self.min_bytes:
             return [enc, items, payload.joined(parts)]
         crc = crc_of(parts)
         path = self.input_path(job_id, i, crc)
-        if self.check(path, size) is not None:  # (a resubmit finds it written)
+        if not self.check_before_put or self.check(path, size) is not None:
             self.write(path, parts, sync=sync, crc=crc)
         return [SPOOL, items, ref_bytes(enc, size, crc)]
 

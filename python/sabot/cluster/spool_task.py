@@ -55,13 +55,15 @@ class ResultWriter:
 
     path: str
     sync: bool
+    #: Results of at least this many bytes go to the file (the spool's ``min_bytes``).
+    min_bytes: int = SPOOL_MIN_BYTES
 
     def __call__(self, results: Any) -> tuple[str, bytes]:
         """``results``: a per-item function's list, or what a batch function returned (a
         numpy array goes into its file straight from its own memory)."""
         encoding, parts = payload.encode_parts(results)
         size = payload.parts_size(parts)
-        if size >= SPOOL_MIN_BYTES:
+        if size >= self.min_bytes:
             try:
                 crc = write_file(Path(self.path), parts, sync=self.sync)
             except OSError:

@@ -35,7 +35,7 @@ from .protocol import messages as m
 from .protocol.messages import CHUNK_WINDOW
 from .remote_spool import StagedSpool
 from .security import ClusterKeys
-from .spool import SPOOL, SPOOL_MIN_BYTES, Spool, parse_ref, ref_bytes
+from .spool import SPOOL, Spool, parse_ref, ref_bytes
 
 log = logging.getLogger("sabot.cluster.worker")
 
@@ -227,7 +227,7 @@ class CoordinatorLink:
         result bigger than ``chunk_bytes`` goes in chunks (chunk_loop)."""
         spool = self.spool
         if type(msg) is m.MorselResult and spool is not None:
-            if msg.encoding != SPOOL and len(msg.data) >= SPOOL_MIN_BYTES:
+            if msg.encoding != SPOOL and len(msg.data) >= spool.min_bytes:
                 self._in_background(self._spool_result(spool, msg))
                 return
             if msg.encoding == SPOOL and isinstance(spool, StagedSpool):

@@ -158,7 +158,7 @@ class MorselRouter:
         if problem is not None:
             raise ProtocolError(f"spool file {problem}")
         writer = ResultWriter(str(spool.output_path(msg.job_id, msg.morsel, msg.attempt)),
-                              self.spool_sync)
+                              self.spool_sync, spool.min_bytes)
         # (its item count is for the engine's statistics only: estimated from its size)
         return SpooledTask(task_payload(path, enc, size, crc), max(1, size // 8), writer)
 

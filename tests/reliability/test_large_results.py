@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -245,6 +246,60 @@ def _hwm_mib(pid: int) -> float:
     raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
+@contextlib.contextmanager
+def _sixteen_big_results(tmp_path: Path, **worker_env: str) -> Iterator[dict[str, Any]]:
+    """A coordinator and one worker (``worker_env``) with SABOT_NODE_TIMEOUT_S=2 run a job of
+    sixteen morsels of ~20 MB results each (32 items of 1 KB input and 10 MB answer, two a
+    morsel); yields what the checks need: the coordinator, the job, its items, /stats, the
+    coordinator's RSS before and its peak after, the results' MiB."""
+    per_item = 10 * MIB
+    cluster = nodes.Cluster(tmp_path / "cluster", {
+        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4", "SABOT_NODE_TIMEOUT_S": "2",
+        "SABOT_HEARTBEAT_S": "0.5"})
+    procs = nodes.chaos_procs()
+    try:
+        coordinator = cluster.start_coordinator()
+        cluster.add_worker(**worker_env)
+        cluster.wait_workers(1)
+        time.sleep(1)
+        base = _rss_mib(coordinator.pid)
+        items = procs.make_big_items(32, per_item)
+        job_id = coordinator.submit(items, "chaos_big")
+        job = _wait_completed(coordinator, job_id)
+        assert job["progress"]["morsels_total"] == 16, job["progress"]
+        yield {"cluster": cluster, "coordinator": coordinator, "job_id": job_id, "job": job,
+               "items": items, "hwm": _hwm_mib(coordinator.pid), "base": base,
+               "stats": coordinator.request("GET", "/stats").json,
+               "total_mib": len(items) * per_item / MIB}
+    finally:
+        cluster.stop()
+
+
+def _no_stall(run: dict[str, Any]) -> dict[str, Any]:
+    """Nobody was taken for dead: no morsel was requeued, each was handed out once; the
+    coordinator's peak memory grew by far less than the results. Returns the counters."""
+    stats, morsels = run["stats"], run["job"]["progress"]["morsels_total"]
+    counters = stats["counters"]
+    assert counters["morsels_requeued_node_lost"] == 0, counters
+    assert counters["morsels_requeued"] == 0, counters
+    assert counters["morsels_assigned"] == morsels, counters
+    assert counters["results_refused"] == 0, counters
+    assert stats["nodes_by_state"].get("dead", 0) == 0, stats["nodes_by_state"]
+    assert len(run["cluster"].alive_workers()) == 1
+    # (before chunks: each 40 MB result was in memory whole, up to the 256 MB budget)
+    assert run["hwm"] - run["base"] < 0.5 * run["total_mib"], \
+        (run["base"], run["hwm"], run["total_mib"])
+    return counters
+
+
+def _record_big(run: dict[str, Any], scenario: str, counters: dict[str, Any]) -> None:
+    checked = _check_results(run["coordinator"], {run["job_id"]: run["items"]})
+    nodes.record(scenario, variant="ci", jobs=1, kills=0, results_checked=checked, lost=0,
+                 duplicated=0, results_mib=round(run["total_mib"]), node_timeout_s=2,
+                 rss_before_mib=round(run["base"]), rss_hwm_mib=round(run["hwm"]),
+                 node_losses=counters["morsels_requeued_node_lost"])
+
+
 def test_big_morsel_results_travel_in_chunks_without_stalling_heartbeats(
         tmp_path: Path) -> None:
     """Sixteen morsels of ~20 MB results each (320 MB) with SABOT_NODE_TIMEOUT_S=2: a result
@@ -253,47 +308,11 @@ def test_big_morsel_results_travel_in_chunks_without_stalling_heartbeats(
     once, and the coordinator never holds more than a fraction of what the job returned. (The
     worker does not use the data port, SABOT_SPOOL=0: its results go over ZeroMQ; the test
     below has them go through the data port.)"""
-    # 32 items of 1 KB input and 10 MB answer: two a morsel (a job is cut into at least 16
-    # morsels), 20 MB of result each.
-    per_item = 10 * MIB
-    cluster = nodes.Cluster(tmp_path / "cluster", {
-        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4", "SABOT_NODE_TIMEOUT_S": "2",
-        "SABOT_HEARTBEAT_S": "0.5"})
-    procs = nodes.chaos_procs()
-    try:
-        coordinator = cluster.start_coordinator()
-        cluster.add_worker(SABOT_SPOOL="0")
-        cluster.wait_workers(1)
-        time.sleep(1)
-        base = _rss_mib(coordinator.pid)
-        items = procs.make_big_items(32, per_item)
-        job_id = coordinator.submit(items, "chaos_big")
-        job = _wait_completed(coordinator, job_id)
-        morsels = job["progress"]["morsels_total"]
-        assert morsels == 16, job["progress"]
-        hwm = _hwm_mib(coordinator.pid)
-        stats = coordinator.request("GET", "/stats").json
-        counters = stats["counters"]
-        # Nobody was taken for dead: no morsel was requeued, each was handed out once.
-        assert counters["morsels_requeued_node_lost"] == 0, counters
-        assert counters["morsels_requeued"] == 0, counters
-        assert counters["morsels_assigned"] == morsels, counters
-        assert counters["results_refused"] == 0, counters
+    with _sixteen_big_results(tmp_path, SABOT_SPOOL="0") as run:
+        counters = _no_stall(run)
+        morsels = run["job"]["progress"]["morsels_total"]
         assert counters["results_chunked"] == morsels, counters  # (20 MB: 5 chunks each)
-        assert stats["nodes_by_state"].get("dead", 0) == 0, stats["nodes_by_state"]
-        assert len(cluster.alive_workers()) == 1
-        total_mib = len(items) * per_item / MIB
-        # What the coordinator ever had resident grew by far less than the results (before:
-        # each 40 MB result was in memory whole, up to the 256 MB budget of results held).
-        assert hwm - base < 0.5 * total_mib, (base, hwm, total_mib)
-        checked = _check_results(coordinator, {job_id: items})
-        nodes.record("big results in chunks", variant="ci", jobs=1, kills=0,
-                     results_checked=checked, lost=0, duplicated=0,
-                     results_mib=round(total_mib), node_timeout_s=2,
-                     rss_before_mib=round(base), rss_hwm_mib=round(hwm),
-                     node_losses=counters["morsels_requeued_node_lost"])
-    finally:
-        cluster.stop()
+        _record_big(run, "big results in chunks", counters)
 
 
 def _partial_file(results_dir: Path, low: int, high: int, timeout: float = 120) -> Path:
@@ -357,43 +376,14 @@ def test_big_morsel_results_through_the_data_port_without_stalling_heartbeats(
     the coordinator's data port as files (not one of them over ZeroMQ, in chunks or whole), no
     worker is taken for dead, every morsel is assigned once, and the coordinator never holds
     more than a fraction of what the job returned."""
-    per_item = 10 * MIB
-    cluster = nodes.Cluster(tmp_path / "cluster", {
-        **nodes.CHAOS_SETTINGS, "MORSEL_SIZE_KB": "4", "SABOT_NODE_TIMEOUT_S": "2",
-        "SABOT_HEARTBEAT_S": "0.5"})
-    procs = nodes.chaos_procs()
-    try:
-        coordinator = cluster.start_coordinator()
-        cluster.add_worker()
-        cluster.wait_workers(1)
-        time.sleep(1)
-        base = _rss_mib(coordinator.pid)
-        items = procs.make_big_items(32, per_item)
-        job_id = coordinator.submit(items, "chaos_big")
-        job = _wait_completed(coordinator, job_id)
-        morsels = job["progress"]["morsels_total"]
-        assert morsels == 16, job["progress"]
-        hwm = _hwm_mib(coordinator.pid)
-        stats = coordinator.request("GET", "/stats").json
-        counters = stats["counters"]
-        assert counters["morsels_requeued_node_lost"] == 0, counters
-        assert counters["morsels_requeued"] == 0, counters
-        assert counters["morsels_assigned"] == morsels, counters
+    with _sixteen_big_results(tmp_path) as run:
+        counters = _no_stall(run)
         assert counters["results_chunked"] == 0, counters
-        assert counters["spool_results"] == morsels, counters
-        total = len(items) * per_item
+        assert counters["spool_results"] == run["job"]["progress"]["morsels_total"], counters
+        total = run["total_mib"] * MIB
         assert counters["data_port_bytes_in"] >= total, counters
         assert counters["bytes_received"] < total // 100, counters
-        assert stats["nodes_by_state"].get("dead", 0) == 0, stats["nodes_by_state"]
-        assert hwm - base < 0.5 * total / MIB, (base, hwm, total / MIB)
-        checked = _check_results(coordinator, {job_id: items})
-        nodes.record("big results through the data port", variant="ci", jobs=1, kills=0,
-                     results_checked=checked, lost=0, duplicated=0,
-                     results_mib=round(total / MIB), node_timeout_s=2,
-                     rss_before_mib=round(base), rss_hwm_mib=round(hwm),
-                     node_losses=counters["morsels_requeued_node_lost"])
-    finally:
-        cluster.stop()
+        _record_big(run, "big results through the data port", counters)
 
 
 def test_a_worker_killed_while_it_puts_a_result_leaves_no_partial_file(

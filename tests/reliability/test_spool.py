@@ -69,6 +69,17 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+async def fetch_after_killing(c: Any, jid: str, workers: list[Any]) -> list[str]:
+    """Wait until job ``jid`` completed, SIGKILL ``workers``, then fetch its results."""
+    deadline = time.monotonic() + 120
+    while (await c.status(jid))["status"] != "completed":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    for w in workers:
+        w.kill()
+    return list(await c.result(jid, timeout=60))
+
+
 async def submit_and_wait(cluster: Any, items: list[str], processor: str, *,
                           job_id: str | None = None, timeout: float = 120) -> list[str]:
     c = handle(cluster)
@@ -109,13 +120,7 @@ def test_bytes_travel_as_files_and_results_outlive_the_workers(cluster: Any) -> 
         c = handle(cluster)
         try:
             jid = await c.submit(items, "chaos_big")
-            deadline = time.monotonic() + 120
-            while (await c.status(jid))["status"] != "completed":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
-            for w in cluster.workers:
-                w.kill()
-            return jid, list(await c.result(jid, timeout=60))
+            return jid, await fetch_after_killing(c, jid, cluster.workers)
         finally:
             await c.stop()
 
@@ -309,15 +314,9 @@ def test_peers_elsewhere_pass_the_bytes_through_the_data_port(whole_cluster: Any
         c = cluster.python_handle(tmp_path / "client-data")
         try:
             jid = await c.submit(items, "chaos_big", morsel_items=250)
-            deadline = time.monotonic() + 120
-            while (await c.status(jid))["status"] != "completed":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
             # every worker SIGKILLed before the client fetched anything: the results are on
             # the coordinator (put through the data port before they were reported)
-            for w in workers:
-                w.kill()
-            return jid, list(await c.result(jid, timeout=60))
+            return jid, await fetch_after_killing(c, jid, workers)
         finally:
             await c.stop()
 

@@ -9,9 +9,11 @@ that drops it) is survived by sending again on a new connection.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,64 @@ def test_a_last_put_sent_again_is_answered_as_done(server: SpoolServer,
         assert (server.data_dir / name).read_bytes() == blob
     finally:
         sock.close(0)
+
+
+def test_a_coordinator_whose_data_port_stopped_is_not_healthy(tmp_path: Path) -> None:
+    """The data port's thread gone while the core runs: peers elsewhere could not get their
+    morsels' files, so /health says so (503) and /ready is false."""
+    import asyncio
+    import urllib.error
+    import urllib.request
+
+    from sabot.config import load_config
+    from sabot.node.coordinator_node import CoordinatorNode
+
+    config = load_config(env={}, mode="coordinator", host="127.0.0.1", port=0, zmq_port=0,
+                         data_port=0, data_dir=str(tmp_path / "data"),
+                         cluster_key_file=str(tmp_path / "key"))
+
+    def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    async def main() -> None:
+        node = CoordinatorNode(config)
+        await node.start()
+        try:
+            port = node.http_port
+            status, health = await asyncio.to_thread(get, port, "/health")
+            assert status == 200 and health["data_port"] > 0, health
+            server = node.coordinator.core.data_server
+            server.stop()
+            await asyncio.to_thread(server.join, 10)
+            status, health = await asyncio.to_thread(get, port, "/health")
+            assert status == 503, health
+            assert "data port" in health["problem"] and str(server.port) in health["problem"]
+            status, ready = await asyncio.to_thread(get, port, "/ready")
+            assert status == 503 and ready["ready"] is False
+        finally:
+            await node.stop()
+
+    asyncio.run(main())
+
+
+def test_a_workers_staging_copies_go_and_a_live_neighbours_stay(tmp_path: Path) -> None:
+    """Workers on one host may share a data dir: each keeps its copies under its own node id;
+    at its start and stop it removes its own, and those a dead worker left (untouched for
+    SABOT_SPOOL_ORPHAN_S), never a live neighbour's."""
+    from sabot.cluster.remote_spool import staging_dir, sweep_staging
+
+    data = tmp_path / "data"
+    mine, live, dead = (staging_dir(data, n) for n in ("w/1", "w-2", "w-3"))
+    for d in (mine, live, dead):
+        (d / "spool" / "j-x").mkdir(parents=True)
+        (d / "spool" / "j-x" / "0.00000000.in").write_bytes(b"x")
+    assert mine.name == "w_1"  # (a node id is never a path)
+    old = time.time() - 7200
+    os.utime(dead, (old, old))
+    assert sweep_staging(data, "w/1", 3600) == 2
+    assert not mine.exists() and not dead.exists()
+    assert (live / "spool" / "j-x" / "0.00000000.in").exists()

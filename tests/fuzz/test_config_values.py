@@ -22,6 +22,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "SABOT_HOST": ["", "a b", "http://x/", "host/path"],
     "SABOT_PORT": ["-1", "65536", "80a", "8080.5", "", "0x50"],
     "SABOT_ZMQ_PORT": ["-1", "70000", "zmq", ""],
+    "SABOT_DATA_PORT": ["-1", "70000", "data", ""],
     "COORDINATOR_HOST": ["", "two words", "tcp://host/"],
     "COORDINATOR_PORT": ["0", "65536", "port", "-8080"],
     "SABOT_WORKER_PORT": ["-1", "99999", "auto"],
@@ -146,3 +147,17 @@ def test_daemon_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     proc = run_daemon({"SABOT_MODE": "coordinator", "SABOT_DATA_DIR": str(blocker),
                        "SABOT_ZMQ_PORT": "0"}, tmp_path)
     assert_one_clear_line(proc, ["SABOT_DATA_DIR"])
+
+
+def test_daemon_refuses_a_data_port_it_cannot_bind(tmp_path: Path) -> None:
+    """An explicit SABOT_DATA_PORT that another process holds: the coordinator does not start
+    without the port it was told to open (the default one, taken, is only logged)."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = run_daemon({"SABOT_MODE": "coordinator", "SABOT_ZMQ_PORT": "0",
+                           "SABOT_DATA_PORT": str(port)}, tmp_path)
+        assert_one_clear_line(proc, ["SABOT_DATA_PORT", str(port)])

@@ -338,7 +338,7 @@ def test_peers_elsewhere_pass_the_bytes_through_the_data_port(whole_cluster: Any
     assert after["data_port_refused"] == before["data_port_refused"], after
     # the workers' local copies went as each morsel ended
     for w in workers:
-        staging = Path(w.env["SABOT_DATA_DIR"]) / "staging" / "spool"
+        staging = Path(w.env["SABOT_DATA_DIR"]) / "staging"
         left = [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
         assert left == [], left
     assert cluster.coordinator.wait_job(jid, timeout=30)["result"] == got

@@ -17,6 +17,9 @@ files as a peer on the coordinator's host, through :class:`~sabot.cluster.spool_
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,34 @@ STAGING_DIR = "staging"
 #: morsels and results smaller than this go inline (measured: 64 KiB morsels of a 200k-item
 #: job ran at 0.64x inline through the port, 600 KiB ones of a 2M-item job at 1.5x).
 REMOTE_MIN_BYTES = 128 << 10
+
+
+def staging_dir(data_dir: Path, owner: str) -> Path:
+    """Where the worker ``owner`` (its node id) keeps its local copies under ``data_dir``."""
+    return Path(data_dir) / STAGING_DIR / re.sub(r"[^A-Za-z0-9._-]", "_", owner)[:100]
+
+
+def sweep_staging(data_dir: Path, owner: str, older_than_s: float) -> int:
+    """(A worker, at start and stop) remove its own staging directory, and those of other
+    workers untouched for ``older_than_s`` (a worker that died leaves its copies); returns
+    how many went."""
+    root = Path(data_dir) / STAGING_DIR
+    mine = staging_dir(data_dir, owner)
+    removed = 0
+    now = time.time()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime >= older_than_s
+        except OSError:
+            continue
+        if entry.path == str(mine) or old:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 class RemoteSpool(Spool):
@@ -97,13 +128,14 @@ class RemoteSpool(Spool):
 
 
 class StagedSpool(Spool):
-    """A worker's local copies of the coordinator's spool files (under ``<data dir>/staging``),
-    got and put through the data port."""
+    """A worker's local copies of the coordinator's spool files (under
+    ``<data dir>/staging/<node id>``: workers on one host may share a data dir), got and put
+    through the data port."""
 
     min_bytes = REMOTE_MIN_BYTES
 
-    def __init__(self, data_dir: Path, client: SpoolClient) -> None:
-        super().__init__(Path(data_dir) / STAGING_DIR)
+    def __init__(self, data_dir: Path, owner: str, client: SpoolClient) -> None:
+        super().__init__(staging_dir(data_dir, owner))
         self.client = client
 
     def _name(self, path: Path) -> str:
@@ -147,4 +179,5 @@ class StagedSpool(Spool):
             pass
 
 
-__all__ = ["REMOTE_MIN_BYTES", "STAGING_DIR", "RemoteSpool", "StagedSpool"]
+__all__ = ["REMOTE_MIN_BYTES", "STAGING_DIR", "RemoteSpool", "StagedSpool", "staging_dir",
+           "sweep_staging"]

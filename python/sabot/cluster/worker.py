@@ -40,7 +40,7 @@ from . import transport
 from .protocol import PROTOCOL_VERSION
 from .protocol import messages as m
 from .protocol.error_codes import FATAL_REFUSALS, ErrorCode, exception_for
-from .remote_spool import StagedSpool
+from .remote_spool import StagedSpool, sweep_staging
 from .security import ClusterKeys
 from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
 from .spool_client import SpoolClient
@@ -269,6 +269,9 @@ class Worker:
             return
         assert self._keys is not None
         if self._data_ctx is None:
+            # (the first session: copies a worker of this data dir left when it died go)
+            await asyncio.to_thread(sweep_staging, self.config.data_dir, self.node_id,
+                                    self.config.spool_orphan_s)
             self._data_ctx = zmq.Context()
         data = SpoolClient(self._data_ctx, self._keys,
                            transport.zmq_endpoint(self.config.coordinator_host, port),
@@ -288,6 +291,7 @@ class Worker:
         if last and self._data_ctx is not None:
             self._data_ctx.term()
             self._data_ctx = None
+            sweep_staging(self.config.data_dir, self.node_id, self.config.spool_orphan_s)
 
     async def _session(self) -> None:
         config, link = self.config, self._link
@@ -335,7 +339,7 @@ class Worker:
         spool: Spool | None = Spool(config.data_dir) if shared else None
         if int(reply.spool) == REMOTE and self._data is not None:
             # Another host: the spool's files are got and put through the data port.
-            spool = StagedSpool(config.data_dir, self._data)
+            spool = StagedSpool(config.data_dir, self.node_id, self._data)
         self.router.spool = link.spool = spool
         self.router.spool_sync = link.spool_sync = int(reply.spool) == SHARED_SYNCED
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)

@@ -34,6 +34,7 @@ from .protocol import MAX_FRAMES, Sender, check_frames, decode_frame
 from .protocol import messages as m
 from .protocol.messages import CHUNK_WINDOW
 from .remote_spool import StagedSpool
+from .result_files import ResultFileError
 from .security import ClusterKeys
 from .spool import SPOOL, Spool, parse_ref, ref_bytes
 
@@ -277,14 +278,14 @@ class CoordinatorLink:
         from the local file)."""
         try:
             await asyncio.to_thread(spool.publish, res.job_id, res.morsel, res.attempt, res.data)
-        except (OSError, ProtocolError) as exc:
+        except (OSError, ProtocolError, ResultFileError) as exc:
             log.warning("could not put the result of job %s morsel %d through the data port "
                         "(%s): it is sent over the connection", res.job_id, res.morsel, exc)
             try:
                 enc, size, crc = parse_ref(res.data)
                 path = spool.output_path(res.job_id, res.morsel, res.attempt)
                 data = await asyncio.to_thread(spool.read, path, size, crc)
-            except (OSError, ProtocolError) as exc2:
+            except (OSError, ProtocolError, ResultFileError) as exc2:
                 # (the local file is gone too: the morsel runs again)
                 self._post_bytes(m.MorselFailed(
                     res.job_id, res.morsel, res.attempt, type(exc2).__name__,

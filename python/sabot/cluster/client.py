@@ -32,7 +32,7 @@ from .protocol import messages as m
 from .remote_spool import RemoteSpool
 from .security import ClusterKeys
 from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
-from .spool_client import SpoolClient
+from .spool_client import SpoolClient, open_data_port
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +158,11 @@ class ClusterClient:
         old, self._data = self._data, None
         if old is not None:
             old.close()
-        port = info.get("data_port")
-        if not self.config.spool or not isinstance(port, int) or not 0 < port < 65536:
-            return
-        assert self._ctx is not None and self._keys is not None
-        data = SpoolClient(self._ctx, self._keys, transport.zmq_endpoint(self.host, port),
-                           timeout_s=max(5.0, self.config.node_timeout_s))
-        if await asyncio.to_thread(data.reachable):
-            self._data = data
-        else:
-            data.close()
-            log.warning("the coordinator's data port %s does not answer: big inputs and "
-                        "results go over its ZeroMQ port", data.endpoint)
+        if self.config.spool:
+            assert self._ctx is not None and self._keys is not None
+            self._data = await asyncio.to_thread(
+                open_data_port, self._ctx, self._keys, self.host, info,
+                timeout_s=max(5.0, self.config.node_timeout_s))
 
     def _resend_all(self) -> None:
         """The requests in flight go out again (each from its own loop in :meth:`request`)."""

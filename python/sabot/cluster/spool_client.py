@@ -11,6 +11,7 @@ the size and CRC-32 its reference names before anyone uses it.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from ..crc import crc32
 from . import transport
 from .protocol import data_port as dp
 from .security import ClusterKeys
+
+log = logging.getLogger(__name__)
 
 #: The name a reachability probe asks for (any answer, "missing" too, shows the port answers).
 _PROBE = "spool/j-probe/0.00000000.in"
@@ -174,4 +177,21 @@ class SpoolClient:
         sock.close(0)
 
 
-__all__ = ["SpoolClient", "SpoolTransferError"]
+def open_data_port(ctx: zmq.Context, keys: ClusterKeys, host: str, info: dict[str, Any], *,
+                   timeout_s: float) -> SpoolClient | None:
+    """(Blocking) a client of the data port ``GET /cluster`` (``info``) names on ``host``, when
+    it answers a probe; None when there is none or it does not answer (logged: big data then
+    goes over the ZeroMQ port)."""
+    port = info.get("data_port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return None
+    client = SpoolClient(ctx, keys, transport.zmq_endpoint(host, port), timeout_s=timeout_s)
+    if client.reachable():
+        return client
+    client.close()
+    log.warning("the coordinator's data port %s does not answer: big inputs and results go "
+                "over its ZeroMQ port", client.endpoint)
+    return None
+
+
+__all__ = ["SpoolClient", "SpoolTransferError", "open_data_port"]

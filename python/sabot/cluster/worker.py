@@ -43,7 +43,7 @@ from .protocol.error_codes import FATAL_REFUSALS, ErrorCode, exception_for
 from .remote_spool import StagedSpool, sweep_staging
 from .security import ClusterKeys
 from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
-from .spool_client import SpoolClient
+from .spool_client import SpoolClient, open_data_port
 from .worker_link import CoordinatorLink, FatalRefusal
 from .worker_router import MorselRouter
 from .worker_state import WorkerState, check_worker_transition
@@ -264,8 +264,7 @@ class Worker:
         """Keep a client of the coordinator's data port (``GET /cluster`` names it) when it
         answers: the hello then offers to get and put spool files through it."""
         self._drop_data_port()
-        port = info.get("data_port")
-        if not self.config.spool or not isinstance(port, int) or not 0 < port < 65536:
+        if not self.config.spool:
             return
         assert self._keys is not None
         if self._data_ctx is None:
@@ -273,15 +272,9 @@ class Worker:
             await asyncio.to_thread(sweep_staging, self.config.data_dir, self.node_id,
                                     self.config.spool_orphan_s)
             self._data_ctx = zmq.Context()
-        data = SpoolClient(self._data_ctx, self._keys,
-                           transport.zmq_endpoint(self.config.coordinator_host, port),
-                           timeout_s=max(5.0, self.config.node_timeout_s))
-        if await asyncio.to_thread(data.reachable):
-            self._data = data
-            return
-        log.warning("the coordinator's data port %s does not answer: morsels and results "
-                    "that do not fit a message go over its ZeroMQ port", data.endpoint)
-        data.close()
+        self._data = await asyncio.to_thread(
+            open_data_port, self._data_ctx, self._keys, self.config.coordinator_host, info,
+            timeout_s=max(5.0, self.config.node_timeout_s))
 
     def _drop_data_port(self, *, last: bool = False) -> None:
         """Close the data port's client (``last``: its context too, at the worker's stop)."""

@@ -46,6 +46,11 @@ class CancelledError(SabotError):
     """
 
 
+class PipelineFailedError(RuntimeError, SabotError):
+    """A streaming pipeline on the cluster failed: one of its tasks raised, or a worker that
+    ran one was lost (the message says which)."""
+
+
 class ProcessingError(RuntimeError, SabotError):
     """A user function failed while processing data.
 
@@ -226,6 +231,7 @@ __all__ = [
     "SchedulerError",
     "CancelledError",
     "ProcessingError",
+    "PipelineFailedError",
     "WorkerLostError",
     "UnknownProcessorError",
     "ProtocolError",

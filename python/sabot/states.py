@@ -116,3 +116,39 @@ __all__ = [
     "ACTIVE_JOB_STATES", "JOURNAL_TRANSITIONS", "JournalState", "check_journal_transition", "FINISHED_JOB_STATES", "InvalidTransition", "JOB_TRANSITIONS",
     "JobState", "NODE_TRANSITIONS", "NodeState", "check_job_transition", "check_node_transition",
 ]
+
+
+class PipelineState(StrEnum):
+    """A streaming pipeline on the cluster, as the coordinator sees it.
+
+    ``starting``: its tasks are placed and getting ready; ``running``: every task knows the
+    others and runs; ``finished``: every task ended (its results are kept); ``failed``: a task
+    failed or its worker was lost; ``cancelled``: stopped by a client.
+    """
+
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (PipelineState.FINISHED, PipelineState.FAILED, PipelineState.CANCELLED)
+
+
+PIPELINE_TRANSITIONS: dict[PipelineState, frozenset[PipelineState]] = {
+    PipelineState.STARTING: frozenset({PipelineState.RUNNING, PipelineState.FAILED,
+                                       PipelineState.CANCELLED}),
+    PipelineState.RUNNING: frozenset({PipelineState.FINISHED, PipelineState.FAILED,
+                                      PipelineState.CANCELLED}),
+    PipelineState.FINISHED: frozenset(),
+    PipelineState.FAILED: frozenset(),
+    PipelineState.CANCELLED: frozenset(),
+}
+
+
+def check_pipeline_transition(old: PipelineState, new: PipelineState) -> None:
+    """Raise :class:`InvalidTransition` unless a pipeline may move from ``old`` to ``new``."""
+    if new not in PIPELINE_TRANSITIONS[old]:
+        raise InvalidTransition(f"a pipeline cannot move from {old.value} to {new.value}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 import zmq
 
@@ -84,6 +84,19 @@ class LoopSocket:
             except zmq.Again:
                 await asyncio.sleep(SEND_RETRY_S)
         self._schedule_read()
+
+    def send_nowait(self, frames: Sequence[Any], copy: bool = True) -> bool:
+        """Send at once if the socket can take it now (False if not: try again later); a
+        read is scheduled after it, as after :meth:`send`."""
+        if self._closed:
+            raise zmq.ZMQError(zmq.ENOTSOCK, "the socket is closed")
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            return False
+        finally:
+            self._schedule_read()
+        return True
 
     def follow(self, loop: asyncio.AbstractEventLoop) -> None:
         """Be read on ``loop`` from now on (a no-op when it already is)."""

@@ -46,6 +46,7 @@ from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
 from .spool_client import SpoolClient, open_data_port
 from .worker_link import CoordinatorLink, FatalRefusal
 from .worker_router import MorselRouter
+from .worker_tasks import StreamTasks
 from .worker_state import WorkerState, check_worker_transition
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ class Worker:
         self.router = MorselRouter(node_id=self.node_id, metrics=self.metrics,
                                    poster=self._link, on_cost=self._observe_cost,
                                    threads=self.base_slots)
+        #: Tasks of streaming pipelines, each in a process of its own.
+        self.tasks = StreamTasks(config, self.node_id, self._link.post,
+                                 lambda: self.advertise_host or "127.0.0.1")
 
     # -- state ----------------------------------------------------------------------------
     def _set_state(self, new: WorkerState) -> None:
@@ -203,6 +207,7 @@ class Worker:
             await link.send_now(m.Goodbye("stopping", returned))
         if self.state is not WorkerState.STOPPING:  # (a draining session may have ended)
             self._set_state(WorkerState.STOPPING)
+        await self.tasks.close()
         for task in list(running.values()):
             task.cancel()
         if running:
@@ -368,6 +373,12 @@ class Worker:
             if self.router.cancel(msg.job_id, msg.morsel):
                 log.info("morsel %d of job %s cancelled: %s", msg.morsel, msg.job_id,
                          msg.reason)
+        elif isinstance(msg, m.RunTask):
+            self.tasks.run(msg)
+        elif isinstance(msg, m.TaskPeers):
+            self.tasks.peers(msg)
+        elif isinstance(msg, m.CancelTask):
+            self.tasks.cancel(msg.pipeline_id, msg.reason)
         elif isinstance(msg, m.Refused):
             if msg.code == ErrorCode.UNKNOWN_SESSION:
                 log.info("worker %s: the coordinator does not know this session "

@@ -19,6 +19,7 @@ from .collection_source import DEFAULT_BATCH_SIZE, CollectionSource
 from .durations import DurationLike, to_ms
 from .event_time import check_unit
 from .graph import Node
+from .key_groups import DEFAULT_KEY_GROUPS, check_key_groups
 from .runtime import Job
 from .source import Source
 from .stream import DataStream
@@ -45,11 +46,19 @@ class StreamEnv:
     when a bounded job ends; the newest ``checkpoints_kept`` are kept) and a job started on a
     ``state_dir`` that holds one goes on from the newest complete checkpoint. Sinks that take
     part (``to_files``, ``to_kafka(exactly_once=True)``) are then exactly-once.
+
+    With ``cluster="HOST:PORT"`` (the coordinator's HTTP address; ``cluster=True``:
+    COORDINATOR_HOST and COORDINATOR_PORT) jobs run on the cluster's workers instead: one task
+    per instance (``instances``, default one per alive worker), each reading its share of the
+    sources' partitions, with the rows of every key sent to the one instance that owns it
+    (``key_groups`` fixed groups of keys, cut into one range per instance). ``collect()`` gathers
+    every instance's rows. Checkpoints on the cluster are not built yet.
     """
 
     def __init__(self, parallelism: int | None = None, *, checkpoint_interval: DurationLike | None = None,
                  state_dir: str | None = None, checkpoints_kept: int = 3,
-                 tick: DurationLike = "50ms") -> None:
+                 tick: DurationLike = "50ms", cluster: str | bool | None = None,
+                 instances: int | None = None, key_groups: int = DEFAULT_KEY_GROUPS) -> None:
         if checkpoint_interval is not None and state_dir is None:
             raise ConfigError("checkpoint_interval", checkpoint_interval,
                               "a duration together with state_dir= (the directory checkpoints "
@@ -73,6 +82,29 @@ class StreamEnv:
         self._sinks: list[Node] = []
         self._names = itertools.count(1)
         self.last_result: JobResult | None = None
+        self.cluster: tuple[str, int] | None = None
+        if cluster is not None and cluster is not False:
+            if state_dir is not None:
+                raise ConfigError("state_dir", state_dir, "no state_dir with cluster= "
+                                  "(checkpoints of a job on the cluster are not built yet)")
+            self.cluster = _cluster_address(cluster)
+        if instances is not None and (isinstance(instances, bool) or not isinstance(instances, int)
+                                      or instances < 1):
+            raise ConfigError("instances", instances, "a positive integer or None (one per "
+                              "alive worker)")
+        if instances is not None and self.cluster is None:
+            raise ConfigError("instances", instances, "instances= together with cluster=")
+        self.instances = instances
+        self.key_groups = check_key_groups(key_groups)
+        #: The last job on the cluster: its pipeline's state as the coordinator reported it.
+        self.cluster_info: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A job's graph pickled for the cluster takes the env along (operators read its
+        # settings); not its jobs, pending sinks or name counter.
+        state = dict(self.__dict__)
+        state.update(_current=None, _sinks=[], _names=None, last_result=None)
+        return state
 
     def next_name(self, kind: str) -> str:
         return f"{kind}#{next(self._names)}"
@@ -176,14 +208,37 @@ class StreamEnv:
             raise ConfigError("restore_from", restore_from,
                               "a savepoint path together with StreamEnv(state_dir=...)")
         self._sinks = []
+        if self.cluster is not None:
+            if restore_from is not None:
+                raise ConfigError("restore_from", restore_from, "no savepoint with cluster= "
+                                  "(checkpoints of a job on the cluster are not built yet)")
+            return _ClusterJob(name, sinks)  # type: ignore[return-value]
         return Job(name, sinks, self.threads, self.tick_ms, self.checkpoint, restore_from)
+
+    async def _run_on_cluster(self, job: _ClusterJob) -> JobResult:
+        from .cluster_run import ClusterRun
+
+        assert self.cluster is not None
+        run = ClusterRun(self.cluster, instances=self.instances or 0,
+                         key_groups=self.key_groups)
+        job.tables = await run.run(job.name, job.sinks, self.threads, self.tick_ms)
+        self.cluster_info = run.info
+        tasks = run.info.get("tasks", [])
+        stats = [t.get("stats", {}) for t in tasks]
+        res = JobResult(job.name, sum(int(s.get("events", 0)) for s in stats),
+                        sum(int(s.get("late_events", 0)) for s in stats),
+                        sum(int(s.get("bad_records", 0)) for s in stats))
+        self.last_result = res
+        return res
 
     async def execute_async(self, name: str = "job", *, restore_from: str | None = None) -> JobResult:
         """Run every pipeline that ends in a sink; returns when all sources ended. With
         ``restore_from`` (a savepoint directory) the job starts from that savepoint."""
         return await self._run(self._job(name, [], restore_from))
 
-    async def _run(self, job: Job) -> JobResult:
+    async def _run(self, job: Job | _ClusterJob) -> JobResult:
+        if isinstance(job, _ClusterJob):
+            return await self._run_on_cluster(job)
         self._current = job
         await job.run()
         res = JobResult(job.name, sum(s.events for s in job.sources), job.ctx.late_events,
@@ -226,6 +281,8 @@ class StreamEnv:
 
         job = self._job("collect", [Node(label, make, [(node, None)])])
         await self._run(job)
+        if isinstance(job, _ClusterJob):
+            return job.tables.get(label, pa.table({}))
         return holder["sink"].table()
 
     def iterate(self, node: Node) -> AsyncIterator[pa.RecordBatch]:
@@ -249,6 +306,10 @@ class _Iterate:
         from .sinks import CollectSink
 
         if self.task is None:
+            if self.env.cluster is not None:
+                raise ConfigError("collect()", "an unbounded stream on the cluster",
+                                  "a bounded stream (its rows come back when the job ends), "
+                                  "or a sink that writes (to_files, to_kafka)")
             label = self.env.next_name("collect")
             job = self.env._job("collect", [Node(label, lambda ctx: CollectSink(label, self.queue),
                                                  [(self.node, None)])])
@@ -290,3 +351,22 @@ class _Iterate:
 
 
 _END = object()
+
+
+class _ClusterJob:
+    """A job to run on the cluster: its name and sinks (and, once done, the collected rows)."""
+
+    def __init__(self, name: str, sinks: list[Node]) -> None:
+        self.name = name
+        self.sinks = sinks
+        self.tables: dict[str, pa.Table] = {}
+
+
+def _cluster_address(cluster: str | bool) -> tuple[str, int]:
+    from ..config import load_config
+    from .cluster_run import parse_address
+
+    if cluster is True:
+        cfg = load_config()
+        return cfg.coordinator_host, cfg.coordinator_port
+    return parse_address(cluster)  # type: ignore[arg-type]

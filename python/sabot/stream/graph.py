@@ -12,15 +12,24 @@ if TYPE_CHECKING:
 
 
 class Node:
-    """``inputs`` are (node, side output or None) pairs, one per input port."""
+    """``inputs`` are (node, side output or None) pairs, one per input port. ``partition``
+    names, per input port, the key columns whose rows the operator needs together (a keyed
+    operator: on a cluster, an exchange sends each row to the instance owning its key; ``[]``:
+    every row to one instance), or None where rows stay on the instance that made them."""
 
     def __init__(self, name: str, make: Callable[[JobContext], Operator],
-                 inputs: list[tuple[Node, str | None]] | None = None, bounded: bool | None = None
-                 ) -> None:
+                 inputs: list[tuple[Node, str | None]] | None = None, bounded: bool | None = None,
+                 partition: list[list[str] | None] | None = None) -> None:
         self.name = name
         self.make = make
         self.inputs = inputs or []
         self._bounded = bounded
+        self.partition = partition
+
+    def partition_of(self, port: int) -> list[str] | None:
+        if self.partition is None or port >= len(self.partition):
+            return None
+        return self.partition[port]
 
     @property
     def bounded(self) -> bool:

@@ -185,7 +185,7 @@ def _derive(keyed: Any, until: str | None, name: str | None, aggs: dict[str, Agg
     keys, unit, threads = keyed.keys, s.time_unit, s.env.threads
     label = name or s.env.next_name(method)
     node = Node(label, lambda ctx: KeyedAggregate(label, keys, checked, until, unit, threads),
-                [(s.node, None)])
+                [(s.node, None)], partition=[list(keys)])
     return DataStream(s.env, node, None, unit)
 
 

@@ -9,6 +9,13 @@ has ended; the final watermark fires every window before the sinks close.
 
 With checkpoints (:mod:`.checkpointer`) each queue entry carries the source's position after
 it, so a checkpoint taken between two items records exactly what the operators have seen.
+
+On a cluster (``channels``: this instance's end of the exchange, :mod:`.exchange_channels`)
+every instance builds the whole graph; each source reads its share of the partitions, and the
+input of a keyed operator comes through an exchange (:mod:`.exchange`). What other instances
+send enters the same queue (never held back, so instances cannot wait on each other); a source
+also waits while the exchange's outgoing queues are long. The job ends when its sources and
+every sender of every exchange have ended.
 """
 
 from __future__ import annotations
@@ -22,16 +29,20 @@ from typing import TYPE_CHECKING, Any
 from ..metrics import get_metrics
 from .checkpointer import CheckpointConfig, Checkpointer
 from .durations import MAX_TIME, MIN_TIME
+from .exchange import ExchangeInput, ExchangeSend
 from .operator import Operator
 from .projection import plan_projections
 from .source_operator import SourceOperator
 
 if TYPE_CHECKING:
+    from .exchange_channels import ExchangeChannels
     from .graph import Node
 
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 4
+#: How long a distributed job's instance waits, once done, for the others to take its rows.
+DRAIN_TIMEOUT_S = 60.0
 
 
 class JobContext:
@@ -75,12 +86,15 @@ class Job:
 
     def __init__(self, name: str, sinks: Sequence[Node], threads: int | None,
                  tick_ms: int = 50, checkpoint: CheckpointConfig | None = None,
-                 restore_from: str | None = None) -> None:
+                 restore_from: str | None = None, channels: ExchangeChannels | None = None
+                 ) -> None:
         self.name = name
         self.ctx = JobContext(name, threads)
         self.tick_s = tick_ms / 1000
         self.operators: dict[int, Operator] = {}
         self.order: list[Operator] = []  # upstream before downstream
+        self.channels = channels
+        self.exchanges: list[ExchangeInput] = []  # by exchange number
         self.sinks = [self._build(n) for n in sinks]
         self.sources = [op for op in self.order if isinstance(op, SourceOperator)]
         plan_projections(self.sources)
@@ -96,9 +110,24 @@ class Job:
             return op
         ups = [(self._build(up), side) for up, side in node.inputs]
         op = node.make(self.ctx)
+        ch = self.channels
+        if ch is not None and isinstance(op, SourceOperator):
+            op.assign(ch.instance, ch.instances)
         self.operators[id(node)] = op
         for port, (up, side) in enumerate(ups):
-            up.connect(op, port, side)
+            keys = None if ch is None else node.partition_of(port)
+            if keys is None:
+                up.connect(op, port, side)
+                continue
+            assert ch is not None
+            xid = len(self.exchanges)
+            send = ExchangeSend(f"{op.name}:in{port}.send", xid, keys, ch)
+            recv = ExchangeInput(f"{op.name}:in{port}.exchange", xid, ch.instances)
+            up.connect(send, 0, side)
+            recv.connect(op, port)
+            ch.register(xid)
+            self.exchanges.append(recv)
+            self.order += [send, recv]
         self.order.append(op)
         return op
 
@@ -125,10 +154,18 @@ class Job:
                     log.exception("closing sink %s failed", op.name)
 
     async def _loop(self, ckpt: Checkpointer | None) -> None:
-        queue: asyncio.Queue[tuple[int, str, Any, Any, Any]] = asyncio.Queue(QUEUE_SIZE)
-        pumps = [asyncio.create_task(self._pump(i, s, queue), name=f"{self.name}:{s.name}")
+        # Unbounded: what other instances send is never held back; a source takes one of
+        # QUEUE_SIZE slots per item it queues (that is its backpressure).
+        queue: asyncio.Queue[tuple[int, str, Any, Any, Any]] = asyncio.Queue()
+        slots = asyncio.Semaphore(QUEUE_SIZE)
+        ch = self.channels
+        exchanging = ch is not None and bool(self.exchanges)
+        if ch is not None:
+            ch.start(lambda xid, sender, kind, payload: queue.put_nowait(
+                (-1, kind, (xid, sender), payload, None)))
+        pumps = [asyncio.create_task(self._pump(i, s, queue, slots), name=f"{self.name}:{s.name}")
                  for i, s in enumerate(self.sources)]
-        active = len(pumps)
+        active = len(pumps) + (1 if exchanging else 0)
         last_tick = time.monotonic()
         try:
             while active:
@@ -141,6 +178,11 @@ class Job:
                     if ckpt is not None:
                         ckpt.poll()
                     continue
+                if i < 0:  # from the exchange
+                    if self._exchanged(kind, part, payload):
+                        active -= 1
+                    continue
+                slots.release()
                 src = self.sources[i]
                 if kind == "batch":
                     before = src.events
@@ -161,6 +203,9 @@ class Job:
                 op.close()
             if ckpt is not None:
                 await ckpt.final()
+            if ch is not None and not await ch.drain(DRAIN_TIMEOUT_S):
+                raise RuntimeError(f"job {self.name}: the other instances did not take this "
+                                   f"one's last rows within {DRAIN_TIMEOUT_S:g} s")
         finally:
             for p in pumps:
                 p.cancel()
@@ -171,16 +216,40 @@ class Job:
                 except Exception:
                     log.exception("closing source %s failed", s.name)
 
-    async def _pump(self, i: int, src: SourceOperator, queue: asyncio.Queue) -> None:
+    def _exchanged(self, kind: str, where: tuple[int, int], payload: Any) -> bool:
+        """One item another instance (or this one) sent through exchange ``where[0]``; True
+        when it was the last that every exchange waited for."""
+        xid, sender = where
+        recv = self.exchanges[xid]
+        if kind == "batch":
+            recv.process(payload, sender)
+            assert self.channels is not None
+            self.channels.consumed(xid, sender)
+        elif kind == "watermark":
+            if recv.finished:
+                return False
+            recv.receive_watermark(payload, sender)
+            return recv.finished and all(r.finished for r in self.exchanges)
+        else:
+            recv.receive_idle(payload, sender)
+        return False
+
+    async def _pump(self, i: int, src: SourceOperator, queue: asyncio.Queue,
+                    slots: asyncio.Semaphore) -> None:
         try:
             source = src.source
+            ch = self.channels
             async for part, payload in source.read():
-                await queue.put((i, "batch", part, payload, source.position()))
-            await queue.put((i, "end", None, None, None))
+                if ch is not None:
+                    await ch.wait_writable()
+                await slots.acquire()
+                queue.put_nowait((i, "batch", part, payload, source.position()))
+            await slots.acquire()
+            queue.put_nowait((i, "end", None, None, None))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the job loop
-            await queue.put((i, "error", None, exc, None))
+            queue.put_nowait((i, "error", None, exc, None))
 
     async def _wait_for_consumers(self) -> None:
         """Backpressure from async collect() consumers: do not run ahead of them."""

@@ -38,3 +38,12 @@ class Source:
 
     async def aclose(self) -> None:
         """Release what :meth:`read` holds (sockets, file handles); called once at the end."""
+
+    def split(self, instance: int, instances: int) -> tuple[Source, list[object]]:
+        """On a cluster: the source as instance ``instance`` of ``instances`` reads it, and the
+        partitions it owns up front. By default every instance reads everything and keeps
+        the partitions that are its own (:mod:`.source_split`); a source that can read only
+        its share overrides this."""
+        from .source_split import PartitionFilter
+
+        return PartitionFilter.of(self, instance, instances)

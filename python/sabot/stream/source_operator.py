@@ -34,6 +34,18 @@ class SourceOperator(Operator):
         self._idle = False
         self.events = 0
         self.position: object = None
+        #: On a cluster: this instance reads no partition of an unbounded source (it is idle).
+        self.silent = False
+
+    def assign(self, instance: int, instances: int) -> None:
+        """On a cluster, before :meth:`open`: read only ``instance``'s share of the partitions
+        (see :meth:`Source.split`); its watermark is the minimum over those alone."""
+        source, owned = self.source.split(instance, instances)
+        self.source = source
+        self.tracker = PartitionWatermarks(self.strategy, 0)
+        for p in owned:
+            self.tracker.touch(p)
+        self.silent = not owned and not source.bounded and not getattr(source, "dynamic", False)
 
     def restore(self, state: dict) -> None:
         super().restore(state)
@@ -105,7 +117,7 @@ class SourceOperator(Operator):
 
     def advance(self) -> None:
         """Recompute the merged watermark (after data, or on a tick for idleness)."""
-        wm = self.tracker.current()
+        wm = None if self.silent else self.tracker.current()
         if wm is None:
             if not self._idle:
                 self._idle = True

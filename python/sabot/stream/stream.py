@@ -37,9 +37,11 @@ class DataStream:
 
     def _derive(self, kind: str, make: Callable[[Any], Any], name: str | None = None,
                 inputs: list[tuple[Node, str | None]] | None = None,
-                time_column: str | None | bool = True) -> DataStream:
+                time_column: str | None | bool = True,
+                partition: list[list[str] | None] | None = None) -> DataStream:
         label = name or self.env.next_name(kind)
-        node = Node(label, lambda ctx, _m=make, _l=label: _m(_l), inputs or [(self.node, None)])
+        node = Node(label, lambda ctx, _m=make, _l=label: _m(_l), inputs or [(self.node, None)],
+                    partition=partition)
         tc = self.time_column if time_column is True else time_column
         return DataStream(self.env, node, tc or None, self.time_unit)
 
@@ -129,7 +131,8 @@ class DataStream:
             raise ConfigError("interval_join(lower, upper)", (lower, upper), "lower <= upper")
         return self._derive(
             "interval_join", lambda n: IntervalJoin(n, left_on, right_on, lo, hi), name,
-            inputs=[(self.node, None), (other.node, None)], time_column=None)
+            inputs=[(self.node, None), (other.node, None)], time_column=None,
+            partition=[left_on, right_on])
 
     def window_join(self, other: DataStream, *, on: Any, window: TimeWindows,
                     name: str | None = None) -> DataStream:
@@ -142,7 +145,8 @@ class DataStream:
             raise ConfigError("window_join(window)", window, "st.tumbling(...) or st.sliding(...)")
         left_on, right_on = join_keys(on)
         return self._derive("window_join", lambda n: WindowJoin(n, left_on, right_on, window), name,
-                            inputs=[(self.node, None), (other.node, None)], time_column=None)
+                            inputs=[(self.node, None), (other.node, None)], time_column=None,
+                            partition=[left_on, right_on])
 
     def lookup_join(self, table: Any, *, on: Any, how: str = "left",
                     name: str | None = None) -> DataStream:
@@ -156,7 +160,8 @@ class DataStream:
         left_on, right_on = join_keys(on)
         if isinstance(table, DataStream):
             return self._derive("lookup_join", lambda n: LookupJoin(n, left_on, right_on, how, None),
-                                name, inputs=[(self.node, None), (table.node, None)])
+                                name, inputs=[(self.node, None), (table.node, None)],
+                                partition=[left_on, right_on])
         try:
             static = table if isinstance(table, pa.Table) else pa.table(table)
         except (TypeError, ValueError, pa.ArrowInvalid) as exc:
@@ -275,7 +280,7 @@ class KeyedStream:
         keys, tc, unit = self.keys, s.time_column, s.time_unit
         label = name or s.env.next_name(f"process({getattr(fn, '__name__', type(fn).__name__)})")
         return s._derive("process", lambda n: KeyedProcess(n, keys, fn, on_timer, descriptors, tc, unit),
-                         label, time_column=tc)
+                         label, time_column=tc, partition=[list(keys)])
 
     # Operators that do not need the key pass through to the stream.
     def __getattr__(self, item: str) -> Any:
@@ -325,7 +330,8 @@ class WindowResult(DataStream):
         self._reducer = reducer
         self._mode = "final"
         label = s.env.next_name(f"window({windowed.spec.kind}){'.reduce' if reducer else ''}")
-        node = Node(label, lambda ctx: self._make(label), [(s.node, None)])
+        node = Node(label, lambda ctx: self._make(label), [(s.node, None)],
+                    partition=[list(windowed.keys)])
         super().__init__(s.env, node, "window_end", "ms")
         self._late: DataStream | None = None
 

@@ -55,6 +55,7 @@ from .job_table import JobTable
 from .large_buffers import return_large_buffers_to_os
 from .node_registry import NodeRegistry
 from .outbox import Local, Outbox, Target
+from .pipeline_table import PipelineTable
 from .rate_limited_log import RateLimitedLog
 from .result_pager import ResultPager, Waiter
 from .spool_server import SpoolServer
@@ -71,7 +72,8 @@ _COMMIT_EVERY_S = 0.05
 _PROBE_AFTER_S = (0.0, 0.05, 0.25, 1.0)
 
 #: Messages a registered client (not a worker) may send.
-_CLIENT_MESSAGES = (m.SubmitJob, m.GetStatus, m.CancelJob, m.FetchResults, m.GetStats)
+_CLIENT_MESSAGES = (m.SubmitJob, m.GetStatus, m.CancelJob, m.FetchResults, m.GetStats,
+                    m.SubmitPipeline, m.GetPipeline)
 
 _DEAD = NodeState.DEAD
 
@@ -152,6 +154,7 @@ class CoordinatorCore(threading.Thread):
         self._dispatcher = Dispatcher(config, self._jobs, self._registry, self.journal, metrics,
                                       send)
         self._pager = ResultPager(config, self._jobs, self.journal, send, waiters)
+        self._pipelines = PipelineTable(config, self._registry, send)
         self._handlers = self._handler_table()
         self._recover()
 
@@ -191,6 +194,10 @@ class CoordinatorCore(threading.Thread):
             m.CancelJob: self._jobs.on_cancel,
             m.FetchResults: self._pager.on_fetch,
             m.GetStats: self._on_stats,
+            m.SubmitPipeline: self._pipelines.on_submit,
+            m.GetPipeline: self._pipelines.on_get,
+            m.TaskReady: self._pipelines.on_ready,
+            m.TaskDone: self._pipelines.on_done,
         }
 
     # -- API for other threads ----------------------------------------------------------------
@@ -315,6 +322,7 @@ class CoordinatorCore(threading.Thread):
         for node in registry.silent(now):
             registry.mark_dead(node, now)
             self._dispatcher.release(node, f"worker {node.node_id} stopped answering")
+            self._pipelines.lost(node, f"worker {node.node_id} stopped answering")
         registry.forget_gone(now)
         self._dispatcher.expire_morsels(now)
         self._dispatcher.sweep_chunks()
@@ -342,6 +350,7 @@ class CoordinatorCore(threading.Thread):
             if not self._outbox.reachable(node.peer):
                 registry.mark_dead(node, now, disconnected=True)
                 self._dispatcher.release(node, f"worker {node.node_id}'s connection closed")
+                self._pipelines.lost(node, f"worker {node.node_id}'s connection closed")
 
     def _poll_timeout_ms(self) -> int:
         # Timers need at most a tenth of the heartbeat period of resolution.
@@ -483,6 +492,7 @@ class CoordinatorCore(threading.Thread):
             # result from the old session is then a duplicate, and ignored).
             self._dispatcher.release(node, f"worker {node.node_id} started a new session",
                                      refund_all=True)
+            self._pipelines.lost(node, f"worker {node.node_id} started a new session")
         # A worker sends its big results in chunks (CHUNK_BYTES each) to this coordinator.
         spool = REMOTE if remote else NOT_SHARED if not shared else (
             SHARED_SYNCED if self.config.journal_sync == "full" else SHARED)
@@ -499,6 +509,7 @@ class CoordinatorCore(threading.Thread):
         self._registry.leave(node, msg.reason, len(returned))
         # A morsel handed back did not fail: it does not use up an attempt.
         self._dispatcher.release(node, f"worker {node.node_id} left", handed_back=returned)
+        self._pipelines.lost(node, f"worker {node.node_id} left")
 
     def _on_submit(self, peer: Target, msg: m.SubmitJob, version: int) -> None:
         journal = self.journal

@@ -46,6 +46,9 @@ class ErrorCode(StrEnum):
     JOURNAL_UNWRITABLE = "journal_unwritable"
     #: The submit's job id is taken by a job with other content (HTTP 409).
     JOB_ID_CONFLICT = "job_id_conflict"
+    PIPELINE_NOT_FOUND = "pipeline_not_found"
+    #: A pipeline was submitted while no worker is alive to run its tasks.
+    NO_WORKERS = "no_workers"
 
 
 #: Refusals after which a peer must stop instead of saying hello again.
@@ -67,7 +70,7 @@ def exception_for(code: str, message: str, details: dict[str, Any] | None = None
         when = details.get("expired_at")
         return JobExpiredError(message, job_id=details.get("job_id"),
                                expired_at=float(when) if isinstance(when, (int, float)) else None)
-    if code == ErrorCode.JOB_NOT_FOUND:
+    if code in (ErrorCode.JOB_NOT_FOUND, ErrorCode.PIPELINE_NOT_FOUND):
         return JobNotFoundError(message)
     if code == ErrorCode.UNKNOWN_PROCESSOR:
         return UnknownProcessorError(str(details.get("name", "?")),

@@ -509,6 +509,98 @@ class ErrorReply(Message):
     details: dict = field(default_factory=dict)
 
 
+# -- streaming pipelines ------------------------------------------------------------------------
+@message(40, "submit-pipeline")
+class SubmitPipeline(Message):
+    """Client -> coordinator: run a streaming pipeline on ``instances`` workers' tasks (0: one
+    per alive worker). ``graph``: the pipeline (its sinks' graph, cloudpickled by the client;
+    only task processes on the workers unpickle it). ``pipeline_id`` is the client's (an
+    idempotency key: a resubmit is answered with the same pipeline)."""
+
+    request_id: int
+    pipeline_id: str
+    name: str
+    graph: bytes
+    instances: int = 0
+    key_groups: int = 128
+
+
+@message(41, "pipeline-ack")
+class PipelineAck(Message):
+    request_id: int
+    pipeline_id: str
+    instances: int
+
+
+@message(42, "get-pipeline")
+class GetPipeline(Message):
+    """Client -> coordinator: a pipeline's state; once it finished, with its results."""
+
+    request_id: int
+    pipeline_id: str
+
+
+@message(43, "pipeline-status")
+class PipelineStatus(Message):
+    """``pipeline``: id, name, state, instances, tasks ([{instance, worker, state}]), error.
+    ``results``: [[sink, instance, Arrow IPC bytes], ...] once finished."""
+
+    request_id: int
+    pipeline: dict
+    results: list = field(default_factory=list)
+
+
+@message(44, "run-task")
+class RunTask(Message):
+    """Coordinator -> worker: start instance ``instance`` of ``instances`` of a pipeline."""
+
+    pipeline_id: str
+    name: str
+    instance: int
+    instances: int
+    key_groups: int
+    graph: bytes
+
+
+@message(45, "task-ready")
+class TaskReady(Message):
+    """Worker -> coordinator: the task listens for its exchange on ``endpoint``."""
+
+    pipeline_id: str
+    instance: int
+    endpoint: str
+
+
+@message(46, "task-peers")
+class TaskPeers(Message):
+    """Coordinator -> workers: every task of the pipeline is ready; ``endpoints[i]`` is
+    instance i's exchange."""
+
+    pipeline_id: str
+    instance: int
+    endpoints: list
+
+
+@message(47, "task-done")
+class TaskDone(Message):
+    """Worker -> coordinator: the task ended: ``error`` None and its sinks' ``results``
+    ({sink: Arrow IPC bytes}) and ``stats``, or why it failed."""
+
+    pipeline_id: str
+    instance: int
+    error: str | None = None
+    results: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+@message(48, "cancel-task")
+class CancelTask(Message):
+    """Coordinator -> worker: stop the pipeline's tasks on this worker."""
+
+    pipeline_id: str
+    reason: str
+
+
 __all__ = [name for name, obj in dict(globals()).items()
            if isinstance(obj, type) and issubclass(obj, Message)] + [
                "CHUNK_BYTES", "CHUNK_WINDOW", "RANGES", "REGISTRY", "message"]

@@ -67,19 +67,37 @@ def q4(nx: Any) -> Any:
                      name="q4.average")
 
 
-def _top_per_window(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Rows whose ``num`` is the largest of their window (a fired window's rows come in one
-    batch: the engine emits every key of a window together)."""
-    t = pa.Table.from_batches([batch])
-    mx = t.group_by(["window_start"]).aggregate([("num", "max")])
-    j = t.join(mx, "window_start")
-    return j.filter(pc.greater_equal(j.column("num"), j.column("num_max"))).drop_columns(
-        ["num_max"]).combine_chunks().to_batches()[0] if j.num_rows else batch.slice(0, 0)
+def _keep_top(key: Any, batch: pa.RecordBatch, ctx: Any) -> None:
+    """The rows of one sliding window (``key``: its start) with the most bids so far, kept
+    until the watermark passes the window's end (then every instance's counts of it are in)."""
+    best = ctx.state("top")
+    kept: pa.Table | None = best.value()
+    nums = batch.column("num")
+    most = pc.max(nums).as_py()
+    end = pc.max(batch.column("window_end").cast(pa.int64())).as_py()  # (epoch ms)
+    ctx.timers.register_event_time_timer(end)
+    if kept is not None and kept.column("num")[0].as_py() > most:
+        return
+    rows = pa.Table.from_batches([batch.filter(pc.equal(nums, most))])
+    if kept is not None and kept.column("num")[0].as_py() == most:
+        rows = pa.concat_tables([kept, rows])
+    best.update(rows)
+
+
+def _emit_top(key: Any, timestamp: int, ctx: Any) -> Any:
+    best = ctx.state("top")
+    rows = best.value()
+    best.clear()
+    return rows
 
 
 def q5(nx: Any) -> Any:
+    from ..state import ValueState
+
     counts = nx.bids.key_by("auction").window(sliding(WINDOW, slide="2s")).agg(num=agg.count())
-    return counts.map(_top_per_window, name="q5.top").select("auction", "num", "window_start", "window_end")
+    top = counts.key_by("window_start").process(_keep_top, state={"top": ValueState()},
+                                                on_timer=_emit_top, name="q5.top")
+    return top.select("auction", "num", "window_start", "window_end")
 
 
 def q7(nx: Any) -> Any:

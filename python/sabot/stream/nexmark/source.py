@@ -29,6 +29,17 @@ class NexmarkSource(Source):
         self.partitions = 1
         self.name = f"nexmark.{kind}s"
         self._pos = (0, 0)  # (generator chunk, rows of it handed out)
+        #: On a cluster, this instance generates the chunks c with c % stride == offset.
+        self.offset, self.stride = 0, 1
+
+    def split(self, instance: int, instances: int) -> tuple[Source, list[object]]:
+        """Instance i of n generates every n-th chunk of ids, from the i-th: its events are in
+        time order, and the instances' chunks together are the whole stream."""
+        src = NexmarkSource(self.cfg, self.kind, self.events, self.rate, self.batch_size)
+        src.offset, src.stride = instance, instances
+        src._pos = (instance, 0)
+        has_chunk = self.events is None or instance * CHUNK < self.events
+        return src, [0] if has_chunk else []
 
     def position(self) -> object:
         return self._pos
@@ -37,14 +48,26 @@ class NexmarkSource(Source):
         chunk, rows = position  # type: ignore[misc]
         self._pos = (int(chunk), int(rows))
 
+    def _batches(self, first_chunk: int):  # type: ignore[no-untyped-def]
+        """(chunk number, batch) of this instance's chunks from ``first_chunk`` on."""
+        if self.stride == 1:
+            yield from enumerate(generate(self.cfg, self.kind, first_chunk * CHUNK, self.events),
+                                 first_chunk)
+            return
+        chunk = first_chunk
+        while self.events is None or chunk * CHUNK < self.events:
+            last = (chunk + 1) * CHUNK if self.events is None else min((chunk + 1) * CHUNK,
+                                                                       self.events)
+            yield chunk, next(iter(generate(self.cfg, self.kind, chunk * CHUNK, last)))
+            chunk += self.stride
+
     async def read(self) -> AsyncIterator[Item]:
         start = time.monotonic()
         first_chunk, skip = self._pos
-        for i, batch in enumerate(generate(self.cfg, self.kind, first_chunk * CHUNK, self.events)):
-            chunk = first_chunk + i
+        for i, (chunk, batch) in enumerate(self._batches(first_chunk)):
             for off in range(skip if i == 0 else 0, batch.num_rows, self.batch_size):
                 end = off + self.batch_size
-                self._pos = (chunk, end) if end < batch.num_rows else (chunk + 1, 0)
+                self._pos = (chunk, end) if end < batch.num_rows else (chunk + self.stride, 0)
                 yield 0, batch.slice(off, self.batch_size)
             if self.rate is not None:
                 # pace to `rate` events per second of wall clock (all kinds counted)
@@ -57,7 +80,7 @@ class NexmarkSource(Source):
 
     def _ids_done(self, batch: Any) -> int:
         self._chunks = getattr(self, "_chunks", 0) + 1
-        return self._chunks * CHUNK
+        return self._chunks * CHUNK * self.stride
 
 
 class NexmarkStreams:

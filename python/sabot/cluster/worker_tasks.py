@@ -1,0 +1,171 @@
+"""A worker's streaming tasks: each one instance of a pipeline, in a process of its own.
+
+The coordinator sends ``RunTask``; the worker starts ``python -m sabot.stream.cluster_task``,
+hands it the pipeline (the client's cloudpickled graph, which only that process unpickles: user
+code never runs in the worker itself) and the cluster secret on its standard input, and relays
+between the task and the coordinator: the task's exchange endpoint (``TaskReady``), every
+task's endpoints (``TaskPeers``), and its end (``TaskDone`` with the results its sinks
+collected, or why it failed). The task reads its standard input to its end: when the worker
+dies, so does the task. ``CancelTask`` kills the pipeline's tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from .protocol import messages as m
+from .security import load_secret
+
+log = logging.getLogger(__name__)
+
+#: The task's last lines of standard error kept for its failure message.
+STDERR_LINES = 20
+
+
+class _Task:
+    def __init__(self, pipeline_id: str, instance: int, out_dir: Path) -> None:
+        self.pipeline_id = pipeline_id
+        self.instance = instance
+        self.out_dir = out_dir
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reported = False
+        self.cancelled = False
+        self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.runner: asyncio.Task[None] | None = None
+
+
+class StreamTasks:
+    def __init__(self, config: Config, node_id: str, post: Callable[[m.Message], None],
+                 host: Callable[[], str]) -> None:
+        self.config = config
+        self.node_id = node_id
+        self._post = post
+        self._host = host
+        self._tasks: dict[tuple[str, int], _Task] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def info(self) -> list[dict[str, Any]]:
+        return [{"pipeline_id": t.pipeline_id, "instance": t.instance,
+                 "pid": t.proc.pid if t.proc is not None else None}
+                for t in self._tasks.values()]
+
+    # -- from the coordinator -------------------------------------------------------------------
+    def run(self, msg: m.RunTask) -> None:
+        key = (msg.pipeline_id, msg.instance)
+        if key in self._tasks:
+            return  # (a RunTask sent again)
+        out = Path(self.config.data_dir) / "tasks" / f"{msg.pipeline_id}-{msg.instance}"
+        task = _Task(msg.pipeline_id, msg.instance, out)
+        self._tasks[key] = task
+        task.runner = asyncio.ensure_future(self._run(task, msg))
+
+    def peers(self, msg: m.TaskPeers) -> None:
+        task = self._tasks.get((msg.pipeline_id, msg.instance))
+        if task is None or task.proc is None or task.proc.stdin is None:
+            return
+        task.proc.stdin.write(json.dumps({"peers": list(msg.endpoints)}).encode() + b"\n")
+
+    def cancel(self, pipeline_id: str, reason: str) -> None:
+        for task in [t for t in self._tasks.values() if t.pipeline_id == pipeline_id]:
+            log.info("task %d of pipeline %s stopped: %s", task.instance, pipeline_id, reason)
+            task.cancelled = True
+            self._kill(task)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancelled = True
+            self._kill(task)
+        await asyncio.gather(*(t.runner for t in tasks if t.runner is not None),
+                             return_exceptions=True)
+
+    # -- a task's life --------------------------------------------------------------------------
+    @staticmethod
+    def _kill(task: _Task) -> None:
+        if task.proc is not None and task.proc.returncode is None:
+            try:
+                task.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    def _report(self, task: _Task, msg: m.TaskDone) -> None:
+        if not task.reported:
+            task.reported = True
+            self._post(msg)
+
+    async def _run(self, task: _Task, msg: m.RunTask) -> None:
+        try:
+            await self._start_and_relay(task, msg)
+        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+            log.exception("task %d of pipeline %s failed", task.instance, task.pipeline_id)
+            self._report(task, m.TaskDone(task.pipeline_id, task.instance,
+                                          error=f"{type(exc).__name__}: {exc}"))
+        finally:
+            self._kill(task)
+            if task.proc is not None:
+                await task.proc.wait()
+            self._tasks.pop((task.pipeline_id, task.instance), None)
+            shutil.rmtree(task.out_dir, ignore_errors=True)
+
+    async def _start_and_relay(self, task: _Task, msg: m.RunTask) -> None:
+        task.out_dir.mkdir(parents=True, exist_ok=True)
+        header = {"pipeline_id": msg.pipeline_id, "name": msg.name, "instance": msg.instance,
+                  "instances": msg.instances, "key_groups": msg.key_groups,
+                  "host": self._host(), "out_dir": str(task.out_dir),
+                  "secret": load_secret(self.config, create=False).hex(),
+                  "graph_bytes": len(msg.graph)}
+        task.proc = proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sabot.stream.cluster_task",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=dict(os.environ),
+            limit=1 << 24)
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(json.dumps(header).encode() + b"\n" + bytes(msg.graph))
+        await proc.stdin.drain()
+        errors = asyncio.ensure_future(self._read_stderr(task, proc.stderr))
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                break
+            try:
+                said = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in said:
+                self._post(m.TaskReady(task.pipeline_id, task.instance, str(said["ready"])))
+            elif "done" in said:
+                done = said["done"]
+                results = {sink: Path(path).read_bytes() for sink, path in done["results"].items()}
+                self._report(task, m.TaskDone(task.pipeline_id, task.instance, None, results,
+                                              done.get("stats", {})))
+            elif "error" in said:
+                self._report(task, m.TaskDone(task.pipeline_id, task.instance,
+                                              error=str(said["error"])))
+        rc = await proc.wait()
+        await errors
+        if not task.reported and not task.cancelled:
+            tail = " | ".join(task.stderr) or "no output"
+            self._report(task, m.TaskDone(task.pipeline_id, task.instance,
+                                          error=f"the task process exited with code {rc}: {tail}"))
+
+    async def _read_stderr(self, task: _Task, stream: asyncio.StreamReader) -> None:
+        while True:
+            line = await stream.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            task.stderr.append(text)
+            log.info("task %d of pipeline %s: %s", task.instance, task.pipeline_id, text)

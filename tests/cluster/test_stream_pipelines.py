@@ -1,0 +1,142 @@
+"""Streaming pipelines on the cluster: a StreamEnv job split across worker processes.
+
+Real coordinator and worker processes on loopback; each pipeline instance is a task process of
+its own, and rows cross between them over the exchange's ZeroMQ sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import sabot.stream as st
+from sabot.errors import ConfigError, PipelineFailedError
+from sabot.stream.nexmark.queries import QUERIES
+
+from .conftest import Cluster
+
+EVENTS = 120_000
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("stream-cluster"))
+    try:
+        c.start_coordinator()
+        for _ in range(3):
+            c.start_worker(wait=False)
+        c.wait_workers(3)
+        old = os.environ.get("SABOT_CLUSTER_KEY_FILE")
+        os.environ["SABOT_CLUSTER_KEY_FILE"] = c.env()["SABOT_CLUSTER_KEY_FILE"]
+        yield c
+        if old is None:
+            os.environ.pop("SABOT_CLUSTER_KEY_FILE", None)
+        else:
+            os.environ["SABOT_CLUSTER_KEY_FILE"] = old
+    finally:
+        c.close()
+
+
+def _env(c: Cluster, **kw: Any) -> st.StreamEnv:
+    return st.StreamEnv(cluster=f"127.0.0.1:{c.port}", **kw)
+
+
+def _rows(t: pa.Table) -> list[tuple]:
+    return sorted((tuple(sorted(r.items())) for r in t.to_pylist()), key=repr)
+
+
+@pytest.mark.parametrize("query", ["q0", "q5", "q7", "q8"])
+@pytest.mark.parametrize("instances", [2, 3])
+def test_nexmark_on_the_cluster_equals_the_single_node_run(three: Cluster, query: str,
+                                                            instances: int) -> None:
+    single = QUERIES[query](st.StreamEnv().nexmark(EVENTS)).collect()
+    env = _env(three, instances=instances)
+    out = QUERIES[query](env.nexmark(EVENTS)).collect()
+    assert out.num_rows == single.num_rows > 0
+    assert _rows(out) == _rows(single)
+    info = env.cluster_info
+    assert info["state"] == "finished" and info["instances"] == instances
+    # every instance ran in a task of its own, on the three workers
+    assert len({t["worker"] for t in info["tasks"]}) == min(instances, 3)
+    assert env.last_result is not None and env.last_result.late_events == 0
+
+
+def _record_pid(key: Any, batch: pa.RecordBatch, ctx: Any) -> pa.RecordBatch:
+    n = batch.num_rows
+    return pa.record_batch({"k": pa.array([key] * n, pa.int64()),
+                            "pid": pa.array([os.getpid()] * n, pa.int64())})
+
+
+def test_all_rows_of_a_key_reach_one_instance(three: Cluster) -> None:
+    env = _env(three, instances=3)
+    data = [{"k": i % 50, "t": i} for i in range(6000)]
+    # four source partitions, dealt over the three instances: each key comes from several
+    out = (env.from_collection(data, timestamp="t", partitions=4, batch_size=100)
+           .key_by("k").process(_record_pid).collect())
+    assert out.num_rows == len(data)
+    pids: dict[int, set[int]] = {}
+    for r in out.to_pylist():
+        pids.setdefault(r["k"], set()).add(r["pid"])
+    assert all(len(p) == 1 for p in pids.values()), pids
+    assert len(set().union(*pids.values())) == 3  # the keys are spread over the instances
+    assert os.getpid() not in set().union(*pids.values())  # (none ran in this process)
+
+
+def _explode(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if pc.any(pc.equal(batch.column("k"), 7)).as_py():
+        raise ValueError("boom on key 7")
+    return batch
+
+
+def test_a_failing_task_fails_the_pipeline_with_its_error(three: Cluster) -> None:
+    env = _env(three, instances=2)
+    data = [{"k": i % 10, "t": i} for i in range(1000)]
+    stream = env.from_collection(data, timestamp="t", partitions=2, batch_size=100).key_by(
+        "k").window(st.tumbling("1s")).agg(n=st.count()).map(_explode)
+    with pytest.raises(PipelineFailedError, match="boom on key 7") as info:
+        stream.collect()
+    assert "instance" in str(info.value)
+    assert env.cluster_info["state"] == "failed"
+    # the cluster runs the next pipeline as before
+    ok = _env(three, instances=2).from_collection(data, timestamp="t").key_by("k").window(
+        st.tumbling("1s")).agg(n=st.count()).collect()
+    assert sum(ok.column("n").to_pylist()) == len(data)
+
+
+def test_cluster_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        st.StreamEnv(cluster="nowhere")
+    with pytest.raises(ConfigError, match="state_dir"):
+        st.StreamEnv(cluster="127.0.0.1:1", state_dir="x")
+    with pytest.raises(ConfigError, match="instances"):
+        st.StreamEnv(instances=2)
+    with pytest.raises(ConfigError, match="key_groups"):
+        st.StreamEnv(cluster="127.0.0.1:1", key_groups=0)
+
+
+def test_an_unbounded_collect_on_the_cluster_is_refused(three: Cluster) -> None:
+    env = _env(three)
+
+    async def first() -> None:
+        async for _ in env.nexmark(None).bids.collect():
+            break
+
+    with pytest.raises(ConfigError, match="unbounded"):
+        asyncio.run(first())
+
+
+def test_no_worker_alive_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+        with pytest.raises(Exception, match="no worker is alive"):
+            _env(c).from_collection([{"a": 1}]).collect()
+    finally:
+        c.close()

@@ -221,8 +221,10 @@ class StreamEnv:
         assert self.cluster is not None
         run = ClusterRun(self.cluster, instances=self.instances or 0,
                          key_groups=self.key_groups)
-        job.tables = await run.run(job.name, job.sinks, self.threads, self.tick_ms)
-        self.cluster_info = run.info
+        try:
+            job.tables = await run.run(job.name, job.sinks, self.threads, self.tick_ms)
+        finally:
+            self.cluster_info = run.info
         tasks = run.info.get("tasks", [])
         stats = [t.get("stats", {}) for t in tasks]
         res = JobResult(job.name, sum(int(s.get("events", 0)) for s in stats),

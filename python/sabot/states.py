@@ -122,12 +122,15 @@ class PipelineState(StrEnum):
     """A streaming pipeline on the cluster, as the coordinator sees it.
 
     ``starting``: its tasks are placed and getting ready; ``running``: every task knows the
-    others and runs; ``finished``: every task ended (its results are kept); ``failed``: a task
-    failed or its worker was lost; ``cancelled``: stopped by a client.
+    others and runs; ``restarting``: a worker running a task was lost, and the pipeline starts
+    again from its last committed checkpoint (waiting for a worker when none is alive);
+    ``finished``: every task ended (its results are kept); ``failed``: a task failed, or a
+    worker was lost without checkpoints (or too often); ``cancelled``: stopped by a client.
     """
 
     STARTING = "starting"
     RUNNING = "running"
+    RESTARTING = "restarting"
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -138,10 +141,12 @@ class PipelineState(StrEnum):
 
 
 PIPELINE_TRANSITIONS: dict[PipelineState, frozenset[PipelineState]] = {
-    PipelineState.STARTING: frozenset({PipelineState.RUNNING, PipelineState.FAILED,
-                                       PipelineState.CANCELLED}),
-    PipelineState.RUNNING: frozenset({PipelineState.FINISHED, PipelineState.FAILED,
-                                      PipelineState.CANCELLED}),
+    PipelineState.STARTING: frozenset({PipelineState.RUNNING, PipelineState.RESTARTING,
+                                       PipelineState.FAILED, PipelineState.CANCELLED}),
+    PipelineState.RUNNING: frozenset({PipelineState.FINISHED, PipelineState.RESTARTING,
+                                      PipelineState.FAILED, PipelineState.CANCELLED}),
+    PipelineState.RESTARTING: frozenset({PipelineState.RUNNING, PipelineState.FAILED,
+                                         PipelineState.CANCELLED}),
     PipelineState.FINISHED: frozenset(),
     PipelineState.FAILED: frozenset(),
     PipelineState.CANCELLED: frozenset(),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,8 +114,8 @@ def test_a_failing_task_fails_the_pipeline_with_its_error(three: Cluster) -> Non
 def test_cluster_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="HOST:PORT"):
         st.StreamEnv(cluster="nowhere")
-    with pytest.raises(ConfigError, match="state_dir"):
-        st.StreamEnv(cluster="127.0.0.1:1", state_dir="x")
+    with pytest.raises(ConfigError, match="max_restarts"):
+        st.StreamEnv(cluster="127.0.0.1:1", max_restarts=-1)
     with pytest.raises(ConfigError, match="instances"):
         st.StreamEnv(instances=2)
     with pytest.raises(ConfigError, match="key_groups"):
@@ -138,5 +140,59 @@ def test_no_worker_alive_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
         with pytest.raises(Exception, match="no worker is alive"):
             _env(c).from_collection([{"a": 1}]).collect()
+    finally:
+        c.close()
+
+
+def _kill_when(c: Cluster, node: Any, cond: Any, timeout: float = 60.0) -> threading.Thread:
+    def run() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    node.kill()
+                    return
+            except Exception:  # noqa: BLE001 - the coordinator may be busy; ask again
+                pass
+            time.sleep(0.05)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _pipelines(c: Cluster) -> list[dict[str, Any]]:
+    return c.http("/pipelines")["pipelines"]
+
+
+def _committed(c: Cluster) -> bool:
+    running = [p for p in _pipelines(c) if p["state"] == "running"]
+    return bool(running) and (running[0]["checkpoints"] or {}).get("committed", 0) >= 2
+
+
+@pytest.mark.parametrize("query", ["q5", "q8"])
+def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        workers = [c.start_worker(wait=False) for _ in range(3)]
+        c.wait_workers(3)
+        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+        events = 200_000
+        single = QUERIES[query](st.StreamEnv().nexmark(events)).collect()
+        env = _env(c, instances=3, state_dir=str(tmp_path / "state"),
+                   checkpoint_interval="200ms")
+        # paced, so that the kill comes mid-stream, after a few committed checkpoints
+        killer = _kill_when(c, workers[1], lambda: _committed(c))
+        out = QUERIES[query](env.nexmark(events, rate=40_000, batch_size=4096)).collect()
+        killer.join(1)
+        info = env.cluster_info
+        assert workers[1].proc.poll() is not None, "the worker was not killed mid-stream"
+        assert info["restarts"] == 1 and info["attempt"] == 1, info
+        assert info["checkpoints"]["committed"] >= 2
+        # the run after the restart went on on the two workers left
+        assert len({t["worker"] for t in info["tasks"]}) == 2
+        assert _rows(out) == _rows(single)
     finally:
         c.close()

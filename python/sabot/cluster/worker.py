@@ -46,8 +46,8 @@ from .spool import REMOTE, SHARED, SHARED_SYNCED, Spool
 from .spool_client import SpoolClient, open_data_port
 from .worker_link import CoordinatorLink, FatalRefusal
 from .worker_router import MorselRouter
-from .worker_tasks import StreamTasks
 from .worker_state import WorkerState, check_worker_transition
+from .worker_tasks import StreamTasks
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +377,10 @@ class Worker:
             self.tasks.run(msg)
         elif isinstance(msg, m.TaskPeers):
             self.tasks.peers(msg)
+        elif isinstance(msg, m.TaskControl):
+            self.tasks.control(msg)
         elif isinstance(msg, m.CancelTask):
-            self.tasks.cancel(msg.pipeline_id, msg.reason)
+            self.tasks.cancel(msg.pipeline_id, msg.reason, msg.before_attempt)
         elif isinstance(msg, m.Refused):
             if msg.code == ErrorCode.UNKNOWN_SESSION:
                 log.info("worker %s: the coordinator does not know this session "

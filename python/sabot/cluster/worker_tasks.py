@@ -33,9 +33,10 @@ STDERR_LINES = 20
 
 
 class _Task:
-    def __init__(self, pipeline_id: str, instance: int, out_dir: Path) -> None:
+    def __init__(self, pipeline_id: str, instance: int, attempt: int, out_dir: Path) -> None:
         self.pipeline_id = pipeline_id
         self.instance = instance
+        self.attempt = attempt
         self.out_dir = out_dir
         self.proc: asyncio.subprocess.Process | None = None
         self.reported = False
@@ -51,35 +52,47 @@ class StreamTasks:
         self.node_id = node_id
         self._post = post
         self._host = host
-        self._tasks: dict[tuple[str, int], _Task] = {}
+        self._tasks: dict[tuple[str, int, int], _Task] = {}
 
     @property
     def running(self) -> int:
         return len(self._tasks)
 
     def info(self) -> list[dict[str, Any]]:
-        return [{"pipeline_id": t.pipeline_id, "instance": t.instance,
+        return [{"pipeline_id": t.pipeline_id, "instance": t.instance, "attempt": t.attempt,
                  "pid": t.proc.pid if t.proc is not None else None}
                 for t in self._tasks.values()]
 
     # -- from the coordinator -------------------------------------------------------------------
     def run(self, msg: m.RunTask) -> None:
-        key = (msg.pipeline_id, msg.instance)
+        key = (msg.pipeline_id, msg.instance, msg.attempt)
         if key in self._tasks:
             return  # (a RunTask sent again)
-        out = Path(self.config.data_dir) / "tasks" / f"{msg.pipeline_id}-{msg.instance}"
-        task = _Task(msg.pipeline_id, msg.instance, out)
+        out = Path(self.config.data_dir) / "tasks" / \
+            f"{msg.pipeline_id}-{msg.instance}-{msg.attempt}"
+        task = _Task(msg.pipeline_id, msg.instance, msg.attempt, out)
         self._tasks[key] = task
         task.runner = asyncio.ensure_future(self._run(task, msg))
 
-    def peers(self, msg: m.TaskPeers) -> None:
-        task = self._tasks.get((msg.pipeline_id, msg.instance))
+    def _tell(self, pipeline_id: str, instance: int, attempt: int, what: dict[str, Any]) -> None:
+        task = self._tasks.get((pipeline_id, instance, attempt))
         if task is None or task.proc is None or task.proc.stdin is None:
             return
-        task.proc.stdin.write(json.dumps({"peers": list(msg.endpoints)}).encode() + b"\n")
+        try:
+            task.proc.stdin.write(json.dumps(what).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):  # it ended: its runner reports it
+            pass
 
-    def cancel(self, pipeline_id: str, reason: str) -> None:
-        for task in [t for t in self._tasks.values() if t.pipeline_id == pipeline_id]:
+    def peers(self, msg: m.TaskPeers) -> None:
+        self._tell(msg.pipeline_id, msg.instance, msg.attempt,
+                   {"peers": list(msg.endpoints)})
+
+    def control(self, msg: m.TaskControl) -> None:
+        self._tell(msg.pipeline_id, msg.instance, msg.attempt, dict(msg.control))
+
+    def cancel(self, pipeline_id: str, reason: str, before_attempt: int | None = None) -> None:
+        for task in [t for t in self._tasks.values() if t.pipeline_id == pipeline_id
+                     and (before_attempt is None or t.attempt < before_attempt)]:
             log.info("task %d of pipeline %s stopped: %s", task.instance, pipeline_id, reason)
             task.cancelled = True
             self._kill(task)
@@ -112,18 +125,21 @@ class StreamTasks:
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure
             log.exception("task %d of pipeline %s failed", task.instance, task.pipeline_id)
             self._report(task, m.TaskDone(task.pipeline_id, task.instance,
-                                          error=f"{type(exc).__name__}: {exc}"))
+                                          error=f"{type(exc).__name__}: {exc}",
+                                          attempt=task.attempt))
         finally:
             self._kill(task)
             if task.proc is not None:
                 await task.proc.wait()
-            self._tasks.pop((task.pipeline_id, task.instance), None)
+            self._tasks.pop((task.pipeline_id, task.instance, task.attempt), None)
             shutil.rmtree(task.out_dir, ignore_errors=True)
 
     async def _start_and_relay(self, task: _Task, msg: m.RunTask) -> None:
         task.out_dir.mkdir(parents=True, exist_ok=True)
         header = {"pipeline_id": msg.pipeline_id, "name": msg.name, "instance": msg.instance,
                   "instances": msg.instances, "key_groups": msg.key_groups,
+                  "attempt": msg.attempt, "checkpoint": msg.checkpoint,
+                  "restore_epoch": msg.restore_epoch,
                   "host": self._host(), "out_dir": str(task.out_dir),
                   "secret": load_secret(self.config, create=False).hex(),
                   "graph_bytes": len(msg.graph)}
@@ -144,22 +160,25 @@ class StreamTasks:
                 said = json.loads(line)
             except ValueError:
                 continue
+            pid, i, attempt = task.pipeline_id, task.instance, task.attempt
             if "ready" in said:
-                self._post(m.TaskReady(task.pipeline_id, task.instance, str(said["ready"])))
+                self._post(m.TaskReady(pid, i, str(said["ready"]), attempt))
             elif "done" in said:
                 done = said["done"]
                 results = {sink: Path(path).read_bytes() for sink, path in done["results"].items()}
-                self._report(task, m.TaskDone(task.pipeline_id, task.instance, None, results,
-                                              done.get("stats", {})))
+                self._report(task, m.TaskDone(pid, i, None, results, done.get("stats", {}),
+                                              attempt))
             elif "error" in said:
-                self._report(task, m.TaskDone(task.pipeline_id, task.instance,
-                                              error=str(said["error"])))
+                self._report(task, m.TaskDone(pid, i, error=str(said["error"]), attempt=attempt))
+            elif "checkpointed" in said or "checkpoint_failed" in said:
+                self._post(m.TaskEvent(pid, i, attempt, said))
         rc = await proc.wait()
         await errors
         if not task.reported and not task.cancelled:
             tail = " | ".join(task.stderr) or "no output"
             self._report(task, m.TaskDone(task.pipeline_id, task.instance,
-                                          error=f"the task process exited with code {rc}: {tail}"))
+                                          error=f"the task process exited with code {rc}: {tail}",
+                                          attempt=task.attempt, lost=True))
 
     async def _read_stderr(self, task: _Task, stream: asyncio.StreamReader) -> None:
         while True:

@@ -84,6 +84,14 @@ class LoadReporter(Protocol):
     def load(self) -> dict[str, Any]: ...
 
 
+class PipelineLister(Protocol):
+    """Optional: a coordinator's backend lists the streaming pipelines on the cluster
+    (GET /pipelines, GET /pipeline/{id}): dicts with ``pipeline_id, name, state, instances,
+    key_groups, error, attempt, restarts, checkpoints, tasks``."""
+
+    def pipelines(self) -> list[dict[str, Any]]: ...
+
+
 class HttpStartedListener(Protocol):
     """Optional: ``HttpApi.start`` calls ``backend.on_http_started(host, port)`` with the
     bound address (useful with port 0), when the backend has that method."""

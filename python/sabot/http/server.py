@@ -223,6 +223,8 @@ class HttpApi:
         r.add_get("/history", self.history_endpoint)
         r.add_post("/submit_job", self.submit_job)
         r.add_get("/jobs", self.jobs)
+        r.add_get("/pipelines", self.pipelines)
+        r.add_get("/pipeline/{pipeline_id}", self.get_pipeline)
         r.add_get("/job/{job_id}", self.get_job)
         r.add_delete("/job/{job_id}", self.cancel_job)
         r.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
@@ -416,6 +418,28 @@ class HttpApi:
     async def cancel_job(self, request: web.Request) -> web.Response:
         job = await self.backend.cancel_job(request.match_info["job_id"])
         return json_response(job)
+
+    def _pipeline_list(self) -> list[dict[str, Any]] | None:
+        lister = getattr(self.backend, "pipelines", None)
+        return None if lister is None else list(lister())
+
+    async def pipelines(self, request: web.Request) -> web.Response:
+        found = self._pipeline_list()
+        if found is None:
+            return error_response(404, f"a {self.backend.role} runs no pipelines: ask the "
+                                       "coordinator")
+        return json_response({"pipelines": found, "count": len(found)})
+
+    async def get_pipeline(self, request: web.Request) -> web.Response:
+        pid = request.match_info["pipeline_id"]
+        found = self._pipeline_list()
+        if found is None:
+            return error_response(404, f"a {self.backend.role} runs no pipelines: ask the "
+                                       "coordinator")
+        for p in found:
+            if p["pipeline_id"] == pid:
+                return json_response(p)
+        return error_response(404, f"no pipeline {pid!r}")
 
 
 def _bound_port(runner: web.AppRunner, requested: int) -> int:

@@ -152,6 +152,9 @@ class CoordinatorBackend:
     def list_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.coordinator.query(lambda core: core.list_jobs(limit))
 
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self.coordinator.query(lambda core: core.list_pipelines())
+
 
 def _split_and_digest(data: Any, morsel_bytes: int, processor: str, priority: int
                       ) -> tuple[str, list[Any], str]:

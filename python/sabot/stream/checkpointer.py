@@ -58,7 +58,7 @@ class CheckpointStats:
                 "last_time": self.last_time, "restored_from": self.restored_from}
 
 
-def _folder(job: str) -> str:
+def job_folder(job: str) -> str:
     """A job name as a folder name (other characters as ``_``)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in job).strip(".")
     return safe or "job"
@@ -88,7 +88,7 @@ class Checkpointer:
         self.sinks = [op for op in order if isinstance(op, Sink)]
         self.fingerprint, self.description = shape(order)
         # each job's checkpoints in a folder of its own: jobs of one StreamEnv never mix
-        self.dir = os.path.join(config.state_dir, _folder(job))
+        self.dir = os.path.join(config.state_dir, job_folder(job))
         self.epoch = 0
         self.stats = CheckpointStats()
         self._metrics = get_metrics()

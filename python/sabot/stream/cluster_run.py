@@ -42,11 +42,14 @@ class ClusterRun:
     """One pipeline submitted to the coordinator at ``address`` and waited for."""
 
     def __init__(self, address: tuple[str, int], config: Config | None = None,
-                 instances: int = 0, key_groups: int = 128) -> None:
+                 instances: int = 0, key_groups: int = 128,
+                 checkpoint: dict[str, Any] | None = None, max_restarts: int = 3) -> None:
         self.address = address
         self.config = config or load_config()
         self.instances = instances
         self.key_groups = key_groups
+        self.checkpoint = checkpoint
+        self.max_restarts = max_restarts
         self.pipeline_id = f"p-{uuid.uuid4().hex[:12]}"
         self.info: dict[str, Any] = {}
 
@@ -61,7 +64,8 @@ class ClusterRun:
             await client.connect()
             pid = self.pipeline_id
             reply_or_raise(await client.request(lambda rid: m.SubmitPipeline(
-                rid, pid, name, graph, self.instances, self.key_groups)))
+                rid, pid, name, graph, self.instances, self.key_groups, self.checkpoint,
+                self.max_restarts)))
             delay = POLL_S
             while True:
                 st = reply_or_raise(await client.request(lambda rid: m.GetPipeline(rid, pid)))

@@ -39,16 +39,24 @@ async def _run(header: dict[str, Any], graph: bytes, out: IO[bytes]) -> int:
     import cloudpickle
 
     from ..cluster.security import ClusterKeys
+    from .cluster_checkpoints import ClusterCheckpointConfig, ClusterCheckpointer
     from .exchange_channels import ExchangeChannels
     from .runtime import Job
     from .sinks import CollectSink
 
     name, sinks, threads, tick_ms = cloudpickle.loads(graph)
     keys = ClusterKeys.from_secret(bytes.fromhex(header["secret"]), "the worker")
-    ch = ExchangeChannels(int(header["instance"]), int(header["instances"]),
-                          int(header["key_groups"]), keys, str(header["host"]))
+    instance, instances = int(header["instance"]), int(header["instances"])
+    ch = ExchangeChannels(instance, instances, int(header["key_groups"]), keys,
+                          str(header["host"]))
     try:
         job = Job(name, sinks, threads, tick_ms, channels=ch)
+        if header.get("checkpoint"):
+            job.checkpointer = ClusterCheckpointer(
+                name, job.order, ClusterCheckpointConfig.from_dict(header["checkpoint"]),
+                instance, instances, lambda what: _say(out, what))
+            job.ctx.checkpointing = True
+            job.restore_from = int(header.get("restore_epoch") or 0)  # type: ignore[assignment]
         reader = await _stdin_reader()
         _say(out, {"ready": ch.endpoint})
         line = await reader.readline()
@@ -56,7 +64,7 @@ async def _run(header: dict[str, Any], graph: bytes, out: IO[bytes]) -> int:
             return 1  # the worker is gone before the pipeline started
         ch.peers = [str(p) for p in json.loads(line)["peers"]]
         run = asyncio.ensure_future(job.run())
-        gone = asyncio.ensure_future(reader.read())  # (nothing more comes: only its end)
+        gone = asyncio.ensure_future(_controls(reader, job))
         done, _ = await asyncio.wait([run, gone], return_when=asyncio.FIRST_COMPLETED)
         if run not in done:
             run.cancel()
@@ -80,6 +88,18 @@ async def _run(header: dict[str, Any], graph: bytes, out: IO[bytes]) -> int:
         return 0
     finally:
         ch.close()
+
+
+async def _controls(reader: asyncio.StreamReader, job: Any) -> None:
+    """The worker's requests (checkpoint n, commit n) until its end of the pipe."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        said = json.loads(line)
+        for kind in ("checkpoint", "commit"):
+            if kind in said:
+                job.control(kind, int(said[kind]))
 
 
 def main() -> int:

@@ -52,13 +52,17 @@ class StreamEnv:
     per instance (``instances``, default one per alive worker), each reading its share of the
     sources' partitions, with the rows of every key sent to the one instance that owns it
     (``key_groups`` fixed groups of keys, cut into one range per instance). ``collect()`` gathers
-    every instance's rows. Checkpoints on the cluster are not built yet.
+    every instance's rows. With ``state_dir`` (a directory every worker reaches: a shared mount,
+    or one host) each instance writes its part of every checkpoint there, the coordinator commits
+    a checkpoint once all parts are written, and a pipeline whose worker is lost starts again
+    from the last committed one on the workers alive (at most ``max_restarts`` times).
     """
 
     def __init__(self, parallelism: int | None = None, *, checkpoint_interval: DurationLike | None = None,
                  state_dir: str | None = None, checkpoints_kept: int = 3,
                  tick: DurationLike = "50ms", cluster: str | bool | None = None,
-                 instances: int | None = None, key_groups: int = DEFAULT_KEY_GROUPS) -> None:
+                 instances: int | None = None, key_groups: int = DEFAULT_KEY_GROUPS,
+                 max_restarts: int = 3) -> None:
         if checkpoint_interval is not None and state_dir is None:
             raise ConfigError("checkpoint_interval", checkpoint_interval,
                               "a duration together with state_dir= (the directory checkpoints "
@@ -84,9 +88,6 @@ class StreamEnv:
         self.last_result: JobResult | None = None
         self.cluster: tuple[str, int] | None = None
         if cluster is not None and cluster is not False:
-            if state_dir is not None:
-                raise ConfigError("state_dir", state_dir, "no state_dir with cluster= "
-                                  "(checkpoints of a job on the cluster are not built yet)")
             self.cluster = _cluster_address(cluster)
         if instances is not None and (isinstance(instances, bool) or not isinstance(instances, int)
                                       or instances < 1):
@@ -96,6 +97,9 @@ class StreamEnv:
             raise ConfigError("instances", instances, "instances= together with cluster=")
         self.instances = instances
         self.key_groups = check_key_groups(key_groups)
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ConfigError("max_restarts", max_restarts, "a non-negative integer")
+        self.max_restarts = max_restarts
         #: The last job on the cluster: its pipeline's state as the coordinator reported it.
         self.cluster_info: dict[str, Any] = {}
 
@@ -219,8 +223,13 @@ class StreamEnv:
         from .cluster_run import ClusterRun
 
         assert self.cluster is not None
+        ck = self.checkpoint
+        checkpoint = None if ck is None else {
+            "state_dir": os.path.abspath(ck.state_dir), "interval_ms": ck.interval_ms,
+            "keep": ck.keep}
         run = ClusterRun(self.cluster, instances=self.instances or 0,
-                         key_groups=self.key_groups)
+                         key_groups=self.key_groups, checkpoint=checkpoint,
+                         max_restarts=self.max_restarts)
         try:
             job.tables = await run.run(job.name, job.sinks, self.threads, self.tick_ms)
         finally:

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from .chunk import Chunk
+from .durations import MAX_TIME
 from .key_groups import owners
 from .operator import Operator
 
@@ -32,6 +33,8 @@ class Channels(Protocol):
     def send_watermark(self, exchange: int, watermark: int) -> None: ...
 
     def send_idle(self, exchange: int, idle: bool) -> None: ...
+
+    def send_barrier(self, exchange: int, epoch: int) -> None: ...
 
 
 class ExchangeSend(Operator):
@@ -78,3 +81,7 @@ class ExchangeInput(Operator):
     def process(self, chunk: Chunk, port: int) -> None:
         self.rows_in += chunk.num_rows
         self.emit(chunk)
+
+    def ended(self, sender: int) -> bool:
+        """The sending instance ``sender`` sent its end (its final watermark)."""
+        return self._in_wm[sender] >= MAX_TIME

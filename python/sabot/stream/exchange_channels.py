@@ -42,9 +42,9 @@ CREDITS = 8
 BACKLOG = 64
 
 _HEAD = struct.Struct("<BHHq")  # kind, exchange, sender instance, value
-BATCH, WATERMARK, IDLE, CREDIT, END_ACK = 1, 2, 3, 4, 5
+BATCH, WATERMARK, IDLE, CREDIT, END_ACK, BARRIER = 1, 2, 3, 4, 5, 6
 
-#: deliver(exchange, sender, kind ("batch", "watermark", "idle"), payload)
+#: deliver(exchange, sender, kind ("batch", "watermark", "idle", "barrier"), payload)
 Deliver = Callable[[int, int, str, Any], None]
 
 
@@ -152,6 +152,15 @@ class ExchangeChannels:
             else:
                 self._enqueue(exchange, dest, False, None, int(idle), IDLE)
 
+    def send_barrier(self, exchange: int, epoch: int) -> None:
+        """Checkpoint ``epoch``'s barrier, after everything sent before it, to every instance."""
+        for dest in range(self.instances):
+            if dest == self.instance:
+                assert self._deliver is not None
+                self._deliver(exchange, dest, "barrier", epoch)
+            else:
+                self._enqueue(exchange, dest, False, None, epoch, BARRIER)
+
     def _enqueue(self, exchange: int, dest: int, is_batch: bool, payload: bytes | None,
                  value: int, kind: int = BATCH) -> None:
         head = _HEAD.pack(kind, exchange, self.instance, value)
@@ -223,6 +232,8 @@ class ExchangeChannels:
                 self._reply(ident, END_ACK, exchange, 0)
         elif kind == IDLE:
             self._deliver(exchange, sender, "idle", bool(value))
+        elif kind == BARRIER:
+            self._deliver(exchange, sender, "barrier", value)
 
     def consumed(self, exchange: int, sender: int) -> None:
         """The job pushed a batch from ``sender`` through: give the sender its credit back."""

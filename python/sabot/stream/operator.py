@@ -96,6 +96,10 @@ class Operator:
             op.rows_in += n
             op.process(chunk, port)
 
+    def downstreams(self) -> list[tuple[Operator, int]]:
+        """Where this operator's output goes: (operator, port), side outputs included."""
+        return self._downstreams()
+
     def _downstreams(self) -> list[tuple[Operator, int]]:
         out = list(self.outputs)
         for targets in self.side_outputs.values():

@@ -21,13 +21,16 @@ every sender of every exchange have ended.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..metrics import get_metrics
+from .barriers import Alignment, upstream_inputs
 from .checkpointer import CheckpointConfig, Checkpointer
+from .cluster_checkpoints import ClusterCheckpointer
 from .durations import MAX_TIME, MIN_TIME
 from .exchange import ExchangeInput, ExchangeSend
 from .operator import Operator
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 4
+#: The "source index" of the coordinator's requests in the job's queue.
+CONTROL = -2
 #: How long a distributed job's instance waits, once done, for the others to take its rows.
 DRAIN_TIMEOUT_S = 60.0
 
@@ -99,10 +104,12 @@ class Job:
         self.sources = [op for op in self.order if isinstance(op, SourceOperator)]
         plan_projections(self.sources)
         self.ctx.checkpointing = checkpoint is not None
-        self.checkpointer = None if checkpoint is None else Checkpointer(name, self.order, checkpoint)
+        self.checkpointer: Checkpointer | ClusterCheckpointer | None = \
+            None if checkpoint is None else Checkpointer(name, self.order, checkpoint)
         self.restore_from = restore_from
         self.running = False
         self._exported: dict[str, tuple[int, int]] = {}
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
 
     def _build(self, node: Node) -> Operator:
         op = self.operators.get(id(node))
@@ -153,16 +160,20 @@ class Job:
                 except Exception:
                     log.exception("closing sink %s failed", op.name)
 
-    async def _loop(self, ckpt: Checkpointer | None) -> None:
+    async def _loop(self, ckpt: Checkpointer | ClusterCheckpointer | None) -> None:
         # Unbounded: what other instances send is never held back; a source takes one of
         # QUEUE_SIZE slots per item it queues (that is its backpressure).
-        queue: asyncio.Queue[tuple[int, str, Any, Any, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, str, Any, Any, Any]] = self._queue
         slots = asyncio.Semaphore(QUEUE_SIZE)
         ch = self.channels
         exchanging = ch is not None and bool(self.exchanges)
+        align: Alignment | None = None
         if ch is not None:
             ch.start(lambda xid, sender, kind, payload: queue.put_nowait(
                 (-1, kind, (xid, sender), payload, None)))
+            align = Alignment(upstream_inputs(self.order, self.sources, self.exchanges),
+                              self.exchanges, ch.instances, ch.send_barrier)
+        replay: collections.deque[tuple[int, str, Any, Any, Any]] = collections.deque()
         pumps = [asyncio.create_task(self._pump(i, s, queue, slots), name=f"{self.name}:{s.name}")
                  for i, s in enumerate(self.sources)]
         active = len(pumps) + (1 if exchanging else 0)
@@ -170,18 +181,37 @@ class Job:
         try:
             while active:
                 await self._wait_for_consumers()
-                try:
-                    i, kind, part, payload, pos = await asyncio.wait_for(queue.get(), self.tick_s)
-                except TimeoutError:
-                    self._tick()
-                    last_tick = time.monotonic()
-                    if ckpt is not None:
-                        ckpt.poll()
-                    continue
-                if i < 0:  # from the exchange
-                    if self._exchanged(kind, part, payload):
-                        active -= 1
-                    continue
+                if replay:
+                    item = replay.popleft()
+                else:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), self.tick_s)
+                    except TimeoutError:
+                        self._tick()
+                        last_tick = time.monotonic()
+                        if ckpt is not None:
+                            ckpt.poll()
+                        continue
+                i, kind, part, payload, pos = item
+                if align is not None:
+                    if i == CONTROL:
+                        self._controlled(kind, payload, align, ckpt)
+                    elif align.hold(item):
+                        continue
+                    elif i < 0 and kind == "barrier":
+                        align.barrier(part[0], part[1], payload)
+                    elif i < 0:
+                        if self._exchanged(kind, part, payload):
+                            active -= 1
+                        if kind == "watermark" and self.exchanges[part[0]].ended(part[1]):
+                            align.sender_ended(part[0], part[1])
+                    if align.complete:
+                        epoch, held = align.release()
+                        if isinstance(ckpt, ClusterCheckpointer):
+                            ckpt.take(epoch)
+                        replay.extend(held)
+                    if i < 0:
+                        continue
                 slots.release()
                 src = self.sources[i]
                 if kind == "batch":
@@ -215,6 +245,20 @@ class Job:
                     await s.source.aclose()
                 except Exception:
                     log.exception("closing source %s failed", s.name)
+
+    def control(self, kind: str, value: Any) -> None:
+        """From the coordinator, on the job's loop: ``checkpoint`` (take checkpoint
+        ``value``) or ``commit`` (checkpoint ``value`` is committed)."""
+        self._queue.put_nowait((CONTROL, kind, None, value, None))
+
+    @staticmethod
+    def _controlled(kind: str, value: Any, align: Alignment, ckpt: Any) -> None:
+        if not isinstance(ckpt, ClusterCheckpointer):
+            return
+        if kind == "checkpoint":
+            align.inject(int(value))
+        elif kind == "commit":
+            ckpt.commit(int(value))
 
     def _exchanged(self, kind: str, where: tuple[int, int], payload: Any) -> bool:
         """One item another instance (or this one) sent through exchange ``where[0]``; True

@@ -198,6 +198,7 @@ class CoordinatorCore(threading.Thread):
             m.GetPipeline: self._pipelines.on_get,
             m.TaskReady: self._pipelines.on_ready,
             m.TaskDone: self._pipelines.on_done,
+            m.TaskEvent: self._pipelines.on_event,
         }
 
     # -- API for other threads ----------------------------------------------------------------
@@ -324,6 +325,7 @@ class CoordinatorCore(threading.Thread):
             self._dispatcher.release(node, f"worker {node.node_id} stopped answering")
             self._pipelines.lost(node, f"worker {node.node_id} stopped answering")
         registry.forget_gone(now)
+        self._pipelines.tick(now)
         self._dispatcher.expire_morsels(now)
         self._dispatcher.sweep_chunks()
         wall = time.time()
@@ -587,6 +589,9 @@ class CoordinatorCore(threading.Thread):
 
     def nodes_info(self) -> list[dict[str, Any]]:
         return self._registry.info(time.monotonic())
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        return self._pipelines.list()
 
     def list_jobs(self, limit: int) -> list[dict[str, Any]]:
         return self._jobs.listed(limit)

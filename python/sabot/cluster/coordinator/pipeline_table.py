@@ -1,12 +1,24 @@
-"""Streaming pipelines on the cluster: their tasks' placement, rendezvous and end.
+"""Streaming pipelines on the cluster: their tasks' placement, rendezvous, checkpoints,
+restarts and end.
 
 A pipeline runs as ``instances`` tasks, instance i on the i-th alive worker (round robin when
 there are more instances than workers). Each task, once it listens for its exchange, reports its
 endpoint (``TaskReady``); when all have, every task gets the whole list (``TaskPeers``) and the
-pipeline runs. It finishes when every task reported its end and results (``TaskDone``); one
-task's failure, or the loss of a worker that runs one, fails the pipeline and stops its other
-tasks. Pipelines live in memory (a coordinator restart forgets them); a finished one's results
-are kept for SABOT_RESULT_TTL_S. The one place a pipeline's state changes is :meth:`_move`.
+pipeline runs. It finishes when every task reported its end and results (``TaskDone``).
+
+With checkpoints, every ``interval`` the coordinator asks every task for checkpoint n (a
+``TaskControl``); each reports its part written (a ``TaskEvent``); when all did, n is committed
+and the tasks are told (their exactly-once sinks commit it). One checkpoint is asked for at a
+time, and none once a task has finished. When a worker running a task is lost (or a task's
+process dies without a word), the pipeline's run ends: its other tasks are stopped and the
+pipeline starts again, one ``attempt`` later, on the workers alive then (waiting for one if none
+is), every task restoring the last committed checkpoint; words of an older attempt are ignored.
+A task whose own code fails fails the pipeline; so does a lost worker without checkpoints, or
+more than ``max_restarts`` restarts.
+
+Pipelines live in memory (a coordinator restart forgets them; their checkpoints stay in the
+state dir). A finished one's results are kept for SABOT_RESULT_TTL_S. The one place a
+pipeline's state changes is :meth:`PipelineTable._move`.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from .outbox import Target
 
 log = logging.getLogger(__name__)
 
-_TERMINAL_KEPT = 256  # finished pipelines kept at most (the oldest go first)
+_TERMINAL_KEPT = 256  # ended pipelines kept at most (the oldest go first)
 
 
 @dataclass
@@ -45,17 +57,39 @@ class Pipeline:
     instances: int
     key_groups: int
     digest: int
-    tasks: list[Task]
+    graph: bytes
+    checkpoint: dict | None
+    max_restarts: int
+    tasks: list[Task] = field(default_factory=list)
     state: PipelineState = PipelineState.STARTING
     error: str | None = None
     created_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     results: list[list[Any]] = field(default_factory=list)  # [sink, instance, bytes]
+    attempt: int = 0
+    restarts: int = 0
+    committed: int = 0  # the last committed checkpoint (0: none)
+    inflight: int | None = None  # the checkpoint asked for and not yet complete
+    asked: int = 0  # the highest checkpoint asked for (numbers are never used twice)
+    reported: dict[int, dict] = field(default_factory=dict)  # instance -> its part's figures
+    asked_at: float = 0.0
+    next_due: float = 0.0
+    last_checkpoint: dict | None = None
+
+    @property
+    def interval_s(self) -> float | None:
+        ms = (self.checkpoint or {}).get("interval_ms")
+        return None if ms is None else ms / 1000
 
     def info(self) -> dict[str, Any]:
         return {"pipeline_id": self.pipeline_id, "name": self.name, "state": self.state.value,
                 "instances": self.instances, "key_groups": self.key_groups,
                 "error": self.error, "created_at": self.created_at, "ended_at": self.ended_at,
+                "attempt": self.attempt, "restarts": self.restarts,
+                "checkpoints": None if self.checkpoint is None else {
+                    "state_dir": self.checkpoint.get("state_dir"),
+                    "interval_ms": self.checkpoint.get("interval_ms"),
+                    "committed": self.committed, "last": self.last_checkpoint},
                 "tasks": [{"instance": t.instance, "worker": t.worker,
                            "state": "done" if t.done else "ready" if t.endpoint else "starting",
                            "stats": t.stats} for t in self.tasks]}
@@ -85,7 +119,7 @@ class PipelineTable:
         node = self._registry.nodes.get(node_id)
         return None if node is None else node.peer
 
-    def _to_workers(self, p: Pipeline, make: Callable[[Task], m.Message]) -> None:
+    def _to_tasks(self, p: Pipeline, make: Callable[[Task], m.Message]) -> None:
         for t in p.tasks:
             peer = self._peer(t.worker)
             if peer is not None:
@@ -94,7 +128,8 @@ class PipelineTable:
     # -- clients ------------------------------------------------------------------------------
     def on_submit(self, peer: Target, msg: m.SubmitPipeline, version: int) -> None:
         rid = msg.request_id
-        digest = hash((msg.name, bytes(msg.graph), msg.instances, msg.key_groups))
+        digest = hash((msg.name, bytes(msg.graph), msg.instances, msg.key_groups,
+                       repr(msg.checkpoint)))
         known = self.pipelines.get(msg.pipeline_id)
         if known is not None:
             if known.digest != digest:
@@ -104,24 +139,23 @@ class PipelineTable:
             else:
                 self._send(peer, m.PipelineAck(rid, known.pipeline_id, known.instances))
             return
-        if not 1 <= msg.key_groups <= 32768 or msg.instances < 0:
+        if not 1 <= msg.key_groups <= 32768 or msg.instances < 0 or msg.max_restarts < 0:
             self._send(peer, m.ErrorReply(rid, ErrorCode.BAD_REQUEST,
-                                          f"key_groups must be 1..32768 (got {msg.key_groups}) "
-                                          f"and instances >= 0 (got {msg.instances})"))
+                                          f"key_groups must be 1..32768 (got {msg.key_groups}), "
+                                          f"instances >= 0 (got {msg.instances}) and "
+                                          f"max_restarts >= 0 (got {msg.max_restarts})"))
             return
-        workers = sorted(self._registry.alive(), key=lambda n: n.node_id)
+        workers = self._registry.alive()
         if not workers:
             self._send(peer, m.ErrorReply(rid, ErrorCode.NO_WORKERS,
                                           "no worker is alive to run the pipeline's tasks: "
                                           "start one with `sabot-node worker`"))
             return
         n = msg.instances or len(workers)
-        tasks = [Task(i, workers[i % len(workers)].node_id) for i in range(n)]
-        p = Pipeline(msg.pipeline_id, msg.name, n, msg.key_groups, digest, tasks)
+        p = Pipeline(msg.pipeline_id, msg.name, n, msg.key_groups, digest, bytes(msg.graph),
+                     dict(msg.checkpoint) if msg.checkpoint else None, msg.max_restarts)
         self.pipelines[p.pipeline_id] = p
-        graph = bytes(msg.graph)
-        self._to_workers(p, lambda t: m.RunTask(p.pipeline_id, p.name, t.instance, n,
-                                                p.key_groups, graph))
+        self._place(p)
         self._send(peer, m.PipelineAck(rid, p.pipeline_id, n))
         self._trim()
 
@@ -134,12 +168,76 @@ class PipelineTable:
         self._send(peer, m.PipelineStatus(msg.request_id, p.info(),
                                           p.results if p.state is PipelineState.FINISHED else []))
 
+    # -- placing and restarting -----------------------------------------------------------------
+    def _place(self, p: Pipeline) -> bool:
+        """Start the current attempt's tasks on the alive workers; False when none is alive."""
+        workers = sorted(self._registry.alive(), key=lambda n: n.node_id)
+        if not workers:
+            p.tasks = []
+            return False
+        p.tasks = [Task(i, workers[i % len(workers)].node_id) for i in range(p.instances)]
+        restore = p.committed
+        self._to_tasks(p, lambda t: m.RunTask(p.pipeline_id, p.name, t.instance, p.instances,
+                                              p.key_groups, p.graph, p.attempt, p.checkpoint,
+                                              restore))
+        return True
+
+    def _restart(self, p: Pipeline, why: str) -> None:
+        if p.checkpoint is None:
+            self._fail(p, f"{why} (without checkpoints the pipeline cannot start again: give "
+                          "the StreamEnv a state_dir every worker can reach)")
+            return
+        if p.restarts >= p.max_restarts:
+            self._fail(p, f"{why}, after {p.restarts} restart(s) (at most {p.max_restarts})")
+            return
+        p.restarts += 1
+        old = p.tasks
+        p.attempt += 1
+        attempt = p.attempt
+        for worker in {t.worker for t in old}:
+            peer = self._peer(worker)
+            if peer is not None:
+                self._send(peer, m.CancelTask(p.pipeline_id, why, attempt))
+        p.inflight, p.reported, p.results = None, {}, []
+        if p.state is not PipelineState.RESTARTING:
+            self._move(p, PipelineState.RESTARTING, why)
+        log.warning("pipeline %s (%s): %s; restarting (attempt %d) from checkpoint %d",
+                    p.pipeline_id, p.name, why, attempt, p.committed)
+        if not self._place(p):
+            log.warning("pipeline %s: no worker is alive; waiting for one", p.pipeline_id)
+
+    def _fail(self, p: Pipeline, why: str) -> None:
+        self._move(p, PipelineState.FAILED, why)
+        self._to_tasks(p, lambda t: m.CancelTask(p.pipeline_id, why))
+
+    def lost(self, node: Node, why: str) -> None:
+        """``node`` died or left: the pipelines with a task on it start again (or fail)."""
+        for p in list(self.pipelines.values()):
+            if p.state.terminal:
+                continue
+            if any(t.worker == node.node_id and not t.done for t in p.tasks):
+                self._restart(p, f"{why} while it ran a task of the pipeline")
+
+    def tick(self, now: float) -> None:
+        """Timers: checkpoints that are due, pipelines waiting for a worker."""
+        for p in self.pipelines.values():
+            if p.state is PipelineState.RESTARTING and not p.tasks:
+                self._place(p)
+            elif p.state is PipelineState.RUNNING and p.interval_s is not None \
+                    and p.inflight is None and now >= p.next_due \
+                    and not any(t.done for t in p.tasks):
+                p.asked = p.inflight = max(p.committed, p.asked) + 1
+                p.reported, p.asked_at = {}, now
+                epoch, attempt = p.inflight, p.attempt
+                self._to_tasks(p, lambda t: m.TaskControl(p.pipeline_id, t.instance, attempt,
+                                                          {"checkpoint": epoch}))
+
     # -- workers ------------------------------------------------------------------------------
-    def _task(self, peer: Target, pipeline_id: str, instance: int
+    def _task(self, peer: Target, pipeline_id: str, instance: int, attempt: int
               ) -> tuple[Pipeline, Task] | None:
         p = self.pipelines.get(pipeline_id)
         node = self._registry.node_of(peer)
-        if p is None or node is None or not 0 <= instance < p.instances:
+        if p is None or node is None or attempt != p.attempt or not 0 <= instance < len(p.tasks):
             return None
         t = p.tasks[instance]
         if t.worker != node.node_id or p.state.terminal:
@@ -147,49 +245,74 @@ class PipelineTable:
         return p, t
 
     def on_ready(self, peer: Target, msg: m.TaskReady, version: int) -> None:
-        found = self._task(peer, msg.pipeline_id, msg.instance)
+        found = self._task(peer, msg.pipeline_id, msg.instance, msg.attempt)
         if found is None:
             return
         p, t = found
         t.endpoint = msg.endpoint
-        if p.state is PipelineState.STARTING and all(x.endpoint for x in p.tasks):
+        if p.state in (PipelineState.STARTING, PipelineState.RESTARTING) and \
+                all(x.endpoint for x in p.tasks):
             endpoints = [x.endpoint for x in p.tasks]
             self._move(p, PipelineState.RUNNING)
-            self._to_workers(p, lambda x: m.TaskPeers(p.pipeline_id, x.instance, endpoints))
+            p.next_due = time.monotonic() + (p.interval_s or 0)
+            attempt = p.attempt
+            self._to_tasks(p, lambda x: m.TaskPeers(p.pipeline_id, x.instance, endpoints,
+                                                    attempt))
+
+    def on_event(self, peer: Target, msg: m.TaskEvent, version: int) -> None:
+        found = self._task(peer, msg.pipeline_id, msg.instance, msg.attempt)
+        if found is None:
+            return
+        p, t = found
+        ev = msg.event
+        if "checkpoint_failed" in ev:
+            if p.inflight == ev["checkpoint_failed"]:
+                log.warning("pipeline %s: checkpoint %s failed on instance %d: %s",
+                            p.pipeline_id, p.inflight, t.instance, ev.get("error"))
+                p.inflight = None
+                p.next_due = time.monotonic() + (p.interval_s or 0)
+            return
+        epoch = ev.get("checkpointed")
+        if epoch is None or epoch != p.inflight:
+            return
+        p.reported[t.instance] = {"bytes": int(ev.get("bytes", 0)),
+                                  "duration_s": float(ev.get("duration_s", 0.0))}
+        if len(p.reported) == p.instances:
+            p.committed, p.inflight = epoch, None
+            now = time.monotonic()
+            p.last_checkpoint = {
+                "epoch": epoch, "time": time.time(),
+                "bytes": sum(r["bytes"] for r in p.reported.values()),
+                "duration_s": round(now - p.asked_at, 4)}
+            p.next_due = now + (p.interval_s or 0)
+            attempt = p.attempt
+            self._to_tasks(p, lambda x: m.TaskControl(p.pipeline_id, x.instance, attempt,
+                                                      {"commit": epoch}))
 
     def on_done(self, peer: Target, msg: m.TaskDone, version: int) -> None:
-        found = self._task(peer, msg.pipeline_id, msg.instance)
+        found = self._task(peer, msg.pipeline_id, msg.instance, msg.attempt)
         if found is None:
             return
         p, t = found
         if msg.error is not None:
-            self._fail(p, f"instance {t.instance} on worker {t.worker} failed: {msg.error}")
+            why = f"instance {t.instance} on worker {t.worker} failed: {msg.error}"
+            if msg.lost:
+                self._restart(p, why)
+            else:
+                self._fail(p, why)
             return
         t.done = True
         t.stats = dict(msg.stats)
+        p.inflight = None  # (a finished task takes no more checkpoints)
         p.results.extend([str(sink), t.instance, bytes(data)]
                          for sink, data in msg.results.items())
         if all(x.done for x in p.tasks):
             self._move(p, PipelineState.FINISHED)
 
-    def _fail(self, p: Pipeline, why: str) -> None:
-        self._move(p, PipelineState.FAILED, why)
-        self._to_workers(p, lambda t: m.CancelTask(p.pipeline_id, why))
-
-    def lost(self, node: Node, why: str) -> None:
-        """``node`` died or left: the pipelines with a task on it fail."""
-        for p in list(self.pipelines.values()):
-            if p.state.terminal:
-                continue
-            if any(t.worker == node.node_id and not t.done for t in p.tasks):
-                self._fail(p, f"{why} while it ran a task of the pipeline (restarting "
-                              "from a checkpoint on the cluster is not built yet)")
-
     def _trim(self) -> None:
-        ended = [p for p in self.pipelines.values() if p.state.terminal]
-        ttl = self.config.result_ttl_s
         now = time.time()
-        for p in ended:
+        ttl = self.config.result_ttl_s
+        for p in [p for p in self.pipelines.values() if p.state.terminal]:
             if p.ended_at is not None and now - p.ended_at > ttl:
                 del self.pipelines[p.pipeline_id]
         ended = sorted((p for p in self.pipelines.values() if p.state.terminal),

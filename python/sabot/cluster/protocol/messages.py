@@ -523,6 +523,10 @@ class SubmitPipeline(Message):
     graph: bytes
     instances: int = 0
     key_groups: int = 128
+    #: {state_dir, interval_ms, keep}: checkpoints (and restarts from them), or None.
+    checkpoint: dict | None = None
+    #: Restarts from the last checkpoint after a lost worker, at most this many times.
+    max_restarts: int = 3
 
 
 @message(41, "pipeline-ack")
@@ -560,6 +564,11 @@ class RunTask(Message):
     instances: int
     key_groups: int
     graph: bytes
+    #: The pipeline's run: 0 first, one more at each restart (older runs' words are ignored).
+    attempt: int = 0
+    checkpoint: dict | None = None
+    #: The committed checkpoint to restore (0: none).
+    restore_epoch: int = 0
 
 
 @message(45, "task-ready")
@@ -569,6 +578,7 @@ class TaskReady(Message):
     pipeline_id: str
     instance: int
     endpoint: str
+    attempt: int = 0
 
 
 @message(46, "task-peers")
@@ -579,6 +589,7 @@ class TaskPeers(Message):
     pipeline_id: str
     instance: int
     endpoints: list
+    attempt: int = 0
 
 
 @message(47, "task-done")
@@ -591,6 +602,10 @@ class TaskDone(Message):
     error: str | None = None
     results: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    attempt: int = 0
+    #: The task's process ended without saying why (killed, out of memory): not its code's
+    #: failure, so the pipeline restarts (with checkpoints) instead of failing.
+    lost: bool = False
 
 
 @message(48, "cancel-task")
@@ -599,6 +614,30 @@ class CancelTask(Message):
 
     pipeline_id: str
     reason: str
+    #: Stop only the tasks of runs before this one (None: all of the pipeline's).
+    before_attempt: int | None = None
+
+
+@message(49, "task-control")
+class TaskControl(Message):
+    """Coordinator -> worker -> task: ``control`` is {"checkpoint": n} (take checkpoint n) or
+    {"commit": n} (checkpoint n is committed)."""
+
+    pipeline_id: str
+    instance: int
+    attempt: int
+    control: dict
+
+
+@message(50, "task-event")
+class TaskEvent(Message):
+    """Task -> worker -> coordinator: ``event`` is {"checkpointed": n, "bytes": ...,
+    "duration_s": ...} or {"checkpoint_failed": n, "error": ...}."""
+
+    pipeline_id: str
+    instance: int
+    attempt: int
+    event: dict
 
 
 __all__ = [name for name, obj in dict(globals()).items()

@@ -124,13 +124,17 @@ class PipelineState(StrEnum):
     ``starting``: its tasks are placed and getting ready; ``running``: every task knows the
     others and runs; ``restarting``: a worker running a task was lost, and the pipeline starts
     again from its last committed checkpoint (waiting for a worker when none is alive);
+    ``stopped``: stopped by a client with a savepoint, its tasks ended (``resume`` starts it
+    again from the savepoint, on as many instances or on another number);
     ``finished``: every task ended (its results are kept); ``failed``: a task failed, or a
-    worker was lost without checkpoints (or too often); ``cancelled``: stopped by a client.
+    worker was lost without checkpoints (or too often); ``cancelled``: stopped by a client
+    without a savepoint.
     """
 
     STARTING = "starting"
     RUNNING = "running"
     RESTARTING = "restarting"
+    STOPPED = "stopped"
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -144,7 +148,9 @@ PIPELINE_TRANSITIONS: dict[PipelineState, frozenset[PipelineState]] = {
     PipelineState.STARTING: frozenset({PipelineState.RUNNING, PipelineState.RESTARTING,
                                        PipelineState.FAILED, PipelineState.CANCELLED}),
     PipelineState.RUNNING: frozenset({PipelineState.FINISHED, PipelineState.RESTARTING,
-                                      PipelineState.FAILED, PipelineState.CANCELLED}),
+                                      PipelineState.STOPPED, PipelineState.FAILED,
+                                      PipelineState.CANCELLED}),
+    PipelineState.STOPPED: frozenset({PipelineState.RESTARTING, PipelineState.CANCELLED}),
     PipelineState.RESTARTING: frozenset({PipelineState.RUNNING, PipelineState.FAILED,
                                          PipelineState.CANCELLED}),
     PipelineState.FINISHED: frozenset(),

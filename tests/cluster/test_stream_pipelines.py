@@ -196,3 +196,76 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str,
         assert _rows(out) == _rows(single)
     finally:
         c.close()
+
+
+def _post(c: Cluster, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{c.port}{path}", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _wait_state(c: Cluster, state: str, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p for p in _pipelines(c) if p["state"] == state]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no pipeline {state} within {timeout} s: {_pipelines(c)}")
+
+
+@pytest.mark.parametrize(("query", "before", "after"), [("q5", 2, 3), ("q8", 3, 1)])
+def test_stop_with_a_savepoint_and_resume_on_another_number_of_instances(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str, before: int,
+        after: int) -> None:
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        for _ in range(3):
+            c.start_worker(wait=False)
+        c.wait_workers(3)
+        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+        events = 200_000
+        single = QUERIES[query](st.StreamEnv().nexmark(events)).collect()
+        env = _env(c, instances=before, state_dir=str(tmp_path / "state"))
+        got: dict[str, Any] = {}
+
+        def client() -> None:
+            try:
+                got["out"] = QUERIES[query](env.nexmark(events, rate=40_000,
+                                                        batch_size=4096)).collect()
+            except BaseException as exc:  # noqa: BLE001 - asserted below
+                got["error"] = exc
+
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        running = _wait_state(c, "running")
+        pid = running["pipeline_id"]
+        time.sleep(1.5)  # (mid-stream: the paced source takes about 5 s)
+        status, reply = _post(c, f"/pipeline/{pid}/stop", {"savepoint": True})
+        assert status == 200, reply
+        stopped = _wait_state(c, "stopped")
+        savepoint = stopped["savepoint"]
+        assert savepoint["epoch"] >= 1 and savepoint["instances"] == before
+        assert not stopped["tasks"] and "out" not in got  # the client waits meanwhile
+        status, reply = _post(c, f"/pipeline/{pid}/resume", {"instances": after})
+        assert status == 200, reply
+        t.join(120)
+        assert "error" not in got, got.get("error")
+        assert _rows(got["out"]) == _rows(single)
+        info = env.cluster_info
+        assert info["state"] == "finished" and info["instances"] == after
+        assert len(info["tasks"]) == after
+        # a finished pipeline cannot be resumed; an unknown one is not found
+        assert _post(c, f"/pipeline/{pid}/resume", {})[0] == 409
+        assert _post(c, "/pipeline/nope/stop", {})[0] == 404
+    finally:
+        c.close()

@@ -140,6 +140,7 @@ class StreamTasks:
                   "instances": msg.instances, "key_groups": msg.key_groups,
                   "attempt": msg.attempt, "checkpoint": msg.checkpoint,
                   "restore_epoch": msg.restore_epoch,
+                  "restore_instances": msg.restore_instances,
                   "host": self._host(), "out_dir": str(task.out_dir),
                   "secret": load_secret(self.config, create=False).hex(),
                   "graph_bytes": len(msg.graph)}

@@ -91,6 +91,11 @@ class PipelineLister(Protocol):
 
     def pipelines(self) -> list[dict[str, Any]]: ...
 
+    def pipeline_action(self, pipeline_id: str, action: str, **kw: Any) -> dict[str, Any]:
+        """``stop`` (``savepoint=True``: once a checkpoint taken now is committed; False: at
+        once), ``resume`` (``instances``: another number re-cuts the state) or ``cancel``.
+        KeyError: no such pipeline; ValueError: its state refuses the request."""
+
 
 class HttpStartedListener(Protocol):
     """Optional: ``HttpApi.start`` calls ``backend.on_http_started(host, port)`` with the

@@ -225,6 +225,7 @@ class HttpApi:
         r.add_get("/jobs", self.jobs)
         r.add_get("/pipelines", self.pipelines)
         r.add_get("/pipeline/{pipeline_id}", self.get_pipeline)
+        r.add_post("/pipeline/{pipeline_id}/{action}", self.pipeline_action)
         r.add_get("/job/{job_id}", self.get_job)
         r.add_delete("/job/{job_id}", self.cancel_job)
         r.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
@@ -429,6 +430,42 @@ class HttpApi:
             return error_response(404, f"a {self.backend.role} runs no pipelines: ask the "
                                        "coordinator")
         return json_response({"pipelines": found, "count": len(found)})
+
+    async def pipeline_action(self, request: web.Request) -> web.Response:
+        """POST /pipeline/{id}/stop ({"savepoint": true|false}), /resume ({"instances": n}),
+        /cancel."""
+        pid, action = request.match_info["pipeline_id"], request.match_info["action"]
+        act = getattr(self.backend, "pipeline_action", None)
+        if act is None:
+            return error_response(404, f"a {self.backend.role} runs no pipelines: ask the "
+                                       "coordinator")
+        if action not in ("stop", "resume", "cancel"):
+            return error_response(404, f"no action {action!r}: stop, resume or cancel")
+        body: Any = {}
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                return error_response(400, "the body must be a JSON object")
+        if not isinstance(body, dict):
+            return error_response(400, "the body must be a JSON object")
+        kw: dict[str, Any] = {}
+        if action == "stop":
+            savepoint = body.get("savepoint", True)
+            if not isinstance(savepoint, bool):
+                return error_response(400, f"savepoint must be true or false, got {savepoint!r}")
+            kw["savepoint"] = savepoint
+        elif action == "resume" and body.get("instances") is not None:
+            n = body["instances"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                return error_response(400, f"instances must be a positive integer, got {n!r}")
+            kw["instances"] = n
+        try:
+            return json_response(act(pid, action, **kw))
+        except KeyError:
+            return error_response(404, f"no pipeline {pid!r}")
+        except ValueError as exc:
+            return error_response(409, str(exc))
 
     async def get_pipeline(self, request: web.Request) -> web.Response:
         pid = request.match_info["pipeline_id"]

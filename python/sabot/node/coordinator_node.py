@@ -155,6 +155,10 @@ class CoordinatorBackend:
     def pipelines(self) -> list[dict[str, Any]]:
         return self.coordinator.query(lambda core: core.list_pipelines())
 
+    def pipeline_action(self, pipeline_id: str, action: str, **kw: Any) -> dict[str, Any]:
+        return self.coordinator.query(lambda core: core.pipeline_action(pipeline_id, action,
+                                                                        **kw))
+
 
 def _split_and_digest(data: Any, morsel_bytes: int, processor: str, priority: int
                       ) -> tuple[str, list[Any], str]:

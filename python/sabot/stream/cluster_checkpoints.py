@@ -27,6 +27,7 @@ from ..metrics import get_metrics
 from . import checkpoint_store as store
 from .checkpointer import CheckpointStats, job_folder, shape
 from .operator import Operator
+from .rescale import Ownership
 from .sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class ClusterCheckpointer:
     """One instance's side of its job's checkpoints."""
 
     def __init__(self, job: str, order: list[Operator], config: ClusterCheckpointConfig,
-                 instance: int, instances: int, report: Callable[[dict[str, Any]], None]
-                 ) -> None:
+                 instance: int, instances: int, report: Callable[[dict[str, Any]], None],
+                 key_groups: int = 128, restore_instances: int | None = None) -> None:
         self.job = job
         self.order = order
         self.config = config
@@ -64,6 +65,10 @@ class ClusterCheckpointer:
         self.fingerprint, self.description = shape(order)
         self.dir = part_dir(config.state_dir, job, instance, instances)
         self.instance = instance
+        self.instances = instances
+        self.key_groups = key_groups
+        #: How many instances wrote the checkpoint to restore (another number: rescaled).
+        self.restore_instances = restore_instances or instances
         self._report = report
         self.stats = CheckpointStats()
         self._metrics = get_metrics()
@@ -80,6 +85,8 @@ class ClusterCheckpointer:
                 shutil.rmtree(path, ignore_errors=True)
         if not epoch:
             return None
+        if self.restore_instances != self.instances:
+            return self._restore_rescaled(epoch)
         path = os.path.join(self.dir, f"{store.PREFIX}{epoch:08d}")
         if not os.path.isdir(path):
             raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} has no part of "
@@ -99,6 +106,35 @@ class ClusterCheckpointer:
         self._metrics.record_stream_restore(self.job)
         log.info("job %s instance %d restored checkpoint %d from %s", self.job, self.instance,
                  epoch, path)
+        return epoch
+
+    def _restore_rescaled(self, epoch: int) -> int:
+        """Checkpoint ``epoch`` was written by ``restore_instances`` instances: every operator
+        gets a state cut from all their parts (:mod:`.rescale`)."""
+        old = self.restore_instances
+        parts = []
+        for j in range(old):
+            path = os.path.join(part_dir(self.config.state_dir, self.job, j, old),
+                                f"{store.PREFIX}{epoch:08d}")
+            if not os.path.isdir(path):
+                raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} has no part of "
+                                      f"instance {j} of {old} under {path}: is state_dir one "
+                                      "directory for every worker?")
+            loaded = store.load(path)
+            if loaded.meta.get("shape") != self.fingerprint:
+                raise CheckpointError(f"{path} was written by a pipeline of another shape")
+            parts.append(loaded.states)
+        own = Ownership(self.instance, self.instances, self.key_groups)
+        for op in self.order:
+            op.restore(op.rescale([p[op.name] for p in parts], own))
+        for sink in self.sinks:
+            sink.recover(epoch)
+        self.epoch = epoch
+        self.stats.restores += 1
+        self.stats.restored_from = f"checkpoint {epoch} of {old} instances"
+        self._metrics.record_stream_restore(self.job)
+        log.info("job %s instance %d of %d restored checkpoint %d of %d instances", self.job,
+                 self.instance, self.instances, epoch, old)
         return epoch
 
     # -- taking ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from .graph import Node
 
 #: Seconds between two looks at a running pipeline's state.
 POLL_S = 0.05
-POLL_MAX_S = 0.5
+POLL_MAX_S = 0.1
 
 
 def parse_address(cluster: str) -> tuple[str, int]:

@@ -54,7 +54,8 @@ async def _run(header: dict[str, Any], graph: bytes, out: IO[bytes]) -> int:
         if header.get("checkpoint"):
             job.checkpointer = ClusterCheckpointer(
                 name, job.order, ClusterCheckpointConfig.from_dict(header["checkpoint"]),
-                instance, instances, lambda what: _say(out, what))
+                instance, instances, lambda what: _say(out, what), int(header["key_groups"]),
+                int(header.get("restore_instances") or instances))
             job.ctx.checkpointing = True
             job.restore_from = int(header.get("restore_epoch") or 0)  # type: ignore[assignment]
         reader = await _stdin_reader()

@@ -248,7 +248,7 @@ class ExchangeChannels:
                 asyncio.get_running_loop().call_later(0.005, self._reply, ident, kind,
                                                       exchange, value)
         except zmq.ZMQError as exc:  # the sender is gone: the job fails on its own
-            log.warning("exchange: cannot answer instance %s: %s", ident.decode(), exc)
+            log.debug("exchange: cannot answer instance %s: %s", ident.decode(), exc)
 
     def _on_dealer(self, dest: int, frames: list[bytes]) -> None:
         if len(frames) != 1 or len(frames[0]) != _HEAD.size:

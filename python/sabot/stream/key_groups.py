@@ -48,10 +48,16 @@ def _column_hash(col: pa.Array) -> np.ndarray:
     if pa.types.is_dictionary(t):
         col = col.cast(t.value_type)
         t = col.type
-    if (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_temporal(t)) \
-            and not pa.types.is_interval(t):
-        if pa.types.is_temporal(t):
-            col = col.view(pa.int64()) if t.bit_width == 64 else col.cast(pa.int32()).cast(pa.int64())
+    if pa.types.is_timestamp(t):
+        col = col.cast(pa.timestamp("us", t.tz)).view(pa.int64())  # (one unit for every column)
+    elif pa.types.is_duration(t):
+        col = col.cast(pa.duration("us")).view(pa.int64())
+    elif pa.types.is_date64(t):
+        col = col.cast(pa.date32())
+    if pa.types.is_date32(col.type) or pa.types.is_time(col.type):
+        col = col.cast(pa.int32() if col.type.bit_width == 32 else pa.int64())
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
         vals = np.asarray(col.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False),
                           dtype=np.int64).view(np.uint64)
         return _mix(vals)
@@ -84,6 +90,20 @@ def key_hashes(batch: pa.RecordBatch, keys: list[str]) -> np.ndarray:
         for k in keys:
             h = _mix(h * _GOLD + _column_hash(batch.column(k)))
     return h
+
+
+def owners_of_keys(keys: list[object], width: int, key_groups: int, instances: int
+                   ) -> np.ndarray:
+    """The instance owning each of ``keys``: Python values as an operator keeps them (a value
+    for one key column, a tuple for ``width`` > 1), hashed as their columns are."""
+    if not keys:
+        return np.zeros(0, dtype=np.int64)
+    if width == 1:
+        cols = [pa.array([k[0] if isinstance(k, tuple) else k for k in keys])]
+    else:
+        cols = [pa.array([k[i] for k in keys]) for i in range(width)]  # type: ignore[index]
+    names = [f"k{i}" for i in range(width)]
+    return owners(pa.record_batch(cols, names=names), names, key_groups, instances)
 
 
 def instance_of_groups(groups: np.ndarray, key_groups: int, instances: int) -> np.ndarray:

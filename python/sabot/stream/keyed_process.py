@@ -21,6 +21,7 @@ from .durations import MAX_TIME
 from .event_time import extract_ms
 from .key_ids import key_ids, key_tuples
 from .operator import Operator
+from .rescale import Ownership, merge_watermarks
 from .state import HANDLES, ListState, MapState, StateDescriptor, StateStore, ValueState
 from .stateless import as_batches
 from .timers import Timers, TimerService
@@ -90,6 +91,25 @@ class KeyedProcess(Operator):
         state["entries"] = {n: s.entries for n, s in self.stores.items()}
         state["last_sweep"] = self._last_sweep
         return state
+
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        width = len(self.keys)
+        entries: dict[str, dict[Hashable, list[Any]]] = {n: {} for n in self.stores}
+        for p in parts:
+            for n, held in p["entries"].items():
+                keys = list(held)
+                mine = own.keys(keys, width)
+                entries.setdefault(n, {}).update(
+                    (k, held[k]) for k, keep in zip(keys, mine) if keep)
+        timers = TimerService()
+        for p in parts:
+            found = p["timers"].entries()
+            mine = own.keys([key for _kind, key, _ts in found], width)
+            for (kind, key, ts), keep in zip(found, mine):
+                if keep:
+                    timers.add(kind, key, ts)
+        return {"__watermarks": merge_watermarks(parts, 1, own), "timers": timers,
+                "entries": entries, "last_sweep": max(p["last_sweep"] for p in parts)}
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)

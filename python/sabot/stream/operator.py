@@ -16,6 +16,7 @@ from .chunk import Chunk
 from .durations import MAX_TIME, MIN_TIME
 
 if TYPE_CHECKING:
+    from .rescale import Ownership
     from .runtime import JobContext
 
 
@@ -77,6 +78,16 @@ class Operator:
         self._in_wm, self._in_idle = list(in_wm), list(in_idle)
         for a in self.state_attrs:
             setattr(self, a, state[a])
+
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        """A state for :meth:`restore` made from the states ``parts`` that this operator's
+        instances of a run on another number of instances took (see :mod:`.rescale`). Here:
+        an operator without state of its own; a stateful one overrides this."""
+        from .rescale import merge_watermarks, not_rescalable
+
+        if self.state_attrs or type(self).snapshot is not Operator.snapshot:
+            raise not_rescalable(self)
+        return {"__watermarks": merge_watermarks(parts, len(self._in_wm), own)}
 
     # -- emitting ------------------------------------------------------------------------------
     def emit(self, chunk: Chunk) -> None:

@@ -10,6 +10,7 @@ not with the stream.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +18,9 @@ import pyarrow.compute as pc
 
 from .. import columnar
 from .aggregates import NATIVE, Agg
+
+if TYPE_CHECKING:
+    from .rescale import Ownership
 
 #: Hidden per-(key, pane) event count: every group exists in the native family.
 COUNT = "__events"
@@ -108,6 +112,19 @@ class Partials:
         lo = min(r[0] for r in fam.pane_range)
         hi = max(r[1] for r in fam.pane_range)
         fam.tables, fam.pane_range = [merged], [(lo, hi)]
+
+    def rescaled(self, parts: list[Partials], own: Ownership) -> Partials:
+        """A Partials like this one holding the rows of ``parts`` whose keys ``own`` owns."""
+        out = Partials(self.keys, self.aggs, self.threads)
+        for i, fam in enumerate(out.families):
+            for part in parts:
+                src = part.families[i]
+                for t, rng in zip(src.tables, src.pane_range):
+                    kept = own.keep_rows(t, self.keys)
+                    if kept is not None and kept.num_rows:
+                        fam.tables.append(kept)
+                        fam.pane_range.append(rng)
+        return out
 
     # -- reading and purging -------------------------------------------------------------------
     def purge(self, pane_dead: callable) -> None:

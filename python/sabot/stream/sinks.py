@@ -12,6 +12,7 @@ import pyarrow as pa
 from ..errors import ProcessingError
 from .chunk import Chunk
 from .operator import Operator
+from .rescale import Ownership, merge_watermarks
 
 
 class Sink(Operator):
@@ -70,6 +71,11 @@ class CollectSink(Sink):
         super().restore(state)
         self.batches = list(state["batches"])
 
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        # (what the old instances collected, all with the new instance 0)
+        batches = [b for p in parts for b in p["batches"]] if own.instance == 0 else []
+        return {"__watermarks": merge_watermarks(parts, 1, own), "batches": batches}
+
     def backlog(self) -> int:
         return 0 if self.queue is None else self.queue.qsize()
 
@@ -102,6 +108,10 @@ class DiscardSink(Sink):
     """Counts rows, keeps nothing (benchmarks)."""
 
     state_attrs = ("rows",)
+
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        return {"__watermarks": merge_watermarks(parts, 1, own),
+                "rows": sum(p["rows"] for p in parts) if own.instance == 0 else 0}
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

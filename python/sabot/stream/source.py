@@ -4,6 +4,7 @@ for checkpoints a position (after the last item yielded) to go on from."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -38,6 +39,18 @@ class Source:
 
     async def aclose(self) -> None:
         """Release what :meth:`read` holds (sockets, file handles); called once at the end."""
+
+    def rescale_position(self, positions: list[object], own: Any) -> object:
+        """The position of the split source (one :meth:`split` made) for the instance ``own``
+        names, from the positions the instances of a run on another number of instances had
+        (see :mod:`.rescale`). A source without positions (it cannot be replayed) has none."""
+        from ..errors import CheckpointError
+
+        if all(p is None for p in positions):
+            return None
+        raise CheckpointError(f"source {self.name!r} cannot deal its position to another "
+                              "number of instances: resume the pipeline on as many instances "
+                              "as it ran on")
 
     def split(self, instance: int, instances: int) -> tuple[Source, list[object]]:
         """On a cluster: the source as instance ``instance`` of ``instances`` reads it, and the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +15,7 @@ from .chunk import Chunk
 from .durations import MAX_TIME
 from .event_time import extract_ms
 from .operator import Operator
+from .rescale import Ownership, merge_watermarks
 from .source import SEVERAL, Source
 from .watermarks import PartitionWatermarks, WatermarkStrategy, monotonous
 
@@ -46,6 +48,14 @@ class SourceOperator(Operator):
         for p in owned:
             self.tracker.touch(p)
         self.silent = not owned and not source.bounded and not getattr(source, "dynamic", False)
+
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        return {"__watermarks": merge_watermarks(parts, 0, own),
+                "position": self.source.rescale_position([p["position"] for p in parts], own),
+                "tracker": PartitionWatermarks.merged([p["tracker"] for p in parts],
+                                                      own.partition),
+                "_idle": False,
+                "events": sum(p["events"] for p in parts) if own.instance == 0 else 0}
 
     def restore(self, state: dict) -> None:
         super().restore(state)

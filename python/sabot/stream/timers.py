@@ -52,6 +52,13 @@ class TimerService:
     def __len__(self) -> int:
         return len(self._live)
 
+    def entries(self) -> list[tuple[str, Hashable, int]]:
+        """Every live timer as (kind, key, time)."""
+        return sorted(self._live, key=lambda e: (e[2], e[0], repr(e[1])))
+
+    def add(self, kind: str, key: Hashable, ts: int) -> None:
+        self._add(self._event if kind == "event" else self._proc, kind, key, int(ts))
+
 
 class Timers:
     """What ``ctx.timers`` gives a process function: timers of the current key."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .durations import MAX_TIME, MIN_TIME, DurationLike, to_ms
 
@@ -57,6 +58,22 @@ class PartitionWatermarks:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._clock = time.monotonic
+
+    @classmethod
+    def merged(cls, trackers: list[PartitionWatermarks], keep: Any) -> PartitionWatermarks:
+        """One tracker of the partitions ``keep(partition)`` accepts, from trackers of other
+        instances (each partition was one instance's)."""
+        out = cls(trackers[0].strategy, 0)
+        for t in trackers:
+            for p, m in t._max.items():
+                if p is not None and keep(p):
+                    out._max[p] = max(out._max.get(p, m), m)
+                    out._seen[p] = out._clock()
+                    if p in t._ended:
+                        out._ended.add(p)
+        if all(None in t._ended for t in trackers):
+            out._ended.add(None)
+        return out
 
     def restart_clock(self) -> None:
         """After a restore in another process: activity times count from now."""

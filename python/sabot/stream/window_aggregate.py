@@ -14,6 +14,8 @@ result of each (key, window) the batch changed; the last row per (key, window) i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -23,11 +25,17 @@ from .durations import MAX_TIME, MIN_TIME
 from .event_time import to_timestamps
 from .operator import Operator
 from .partials import GROUP, PANE, TS, Partials
+from .rescale import Ownership, merge_watermarks
 from .windows import TimeWindows
 
 
 class WindowAggregate(Operator):
     state_attrs = ("partials", "fired_end")
+
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        partials = self.partials.rescaled([p["partials"] for p in parts], own)
+        return {"__watermarks": merge_watermarks(parts, 1, own), "partials": partials,
+                "fired_end": min(p["fired_end"] for p in parts)}
 
     def __init__(self, name: str, keys: list[str], windows: TimeWindows, aggs: dict[str, Agg],
                  allowed_lateness: int, emit_mode: str, threads: int | None) -> None:

@@ -4,6 +4,8 @@ joined are late and counted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 
@@ -11,6 +13,7 @@ from .chunk import TIME_COLUMN, Chunk, to_batch
 from .event_time import to_timestamps
 from .interval_join import pair_up
 from .operator import Operator
+from .rescale import Ownership, merge_watermarks
 from .windows import TimeWindows
 
 WS = "__sabot_window"
@@ -24,6 +27,17 @@ class WindowJoin(Operator):
         self.on = (left_on, right_on)
         self.w = windows
         self.buffers: list[pa.Table | None] = [None, None]
+
+    def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
+        state: dict[str, Any] = {"__watermarks": merge_watermarks(parts, 2, own)}
+        buffers: list[pa.Table | None] = []
+        for side in (0, 1):
+            kept = [own.keep_rows(p["buffers"][side], self.on[side]) for p in parts]
+            tables = [t for t in kept if t is not None and t.num_rows]
+            buffers.append(pa.concat_tables(tables, promote_options="permissive")
+                           if tables else None)
+        state["buffers"] = buffers
+        return state
 
     def process(self, chunk: Chunk, port: int) -> None:
         last_end = self.w.last_end(chunk.ts)

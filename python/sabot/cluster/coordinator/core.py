@@ -593,6 +593,18 @@ class CoordinatorCore(threading.Thread):
     def list_pipelines(self) -> list[dict[str, Any]]:
         return self._pipelines.list()
 
+    def pipeline_action(self, pipeline_id: str, action: str, **kw: Any) -> dict[str, Any]:
+        """``stop`` (``savepoint``), ``resume`` (``instances``) or ``cancel`` a pipeline;
+        KeyError for an unknown one, ValueError for a request its state refuses."""
+        table = self._pipelines
+        if action == "stop":
+            return table.stop(pipeline_id, bool(kw.get("savepoint", True)))
+        if action == "resume":
+            return table.resume(pipeline_id, kw.get("instances"))
+        if action == "cancel":
+            return table.cancel(pipeline_id)
+        raise ValueError(f"unknown action {action!r}: stop, resume or cancel")
+
     def list_jobs(self, limit: int) -> list[dict[str, Any]]:
         return self._jobs.listed(limit)
 

@@ -69,6 +69,10 @@ class Pipeline:
     attempt: int = 0
     restarts: int = 0
     committed: int = 0  # the last committed checkpoint (0: none)
+    committed_instances: int = 0  # how many instances wrote it
+    #: A client asked to stop with a savepoint: the next committed checkpoint is it.
+    stopping: bool = False
+    savepoint: dict | None = None
     inflight: int | None = None  # the checkpoint asked for and not yet complete
     asked: int = 0  # the highest checkpoint asked for (numbers are never used twice)
     reported: dict[int, dict] = field(default_factory=dict)  # instance -> its part's figures
@@ -86,6 +90,7 @@ class Pipeline:
                 "instances": self.instances, "key_groups": self.key_groups,
                 "error": self.error, "created_at": self.created_at, "ended_at": self.ended_at,
                 "attempt": self.attempt, "restarts": self.restarts,
+                "savepoint": self.savepoint, "stopping": self.stopping,
                 "checkpoints": None if self.checkpoint is None else {
                     "state_dir": self.checkpoint.get("state_dir"),
                     "interval_ms": self.checkpoint.get("interval_ms"),
@@ -176,10 +181,10 @@ class PipelineTable:
             p.tasks = []
             return False
         p.tasks = [Task(i, workers[i % len(workers)].node_id) for i in range(p.instances)]
-        restore = p.committed
+        restore, wrote = p.committed, p.committed_instances or p.instances
         self._to_tasks(p, lambda t: m.RunTask(p.pipeline_id, p.name, t.instance, p.instances,
                                               p.key_groups, p.graph, p.attempt, p.checkpoint,
-                                              restore))
+                                              restore, wrote))
         return True
 
     def _restart(self, p: Pipeline, why: str) -> None:
@@ -206,6 +211,74 @@ class PipelineTable:
         if not self._place(p):
             log.warning("pipeline %s: no worker is alive; waiting for one", p.pipeline_id)
 
+    # -- stopping and resuming (a client's requests) ------------------------------------------
+    def _get(self, pipeline_id: str) -> Pipeline:
+        p = self.pipelines.get(pipeline_id)
+        if p is None:
+            raise KeyError(f"no pipeline {pipeline_id!r}")
+        return p
+
+    def stop(self, pipeline_id: str, savepoint: bool) -> dict[str, Any]:
+        """Stop a pipeline: with ``savepoint``, once a checkpoint taken now is committed (it
+        can be resumed from it); without, at once (cancelled)."""
+        p = self._get(pipeline_id)
+        if p.state.terminal or p.state is PipelineState.STOPPED:
+            raise ValueError(f"pipeline {pipeline_id} is {p.state.value}: only a running one "
+                             "can be stopped")
+        if not savepoint:
+            self._cancel(p, "stopped by a client without a savepoint")
+            return p.info()
+        if p.checkpoint is None:
+            raise ValueError(f"pipeline {pipeline_id} takes no checkpoints: it can stop only "
+                             "without a savepoint (give its StreamEnv a state_dir)")
+        if p.state is not PipelineState.RUNNING:
+            raise ValueError(f"pipeline {pipeline_id} is {p.state.value}: a savepoint is "
+                             "taken of a running pipeline (ask again when it runs)")
+        p.stopping = True
+        p.next_due = 0.0  # (the tick asks for the checkpoint at once)
+        return p.info()
+
+    def _stopped(self, p: Pipeline) -> None:
+        p.stopping = False
+        p.savepoint = {"epoch": p.committed, "instances": p.committed_instances,
+                       "state_dir": (p.checkpoint or {}).get("state_dir")}
+        p.attempt += 1
+        for worker in {t.worker for t in p.tasks}:
+            peer = self._peer(worker)
+            if peer is not None:
+                self._send(peer, m.CancelTask(p.pipeline_id, "stopped with a savepoint",
+                                              p.attempt))
+        p.tasks, p.inflight, p.results = [], None, []
+        self._move(p, PipelineState.STOPPED)
+
+    def resume(self, pipeline_id: str, instances: int | None) -> dict[str, Any]:
+        """Start a stopped pipeline again from its savepoint, on ``instances`` instances (None:
+        as many as before)."""
+        p = self._get(pipeline_id)
+        if p.state is not PipelineState.STOPPED:
+            raise ValueError(f"pipeline {pipeline_id} is {p.state.value}: only a stopped one "
+                             "can be resumed")
+        if instances is not None:
+            if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+                raise ValueError(f"instances must be a positive integer, got {instances!r}")
+            p.instances = instances
+        p.restarts = 0
+        self._move(p, PipelineState.RESTARTING, None)
+        p.error = None
+        if not self._place(p):
+            log.warning("pipeline %s: no worker is alive; waiting for one", p.pipeline_id)
+        return p.info()
+
+    def cancel(self, pipeline_id: str) -> dict[str, Any]:
+        p = self._get(pipeline_id)
+        if not p.state.terminal:
+            self._cancel(p, "cancelled by a client")
+        return p.info()
+
+    def _cancel(self, p: Pipeline, why: str) -> None:
+        self._to_tasks(p, lambda t: m.CancelTask(p.pipeline_id, why))
+        self._move(p, PipelineState.CANCELLED, why)
+
     def _fail(self, p: Pipeline, why: str) -> None:
         self._move(p, PipelineState.FAILED, why)
         self._to_tasks(p, lambda t: m.CancelTask(p.pipeline_id, why))
@@ -223,7 +296,8 @@ class PipelineTable:
         for p in self.pipelines.values():
             if p.state is PipelineState.RESTARTING and not p.tasks:
                 self._place(p)
-            elif p.state is PipelineState.RUNNING and p.interval_s is not None \
+            elif p.state is PipelineState.RUNNING \
+                    and (p.interval_s is not None or p.stopping) \
                     and p.inflight is None and now >= p.next_due \
                     and not any(t.done for t in p.tasks):
                 p.asked = p.inflight = max(p.committed, p.asked) + 1
@@ -278,7 +352,7 @@ class PipelineTable:
         p.reported[t.instance] = {"bytes": int(ev.get("bytes", 0)),
                                   "duration_s": float(ev.get("duration_s", 0.0))}
         if len(p.reported) == p.instances:
-            p.committed, p.inflight = epoch, None
+            p.committed, p.committed_instances, p.inflight = epoch, p.instances, None
             now = time.monotonic()
             p.last_checkpoint = {
                 "epoch": epoch, "time": time.time(),
@@ -288,6 +362,8 @@ class PipelineTable:
             attempt = p.attempt
             self._to_tasks(p, lambda x: m.TaskControl(p.pipeline_id, x.instance, attempt,
                                                       {"commit": epoch}))
+            if p.stopping:
+                self._stopped(p)
 
     def on_done(self, peer: Target, msg: m.TaskDone, version: int) -> None:
         found = self._task(peer, msg.pipeline_id, msg.instance, msg.attempt)

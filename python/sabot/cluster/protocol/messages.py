@@ -569,6 +569,8 @@ class RunTask(Message):
     checkpoint: dict | None = None
     #: The committed checkpoint to restore (0: none).
     restore_epoch: int = 0
+    #: How many instances wrote it (0: ``instances``; another number: its state is re-cut).
+    restore_instances: int = 0
 
 
 @message(45, "task-ready")

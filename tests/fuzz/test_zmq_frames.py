@@ -179,7 +179,7 @@ def test_coordinator_refuses_wrong_versions_and_out_of_place_messages(
     # also version 3, the last one before the spool's references (a peer of that version
     # would take a `spool` morsel for data), and 4, the last one before the data port (a
     # worker of that version elsewhere would be sent references it cannot read).
-    for version in (0, 3, 4, PROTOCOL_VERSION + 1):
+    for version in (0, 3, 4, 5, PROTOCOL_VERSION + 1):
         a.send(a.frames(m.Hello(version, "sabot-cluster", "worker", "old-node"), version=version))
         replies = a.replies(1.0)
         assert any(isinstance(r, m.Refused) and r.code == "version_mismatch" for r in replies), \

@@ -13,8 +13,10 @@ import struct
 #: ``spool_token``, welcome's ``spool``, fetch-results' ``files``) and pieces of morsels
 #: (assign's ``start`` and ``count``). 5: the data port (spool files put and got by peers that
 #: do not share the data dir: hello's ``remote_spool``, welcome's ``data_port`` and ``spool``
-#: 3, the data port's own frames in :mod:`sabot.cluster.protocol.data_port`).
-PROTOCOL_VERSION = 5
+#: 3, the data port's own frames in :mod:`sabot.cluster.protocol.data_port`). 6: streaming
+#: pipelines (submit-pipeline .. task-event: a worker runs pipeline tasks, which talk to each
+#: other over their exchange, :mod:`sabot.stream.exchange_channels`).
+PROTOCOL_VERSION = 6
 
 #: First four bytes of every header frame.
 MAGIC = b"SABT"

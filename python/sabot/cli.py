@@ -53,6 +53,10 @@ examples:
   sabot-node status --coordinator localhost:8080
   sabot-node demo
   sabot-node keygen > cluster.key
+  sabot-node run pipeline.py --instances 2 --state-dir /shared/state
+  sabot-node pipelines
+  sabot-node pipelines stop PIPELINE_ID            # with a savepoint
+  sabot-node pipelines resume PIPELINE_ID --instances 3
 """
 
 
@@ -145,6 +149,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=1_000_000,
                    help="items of the per-item part (default 1,000,000)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the generated data")
+
+    p = sub.add_parser(
+        "run", help="run a streaming pipeline file on the cluster",
+        description="Import FILE, call its pipeline(env) with a StreamEnv of the cluster at "
+                    "--coordinator (COORDINATOR_HOST:COORDINATOR_PORT), and run the job it "
+                    "builds on the workers. A DataStream pipeline() returns is collected and "
+                    "printed as JSON lines; otherwise its sinks (to_files, to_kafka, ...) take "
+                    "the output.")
+    p.add_argument("file", metavar="FILE", help="a Python file defining pipeline(env)")
+    p.add_argument("--name", help="the job's name (default: the file's name)")
+    p.add_argument("--instances", type=int, metavar="N",
+                   help="tasks to run (default: one per alive worker)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="checkpoints here (a directory every worker reaches): the pipeline "
+                        "survives a lost worker and can be stopped with a savepoint")
+    p.add_argument("--checkpoint-interval", metavar="DURATION",
+                   help="time between checkpoints, e.g. 10s (with --state-dir)")
+    _add_client_options(p)
+
+    p = sub.add_parser(
+        "pipelines", help="list, stop, resume or cancel the cluster's streaming pipelines",
+        description="Without an action: the coordinator's pipelines as a table. stop: with a "
+                    "savepoint (resumable) unless --no-savepoint; resume: from its savepoint, "
+                    "on --instances tasks (another number re-cuts the state); cancel: end it.")
+    p.add_argument("action", nargs="?", choices=("list", "stop", "resume", "cancel"),
+                   default="list")
+    p.add_argument("pipeline_id", nargs="?", metavar="PIPELINE_ID")
+    p.add_argument("--no-savepoint", action="store_true", help="stop: at once, not resumable")
+    p.add_argument("--instances", type=int, metavar="N", help="resume: on this many tasks")
+    p.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    _add_client_options(p)
 
     p = sub.add_parser("keygen", help="print a new cluster secret (SABOT_CLUSTER_KEY)",
                        description="Print a new random 32-byte cluster secret, Z85-encoded. "
@@ -442,6 +477,92 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- pipelines ----------------------------------------------------------------------------
+def run_pipelines(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "list":
+        found = client.pipelines()
+        if args.json:
+            json.dump(found, sys.stdout, indent=2)
+            print()
+            return 0
+        print(_table([[p["pipeline_id"], p["name"], p["state"], p["instances"],
+                       ",".join(sorted({t["worker"] for t in p.get("tasks") or []})) or "-",
+                       (p.get("checkpoints") or {}).get("committed", "-"),
+                       p.get("restarts", 0), ((p.get("error") or "").splitlines() or [""])[0][:60]]
+                      for p in found],
+                     ["PIPELINE", "NAME", "STATE", "INSTANCES", "WORKERS", "CHECKPOINT",
+                      "RESTARTS", "ERROR"]))
+        return 0
+    if not args.pipeline_id:
+        raise CliError(f"pipelines {args.action} needs a PIPELINE_ID (see `{PROG} pipelines`)")
+    body: dict[str, Any] = {}
+    if args.action == "stop":
+        body["savepoint"] = not args.no_savepoint
+    if args.action == "resume" and args.instances is not None:
+        if args.instances < 1:
+            raise CliError("--instances must be at least 1")
+        body["instances"] = args.instances
+    reply = client.pipeline_action(args.pipeline_id, args.action, body)
+    if args.json:
+        json.dump(reply, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"pipeline {reply['pipeline_id']} ({reply['name']}): {reply['state']}"
+              + (" (stopping with a savepoint)" if reply.get("stopping") else ""))
+    return 0
+
+
+def _json_value(v: Any) -> Any:
+    """Times in ISO 8601 (as the HTTP API writes them), anything else as its text."""
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def run_pipeline_file(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from .stream import StreamEnv
+    from .stream.stream import DataStream
+
+    path = os.path.abspath(args.file)
+    if not os.path.isfile(path):
+        raise CliError(f"no such file: {args.file}")
+    spec = importlib.util.spec_from_file_location(
+        os.path.splitext(os.path.basename(path))[0].replace("-", "_"), path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"{args.file} is not a Python file")
+    import cloudpickle
+
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    # (the workers do not have the file: its functions travel by value with the graph)
+    cloudpickle.register_pickle_by_value(module)
+    spec.loader.exec_module(module)
+    build = getattr(module, "pipeline", None)
+    if not callable(build):
+        raise CliError(f"{args.file} defines no pipeline(env) function: it must build the job "
+                       "on the StreamEnv it is given")
+    config = _config(args)
+    if args.instances is not None and args.instances < 1:
+        raise CliError("--instances must be at least 1")
+    env = StreamEnv(cluster=f"{config.coordinator_host}:{config.coordinator_port}",
+                    instances=args.instances, state_dir=args.state_dir,
+                    checkpoint_interval=args.checkpoint_interval)
+    out = build(env)
+    name = args.name or spec.name
+    if isinstance(out, DataStream):
+        table = out.collect()
+        for row in table.to_pylist():
+            print(json.dumps(row, default=_json_value))
+    else:
+        env.execute(name)
+    res, info = env.last_result, env.cluster_info
+    print(f"{PROG}: pipeline {info.get('pipeline_id')} {info.get('state')} on "
+          f"{info.get('instances')} instance(s): {res.events if res else 0} events",
+          file=sys.stderr)
+    return 0
+
+
 # -- demo ---------------------------------------------------------------------------------
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo as demo
@@ -481,7 +602,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {None: run_daemon, "submit": run_submit, "status": run_status, "demo": run_demo,
-            "keygen": run_keygen}
+            "keygen": run_keygen, "pipelines": run_pipelines, "run": run_pipeline_file}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

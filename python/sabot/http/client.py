@@ -111,5 +111,13 @@ class HttpClient:
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/health")
 
+    def pipelines(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/pipelines")["pipelines"]
+
+    def pipeline_action(self, pipeline_id: str, action: str, body: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
+        return self.request("POST", f"/pipeline/{urllib.parse.quote(pipeline_id, safe='')}/"
+                                    f"{action}", body or {})
+
 
 __all__ = ["HttpClient"]

@@ -334,6 +334,75 @@ def _paths() -> dict[str, Any]:
                               "410": _err("the job expired (code job_expired)"), **unauthorized},
             },
         },
+        **_pipeline_paths(unauthorized),
+    }
+
+
+_PIPELINE_ID = {"name": "pipeline_id", "in": "path", "required": True,
+                "schema": {"type": "string"}}
+_PIPELINE = {"type": "object", "description": "pipeline_id, name, state (starting, running, "
+             "restarting, stopped, finished, failed, cancelled), instances, key_groups, error, "
+             "attempt, restarts, savepoint, checkpoints {state_dir, interval_ms, committed, "
+             "last}, tasks [{instance, worker, state, stats}]"}
+
+
+def _pipeline_paths(unauthorized: dict[str, Any]) -> dict[str, Any]:
+    not_here = _err("this node is not a coordinator, or there is no such pipeline")
+    return {
+        "/submit_pipeline": {"post": {
+            "summary": "Run a registered pipeline (@st.pipeline in a module of "
+                       "SABOT_PROCESSORS) on the workers; no code is taken from the request",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["pipeline"], "properties": {
+                    "pipeline": {"type": "string"}, "params": {"type": "object"},
+                    "instances": {"type": "integer", "minimum": 1},
+                    "state_dir": {"type": "string"},
+                    "checkpoint_interval": {"type": "string", "example": "10s"},
+                    "pipeline_id": {"type": "string"}}}}}},
+            "responses": {"200": _json({"type": "object", "description": "pipeline_id, "
+                                        "instances, collects"}, "the pipeline was placed"),
+                          "400": _err("a bad request or parameters"),
+                          "404": _err("no such registered pipeline (the message names them)"),
+                          "503": _err("no worker is alive"), **unauthorized},
+        }},
+        "/pipelines": {"get": {
+            "summary": "The streaming pipelines on the cluster",
+            "responses": {"200": _json({"type": "object", "properties": {
+                "pipelines": {"type": "array", "items": _PIPELINE},
+                "count": {"type": "integer"}}}, "the pipelines"),
+                "404": not_here, **unauthorized},
+        }},
+        "/pipeline/{pipeline_id}": {"get": {
+            "summary": "One pipeline's state, tasks and checkpoints",
+            "parameters": [_PIPELINE_ID],
+            "responses": {"200": _json(_PIPELINE, "the pipeline"), "404": not_here,
+                          **unauthorized},
+        }},
+        "/pipeline/{pipeline_id}/results": {"get": {
+            "summary": "A finished pipeline's collected rows (null until it finished)",
+            "parameters": [_PIPELINE_ID],
+            "responses": {"200": _json({"type": "object", "properties": {
+                "pipeline_id": {"type": "string"}, "state": {"type": "string"},
+                "rows": {"type": "array", "nullable": True, "items": {"type": "object"}}}},
+                "the rows"), "404": not_here, **unauthorized},
+        }},
+        **{f"/pipeline/{{pipeline_id}}/{action}": {"post": {
+            "summary": summary,
+            "parameters": [_PIPELINE_ID],
+            "requestBody": {"required": False, "content": {"application/json": {
+                "schema": {"type": "object", "properties": props}}}},
+            "responses": {"200": _json(_PIPELINE, "the pipeline after the request"),
+                          "400": _err("a bad body"), "404": not_here,
+                          "409": _err("the pipeline's state refuses the request (the message "
+                                      "says why)"), **unauthorized},
+        }} for action, summary, props in (
+            ("stop", "Stop a running pipeline: with a savepoint (default; resumable) once a "
+                     "checkpoint taken now is committed, or at once",
+             {"savepoint": {"type": "boolean", "default": True}}),
+            ("resume", "Start a stopped pipeline again from its savepoint, on `instances` tasks "
+                       "(default: as before; another number re-cuts its state)",
+             {"instances": {"type": "integer", "minimum": 1}}),
+            ("cancel", "End a pipeline", {}))},
     }
 
 

@@ -23,12 +23,15 @@ from ..version import __version__
 from ..config import Config
 from ..errors import (
     AuthenticationError,
+    ConfigError,
+    CoordinatorUnavailableError,
     JobIdConflictError,
     JobExpiredError,
     JobNotFoundError,
     JournalUnwritableError,
     UnknownProcessorError,
 )
+from ..job_ids import job_id_problem
 from ..metrics import Metrics, get_metrics
 from ..processors import list_processors
 from .backend import NodeBackend
@@ -225,7 +228,10 @@ class HttpApi:
         r.add_get("/jobs", self.jobs)
         r.add_get("/pipelines", self.pipelines)
         r.add_get("/pipeline/{pipeline_id}", self.get_pipeline)
-        r.add_post("/pipeline/{pipeline_id}/{action}", self.pipeline_action)
+        for action in ("stop", "resume", "cancel"):
+            r.add_post(f"/pipeline/{{pipeline_id}}/{action}", self.pipeline_action)
+        r.add_get("/pipeline/{pipeline_id}/results", self.pipeline_results)
+        r.add_post("/submit_pipeline", self.submit_pipeline)
         r.add_get("/job/{job_id}", self.get_job)
         r.add_delete("/job/{job_id}", self.cancel_job)
         r.add_static("/static/", STATIC_DIR, show_index=False, follow_symlinks=False)
@@ -431,10 +437,54 @@ class HttpApi:
                                        "coordinator")
         return json_response({"pipelines": found, "count": len(found)})
 
+    async def submit_pipeline(self, request: web.Request) -> web.Response:
+        """POST /submit_pipeline: {"pipeline": a registered name, "params"?: {...},
+        "instances"?: n, "state_dir"?: str, "checkpoint_interval"?: "10s",
+        "pipeline_id"?: str}. Runs no code sent by the client: only a registered pipeline."""
+        submit = getattr(self.backend, "submit_pipeline", None)
+        if submit is None:
+            return error_response(404, f"a {self.backend.role} runs no pipelines: submit to "
+                                       "the coordinator")
+        body = parse_json(await self._body(request))
+        if not isinstance(body, dict):
+            return error_response(400, "the body must be a JSON object")
+        name, params = body.get("pipeline"), body.get("params", {})
+        if not isinstance(name, str) or not name:
+            return error_response(400, "pipeline: the name of a registered pipeline is required")
+        if not isinstance(params, dict):
+            return error_response(400, f"params must be a JSON object, got {params!r}")
+        n = body.get("instances")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            return error_response(400, f"instances must be a positive integer, got {n!r}")
+        kw: dict[str, Any] = {"instances": n}
+        for field in ("state_dir", "checkpoint_interval", "pipeline_id"):
+            v = body.get(field)
+            if v is not None and (not isinstance(v, str) or not v):
+                return error_response(400, f"{field} must be a non-empty string, got {v!r}")
+            kw[field] = v
+        problem = None if kw["pipeline_id"] is None else job_id_problem(kw["pipeline_id"])
+        if problem is not None:
+            return error_response(400, f"pipeline_id: {problem}")
+        try:
+            return json_response(await submit(name, params, **kw))
+        except KeyError as exc:
+            return error_response(404, str(exc.args[0]) if exc.args else str(exc))
+        except ConfigError as exc:
+            return error_response(400, str(exc))
+        except CoordinatorUnavailableError as exc:
+            return error_response(503, str(exc))
+
+    async def pipeline_results(self, request: web.Request) -> web.Response:
+        get = getattr(self.backend, "pipeline_results", None)
+        if get is None:
+            return error_response(404, f"a {self.backend.role} runs no pipelines: ask the "
+                                       "coordinator")
+        return json_response(await get(request.match_info["pipeline_id"]))
+
     async def pipeline_action(self, request: web.Request) -> web.Response:
         """POST /pipeline/{id}/stop ({"savepoint": true|false}), /resume ({"instances": n}),
         /cancel."""
-        pid, action = request.match_info["pipeline_id"], request.match_info["action"]
+        pid, action = request.match_info["pipeline_id"], request.path.rsplit("/", 1)[-1]
         act = getattr(self.backend, "pipeline_action", None)
         if act is None:
             return error_response(404, f"a {self.backend.role} runs no pipelines: ask the "

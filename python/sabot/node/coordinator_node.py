@@ -155,6 +155,40 @@ class CoordinatorBackend:
     def pipelines(self) -> list[dict[str, Any]]:
         return self.coordinator.query(lambda core: core.list_pipelines())
 
+    async def submit_pipeline(self, name: str, params: dict[str, Any], *,
+                              instances: int | None = None, state_dir: str | None = None,
+                              checkpoint_interval: str | None = None,
+                              pipeline_id: str | None = None) -> dict[str, Any]:
+        """Build the registered pipeline ``name`` with ``params`` here and run it on the
+        workers (see sabot.stream.registry)."""
+        from ..stream.registry import build
+
+        graph, checkpoint, label = await asyncio.to_thread(
+            build, name, params, state_dir=state_dir, checkpoint_interval=checkpoint_interval)
+        pid = pipeline_id or f"p-{uuid.uuid4().hex[:12]}"
+        reply = await self.coordinator.request(
+            m.SubmitPipeline(0, pid, name, graph, instances or 0, 128, checkpoint))
+        assert isinstance(reply, m.PipelineAck)
+        return {"pipeline_id": reply.pipeline_id, "instances": reply.instances,
+                "collects": label is not None}
+
+    async def pipeline_results(self, pipeline_id: str) -> dict[str, Any]:
+        """A finished pipeline's collected rows (JSON-ready), in instance order."""
+        import pyarrow as pa
+
+        reply = await self.coordinator.request(m.GetPipeline(0, pipeline_id))
+        assert isinstance(reply, m.PipelineStatus)
+
+        def rows() -> list[Any]:
+            out: list[Any] = []
+            for _sink, _instance, data in sorted(reply.results, key=lambda r: (r[0], r[1])):
+                out.extend(pa.ipc.open_stream(pa.py_buffer(data)).read_all().to_pylist())
+            return out
+
+        state = reply.pipeline["state"]
+        return {"pipeline_id": pipeline_id, "state": state,
+                "rows": await asyncio.to_thread(rows) if state == "finished" else None}
+
     def pipeline_action(self, pipeline_id: str, action: str, **kw: Any) -> dict[str, Any]:
         return self.coordinator.query(lambda core: core.pipeline_action(pipeline_id, action,
                                                                         **kw))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from .aggregates import Agg, count, count_distinct, first, last, max, mean, min, sum
 from .durations import MAX_TIME, MIN_TIME
 from .env import JobResult, StreamEnv
+from .registry import pipeline
 from .state import ListState, MapState, ValueState
 from .stream import DataStream, KeyedStream, WindowedStream, WindowResult
 from .watermarks import WatermarkStrategy, bounded_out_of_orderness, monotonous
@@ -37,6 +38,7 @@ __all__ = [
     "ListState",
     "MapState",
     "StreamEnv",
+    "pipeline",
     "ValueState",
     "WatermarkStrategy",
     "WindowResult",

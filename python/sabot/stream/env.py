@@ -219,14 +219,38 @@ class StreamEnv:
             return _ClusterJob(name, sinks)  # type: ignore[return-value]
         return Job(name, sinks, self.threads, self.tick_ms, self.checkpoint, restore_from)
 
+    def cluster_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint settings a pipeline on the cluster gets (None: no checkpoints)."""
+        ck = self.checkpoint
+        return None if ck is None else {
+            "state_dir": os.path.abspath(ck.state_dir), "interval_ms": ck.interval_ms,
+            "keep": ck.keep}
+
+    def cluster_graph(self, name: str, collect: DataStream | None = None
+                      ) -> tuple[bytes, str | None]:
+        """The job of this env's sinks (and a collecting sink after ``collect``), cloudpickled
+        for the cluster's tasks; and that sink's label."""
+        import cloudpickle
+
+        from .sinks import CollectSink
+
+        extra: list[Node] = []
+        label = None
+        if collect is not None:
+            label = self.next_name("collect")
+            extra.append(Node(label, lambda ctx, _l=label: CollectSink(_l), [(collect.node, None)]))
+        sinks = self._sinks + extra
+        if not sinks:
+            raise ConfigError("pipeline", name, "a pipeline that returns a stream or ends in "
+                              "a sink")
+        self._sinks = []
+        return cloudpickle.dumps((name, sinks, self.threads, self.tick_ms), protocol=5), label
+
     async def _run_on_cluster(self, job: _ClusterJob) -> JobResult:
         from .cluster_run import ClusterRun
 
         assert self.cluster is not None
-        ck = self.checkpoint
-        checkpoint = None if ck is None else {
-            "state_dir": os.path.abspath(ck.state_dir), "interval_ms": ck.interval_ms,
-            "keep": ck.keep}
+        checkpoint = self.cluster_checkpoint()
         run = ClusterRun(self.cluster, instances=self.instances or 0,
                          key_groups=self.key_groups, checkpoint=checkpoint,
                          max_restarts=self.max_restarts)

@@ -33,7 +33,7 @@ _HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30)
 THROUGHPUT_WINDOW_S = 5.0
 
 #: What a load source returns (every key optional).
-LOAD_KEYS = ("queue_depth", "utilization_percent", "jobs", "nodes")
+LOAD_KEYS = ("queue_depth", "utilization_percent", "jobs", "nodes", "pipelines")
 
 LoadSource = Callable[[], Mapping[str, Any]]
 
@@ -173,6 +173,45 @@ class Metrics:
         self.stream_kafka_lag = Gauge(
             "sabot_stream_kafka_lag", "Messages a Kafka source partition is behind its high watermark",
             labels + ["job", "topic", "partition"], registry=r)
+        pl = labels + ["pipeline"]
+        self.pipeline_records_in = Gauge(
+            "sabot_pipeline_operator_records_in",
+            "Rows an operator of a pipeline on the cluster received, over its instances",
+            pl + ["operator"], registry=r)
+        self.pipeline_records_out = Gauge(
+            "sabot_pipeline_operator_records_out",
+            "Rows an operator of a pipeline on the cluster emitted, over its instances",
+            pl + ["operator"], registry=r)
+        self.pipeline_events = Gauge(
+            "sabot_pipeline_events", "Events a pipeline's sources read, over its instances", pl,
+            registry=r)
+        self.pipeline_watermark_lag = Gauge(
+            "sabot_pipeline_watermark_lag_seconds",
+            "How far a pipeline's watermark (the minimum over its instances) trails the clock",
+            pl, registry=r)
+        self.pipeline_checkpoint_duration = Gauge(
+            "sabot_pipeline_checkpoint_duration_seconds",
+            "The last committed checkpoint: from asking the tasks to the commit", pl, registry=r)
+        self.pipeline_state_bytes = Gauge(
+            "sabot_pipeline_state_size_bytes",
+            "The pipeline's state: the size of its last committed checkpoint, all parts", pl,
+            registry=r)
+        self.pipeline_backpressure = Gauge(
+            "sabot_pipeline_backpressure_seconds",
+            "Time the pipeline's sources waited for the exchange to drain, over its instances",
+            pl, registry=r)
+        self.pipeline_restarts = Gauge(
+            "sabot_pipeline_restarts", "Times the pipeline started again from a checkpoint", pl,
+            registry=r)
+        self.pipeline_kafka_lag = Gauge(
+            "sabot_pipeline_kafka_lag",
+            "Messages a pipeline's Kafka partition is behind its high watermark",
+            pl + ["topic", "partition"], registry=r)
+        self._pipeline_families = (
+            self.pipeline_records_in, self.pipeline_records_out, self.pipeline_events,
+            self.pipeline_watermark_lag, self.pipeline_checkpoint_duration,
+            self.pipeline_state_bytes, self.pipeline_backpressure, self.pipeline_restarts,
+            self.pipeline_kafka_lag)
         self._families = (
             self.throughput, self.queue_depth, self.utilization, self.items, self.morsels,
             self.morsel_duration, self.jobs, self.jobs_active, self.nodes, self.errors,
@@ -181,7 +220,7 @@ class Metrics:
             self.stream_late_events, self.stream_events, self.stream_checkpoints,
             self.stream_checkpoint_duration, self.stream_checkpoint_bytes,
             self.stream_checkpoint_time, self.stream_restores, self.stream_records_in,
-            self.stream_records_out, self.stream_kafka_lag)
+            self.stream_records_out, self.stream_kafka_lag, *self._pipeline_families)
         self._init_gauges()
 
     def _init_gauges(self) -> None:
@@ -284,6 +323,32 @@ class Metrics:
         if self._load_source == source:
             self._load_source = None
 
+    def _set_pipelines(self, pipelines: list[dict[str, Any]]) -> None:
+        """The pipeline gauges: only the pipelines running now (ended ones leave)."""
+        for family in self._pipeline_families:
+            family.clear()
+        for p in pipelines:
+            name = f"{p['pipeline']}/{p['pipeline_id']}"
+            for op in p.get("operators") or []:
+                self.pipeline_records_in.labels(**self.lbl(pipeline=name,
+                                                           operator=op["name"])).set(
+                    op["records_in"])
+                self.pipeline_records_out.labels(**self.lbl(pipeline=name,
+                                                            operator=op["name"])).set(
+                    op["records_out"])
+            for family, key in ((self.pipeline_events, "events"),
+                                (self.pipeline_watermark_lag, "watermark_lag_s"),
+                                (self.pipeline_checkpoint_duration, "checkpoint_duration_s"),
+                                (self.pipeline_state_bytes, "checkpoint_bytes"),
+                                (self.pipeline_backpressure, "backpressure_s"),
+                                (self.pipeline_restarts, "restarts")):
+                if p.get(key) is not None:
+                    family.labels(**self.lbl(pipeline=name)).set(p[key])
+            for part, lag in (p.get("kafka_lag") or {}).items():
+                topic, _, number = str(part).rpartition("/")
+                self.pipeline_kafka_lag.labels(**self.lbl(pipeline=name, topic=topic,
+                                                          partition=number)).set(lag)
+
     # -- reading ------------------------------------------------------------------------------
     def throughput_now(self, window_s: float = THROUGHPUT_WINDOW_S) -> float:
         """Items processed per second over about the last ``window_s`` seconds."""
@@ -314,6 +379,8 @@ class Metrics:
             log.exception("metrics load source failed")
             self.record_error("metrics_load_source")
             return values
+        if "pipelines" in load:
+            self._set_pipelines(load["pipelines"])
         if "queue_depth" in load:
             values["queue_depth"] = load["queue_depth"]
             self.queue_depth.labels(**self.lbl()).set(load["queue_depth"])

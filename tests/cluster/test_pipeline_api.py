@@ -125,6 +125,24 @@ def test_sabot_node_lists_and_stops_pipelines(cluster: Cluster) -> None:
                               "params": {"query": "q0", "events": 2_000_000, "rate": 20_000}})
     pid = accepted["pipeline_id"]
     _wait(cluster, pid, ("running",))
+    # while it runs, its figures come in from the tasks: in /pipeline/{id} and the metrics
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = _call(cluster, "GET", f"/pipeline/{pid}")[1]
+        if live["events"] > 0 and live["watermark"] is not None:
+            break
+        time.sleep(0.1)
+    assert live["events"] > 0 and live["watermark"] is not None, live
+    ops = {o["name"]: o for o in live["operators"]}
+    assert any(name.startswith("nexmark.bids") and o["records_out"] > 0
+               for name, o in ops.items()), ops
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    mine = [line for line in text.splitlines()
+            if line.startswith("sabot_pipeline_") and pid in line]
+    assert any(line.startswith("sabot_pipeline_operator_records_out") and
+               float(line.rsplit(" ", 1)[1]) > 0 for line in mine), mine
+    assert any(line.startswith("sabot_pipeline_watermark_lag_seconds") for line in mine), mine
     listed = _cli(cluster, "pipelines")
     assert listed.returncode == 0, listed.stderr
     assert pid in listed.stdout and "running" in listed.stdout

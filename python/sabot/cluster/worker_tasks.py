@@ -171,7 +171,7 @@ class StreamTasks:
                                               attempt))
             elif "error" in said:
                 self._report(task, m.TaskDone(pid, i, error=str(said["error"]), attempt=attempt))
-            elif "checkpointed" in said or "checkpoint_failed" in said:
+            elif "checkpointed" in said or "checkpoint_failed" in said or "stats" in said:
                 self._post(m.TaskEvent(pid, i, attempt, said))
         rc = await proc.wait()
         await errors

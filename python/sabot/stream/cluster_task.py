@@ -16,11 +16,15 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+
+#: Seconds between two reports of the task's figures to the coordinator.
+STATS_S = 1.0
 
 
 def _say(out: IO[bytes], what: dict[str, Any]) -> None:
@@ -66,7 +70,9 @@ async def _run(header: dict[str, Any], graph: bytes, out: IO[bytes]) -> int:
         ch.peers = [str(p) for p in json.loads(line)["peers"]]
         run = asyncio.ensure_future(job.run())
         gone = asyncio.ensure_future(_controls(reader, job))
+        stats = asyncio.ensure_future(_report_stats(job, ch, out))
         done, _ = await asyncio.wait([run, gone], return_when=asyncio.FIRST_COMPLETED)
+        stats.cancel()
         if run not in done:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
@@ -82,13 +88,24 @@ async def _run(header: dict[str, Any], graph: bytes, out: IO[bytes]) -> int:
                 with pa.OSFile(str(path), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
                     w.write_table(table)
                 results[op.name] = str(path)
-        stats = job.stats()
-        stats["exchange"] = ch.stats()
-        _say(out, {"done": {"results": results, "stats": json.loads(json.dumps(
-            stats, default=str))}})
+        _say(out, {"done": {"results": results, "stats": _stats(job, ch)}})
         return 0
     finally:
         ch.close()
+
+
+def _stats(job: Any, ch: Any) -> dict[str, Any]:
+    """What the coordinator shows of this task (GET /pipelines, the metrics)."""
+    stats = job.stats()
+    stats["exchange"] = ch.stats()
+    stats["time"] = time.time()
+    return json.loads(json.dumps(stats, default=str))
+
+
+async def _report_stats(job: Any, ch: Any, out: IO[bytes]) -> None:
+    while True:
+        await asyncio.sleep(STATS_S)
+        _say(out, {"stats": _stats(job, ch)})
 
 
 async def _controls(reader: asyncio.StreamReader, job: Any) -> None:

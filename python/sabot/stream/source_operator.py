@@ -38,12 +38,15 @@ class SourceOperator(Operator):
         self.position: object = None
         #: On a cluster: this instance reads no partition of an unbounded source (it is idle).
         self.silent = False
+        #: On a cluster: the partitions this instance's share of the source declared.
+        self.owned: set[object] = set()
 
     def assign(self, instance: int, instances: int) -> None:
         """On a cluster, before :meth:`open`: read only ``instance``'s share of the partitions
         (see :meth:`Source.split`); its watermark is the minimum over those alone."""
         source, owned = self.source.split(instance, instances)
         self.source = source
+        self.owned = set(owned)
         self.tracker = PartitionWatermarks(self.strategy, 0)
         for p in owned:
             self.tracker.touch(p)
@@ -52,10 +55,23 @@ class SourceOperator(Operator):
     def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
         return {"__watermarks": merge_watermarks(parts, 0, own),
                 "position": self.source.rescale_position([p["position"] for p in parts], own),
-                "tracker": PartitionWatermarks.merged([p["tracker"] for p in parts],
-                                                      own.partition),
+                "tracker": PartitionWatermarks.merged(
+                    [p["tracker"] for p in parts],
+                    # declared partitions as the split source says; others as they appeared
+                    lambda p: p in self.owned or (p not in self._declared(parts)
+                                                  and own.partition(p))),
                 "_idle": False,
                 "events": sum(p["events"] for p in parts) if own.instance == 0 else 0}
+
+    @staticmethod
+    def _declared(parts: list[dict[str, Any]]) -> set[object]:
+        """(Partitions some old instance declared: Nexmark's 0 on every one of them.)"""
+        return set().union(*(p.get("owned", set()) for p in parts))
+
+    def snapshot(self) -> dict[str, Any]:
+        state = super().snapshot()
+        state["owned"] = set(self.owned)
+        return state
 
     def restore(self, state: dict) -> None:
         super().restore(state)

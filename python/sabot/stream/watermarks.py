@@ -62,12 +62,13 @@ class PartitionWatermarks:
     @classmethod
     def merged(cls, trackers: list[PartitionWatermarks], keep: Any) -> PartitionWatermarks:
         """One tracker of the partitions ``keep(partition)`` accepts, from trackers of other
-        instances (each partition was one instance's)."""
+        instances; a partition several of them had starts at the least of their times (no
+        event of any of them is late)."""
         out = cls(trackers[0].strategy, 0)
         for t in trackers:
             for p, m in t._max.items():
                 if p is not None and keep(p):
-                    out._max[p] = max(out._max.get(p, m), m)
+                    out._max[p] = min(out._max.get(p, m), m)
                     out._seen[p] = out._clock()
                     if p in t._ended:
                         out._ended.add(p)

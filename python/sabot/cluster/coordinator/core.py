@@ -580,7 +580,8 @@ class CoordinatorCore(threading.Thread):
         # share of credits in use: slots are full whenever work is queued, busy or not.
         return {"queue_depth": self._dispatcher.queued,
                 "utilization_percent": self._registry.cpu_percent(),
-                "jobs": self._jobs.count_by_state(), "nodes": self._registry.count_by_state()}
+                "jobs": self._jobs.count_by_state(), "nodes": self._registry.count_by_state(),
+                "pipelines": self._pipelines.metrics()}
 
     def journal_problem(self) -> str | None:
         """Why the journal cannot be written, while it cannot (safe from any thread)."""

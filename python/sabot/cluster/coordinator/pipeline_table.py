@@ -85,6 +85,34 @@ class Pipeline:
         ms = (self.checkpoint or {}).get("interval_ms")
         return None if ms is None else ms / 1000
 
+    def figures(self) -> dict[str, Any]:
+        """The tasks' last reports, summed over the instances: events, watermark (the
+        minimum), records in and out per operator, backpressure, lag per Kafka partition."""
+        stats = [t.stats for t in self.tasks if t.stats]
+        ops: dict[str, list[int]] = {}
+        lag: dict[str, int] = {}
+        marks = []
+        for s in stats:
+            for op in s.get("operators") or []:
+                acc = ops.setdefault(op["name"], [0, 0])
+                acc[0] += int(op.get("records_in") or 0)
+                acc[1] += int(op.get("records_out") or 0)
+            for src in s.get("sources") or []:
+                for part, n in (src.get("lag") or {}).items():
+                    lag[part] = lag.get(part, 0) + int(n)
+            if s.get("watermark") is not None:
+                marks.append(int(s["watermark"]))
+        return {
+            "events": sum(int(s.get("events") or 0) for s in stats),
+            "watermark": min(marks) if len(marks) == len(self.tasks) and marks else None,
+            "operators": [{"name": k, "records_in": v[0], "records_out": v[1]}
+                          for k, v in ops.items()],
+            "backpressure_s": round(sum(float((s.get("exchange") or {}).get("backpressure_s")
+                                              or 0) for s in stats), 3),
+            "exchange_bytes": sum(int((s.get("exchange") or {}).get("bytes_sent") or 0)
+                                  for s in stats),
+            "kafka_lag": lag}
+
     def info(self) -> dict[str, Any]:
         return {"pipeline_id": self.pipeline_id, "name": self.name, "state": self.state.value,
                 "instances": self.instances, "key_groups": self.key_groups,
@@ -95,6 +123,7 @@ class Pipeline:
                     "state_dir": self.checkpoint.get("state_dir"),
                     "interval_ms": self.checkpoint.get("interval_ms"),
                     "committed": self.committed, "last": self.last_checkpoint},
+                **self.figures(),
                 "tasks": [{"instance": t.instance, "worker": t.worker,
                            "state": "done" if t.done else "ready" if t.endpoint else "starting",
                            "stats": t.stats} for t in self.tasks]}
@@ -339,6 +368,9 @@ class PipelineTable:
             return
         p, t = found
         ev = msg.event
+        if "stats" in ev:
+            t.stats = dict(ev["stats"])
+            return
         if "checkpoint_failed" in ev:
             if p.inflight == ev["checkpoint_failed"]:
                 log.warning("pipeline %s: checkpoint %s failed on instance %d: %s",
@@ -398,3 +430,32 @@ class PipelineTable:
 
     def list(self) -> list[dict[str, Any]]:
         return [p.info() for p in self.pipelines.values()]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Per pipeline not ended, for the Prometheus gauges (Metrics.refresh)."""
+        out = []
+        now = time.time()
+        try:  # (read from the HTTP thread: the core thread may change the table meanwhile)
+            pipelines = list(self.pipelines.values())
+        except RuntimeError:
+            return []
+        for p in pipelines:
+            if p.state.terminal:
+                continue
+            f = p.figures()
+            last = p.last_checkpoint or {}
+            out.append({
+                "pipeline": p.name, "pipeline_id": p.pipeline_id, "state": p.state.value,
+                "operators": f["operators"], "events": f["events"],
+                "watermark_lag_s": None if f["watermark"] is None or f["watermark"] <= 0
+                else max(0.0, now - f["watermark"] / 1000),
+                "backpressure_s": f["backpressure_s"], "kafka_lag": f["kafka_lag"],
+                "checkpoint_duration_s": last.get("duration_s"),
+                "checkpoint_bytes": last.get("bytes"), "restarts": p.restarts})
+        return out
+
+    def count_by_state(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.pipelines.values():
+            counts[p.state.value] = counts.get(p.state.value, 0) + 1
+        return counts

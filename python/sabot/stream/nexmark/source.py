@@ -34,8 +34,9 @@ class NexmarkSource(Source):
         self.name = f"nexmark.{kind}s"
         self._pos = (0, 0)  # (generator chunk, rows of it handed out)
         #: On a cluster: the generator's chunks are dealt to ``splits`` splits (chunk c to
-        #: split c % splits); this instance reads the splits in ``owned``, each a partition
-        #: with its own position (its next chunk and row) and watermark.
+        #: split c % splits); this instance reads the splits in ``owned``, each with its own
+        #: position (its next chunk and row). It reads their chunks in the generator's order,
+        #: whose times only grow: one watermark (partition 0) holds for all of them.
         self.splits = 0
         self.live_splits = 0
         self.owned: list[int] = []
@@ -51,7 +52,7 @@ class NexmarkSource(Source):
                      and (last is None or s < last)]
         src.live_splits = SPLITS if last is None else min(SPLITS, last)  # (those with chunks)
         src._split_pos = {s: (s, 0) for s in src.owned}
-        return src, list(src.owned)
+        return src, [0] if src.owned else []
 
     def rescale_position(self, positions: list[object], own: Any) -> object:
         merged: dict[int, tuple[int, int]] = {}
@@ -109,7 +110,7 @@ class NexmarkSource(Source):
                 end = off + self.batch_size
                 self._split_pos[s] = (chunk, end) if end < batch.num_rows else \
                     (chunk + self.splits, 0)
-                yield s, batch.slice(off, self.batch_size)
+                yield 0, batch.slice(off, self.batch_size)
             self._split_pos[s] = (chunk + self.splits, 0)
             if self._has(chunk + self.splits):
                 heapq.heappush(heap, (chunk + self.splits, s))

@@ -86,6 +86,13 @@ def test_a_registered_pipeline_runs_on_the_workers_and_its_rows_come_back(cluste
     assert _rows(results["rows"]) == _rows(_as_json(single.to_pylist()))
     listed = {p["pipeline_id"]: p for p in _call(cluster, "GET", "/pipelines")[1]["pipelines"]}
     assert listed[pid]["state"] == "finished"
+    assert listed[pid]["events"] == sum(t["stats"]["events"] for t in listed[pid]["tasks"]) > 0
+    # the status page lists it (rendered on the server)
+    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.port}/", timeout=10) as r:
+        page = r.read().decode()
+    row = page[page.index(f'data-pipeline-id="{pid}"'):]
+    row = row[:row.index("</tr>")]
+    assert "nexmark" in row and "status-finished" in row
 
 
 def test_a_registered_pipelines_own_functions_run_on_the_workers(cluster: Cluster) -> None:

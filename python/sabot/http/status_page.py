@@ -54,6 +54,27 @@ def _job_row(j: dict[str, Any]) -> str:
             f'{_e(j.get("error"))}</td></tr>')
 
 
+def _pipeline_cells(p: dict[str, Any]) -> list[str]:
+    """The cells of a pipeline's row (the script draws the same ones: status.js)."""
+    wm = p.get("watermark")
+    when = time.strftime("%H:%M:%S", time.gmtime(wm / 1000)) if isinstance(wm, int) and \
+        0 < wm < 1 << 50 else "–"
+    workers = ", ".join(sorted({str(t.get("worker")) for t in p.get("tasks") or []})) or "–"
+    ck = (p.get("checkpoints") or {}).get("committed")
+    return [str(p.get("pipeline_id")), str(p.get("name")), str(p.get("state")),
+            str(p.get("instances")), workers, f"{int(p.get('events') or 0):,}", when,
+            "–" if not ck else str(ck), str(p.get("error") or "")]
+
+
+def _pipeline_row(p: dict[str, Any]) -> str:
+    cells = _pipeline_cells(p)
+    state = _e(cells[2])
+    return (f'<tr data-pipeline-id="{_e(cells[0])}"><td><code>{_e(cells[0])}</code></td>'
+            f'<td>{_e(cells[1])}</td><td class="status-{state}">{state}</td>'
+            + "".join(f"<td>{_e(c)}</td>" for c in cells[3:8])
+            + f'<td class="error" title="{_e(cells[8])}">{_e(cells[8])}</td></tr>')
+
+
 def _points(samples: list[tuple[float, float, int]]) -> str:
     if not samples:
         return ""
@@ -73,6 +94,8 @@ def render_status_page(api: HttpApi, *, with_data: bool) -> str:
         "rendered_at": _e(time.strftime("%H:%M:%S")),
         "throughput": "", "queue_depth": "–", "utilization": "–", "history_points": "",
         "node_count": "?", "node_rows": "", "job_count": "?", "job_rows": "",
+        "pipeline_count": "0", "pipeline_rows": "",
+        "pipelines_hidden": "" if hasattr(backend, "pipelines") else " hidden",
     }
     if with_data:
         load = api.metrics.refresh()
@@ -86,6 +109,11 @@ def render_status_page(api: HttpApi, *, with_data: bool) -> str:
             node_count=len(nodes), node_rows="".join(_node_row(n) for n in nodes),
             job_count=len(jobs), job_rows="".join(_job_row(j) for j in jobs),
         )
+        lister = getattr(backend, "pipelines", None)
+        if lister is not None:
+            pipelines = list(lister())
+            values.update(pipeline_count=len(pipelines),
+                          pipeline_rows="".join(_pipeline_row(p) for p in pipelines))
     return _TEMPLATE.substitute(values)
 
 

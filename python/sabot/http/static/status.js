@@ -37,6 +37,24 @@
       fmtTime(j.created_at) + "</td><td class=\"error\" title=\"" + esc(j.error) + "\">" +
       esc(j.error) + "</td></tr>";
   }
+  function pipelineRow(p) {
+    const wm = p.watermark, tasks = p.tasks || [];
+    const when = (typeof wm === "number" && wm > 0 && wm < 2 ** 50) ? new Date(wm).toISOString().slice(11, 19) : "–";
+    const workers = [...new Set(tasks.map(t => String(t.worker)))].sort().join(", ") || "–";
+    const ck = (p.checkpoints || {}).committed;
+    return "<tr class=\"live\" data-pipeline-id=\"" + esc(p.pipeline_id) + "\"><td><code>" + esc(p.pipeline_id) +
+      "</code></td><td>" + esc(p.name) + "</td><td class=\"status-" + esc(p.state) + "\">" + esc(p.state) +
+      "</td><td>" + esc(p.instances) + "</td><td>" + esc(workers) + "</td><td>" +
+      Number(p.events || 0).toLocaleString("en-US") + "</td><td>" + esc(when) + "</td><td>" +
+      esc(ck ? ck : "–") + "</td><td class=\"error\" title=\"" + esc(p.error) + "\">" + esc(p.error) + "</td></tr>";
+  }
+  async function refreshPipelines() {
+    const section = document.getElementById("pipelines-section");
+    if (!section || section.hidden) { return; }
+    const found = await get("/pipelines");
+    document.querySelector("#pipelines tbody").innerHTML = found.pipelines.map(pipelineRow).join("");
+    document.getElementById("pipeline-count").textContent = found.count;
+  }
   function drawHistory(samples) {
     const line = document.getElementById("throughput-line");
     if (!samples.length) { line.setAttribute("points", ""); return; }
@@ -56,6 +74,7 @@
       document.querySelector("#jobs tbody").innerHTML = jobs.jobs.map(jobRow).join("");
       document.getElementById("job-count").textContent = jobs.count;
       drawHistory(history.samples);
+      await refreshPipelines();
       const last = history.samples.length ? history.samples[history.samples.length - 1].items_per_second : 0;
       document.getElementById("throughput-now").textContent = fmtRate(
         stats.throughput_items_per_second !== undefined ? stats.throughput_items_per_second : last);

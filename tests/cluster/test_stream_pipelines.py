@@ -269,3 +269,33 @@ def test_stop_with_a_savepoint_and_resume_on_another_number_of_instances(
         assert _post(c, "/pipeline/nope/stop", {})[0] == 404
     finally:
         c.close()
+
+
+def test_kafka_partitions_are_split_across_the_instances(three: Cluster, kafka_broker: Any,
+                                                          kafka_topic: Any) -> None:
+    import json
+
+    from sabot_test_kafka import produce
+
+    topic = kafka_topic(partitions=4)
+    for p in range(4):
+        produce(kafka_broker.bootstrap_servers, topic,
+                [json.dumps({"k": (i * 7 + p) % 13, "t": 1_000 * i + p, "p": p}).encode()
+                 for i in range(150)], partition=p)
+
+    def pipeline(env: st.StreamEnv) -> Any:
+        s = env.from_kafka(topic, bootstrap_servers=kafka_broker.bootstrap_servers,
+                           until="end", timestamp="t",
+                           watermark=st.bounded_out_of_orderness("1s"))
+        return s.key_by("k").window(st.tumbling("20s")).agg(n=st.count(), ps=st.max("p"))
+
+    single = pipeline(st.StreamEnv()).collect()
+    env = _env(three, instances=3)
+    out = pipeline(env).collect()
+    assert _rows(out) == _rows(single) and sum(out.column("n").to_pylist()) == 600
+    # each partition was read by one instance only (3 instances, 4 partitions: 2, 1, 1)
+    seen = [sorted((t["stats"]["sources"][0]["lag"] or {}).keys()) for t in
+            env.cluster_info["tasks"]]
+    assert sorted(len(s) for s in seen) == [1, 1, 2], seen
+    assert len({p for s in seen for p in s}) == 4
+    assert env.last_result is not None and env.last_result.events == 600

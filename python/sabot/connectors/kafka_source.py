@@ -94,6 +94,9 @@ class KafkaBatchSource:
             raise ConfigError("group_id", None,
                               "a consumer group name with start='committed' (whose positions to use)")
         self._consumer: Any = None
+        #: (i, n): read only the partitions whose index (in (topic, partition) order) is i
+        #: modulo n: instance i of a pipeline's n on a cluster (explicit assignment).
+        self.share: tuple[int, int] | None = None
         self._partitions: list[Partition] = []
         self._positions: dict[Partition, int] = {}
         self._ends: dict[Partition, int] = {}  # until="end": where each partition stops
@@ -181,7 +184,11 @@ class KafkaBatchSource:
     @property
     def finished(self) -> bool:
         """True once ``until="end"`` and every partition has reached its end offset."""
-        return self.until == "end" and bool(self._partitions) and len(self._done) == len(self._partitions)
+        if self.until != "end":
+            return False
+        if not self._partitions:  # (an opened share of no partition has nothing to read)
+            return self.share is not None and self._consumer is not None
+        return len(self._done) == len(self._partitions)
 
     def positions(self) -> dict[Partition, int]:
         """The next offset to read of each assigned partition (what a checkpoint saves)."""
@@ -258,6 +265,10 @@ class KafkaBatchSource:
                     f"topic {topic!r} cannot be read from {self.bootstrap_servers}: {why}",
                     code=getattr(why, "name", lambda: None)())
             partitions += [(topic, p) for p in sorted(info.partitions)]
+        if self.share is not None:
+            i, n = self.share
+            mine = {w for k, w in enumerate(sorted(partitions)) if k % n == i}
+            partitions = [w for w in partitions if w in mine]
         unknown = sorted(set(wanted) - set(partitions))
         if unknown:
             raise ConfigError("offsets", unknown, f"partitions of the topics: {partitions}")
@@ -286,7 +297,8 @@ class KafkaBatchSource:
             self._ends[where] = high
             assignment.append(TopicPartition(where[0], where[1], position))
         self._partitions = partitions
-        consumer.assign(assignment)
+        if assignment:
+            consumer.assign(assignment)
 
     def _watermarks(self, consumer: Any, tp: Any) -> tuple[int, int]:
         try:

@@ -27,10 +27,12 @@ LAG_EVERY_S = 1.0
 
 class KafkaSource(Source):
     partitions = 0  # known once the topics' metadata is read
+    dynamic = False
 
     def __init__(self, topics: str | list[str], options: dict[str, Any]) -> None:
         from ..connectors import KafkaBatchSource
 
+        self._args = (topics, dict(options))
         self.reader = KafkaBatchSource(topics, **options)  # checks every option now
         self.bounded = self.reader.until == "end"
         self.name = f"from_kafka({','.join(self.reader.topics)})"
@@ -38,6 +40,23 @@ class KafkaSource(Source):
         self._pos: dict[tuple[str, int], int] = {}
         self._lag: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
+
+    def split(self, instance: int, instances: int) -> tuple[Source, list[object]]:
+        """On a cluster: instance i of n is assigned the partitions whose index in (topic,
+        partition) order is i modulo n (no consumer-group rebalancing: a restart or a
+        rescale deals them again the same way). Its partitions appear once it has read the
+        topics' metadata; with none (more instances than partitions) it is idle."""
+        src = KafkaSource(*self._args)
+        src.reader.share = (instance, instances)
+        src.dynamic = True
+        return src, []
+
+    def rescale_position(self, positions: list[object], own: Any) -> object:
+        merged: dict[Any, int] = {}
+        for p in positions:
+            merged.update(p)  # type: ignore[arg-type]
+        return {w: merged[w] for k, w in enumerate(sorted(merged))
+                if k % own.instances == own.instance}
 
     def position(self) -> object:
         return dict(self._pos)
@@ -61,6 +80,8 @@ class KafkaSource(Source):
         reader = self.reader
         await asyncio.to_thread(reader.open, self._start)
         self._pos = reader.positions()
+        if not self._pos:  # (a cluster's instance with no partition of its own)
+            self.idle_share = True
         # every partition holds the watermark back from the start (until it is idle)
         empty = pa.RecordBatch.from_pylist([], schema=reader.schema) if reader.schema is not None \
             else pa.RecordBatch.from_pylist([])

@@ -24,6 +24,8 @@ class Source:
     name = "source"
     bounded = True
     partitions = 1
+    #: On a cluster: this instance's share of the source turned out empty (it is idle).
+    idle_share = False
 
     def read(self) -> AsyncIterator[Item]:
         raise NotImplementedError

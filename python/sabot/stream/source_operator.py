@@ -143,7 +143,7 @@ class SourceOperator(Operator):
 
     def advance(self) -> None:
         """Recompute the merged watermark (after data, or on a tick for idleness)."""
-        wm = None if self.silent else self.tracker.current()
+        wm = None if self.silent or self.source.idle_share else self.tracker.current()
         if wm is None:
             if not self._idle:
                 self._idle = True

@@ -7,6 +7,9 @@ between the task and the coordinator: the task's exchange endpoint (``TaskReady`
 task's endpoints (``TaskPeers``), and its end (``TaskDone`` with the results its sinks
 collected, or why it failed). The task reads its standard input to its end: when the worker
 dies, so does the task. ``CancelTask`` kills the pipeline's tasks.
+
+One task process is kept started ahead, its imports done, waiting for its pipeline (a task
+starts in a few milliseconds instead of most of a second); the next is started as one is taken.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class StreamTasks:
         self._post = post
         self._host = host
         self._tasks: dict[tuple[str, int, int], _Task] = {}
+        self._spare: asyncio.subprocess.Process | None = None
+        self._spawning: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def running(self) -> int:
@@ -98,6 +104,14 @@ class StreamTasks:
             self._kill(task)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._spawning is not None:
+            self._spawning.cancel()
+            await asyncio.gather(self._spawning, return_exceptions=True)
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.returncode is None:
+            spare.kill()
+            await spare.wait()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancelled = True
@@ -134,6 +148,44 @@ class StreamTasks:
             self._tasks.pop((task.pipeline_id, task.instance, task.attempt), None)
             shutil.rmtree(task.out_dir, ignore_errors=True)
 
+    @staticmethod
+    async def _spawn() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sabot.stream.cluster_task",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=dict(os.environ), limit=1 << 24)
+
+    def warm_up(self) -> None:
+        """Start a spare task process (once, in the background) unless one is there."""
+        if self._closed or self._spare is not None or \
+                (self._spawning is not None and not self._spawning.done()):
+            return
+
+        async def spawn() -> None:
+            try:
+                proc = await self._spawn()
+            except OSError as exc:
+                log.warning("cannot start a spare task process: %s", exc)
+                return
+            if self._closed:
+                proc.kill()
+                await proc.wait()
+                return
+            self._spare = proc
+
+        self._spawning = asyncio.ensure_future(spawn())
+
+    async def _process(self) -> asyncio.subprocess.Process:
+        """The spare task process if it is alive, else a new one; a new spare is started."""
+        spare, self._spare = self._spare, None
+        if spare is None and self._spawning is not None and not self._spawning.done():
+            await asyncio.gather(self._spawning, return_exceptions=True)
+            spare, self._spare = self._spare, None
+        self.warm_up()
+        if spare is not None and spare.returncode is None:
+            return spare
+        return await self._spawn()
+
     async def _start_and_relay(self, task: _Task, msg: m.RunTask) -> None:
         task.out_dir.mkdir(parents=True, exist_ok=True)
         header = {"pipeline_id": msg.pipeline_id, "name": msg.name, "instance": msg.instance,
@@ -144,11 +196,7 @@ class StreamTasks:
                   "host": self._host(), "out_dir": str(task.out_dir),
                   "secret": load_secret(self.config, create=False).hex(),
                   "graph_bytes": len(msg.graph)}
-        task.proc = proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sabot.stream.cluster_task",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=dict(os.environ),
-            limit=1 << 24)
+        task.proc = proc = await self._process()
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         proc.stdin.write(json.dumps(header).encode() + b"\n" + bytes(msg.graph))
         await proc.stdin.drain()

@@ -127,8 +127,19 @@ def main() -> int:
     os.dup2(2, 1)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    # The imports first: a worker keeps a task process started ahead of its pipeline.
+    import cloudpickle  # noqa: F401
+    import zmq  # noqa: F401
+
+    from . import cluster_checkpoints, exchange_channels, runtime, sinks  # noqa: F401
+    from .nexmark import generator, queries  # noqa: F401
+
+    generator.prepare()  # (the default seed's pools, for Nexmark pipelines)
     stdin = sys.stdin.buffer
-    header = json.loads(stdin.readline())
+    line = stdin.readline()
+    if not line:
+        return 0  # (a spare the worker did not need)
+    header = json.loads(line)
     graph = stdin.read(int(header["graph_bytes"]))
     try:
         return asyncio.run(_run(header, graph, out))

@@ -101,6 +101,12 @@ class _Pools:
 _pools: dict[int, _Pools] = {}
 
 
+def prepare(seed: int = 0) -> None:
+    """Build the generator's value pools of ``seed`` now (about half a second, once per
+    process) rather than in the first batch: a cluster's spare task process does it ahead."""
+    _pools_for(seed)
+
+
 def _pools_for(seed: int) -> _Pools:
     p = _pools.get(seed)
     if p is None:

@@ -299,3 +299,52 @@ def test_kafka_partitions_are_split_across_the_instances(three: Cluster, kafka_b
     assert sorted(len(s) for s in seen) == [1, 1, 2], seen
     assert len({p for s in seen for p in s}) == 4
     assert env.last_result is not None and env.last_result.events == 600
+
+
+@pytest.mark.slow
+def test_workers_killed_again_and_again_and_replaced_lose_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The long form: four SIGKILLs of the worker running instance 0, each followed by a
+    replacement worker joining; the output is still the single-node run's."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        workers = [c.start_worker(wait=False) for _ in range(3)]
+        c.wait_workers(3)
+        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+        events = 600_000
+        single = QUERIES["q5"](st.StreamEnv().nexmark(events)).collect()
+        env = _env(c, instances=3, state_dir=str(tmp_path / "state"),
+                   checkpoint_interval="300ms", max_restarts=10)
+        kills = 4
+
+        def chaos() -> None:
+            seen = 0
+            while seen < kills:
+                time.sleep(0.05)
+                try:
+                    ps = _pipelines(c)
+                except Exception:  # noqa: BLE001 - the coordinator may be busy; ask again
+                    continue
+                p = ps[0] if ps else None
+                if p is None or p["state"] != "running" or p["attempt"] != seen or \
+                        (p["checkpoints"] or {}).get("committed", 0) < 1:
+                    continue
+                worker = p["tasks"][0]["worker"]
+                victim = next((w for w in workers if w.proc.poll() is None and
+                               any(worker in line for line in w.lines)), None)
+                if victim is None:
+                    continue
+                victim.kill()
+                workers.append(c.start_worker(wait=False))  # the replacement
+                seen += 1
+
+        killer = threading.Thread(target=chaos, daemon=True)
+        killer.start()
+        out = QUERIES["q5"](env.nexmark(events, rate=60_000, batch_size=4096)).collect()
+        killer.join(5)
+        info = env.cluster_info
+        assert info["restarts"] == kills, info
+        assert _rows(out) == _rows(single)
+    finally:
+        c.close()

@@ -27,6 +27,24 @@ class WindowJoin(Operator):
         self.on = (left_on, right_on)
         self.w = windows
         self.buffers: list[pa.Table | None] = [None, None]
+        #: Per port, the earliest end of a window its buffer holds rows of (None: unknown):
+        #: a watermark before it fires nothing there, and the buffer is not scanned.
+        self._first_end: list[int | None] = [None, None]
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self._first_end = [None, None]
+
+    def _earliest(self, port: int) -> int | None:
+        """The earliest window end in the buffer of ``port`` (computed once after a change
+        that may have removed it)."""
+        buf = self.buffers[port]
+        if buf is None or buf.num_rows == 0:
+            return None
+        if self._first_end[port] is None:
+            ws = np.asarray(buf.column(WS).to_numpy(), dtype=np.int64)
+            self._first_end[port] = int(ws.min()) + self.w.size + self.w.offset
+        return self._first_end[port]
 
     def rescale(self, parts: list[dict[str, Any]], own: Ownership) -> dict[str, Any]:
         state: dict[str, Any] = {"__watermarks": merge_watermarks(parts, 2, own)}
@@ -55,20 +73,30 @@ class WindowJoin(Operator):
         keep = ends - 1 > self.watermark
         t = t.take(pa.array(idx[keep], pa.int64())).append_column(WS, pa.array(starts[keep], pa.int64()))
         buf = self.buffers[port]
+        if t.num_rows:
+            first = int(ends[keep].min())
+            known = self._first_end[port]
+            if buf is None or buf.num_rows == 0:
+                self._first_end[port] = first
+            elif known is not None:
+                self._first_end[port] = min(known, first)
         self.buffers[port] = t if buf is None else pa.concat_tables([buf, t], promote_options="permissive")
 
     def on_watermark(self, watermark: int) -> None:
         parts = []
         for port in (0, 1):
             buf = self.buffers[port]
-            if buf is None or buf.num_rows == 0:
-                parts.append(None)
+            first = self._earliest(port)
+            if buf is None or first is None or first - 1 > watermark:
+                parts.append(None)  # (no window of this side's buffer ends yet)
                 continue
             ends = np.asarray(buf.column(WS).to_numpy(), dtype=np.int64) + self.w.size + self.w.offset
             done = ends - 1 <= watermark
             parts.append(buf.filter(pa.array(done)) if done.any() else None)
             if done.any():
                 self.buffers[port] = buf.filter(pa.array(~done))
+                rest = ends[~done]
+                self._first_end[port] = int(rest.min()) if len(rest) else None
         left, right = parts
         if left is None or right is None:
             return

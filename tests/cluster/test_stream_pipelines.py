@@ -144,13 +144,14 @@ def test_no_worker_alive_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
         c.close()
 
 
-def _kill_when(c: Cluster, node: Any, cond: Any, timeout: float = 60.0) -> threading.Thread:
+def _kill_when(c: Cluster, node: Any, cond: Any, timeout: float = 60.0,
+               how: str = "kill") -> threading.Thread:
     def run() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if cond():
-                    node.kill()
+                    node.kill() if how == "kill" else node.terminate()
                     return
             except Exception:  # noqa: BLE001 - the coordinator may be busy; ask again
                 pass
@@ -170,9 +171,10 @@ def _committed(c: Cluster) -> bool:
     return bool(running) and (running[0]["checkpoints"] or {}).get("committed", 0) >= 2
 
 
-@pytest.mark.parametrize("query", ["q5", "q8"])
-def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str,
+@pytest.mark.parametrize(("query", "how"), [("q5", "kill"), ("q8", "kill"), ("q5", "term")])
+def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str, how: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL, or SIGTERM as a rollout replacing the worker's pod sends it."""
     c = Cluster(tmp_path)
     try:
         c.start_coordinator()
@@ -184,9 +186,9 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str,
         env = _env(c, instances=3, state_dir=str(tmp_path / "state"),
                    checkpoint_interval="200ms")
         # paced, so that the kill comes mid-stream, after a few committed checkpoints
-        killer = _kill_when(c, workers[1], lambda: _committed(c))
+        killer = _kill_when(c, workers[1], lambda: _committed(c), how=how)
         out = QUERIES[query](env.nexmark(events, rate=40_000, batch_size=4096)).collect()
-        killer.join(1)
+        killer.join(30)
         info = env.cluster_info
         assert workers[1].proc.poll() is not None, "the worker was not killed mid-stream"
         assert info["restarts"] == 1 and info["attempt"] == 1, info

@@ -24,7 +24,7 @@ import uuid
 import zmq
 from zmq.utils import z85
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 HEADER = struct.Struct("!4sHHQQ")  # magic, version, type, session, seq
 HELLO, WELCOME, REFUSED = 1, 2, 3
 SUBMIT_JOB, SUBMIT_ACK, FETCH_RESULTS, RESULT_BATCH, ERROR = 20, 21, 24, 25, 29

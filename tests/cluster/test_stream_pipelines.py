@@ -350,3 +350,35 @@ def test_workers_killed_again_and_again_and_replaced_lose_nothing(
         assert _rows(out) == _rows(single)
     finally:
         c.close()
+
+
+def test_files_written_by_a_pipeline_whose_worker_is_killed_hold_each_row_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        workers = [c.start_worker(wait=False) for _ in range(2)]
+        c.wait_workers(2)
+        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+        events = 200_000
+        single = QUERIES["q5"](st.StreamEnv().nexmark(events)).collect()
+        out_dir = tmp_path / "out"
+        env = _env(c, instances=2, state_dir=str(tmp_path / "state"),
+                   checkpoint_interval="200ms")
+        QUERIES["q5"](env.nexmark(events, rate=40_000, batch_size=4096)).to_files(
+            str(out_dir), format="parquet", roll_every=200)
+        killer = _kill_when(c, workers[0], lambda: _committed(c))
+        env.execute("q5-files")
+        killer.join(30)
+        assert workers[0].proc.poll() is not None
+        assert env.cluster_info["restarts"] == 1
+        files = sorted(out_dir.glob("part-*.parquet"))
+        # each instance wrote files of its own names; none is left half-written
+        assert {f.name[:9] for f in files} == {"part-i000", "part-i001"}
+        assert not list(out_dir.glob(".*inprogress"))
+        got = pa.concat_tables([pq.read_table(f) for f in files])
+        assert _rows(got) == _rows(single.select(got.column_names))
+    finally:
+        c.close()

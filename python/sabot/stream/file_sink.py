@@ -58,18 +58,24 @@ class FileSink(Sink):
         self.closed: list[int] = []  # files closed since the last checkpoint (checkpointed jobs)
         self.pending: dict[int, list[int]] = {}  # epoch -> files waiting for its commit
         self.transactional = False
+        #: On a cluster, instance i's files are ``part-iNNN-NNNNN``: the instances share the
+        #: directory, never a name.
+        self.tag = ""
 
     def _tmp(self, seq: int) -> str:
-        return os.path.join(self.dir, f".part-{seq:05d}.{self.fmt}.inprogress")
+        return os.path.join(self.dir, f".part-{self.tag}{seq:05d}.{self.fmt}.inprogress")
 
     def _final(self, seq: int) -> str:
-        return os.path.join(self.dir, f"part-{seq:05d}.{self.fmt}")
+        return os.path.join(self.dir, f"part-{self.tag}{seq:05d}.{self.fmt}")
 
     def open(self, ctx: Any) -> None:
         super().open(ctx)
         self.transactional = bool(getattr(ctx, "checkpointing", False))
+        instance = getattr(ctx, "instance", None)
+        self.tag = "" if instance is None else f"i{instance:03d}-"
         os.makedirs(self.dir, exist_ok=True)
-        existing = [f for f in os.listdir(self.dir) if f.startswith("part-")]
+        existing = [f for f in os.listdir(self.dir) if f.startswith(f"part-{self.tag}")
+                    and (self.tag or not f.startswith("part-i"))]
         self.seq = len(existing)
 
     def _start(self, schema: pa.Schema) -> None:
@@ -141,10 +147,11 @@ class FileSink(Sink):
         self.commit(epoch)
         # Output of epochs after the restored checkpoint was never committed: it is written
         # again from the restored positions.
+        mine = f".part-{self.tag}"
         for name in os.listdir(self.dir):
-            if name.startswith(".part-") and name.endswith(".inprogress"):
+            if name.startswith(mine) and name.endswith(".inprogress"):
                 try:
-                    seq = int(name[len(".part-"):].split(".", 1)[0])
+                    seq = int(name[len(mine):].split(".", 1)[0])
                 except ValueError:
                     continue
                 if seq >= self.seq:

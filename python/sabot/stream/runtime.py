@@ -60,6 +60,8 @@ class JobContext:
         self.late_events = 0
         self.bad_records = 0
         self.checkpointing = False
+        #: On a cluster: this instance's number (None on one node).
+        self.instance: int | None = None
 
     def record_late(self, operator: str, n: int) -> None:
         self.late_events += n
@@ -99,6 +101,8 @@ class Job:
         self.operators: dict[int, Operator] = {}
         self.order: list[Operator] = []  # upstream before downstream
         self.channels = channels
+        if channels is not None:
+            self.ctx.instance = channels.instance
         self.exchanges: list[ExchangeInput] = []  # by exchange number
         self.sinks = [self._build(n) for n in sinks]
         self.sources = [op for op in self.order if isinstance(op, SourceOperator)]

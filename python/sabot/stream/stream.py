@@ -7,6 +7,8 @@ the job at once.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +215,10 @@ class DataStream:
         from .file_sink import FileSink, check_args
 
         fmt, roll_rows, roll_ms = check_args(format, roll_every)
-        self._sink("to_files", lambda n: FileSink(n, directory, fmt, roll_rows, roll_ms))
+        # (as this process sees it: also on a cluster)
+        where = os.path.abspath(directory) if isinstance(directory, (str, os.PathLike)) \
+            else directory
+        self._sink("to_files", lambda n: FileSink(n, where, fmt, roll_rows, roll_ms))
 
     def to_kafka(self, topic: str, *, bootstrap_servers: str, key: str | None = None,
                  format: str = "json", exactly_once: bool = False,

@@ -37,9 +37,13 @@ class KafkaSink(Sink):
 
         super().open(ctx)
         options = dict(self.options)
+        instance = getattr(ctx, "instance", None)
         if self.exactly_once and options.get("transactional_id") is None:
             # stable across restarts of the same job: its name and this sink's place in it
+            # (and on a cluster the instance: each has transactions of its own)
             options["transactional_id"] = f"sabot-{ctx.job}-{self.name}".replace("#", "-")
+        if self.exactly_once and instance is not None:
+            options["transactional_id"] = f"{options['transactional_id']}-i{instance}"
         self.writer = KafkaBatchSink(self.topic, **options)
         self.writer.open()
 

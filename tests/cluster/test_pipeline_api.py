@@ -62,7 +62,7 @@ def _wait(c: Cluster, pid: str, states: tuple[str, ...], timeout: float = 60) ->
 
 
 def _rows(rows: list[dict[str, Any]]) -> list[Any]:
-    return sorted((json.dumps(r, sort_keys=True, default=str) for r in rows))
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rows)
 
 
 def _as_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,23 +123,25 @@ def _cli(cluster: Cluster, *args: str, cwd: Path | None = None) -> subprocess.Co
     env = cluster.env()
     return subprocess.run([sys.executable, "-m", "sabot.cli", *args, "--coordinator",
                            f"127.0.0.1:{cluster.port}"], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=cwd)
+                          text=True, timeout=120, cwd=cwd, check=False)
 
 
 def test_sabot_node_lists_and_stops_pipelines(cluster: Cluster) -> None:
     status, accepted = _call(cluster, "POST", "/submit_pipeline",
                              {"pipeline": "nexmark",
                               "params": {"query": "q0", "events": 2_000_000, "rate": 20_000}})
+    assert status == 200, accepted
     pid = accepted["pipeline_id"]
     _wait(cluster, pid, ("running",))
     # while it runs, its figures come in from the tasks: in /pipeline/{id} and the metrics
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         live = _call(cluster, "GET", f"/pipeline/{pid}")[1]
-        if live["events"] > 0 and live["watermark"] is not None:
+        if live["events"] > 0 and live["watermark"] is not None and live["events_per_s"] > 0:
             break
         time.sleep(0.1)
     assert live["events"] > 0 and live["watermark"] is not None, live
+    assert live["events_per_s"] > 0, live
     ops = {o["name"]: o for o in live["operators"]}
     assert any(name.startswith("nexmark.bids") and o["records_out"] > 0
                for name, o in ops.items()), ops

@@ -7,6 +7,7 @@ its own, and rows cross between them over the exchange's ZeroMQ sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -41,6 +42,22 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             os.environ.pop("SABOT_CLUSTER_KEY_FILE", None)
         else:
             os.environ["SABOT_CLUSTER_KEY_FILE"] = old
+    finally:
+        c.close()
+
+
+@contextlib.contextmanager
+def _cluster(tmp: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+             ) -> Iterator[tuple[Cluster, list[Any]]]:
+    """A coordinator and ``workers`` workers (all alive), and this process's client settings."""
+    c = Cluster(tmp)
+    try:
+        c.start_coordinator()
+        nodes = [c.start_worker(wait=False) for _ in range(workers)]
+        if workers:
+            c.wait_workers(workers)
+        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+        yield c, nodes
     finally:
         c.close()
 
@@ -134,14 +151,9 @@ def test_an_unbounded_collect_on_the_cluster_is_refused(three: Cluster) -> None:
 
 
 def test_no_worker_alive_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    c = Cluster(tmp_path)
-    try:
-        c.start_coordinator()
-        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
-        with pytest.raises(Exception, match="no worker is alive"):
-            _env(c).from_collection([{"a": 1}]).collect()
-    finally:
-        c.close()
+    with _cluster(tmp_path, monkeypatch, 0) as (c, _workers), \
+            pytest.raises(Exception, match="no worker is alive"):
+        _env(c).from_collection([{"a": 1}]).collect()
 
 
 def _kill_when(c: Cluster, node: Any, cond: Any, timeout: float = 60.0,
@@ -153,7 +165,7 @@ def _kill_when(c: Cluster, node: Any, cond: Any, timeout: float = 60.0,
                 if cond():
                     node.kill() if how == "kill" else node.terminate()
                     return
-            except Exception:  # noqa: BLE001 - the coordinator may be busy; ask again
+            except Exception:  # noqa: BLE001, S110 - the coordinator may be busy; ask again
                 pass
             time.sleep(0.05)
 
@@ -175,12 +187,7 @@ def _committed(c: Cluster) -> bool:
 def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str, how: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL, or SIGTERM as a rollout replacing the worker's pod sends it."""
-    c = Cluster(tmp_path)
-    try:
-        c.start_coordinator()
-        workers = [c.start_worker(wait=False) for _ in range(3)]
-        c.wait_workers(3)
-        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+    with _cluster(tmp_path, monkeypatch, 3) as (c, workers):
         events = 200_000
         single = QUERIES[query](st.StreamEnv().nexmark(events)).collect()
         env = _env(c, instances=3, state_dir=str(tmp_path / "state"),
@@ -196,8 +203,6 @@ def test_a_worker_killed_mid_stream_loses_nothing(tmp_path: Path, query: str, ho
         # the run after the restart went on on the two workers left
         assert len({t["worker"] for t in info["tasks"]}) == 2
         assert _rows(out) == _rows(single)
-    finally:
-        c.close()
 
 
 def _post(c: Cluster, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -228,13 +233,7 @@ def _wait_state(c: Cluster, state: str, timeout: float = 30.0) -> dict[str, Any]
 def test_stop_with_a_savepoint_and_resume_on_another_number_of_instances(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, query: str, before: int,
         after: int) -> None:
-    c = Cluster(tmp_path)
-    try:
-        c.start_coordinator()
-        for _ in range(3):
-            c.start_worker(wait=False)
-        c.wait_workers(3)
-        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+    with _cluster(tmp_path, monkeypatch, 3) as (c, _workers):
         events = 200_000
         single = QUERIES[query](st.StreamEnv().nexmark(events)).collect()
         env = _env(c, instances=before, state_dir=str(tmp_path / "state"))
@@ -269,8 +268,6 @@ def test_stop_with_a_savepoint_and_resume_on_another_number_of_instances(
         # a finished pipeline cannot be resumed; an unknown one is not found
         assert _post(c, f"/pipeline/{pid}/resume", {})[0] == 409
         assert _post(c, "/pipeline/nope/stop", {})[0] == 404
-    finally:
-        c.close()
 
 
 def test_kafka_partitions_are_split_across_the_instances(three: Cluster, kafka_broker: Any,
@@ -308,12 +305,7 @@ def test_workers_killed_again_and_again_and_replaced_lose_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The long form: four SIGKILLs of the worker running instance 0, each followed by a
     replacement worker joining; the output is still the single-node run's."""
-    c = Cluster(tmp_path)
-    try:
-        c.start_coordinator()
-        workers = [c.start_worker(wait=False) for _ in range(3)]
-        c.wait_workers(3)
-        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+    with _cluster(tmp_path, monkeypatch, 3) as (c, workers):
         events = 600_000
         single = QUERIES["q5"](st.StreamEnv().nexmark(events)).collect()
         env = _env(c, instances=3, state_dir=str(tmp_path / "state"),
@@ -326,7 +318,7 @@ def test_workers_killed_again_and_again_and_replaced_lose_nothing(
                 time.sleep(0.05)
                 try:
                     ps = _pipelines(c)
-                except Exception:  # noqa: BLE001 - the coordinator may be busy; ask again
+                except Exception:  # noqa: BLE001, S112 - the coordinator may be busy; ask again
                     continue
                 p = ps[0] if ps else None
                 if p is None or p["state"] != "running" or p["attempt"] != seen or \
@@ -348,20 +340,13 @@ def test_workers_killed_again_and_again_and_replaced_lose_nothing(
         info = env.cluster_info
         assert info["restarts"] == kills, info
         assert _rows(out) == _rows(single)
-    finally:
-        c.close()
 
 
 def test_files_written_by_a_pipeline_whose_worker_is_killed_hold_each_row_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pyarrow.parquet as pq
 
-    c = Cluster(tmp_path)
-    try:
-        c.start_coordinator()
-        workers = [c.start_worker(wait=False) for _ in range(2)]
-        c.wait_workers(2)
-        monkeypatch.setenv("SABOT_CLUSTER_KEY_FILE", c.env()["SABOT_CLUSTER_KEY_FILE"])
+    with _cluster(tmp_path, monkeypatch, 2) as (c, workers):
         events = 200_000
         single = QUERIES["q5"](st.StreamEnv().nexmark(events)).collect()
         out_dir = tmp_path / "out"
@@ -380,5 +365,3 @@ def test_files_written_by_a_pipeline_whose_worker_is_killed_hold_each_row_once(
         assert not list(out_dir.glob(".*inprogress"))
         got = pa.concat_tables([pq.read_table(f) for f in files])
         assert _rows(got) == _rows(single.select(got.column_names))
-    finally:
-        c.close()

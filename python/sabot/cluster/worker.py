@@ -342,7 +342,6 @@ class Worker:
         self.router.spool_sync = link.spool_sync = int(reply.spool) == SHARED_SYNCED
         if self.state is WorkerState.CONNECTING:  # (not when stop() came meanwhile)
             self._set_state(WorkerState.REGISTERED)
-            self.tasks.warm_up()  # (a task process ready for the first pipeline)
         log.info("worker %s registered with coordinator %s at %s (%d slots, HTTP port %s)",
                  self.node_id, reply.coordinator_id, endpoint, self.slots, self.http_port)
         session_over = link.begin_session()

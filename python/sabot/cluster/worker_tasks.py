@@ -8,8 +8,9 @@ task's endpoints (``TaskPeers``), and its end (``TaskDone`` with the results its
 collected, or why it failed). The task reads its standard input to its end: when the worker
 dies, so does the task. ``CancelTask`` kills the pipeline's tasks.
 
-One task process is kept started ahead, its imports done, waiting for its pipeline (a task
-starts in a few milliseconds instead of most of a second); the next is started as one is taken.
+Once a worker has run a task, one task process is kept started ahead, its imports done,
+waiting for the next pipeline (whose task then starts in milliseconds instead of most of a
+second); a worker that never runs a pipeline starts none.
 """
 
 from __future__ import annotations

@@ -396,11 +396,11 @@ def _pipeline_paths(unauthorized: dict[str, Any]) -> dict[str, Any]:
                           "409": _err("the pipeline's state refuses the request (the message "
                                       "says why)"), **unauthorized},
         }} for action, summary, props in (
-            ("stop", "Stop a running pipeline: with a savepoint (default; resumable) once a "
-                     "checkpoint taken now is committed, or at once",
+            ("stop", ("Stop a running pipeline: with a savepoint (default; resumable) once a "
+                      "checkpoint taken now is committed, or at once"),
              {"savepoint": {"type": "boolean", "default": True}}),
-            ("resume", "Start a stopped pipeline again from its savepoint, on `instances` tasks "
-                       "(default: as before; another number re-cuts its state)",
+            ("resume", ("Start a stopped pipeline again from its savepoint, on `instances` "
+                        "tasks (default: as before; another number re-cuts its state)"),
              {"instances": {"type": "integer", "minimum": 1}}),
             ("cancel", "End a pipeline", {}))},
     }

@@ -80,6 +80,20 @@ def shape(order: list[Operator]) -> tuple[str, list[str]]:
     return hashlib.sha256("\n".join(desc).encode()).hexdigest()[:16], desc
 
 
+def capture_states(job: str, epoch: int, order: list[Operator]) -> dict[str, store.Captured]:
+    """Every operator's state for checkpoint ``epoch``, taken on the job's thread."""
+    states = {}
+    for op in order:
+        try:
+            states[op.name] = store.capture(op.snapshot())
+        except Exception as exc:  # noqa: BLE001 - said with the operator's name
+            raise CheckpointError(
+                f"checkpoint {epoch} of job {job!r}: the state of operator {op.name!r} "
+                f"cannot be saved ({type(exc).__name__}: {exc}); keyed-state values must "
+                "be picklable") from exc
+    return states
+
+
 class Checkpointer:
     def __init__(self, job: str, order: list[Operator], config: CheckpointConfig) -> None:
         self.job = job
@@ -160,15 +174,7 @@ class Checkpointer:
         epoch = self.epoch
         for sink in self.sinks:
             sink.prepare(epoch)
-        states = {}
-        for op in self.order:
-            try:
-                states[op.name] = store.capture(op.snapshot())
-            except Exception as exc:  # noqa: BLE001 - said with the operator's name
-                raise CheckpointError(
-                    f"checkpoint {epoch} of job {self.job!r}: the state of operator {op.name!r} "
-                    f"cannot be saved ({type(exc).__name__}: {exc}); keyed-state values must "
-                    "be picklable") from exc
+        states = capture_states(self.job, epoch, self.order)
         meta = {"job": self.job, "shape": self.fingerprint, "shape_description": self.description,
                 "final": final}
         paths = [self.dir] + [p for p, _ in self._requests]

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import CheckpointError
 from ..metrics import get_metrics
 from . import checkpoint_store as store
-from .checkpointer import CheckpointStats, job_folder, shape
+from .checkpointer import CheckpointStats, capture_states, job_folder, shape
 from .operator import Operator
 from .rescale import Ownership
 from .sinks import Sink
@@ -87,17 +87,9 @@ class ClusterCheckpointer:
             return None
         if self.restore_instances != self.instances:
             return self._restore_rescaled(epoch)
-        path = os.path.join(self.dir, f"{store.PREFIX}{epoch:08d}")
-        if not os.path.isdir(path):
-            raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} has no part of "
-                                  f"instance {self.instance} under {self.dir}: is state_dir "
-                                  "one directory for every worker?")
-        loaded = store.load(path)
-        if loaded.meta.get("shape") != self.fingerprint:
-            raise CheckpointError(f"{path} was written by a pipeline of another shape; run the "
-                                  "pipeline that wrote it, or give it another state_dir")
+        states = self._part(epoch, self.instance, self.instances)
         for op in self.order:
-            op.restore(loaded.states[op.name])
+            op.restore(states[op.name])
         for sink in self.sinks:
             sink.recover(epoch)
         self.epoch = epoch
@@ -108,22 +100,26 @@ class ClusterCheckpointer:
                  epoch, path)
         return epoch
 
+    def _part(self, epoch: int, instance: int, instances: int) -> dict[str, Any]:
+        """The operators' states in instance ``instance`` of ``instances``'s part of
+        checkpoint ``epoch``."""
+        path = os.path.join(part_dir(self.config.state_dir, self.job, instance, instances),
+                            f"{store.PREFIX}{epoch:08d}")
+        if not os.path.isdir(path):
+            raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} has no part of "
+                                  f"instance {instance} of {instances} under {path}: is "
+                                  "state_dir one directory for every worker?")
+        loaded = store.load(path)
+        if loaded.meta.get("shape") != self.fingerprint:
+            raise CheckpointError(f"{path} was written by a pipeline of another shape; run the "
+                                  "pipeline that wrote it, or give it another state_dir")
+        return loaded.states
+
     def _restore_rescaled(self, epoch: int) -> int:
         """Checkpoint ``epoch`` was written by ``restore_instances`` instances: every operator
         gets a state cut from all their parts (:mod:`.rescale`)."""
         old = self.restore_instances
-        parts = []
-        for j in range(old):
-            path = os.path.join(part_dir(self.config.state_dir, self.job, j, old),
-                                f"{store.PREFIX}{epoch:08d}")
-            if not os.path.isdir(path):
-                raise CheckpointError(f"checkpoint {epoch} of job {self.job!r} has no part of "
-                                      f"instance {j} of {old} under {path}: is state_dir one "
-                                      "directory for every worker?")
-            loaded = store.load(path)
-            if loaded.meta.get("shape") != self.fingerprint:
-                raise CheckpointError(f"{path} was written by a pipeline of another shape")
-            parts.append(loaded.states)
+        parts = [self._part(epoch, j, old) for j in range(old)]
         own = Ownership(self.instance, self.instances, self.key_groups)
         for op in self.order:
             op.restore(op.rescale([p[op.name] for p in parts], own))
@@ -145,14 +141,7 @@ class ClusterCheckpointer:
         self.epoch = epoch
         for sink in self.sinks:
             sink.prepare(epoch)
-        states = {}
-        for op in self.order:
-            try:
-                states[op.name] = store.capture(op.snapshot())
-            except Exception as exc:  # noqa: BLE001 - said with the operator's name
-                raise CheckpointError(
-                    f"checkpoint {epoch} of job {self.job!r}: the state of operator {op.name!r} "
-                    f"cannot be saved ({type(exc).__name__}: {exc})") from exc
+        states = capture_states(self.job, epoch, self.order)
         meta = {"job": self.job, "shape": self.fingerprint, "shape_description": self.description,
                 "instance": self.instance}
         fut = asyncio.ensure_future(asyncio.to_thread(store.write, self.dir, epoch, meta, states))

@@ -136,30 +136,24 @@ class ExchangeChannels:
             return
         self._enqueue(exchange, dest, True, encode_chunk(chunk), 0)
 
-    def send_watermark(self, exchange: int, watermark: int) -> None:
+    def _to_all(self, exchange: int, kind: str, value: Any, code: int) -> None:
+        """A control item (no credit needed) to every instance, after what went before."""
         for dest in range(self.instances):
             if dest == self.instance:
                 assert self._deliver is not None
-                self._deliver(exchange, dest, "watermark", watermark)
+                self._deliver(exchange, dest, kind, value)
             else:
-                self._enqueue(exchange, dest, False, None, watermark, WATERMARK)
+                self._enqueue(exchange, dest, False, None, int(value), code)
+
+    def send_watermark(self, exchange: int, watermark: int) -> None:
+        self._to_all(exchange, "watermark", watermark, WATERMARK)
 
     def send_idle(self, exchange: int, idle: bool) -> None:
-        for dest in range(self.instances):
-            if dest == self.instance:
-                assert self._deliver is not None
-                self._deliver(exchange, dest, "idle", idle)
-            else:
-                self._enqueue(exchange, dest, False, None, int(idle), IDLE)
+        self._to_all(exchange, "idle", idle, IDLE)
 
     def send_barrier(self, exchange: int, epoch: int) -> None:
         """Checkpoint ``epoch``'s barrier, after everything sent before it, to every instance."""
-        for dest in range(self.instances):
-            if dest == self.instance:
-                assert self._deliver is not None
-                self._deliver(exchange, dest, "barrier", epoch)
-            else:
-                self._enqueue(exchange, dest, False, None, epoch, BARRIER)
+        self._to_all(exchange, "barrier", epoch, BARRIER)
 
     def _enqueue(self, exchange: int, dest: int, is_batch: bool, payload: bytes | None,
                  value: int, kind: int = BATCH) -> None:

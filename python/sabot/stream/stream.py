@@ -8,7 +8,6 @@ the job at once.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 

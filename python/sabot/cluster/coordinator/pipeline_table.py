@@ -48,6 +48,7 @@ class Task:
     endpoint: str = ""
     done: bool = False
     stats: dict = field(default_factory=dict)
+    events_per_s: float = 0.0  # between its last two reports
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Pipeline:
                 marks.append(int(s["watermark"]))
         return {
             "events": sum(int(s.get("events") or 0) for s in stats),
+            "events_per_s": round(sum(t.events_per_s for t in self.tasks if not t.done), 1),
             "watermark": min(marks) if len(marks) == len(self.tasks) and marks else None,
             "operators": [{"name": k, "records_in": v[0], "records_out": v[1]}
                           for k, v in ops.items()],
@@ -332,8 +334,8 @@ class PipelineTable:
                 p.asked = p.inflight = max(p.committed, p.asked) + 1
                 p.reported, p.asked_at = {}, now
                 epoch, attempt = p.inflight, p.attempt
-                self._to_tasks(p, lambda t: m.TaskControl(p.pipeline_id, t.instance, attempt,
-                                                          {"checkpoint": epoch}))
+                self._to_tasks(p, lambda t, p=p, epoch=epoch, attempt=attempt: m.TaskControl(
+                    p.pipeline_id, t.instance, attempt, {"checkpoint": epoch}))
 
     # -- workers ------------------------------------------------------------------------------
     def _task(self, peer: Target, pipeline_id: str, instance: int, attempt: int
@@ -369,7 +371,12 @@ class PipelineTable:
         p, t = found
         ev = msg.event
         if "stats" in ev:
-            t.stats = dict(ev["stats"])
+            new, old = dict(ev["stats"]), t.stats
+            dt = float(new.get("time") or 0) - float(old.get("time") or 0)
+            if old and dt > 0:
+                t.events_per_s = max(0.0, (int(new.get("events") or 0)
+                                           - int(old.get("events") or 0)) / dt)
+            t.stats = new
             return
         if "checkpoint_failed" in ev:
             if p.inflight == ev["checkpoint_failed"]:

@@ -61,15 +61,6 @@ class StreamTasks:
         self._spawning: asyncio.Task[None] | None = None
         self._closed = False
 
-    @property
-    def running(self) -> int:
-        return len(self._tasks)
-
-    def info(self) -> list[dict[str, Any]]:
-        return [{"pipeline_id": t.pipeline_id, "instance": t.instance, "attempt": t.attempt,
-                 "pid": t.proc.pid if t.proc is not None else None}
-                for t in self._tasks.values()]
-
     # -- from the coordinator -------------------------------------------------------------------
     def run(self, msg: m.RunTask) -> None:
         key = (msg.pipeline_id, msg.instance, msg.attempt)

@@ -78,10 +78,6 @@ class Alignment:
         self._sent: set[int] = set()  # exchanges whose sending end passed the barrier on
         self._held: list[Item] = []
 
-    @property
-    def active(self) -> bool:
-        return self.epoch is not None
-
     def _begin(self, epoch: int) -> None:
         if self.epoch is None:
             self.epoch = epoch

@@ -9,7 +9,7 @@ Backpressure is by credits, per (exchange, destination): a sender may have ``CRE
 on their way that the receiver's job has not yet taken; the receiver gives one back for each
 batch its job has pushed through. Watermarks and idleness need no credit but wait behind the
 batches before them. A job whose queues hold more than ``BACKLOG`` items stops reading its
-sources (:meth:`writable`) until they drain; it keeps taking what others send it, so two
+sources (:meth:`wait_writable`) until they drain; it keeps taking what others send it, so two
 instances waiting on each other's credits cannot stall.
 
 A sender's final watermark is its end of stream; the receiver acknowledges it, and an instance
@@ -191,9 +191,6 @@ class ExchangeChannels:
     def _notify(self) -> None:
         if self._changed is not None:
             self._changed.set()
-
-    def writable(self) -> bool:
-        return self.queued <= BACKLOG
 
     async def wait_writable(self) -> None:
         """Until the queues are short enough to read on (a source waits here)."""

@@ -46,10 +46,6 @@ def get_pipeline(name: str) -> Callable[..., Any]:
     return fn
 
 
-def list_pipelines() -> list[str]:
-    return sorted(_PIPELINES)
-
-
 def build(name: str, params: dict[str, Any], *, state_dir: str | None = None,
           checkpoint_interval: str | None = None) -> tuple[bytes, dict[str, Any] | None, str | None]:
     """The named pipeline built with ``params``: its cloudpickled graph, its checkpoint

@@ -460,9 +460,3 @@ class PipelineTable:
                 "checkpoint_duration_s": last.get("duration_s"),
                 "checkpoint_bytes": last.get("bytes"), "restarts": p.restarts})
         return out
-
-    def count_by_state(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for p in self.pipelines.values():
-            counts[p.state.value] = counts.get(p.state.value, 0) + 1
-        return counts
